@@ -1,0 +1,238 @@
+//! One thread that pumps the pipes of every running command with poll(2):
+//! forwards output under the cap, drops the rest, feeds stdin, and finishes a
+//! command once its leader has ended, its leftovers are killed and its pipes are
+//! drained (or the drain grace has passed: a descendant we could not attribute
+//! may hold them open).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::ChildStdin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use brig_protocol::{RunResult, Stream, MAX_OUTPUT_CHUNK};
+
+use crate::supervisor::{Running, Supervisor};
+use crate::sys::{self, PollFd};
+
+/// How long pipes are still read after a command's leftovers were killed.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
+/// Receives command output as it is produced.
+pub trait OutputSink: Send + Sync {
+    fn output(&self, id: u32, stream: Stream, data: &[u8]);
+}
+
+/// Called once with a command's result.
+pub type OnDone = Box<dyn FnOnce(RunResult) + Send>;
+
+struct Job {
+    running: Running,
+    sink: Arc<dyn OutputSink>,
+    on_done: OnDone,
+    out: u64,
+    err: u64,
+    stdin_written: usize,
+    drain_until: Option<Instant>,
+}
+
+/// Handle to the I/O thread.
+pub struct IoLoop {
+    incoming: Mutex<Vec<Job>>,
+    wake: OwnedFd,
+}
+
+impl IoLoop {
+    pub fn start(supervisor: Supervisor) -> io::Result<Arc<IoLoop>> {
+        let io_loop = Arc::new(IoLoop {
+            incoming: Mutex::new(Vec::new()),
+            wake: sys::eventfd()?,
+        });
+        let handle = Arc::clone(&io_loop);
+        std::thread::Builder::new()
+            .name("io".into())
+            .spawn(move || handle.run_forever(&supervisor))?;
+        Ok(io_loop)
+    }
+
+    /// Hands a started command to the loop.
+    pub fn submit(&self, running: Running, sink: Arc<dyn OutputSink>, on_done: OnDone) {
+        for fd in [
+            running.stdout.as_ref().map(|p| p.as_raw_fd()),
+            running.stderr.as_ref().map(|p| p.as_raw_fd()),
+            running.stdin.as_ref().map(|p| p.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Should it fail, a read still only happens after poll said readable.
+            let _ = sys::set_nonblocking(fd);
+        }
+        let job = Job {
+            running,
+            sink,
+            on_done,
+            out: 0,
+            err: 0,
+            stdin_written: 0,
+            drain_until: None,
+        };
+        self.incoming.lock().unwrap_or_else(|p| p.into_inner()).push(job);
+        sys::eventfd_signal(&self.wake);
+    }
+
+    fn run_forever(&self, supervisor: &Supervisor) {
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut fds: Vec<PollFd> = Vec::new();
+        let mut buf = vec![0u8; MAX_OUTPUT_CHUNK];
+        loop {
+            let now = Instant::now();
+            let timeout_ms = jobs
+                .iter()
+                .filter_map(|job| job.drain_until)
+                .min()
+                .map_or(-1, |until| until.saturating_duration_since(now).as_millis() as i32 + 1);
+            fds.clear();
+            fds.push(PollFd::readable(self.wake.as_raw_fd()));
+            for job in &jobs {
+                fds.extend(job.poll_fds());
+            }
+            if sys::poll(&mut fds, timeout_ms).is_err() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if fds[0].ready() {
+                sys::eventfd_clear(&self.wake);
+                jobs.append(&mut self.incoming.lock().unwrap_or_else(|p| p.into_inner()));
+            }
+            for (job, ready) in jobs.iter_mut().zip(fds[1..].chunks(4)) {
+                job.step(ready, &mut buf, supervisor);
+            }
+            let now = Instant::now();
+            let mut index = 0;
+            while index < jobs.len() {
+                if jobs[index].is_done(now) {
+                    let job = jobs.swap_remove(index);
+                    let result = supervisor.finish(&job.running, job.out, job.err);
+                    (job.on_done)(result);
+                } else {
+                    index += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Job {
+    /// stdout, stderr, stdin, wake: always four entries, unused ones ignored by poll.
+    fn poll_fds(&self) -> [PollFd; 4] {
+        let r = &self.running;
+        [
+            r.stdout
+                .as_ref()
+                .map_or(PollFd::unused(), |p| PollFd::readable(p.as_raw_fd())),
+            r.stderr
+                .as_ref()
+                .map_or(PollFd::unused(), |p| PollFd::readable(p.as_raw_fd())),
+            r.stdin
+                .as_ref()
+                .map_or(PollFd::unused(), |p| PollFd::writable(p.as_raw_fd())),
+            if self.drain_until.is_none() {
+                PollFd::readable(r.wake_fd())
+            } else {
+                PollFd::unused()
+            },
+        ]
+    }
+
+    fn step(&mut self, ready: &[PollFd], buf: &mut [u8], supervisor: &Supervisor) {
+        let (id, cap, sink) = (self.running.id, self.running.output_cap, &*self.sink);
+        if ready[0].ready() {
+            pump(
+                &mut self.running.stdout,
+                Stream::Stdout,
+                &mut self.out,
+                cap,
+                buf,
+                id,
+                sink,
+            );
+        }
+        if ready[1].ready() {
+            pump(
+                &mut self.running.stderr,
+                Stream::Stderr,
+                &mut self.err,
+                cap,
+                buf,
+                id,
+                sink,
+            );
+        }
+        if ready[2].ready() {
+            feed_stdin(
+                &mut self.running.stdin,
+                &self.running.stdin_bytes,
+                &mut self.stdin_written,
+            );
+        }
+        if ready[3].ready() && supervisor.leader_ended(&self.running) {
+            self.running.stdin = None;
+            self.drain_until = Some(Instant::now() + DRAIN_GRACE);
+        }
+    }
+
+    fn is_done(&self, now: Instant) -> bool {
+        let pipes_closed = self.running.stdout.is_none() && self.running.stderr.is_none();
+        self.drain_until.is_some_and(|until| pipes_closed || now >= until)
+    }
+}
+
+/// Reads what is available from one pipe; forwards the part under the cap and
+/// drops the rest. Closes the pipe on EOF or error.
+fn pump<R: Read>(
+    pipe: &mut Option<R>,
+    stream: Stream,
+    total: &mut u64,
+    cap: u64,
+    buf: &mut [u8],
+    id: u32,
+    sink: &dyn OutputSink,
+) {
+    let Some(reader) = pipe.as_mut() else { return };
+    // Bounded, so one flooding command cannot starve the others.
+    for _ in 0..16 {
+        match reader.read(buf) {
+            Ok(0) => {
+                *pipe = None;
+                return;
+            }
+            Ok(n) => {
+                let room = cap.saturating_sub(*total).min(n as u64) as usize;
+                if room > 0 {
+                    sink.output(id, stream, &buf[..room]);
+                }
+                *total += n as u64;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                *pipe = None;
+                return;
+            }
+        }
+    }
+}
+
+fn feed_stdin(pipe: &mut Option<ChildStdin>, bytes: &[u8], written: &mut usize) {
+    let Some(writer) = pipe.as_mut() else { return };
+    while *written < bytes.len() {
+        match writer.write(&bytes[*written..]) {
+            Ok(n) => *written += n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            // EPIPE: the command closed its stdin; the rest is dropped.
+            Err(_) => break,
+        }
+    }
+    *pipe = None;
+}

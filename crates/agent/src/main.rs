@@ -1,0 +1,49 @@
+//! brig-agent: PID 1 of every brig sandbox.
+//!
+//! - `serve`: answer brig-protocol frames on stdin/stdout ([`serve`]).
+//! - `run [options] -- argv`: one command, for use through `docker exec` ([`run`]).
+//!
+//! Modules: [`supervisor`] (spawn, reap, deadlines, cancel), [`io_loop`] (pipes, caps), [`leftovers`] (finding
+//! what a command left behind), [`sys`] (the only unsafe code: raw syscalls).
+
+mod io_loop;
+mod leftovers;
+mod run;
+mod serve;
+mod supervisor;
+mod sys;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // First thing: nothing in the sandbox may ptrace us or read /proc/1/fd/*.
+    if let Err(err) = sys::set_non_dumpable() {
+        eprintln!("brig-agent: prctl(PR_SET_DUMPABLE): {err}");
+        return ExitCode::from(70);
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => match serve::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("brig-agent: {err}");
+                ExitCode::from(70)
+            }
+        },
+        Some("run") => match run::run(&args[1..]) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(err) => {
+                eprintln!("brig-agent: {err}\n{}", run::USAGE);
+                ExitCode::from(125)
+            }
+        },
+        Some("--version") => {
+            println!("brig-agent {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: brig-agent serve | brig-agent run [options] -- ARGV...");
+            ExitCode::from(64)
+        }
+    }
+}

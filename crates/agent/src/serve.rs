@@ -1,0 +1,104 @@
+//! `brig-agent serve`: PID 1 of a sandbox, answering frames on stdin/stdout.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use brig_protocol::{DecodeError, ErrorCode, Frame, FrameDecoder, Stream, MAX_FRAME_LEN, PROTOCOL_VERSION};
+
+use crate::io_loop::{IoLoop, OutputSink};
+use crate::supervisor::Supervisor;
+
+/// Writes whole frames to stdout, one at a time, so concurrent commands never
+/// interleave below a frame boundary.
+pub struct FrameWriter {
+    out: Mutex<io::Stdout>,
+}
+
+impl FrameWriter {
+    pub fn new() -> Self {
+        FrameWriter {
+            out: Mutex::new(io::stdout()),
+        }
+    }
+
+    pub fn send(&self, frame: &Frame) {
+        let bytes = frame.encode();
+        let out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = out.lock();
+        // A failed write means nobody is attached; the client re-sends what it
+        // still waits for after re-attaching, so there is nothing to do here.
+        let _ = out.write_all(&bytes).and_then(|()| out.flush());
+    }
+}
+
+impl OutputSink for FrameWriter {
+    fn output(&self, id: u32, stream: Stream, data: &[u8]) {
+        self.send(&Frame::Output {
+            id,
+            stream,
+            data: data.to_vec(),
+        });
+    }
+}
+
+/// Serves until the process is killed. Never returns on its own: stdin EOF
+/// (no client attached) only pauses reading.
+pub fn serve() -> io::Result<()> {
+    let supervisor = Supervisor::start()?;
+    let io_loop = IoLoop::start(supervisor.clone())?;
+    let writer = Arc::new(FrameWriter::new());
+    let mut decoder = FrameDecoder::new();
+    let mut stdin = io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => {
+                // The stdin fifo has no writer right now; a later attach reopens it.
+                // Whatever partial frame we held belonged to the gone writer.
+                decoder.reset();
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        decoder.push(&buf[..n]);
+        while let Some(frame) = decoder.next_frame() {
+            handle(frame, &supervisor, &io_loop, &writer);
+        }
+    }
+}
+
+fn handle(frame: Result<Frame, DecodeError>, supervisor: &Supervisor, io_loop: &IoLoop, writer: &Arc<FrameWriter>) {
+    let error = |id, code, message: String| writer.send(&Frame::Error { id, code, message });
+    match frame {
+        Ok(Frame::Hello { version }) => writer.send(&Frame::HelloOk {
+            version: version.min(PROTOCOL_VERSION),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            max_frame_len: MAX_FRAME_LEN as u32,
+        }),
+        Ok(Frame::Run { id, request }) => match supervisor.spawn(id, request) {
+            Ok(running) => {
+                let done_writer = Arc::clone(writer);
+                let on_done = Box::new(move |result| done_writer.send(&Frame::Exit { id, result }));
+                io_loop.submit(running, Arc::clone(writer) as Arc<dyn OutputSink>, on_done);
+            }
+            Err(err) => error(id, err.code, err.message),
+        },
+        Ok(Frame::Cancel { id }) => supervisor.cancel(id),
+        Ok(other) => error(
+            other.id(),
+            ErrorCode::UnsupportedFrame,
+            "frame not accepted by the agent".into(),
+        ),
+        Err(DecodeError::UnknownKind { kind, id }) => error(
+            id,
+            ErrorCode::UnsupportedFrame,
+            format!("unknown frame kind {kind:#04x}"),
+        ),
+        Err(err @ DecodeError::Malformed { id, .. }) => error(id, ErrorCode::MalformedFrame, err.to_string()),
+        Err(err @ DecodeError::BadLength { .. }) => error(0, ErrorCode::MalformedFrame, err.to_string()),
+    }
+}

@@ -1,0 +1,379 @@
+//! Runs commands: spawning, the reaper, deadlines, cancellation, output caps and
+//! the clean-up of whatever a command leaves behind.
+//!
+//! Three kinds of thread share one [`Table`]:
+//! - the **reaper** waits for any child to exit. For a command's leader it first
+//!   SIGKILLs the leader's process group while the unreaped zombie still holds the
+//!   group id (so the id cannot have been reused), then reaps it and wakes the
+//!   command's supervisor. Any other child (an orphan reparented to PID 1) is
+//!   simply reaped: no zombie survives.
+//! - the **deadline** thread SIGKILLs the group of every leader whose deadline has
+//!   passed. It never touches output, so a stalled client cannot delay a kill.
+//! - the **I/O loop** ([`io_loop`](crate::io_loop)) pumps every command's pipes,
+//!   and once a leader is gone has its leftovers killed
+//!   (see [`leftovers`](crate::leftovers)) and reports.
+//!
+//! The agent's thread count is fixed (main, reaper, deadlines, I/O): threads count
+//! against the sandbox's pids limit, so none is spent per command.
+//!
+//! Spawning happens under the table lock, and the reaper takes the same lock
+//! before reaping, so a pid is registered before anyone can reap it.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use brig_protocol::{ErrorCode, RunRequest, RunResult, Termination};
+
+use crate::{leftovers, sys};
+
+/// Most commands running at once in one sandbox.
+pub const MAX_ACTIVE: usize = 64;
+
+/// Longest deadline the agent accepts (the API clamps far below this).
+const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The fixed PATH commands run with.
+pub const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The environment variable that marks every process of one command.
+pub const MARKER_VAR: &str = "BRIG_CMD";
+
+/// Why a command did not start.
+#[derive(Debug)]
+pub struct StartError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl StartError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        StartError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    termination: Option<Termination>,
+    ended: Option<Instant>,
+    timed_out: bool,
+    cancelled: bool,
+}
+
+struct Slot {
+    wake: OwnedFd,
+    outcome: Mutex<Outcome>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Leader pid → slot, until the reaper reaps the leader.
+    leaders: HashMap<i32, Arc<Slot>>,
+    /// Request id → leader pid, until its supervisor has finished.
+    requests: HashMap<u32, i32>,
+    deadlines: Vec<(Instant, i32)>,
+    /// Bumped on every spawn, so an idle reaper notices new children.
+    spawned: u64,
+}
+
+struct Shared {
+    table: Mutex<Table>,
+    changed: Condvar,
+    /// PID 1 of the sandbox: when no command runs, everything else may be killed.
+    is_init: bool,
+    next_marker: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic while holding the lock is a bug; keep serving rather than cascade.
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn lock_outcome(slot: &Slot) -> MutexGuard<'_, Outcome> {
+    slot.outcome.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A started command, handed to the I/O loop.
+pub struct Running {
+    pub(crate) id: u32,
+    marker: String,
+    slot: Arc<Slot>,
+    started: Instant,
+    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) stdin_bytes: Vec<u8>,
+    pub(crate) stdout: Option<ChildStdout>,
+    pub(crate) stderr: Option<ChildStderr>,
+    pub(crate) output_cap: u64,
+}
+
+impl Running {
+    /// Readable when the reaper has collected the command's leader.
+    pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.slot.wake.as_raw_fd()
+    }
+}
+
+/// Runs commands; cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    /// Starts the reaper and deadline threads.
+    pub fn start() -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            table: Mutex::new(Table::default()),
+            changed: Condvar::new(),
+            is_init: sys::getpid() == 1,
+            next_marker: AtomicU64::new(1),
+        });
+        let reaper = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || reap_forever(&reaper))?;
+        let deadlines = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("deadlines".into())
+            .spawn(move || enforce_deadlines_forever(&deadlines))?;
+        Ok(Supervisor { shared })
+    }
+
+    /// Validates and spawns `request` as request `id`.
+    pub fn spawn(&self, id: u32, request: RunRequest) -> Result<Running, StartError> {
+        validate(&request)?;
+        // Our pid keeps markers distinct from those of a one-shot `brig-agent run`
+        // started through `docker exec` in the same sandbox.
+        let marker = format!(
+            "{MARKER_VAR}={}.{}",
+            sys::getpid(),
+            self.shared.next_marker.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut command = Command::new(&request.argv[0]);
+        command
+            .args(&request.argv[1..])
+            .env_clear()
+            .env("PATH", COMMAND_PATH)
+            .env("HOME", "/workspace")
+            .envs(request.env.iter().map(|(k, v)| (k, v)))
+            .env(MARKER_VAR, &marker[MARKER_VAR.len() + 1..])
+            .current_dir(&request.cwd)
+            .stdin(if request.stdin.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        sys::prefer_oom_kill(&mut command);
+        let wake = sys::eventfd().map_err(|err| StartError::new(ErrorCode::Busy, err.to_string()))?;
+
+        let mut table = self.shared.lock();
+        if table.requests.contains_key(&id) {
+            return Err(StartError::new(
+                ErrorCode::DuplicateRequest,
+                "request id already running",
+            ));
+        }
+        if table.requests.len() >= MAX_ACTIVE {
+            return Err(StartError::new(
+                ErrorCode::Busy,
+                format!("{MAX_ACTIVE} commands already running"),
+            ));
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|err| StartError::new(ErrorCode::SpawnFailed, format!("{}: {err}", request.argv[0])))?;
+        let started = Instant::now();
+        let pid = child.id() as i32;
+        let slot = Arc::new(Slot {
+            wake,
+            outcome: Mutex::new(Outcome::default()),
+        });
+        table.leaders.insert(pid, Arc::clone(&slot));
+        table.requests.insert(id, pid);
+        table
+            .deadlines
+            .push((started + Duration::from_millis(request.timeout_ms), pid));
+        table.spawned += 1;
+        drop(table);
+        self.shared.changed.notify_all();
+
+        Ok(Running {
+            id,
+
+            marker,
+            slot,
+            started,
+            stdin: child.stdin.take(),
+            stdin_bytes: request.stdin,
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            output_cap: request.output_cap,
+        })
+        // `child` is dropped without waiting: the reaper owns reaping.
+    }
+
+    /// Kills request `id`'s process group; ignored if it is not running.
+    pub fn cancel(&self, id: u32) {
+        let table = self.shared.lock();
+        let Some(&pid) = table.requests.get(&id) else { return };
+        if let Some(slot) = table.leaders.get(&pid) {
+            lock_outcome(slot).cancelled = true;
+            sys::kill_group(pid);
+        }
+    }
+
+    /// The command has ended (its slot was woken): kill its leftovers once.
+    /// Returns false if the leader is in fact still running.
+    pub(crate) fn leader_ended(&self, running: &Running) -> bool {
+        sys::eventfd_clear(&running.slot.wake);
+        if lock_outcome(&running.slot).termination.is_none() {
+            return false;
+        }
+        self.kill_leftovers(&running.marker);
+        true
+    }
+
+    /// Forgets a command whose supervision is over and builds its result.
+    pub(crate) fn finish(&self, running: &Running, stdout_bytes: u64, stderr_bytes: u64) -> RunResult {
+        self.shared.lock().requests.remove(&running.id);
+        let outcome = lock_outcome(&running.slot);
+        RunResult {
+            termination: outcome.termination.unwrap_or(Termination::Signaled(libc::SIGKILL)),
+            timed_out: outcome.timed_out,
+            cancelled: outcome.cancelled,
+            stdout_bytes,
+            stderr_bytes,
+            stdout_truncated: stdout_bytes > running.output_cap,
+            stderr_truncated: stderr_bytes > running.output_cap,
+            duration_us: outcome
+                .ended
+                .map_or(Duration::ZERO, |ended| ended - running.started)
+                .as_micros() as u64,
+        }
+    }
+
+    /// Kills what a finished command left behind: every process carrying its
+    /// marker, and, when the agent is PID 1 and no other command runs, every other
+    /// process in the sandbox. Repeats until nothing was found, so a fork in
+    /// flight cannot slip through.
+    fn kill_leftovers(&self, marker: &str) {
+        for _ in 0..200 {
+            let table = self.shared.lock();
+            let mut killed = leftovers::kill_marked(marker);
+            // `requests` still holds this command until supervise returns.
+            if self.shared.is_init && table.requests.len() <= 1 {
+                killed |= leftovers::kill_all_but_exec_sessions();
+            }
+            drop(table);
+            if !killed {
+                return;
+            }
+            // Let the reaper collect the victims before looking again.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn validate(request: &RunRequest) -> Result<(), StartError> {
+    let invalid = |message: &str| Err(StartError::new(ErrorCode::InvalidRequest, message));
+    if request.argv.is_empty() || request.argv[0].is_empty() {
+        return invalid("argv is empty");
+    }
+    if request.timeout_ms == 0 || request.timeout_ms > MAX_TIMEOUT_MS {
+        return invalid("timeout must be positive and at most one day");
+    }
+    if !request.cwd.starts_with('/') {
+        return invalid("cwd must be an absolute path");
+    }
+    let has_nul = |s: &str| s.contains('\0');
+    if request.argv.iter().any(|a| has_nul(a)) || has_nul(&request.cwd) {
+        return invalid("NUL byte in argv or cwd");
+    }
+    for (key, value) in &request.env {
+        if key.is_empty() || key.contains('=') || has_nul(key) || has_nul(value) || key == MARKER_VAR {
+            return invalid("invalid environment variable");
+        }
+    }
+    Ok(())
+}
+
+fn reap_forever(shared: &Shared) {
+    loop {
+        let generation = shared.lock().spawned;
+        match sys::wait_any_exited() {
+            Ok(Some(pid)) => {
+                let mut table = shared.lock();
+                let Some(slot) = table.leaders.remove(&pid) else {
+                    drop(table);
+                    sys::reap(pid);
+                    continue;
+                };
+                // The zombie leader keeps the group id reserved: safe to kill by it.
+                sys::kill_group(pid);
+                let termination = sys::reap(pid);
+                table.deadlines.retain(|&(_, p)| p != pid);
+                drop(table);
+                let mut outcome = lock_outcome(&slot);
+                outcome.termination = Some(termination.unwrap_or(Termination::Signaled(libc::SIGKILL)));
+                outcome.ended = Some(Instant::now());
+                drop(outcome);
+                sys::eventfd_signal(&slot.wake);
+            }
+            Ok(None) => {
+                let table = shared.lock();
+                if table.spawned == generation {
+                    let _unused = shared
+                        .changed
+                        .wait_timeout(table, Duration::from_secs(1))
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+            }
+            Err(err) => {
+                eprintln!("brig-agent: waitid failed: {err}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn enforce_deadlines_forever(shared: &Shared) {
+    let mut table = shared.lock();
+    loop {
+        let now = Instant::now();
+        let (due, pending): (Vec<_>, Vec<_>) = table.deadlines.iter().partition(|(at, _)| *at <= now);
+        table.deadlines = pending;
+        for (_, pid) in due {
+            if let Some(slot) = table.leaders.get(&pid) {
+                lock_outcome(slot).timed_out = true;
+                sys::kill_group(pid);
+            }
+        }
+        let next = table.deadlines.iter().map(|(at, _)| *at).min();
+        table = match next {
+            Some(at) => {
+                shared
+                    .changed
+                    .wait_timeout(table, at.saturating_duration_since(now))
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0
+            }
+            None => shared
+                .changed
+                .wait(table)
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        };
+    }
+}

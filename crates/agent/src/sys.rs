@@ -1,0 +1,186 @@
+//! The agent's only unsafe code: thin, checked wrappers over the syscalls std
+//! does not expose. Everything else in the agent is safe Rust.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use brig_protocol::Termination;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Makes the agent non-dumpable: same-uid code in the sandbox can then neither
+/// ptrace it nor open `/proc/1/fd/*` or `/proc/1/environ` (there is no Yama here).
+pub fn set_non_dumpable() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).map(drop)
+}
+
+/// Orphans of our commands reparent to us (used by the one-shot `run`, which is
+/// not PID 1).
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(drop)
+}
+
+/// Blocks until some child has exited and returns its pid without reaping it
+/// (the zombie keeps the pid, and with it the process group id, reserved).
+/// `None` when there are no children at all.
+pub fn wait_any_exited() -> io::Result<Option<i32>> {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to a siginfo_t.
+        let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if ret == 0 {
+            // SAFETY: waitid succeeded with WEXITED, so si_pid is valid.
+            return Ok(Some(unsafe { info.si_pid() }));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Reaps `pid` if it has exited. `None` if it is still running or not our child.
+pub fn reap(pid: i32) -> Option<Termination> {
+    let mut status = 0;
+    // SAFETY: valid pointer to an int.
+    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if ret != pid {
+        return None;
+    }
+    if libc::WIFSIGNALED(status) {
+        Some(Termination::Signaled(libc::WTERMSIG(status)))
+    } else {
+        Some(Termination::Exited(libc::WEXITSTATUS(status)))
+    }
+}
+
+/// SIGKILL to a process group. Returns false when the group no longer exists.
+pub fn kill_group(pgid: i32) -> bool {
+    debug_assert!(pgid > 1);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) == 0 }
+}
+
+/// SIGKILL to one process.
+pub fn kill_process(pid: i32) {
+    debug_assert!(pid > 1);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Our own pid.
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+/// A counter the reaper bumps to wake a supervisor; readable when non-zero.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn eventfd_signal(fd: &OwnedFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a valid buffer.
+    unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+}
+
+pub fn eventfd_clear(fd: &OwnedFd) {
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a valid buffer.
+    unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+}
+
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Readiness of one descriptor after [`poll`].
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct PollFd(libc::pollfd);
+
+impl PollFd {
+    pub fn readable(fd: RawFd) -> Self {
+        PollFd(libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+    }
+    pub fn writable(fd: RawFd) -> Self {
+        PollFd(libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        })
+    }
+    /// A slot poll ignores (negative fd).
+    pub fn unused() -> Self {
+        PollFd(libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        })
+    }
+    /// Ready for the requested event, or hung up / in error (a read or write then
+    /// reports what happened).
+    pub fn ready(&self) -> bool {
+        self.0.revents != 0
+    }
+}
+
+/// poll(2); `timeout_ms` negative waits forever. EINTR counts as "nothing ready".
+pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<()> {
+    // SAFETY: PollFd is repr-compatible with pollfd (a newtype) and the slice is valid.
+    let ret = unsafe {
+        libc::poll(
+            fds.as_mut_ptr().cast::<libc::pollfd>(),
+            fds.len() as libc::nfds_t,
+            timeout_ms,
+        )
+    };
+    match check(ret) {
+        Err(err) if err.raw_os_error() == Some(libc::EINTR) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Makes the command, between fork and exec, the first candidate of the OOM
+/// killer (so a memory bomb never takes the agent down). Raising the score needs
+/// no privilege.
+pub fn prefer_oom_kill(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and uses only async-signal-safe
+    // calls (open, write, close) on a static path; it allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            let path = c"/proc/self/oom_score_adj";
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                let value = b"1000";
+                libc::write(fd, value.as_ptr().cast(), value.len());
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,254 @@
+//! brig-agent `serve` over real pipes, as a child of the test (not PID 1, so the
+//! idle sweep is off and only the commands' own processes are ever signalled).
+//! Covers the protocol edges a sandbox test cannot reach: malformed, oversized
+//! and unknown frames, invalid and duplicate requests, cancellation.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use brig_protocol::{ErrorCode, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN};
+
+struct Agent {
+    child: Child,
+    stdin: ChildStdin,
+    frames: mpsc::Receiver<Frame>,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_brig-agent"))
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start brig-agent");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, frames) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut decoder = FrameDecoder::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                decoder.push(&buf[..n]);
+                while let Some(frame) = decoder.next_frame() {
+                    if tx.send(frame.expect("agent sent a malformed frame")).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Agent { child, stdin, frames }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stdin.write_all(bytes).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn send(&mut self, frame: Frame) {
+        self.send_raw(&frame.encode());
+    }
+
+    fn next(&self) -> Frame {
+        self.frames
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no frame from the agent within 10 s")
+    }
+
+    fn run(&mut self, id: u32, argv: &[&str], timeout_ms: u64) {
+        self.send(Frame::Run {
+            id,
+            request: RunRequest {
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+                cwd: "/".into(),
+                timeout_ms,
+                output_cap: 1024,
+                ..RunRequest::default()
+            },
+        });
+    }
+
+    /// Collects output frames of `id` until its Exit.
+    fn result_of(&self, id: u32) -> (Vec<u8>, RunResult) {
+        let mut stdout = Vec::new();
+        loop {
+            match self.next() {
+                Frame::Output {
+                    id: got,
+                    stream: Stream::Stdout,
+                    data,
+                } if got == id => stdout.extend(data),
+                Frame::Exit { id: got, result } if got == id => return (stdout, result),
+                Frame::Output { .. } | Frame::Exit { .. } => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    fn assert_alive(&mut self) {
+        self.send(Frame::Hello { version: 1 });
+        assert!(matches!(self.next(), Frame::HelloOk { version: 1, .. }));
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn hello_is_answered_with_the_protocol_version() {
+    let mut agent = Agent::start();
+    agent.send(Frame::Hello { version: 7 });
+    match agent.next() {
+        Frame::HelloOk {
+            version, max_frame_len, ..
+        } => {
+            assert_eq!(version, 1, "agent must answer with the version it speaks");
+            assert_eq!(max_frame_len as usize, MAX_FRAME_LEN);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_command_streams_output_then_exits() {
+    let mut agent = Agent::start();
+    agent.run(1, &["sh", "-c", "echo hello; exit 3"], 5000);
+    let (stdout, result) = agent.result_of(1);
+    assert_eq!(stdout, b"hello\n");
+    assert_eq!(result.termination, Termination::Exited(3));
+    assert!(!result.timed_out && !result.cancelled && !result.stdout_truncated);
+}
+
+#[test]
+fn garbage_oversized_and_unknown_frames_are_answered_with_errors_and_do_not_wedge_the_agent() {
+    let mut agent = Agent::start();
+    // A length past the maximum: reported, its bytes skipped.
+    let oversized = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
+    agent.send_raw(&oversized);
+    agent.send_raw(&vec![0x5a; MAX_FRAME_LEN + 1]);
+    assert!(matches!(
+        agent.next(),
+        Frame::Error {
+            id: 0,
+            code: ErrorCode::MalformedFrame,
+            ..
+        }
+    ));
+    agent.assert_alive();
+    // An unknown kind: refused by id, so newer clients degrade gracefully.
+    agent.send_raw(&[0, 0, 0, 5, 0x42, 0, 0, 0, 9]);
+    assert!(matches!(
+        agent.next(),
+        Frame::Error {
+            id: 9,
+            code: ErrorCode::UnsupportedFrame,
+            ..
+        }
+    ));
+    // A known kind with a broken payload.
+    agent.send_raw(&[0, 0, 0, 7, 0x02, 0, 0, 0, 4, 0xff, 0xff]);
+    assert!(matches!(
+        agent.next(),
+        Frame::Error {
+            id: 4,
+            code: ErrorCode::MalformedFrame,
+            ..
+        }
+    ));
+    // A frame only the agent may send.
+    agent.send(Frame::Exit {
+        id: 5,
+        result: RunResult {
+            termination: Termination::Exited(0),
+            timed_out: false,
+            cancelled: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_us: 0,
+        },
+    });
+    assert!(matches!(
+        agent.next(),
+        Frame::Error {
+            id: 5,
+            code: ErrorCode::UnsupportedFrame,
+            ..
+        }
+    ));
+    agent.assert_alive();
+}
+
+#[test]
+fn invalid_requests_are_refused_by_id() {
+    let mut agent = Agent::start();
+    agent.run(1, &[], 1000);
+    assert!(matches!(
+        agent.next(),
+        Frame::Error {
+            id: 1,
+            code: ErrorCode::InvalidRequest,
+            ..
+        }
+    ));
+    agent.run(2, &["true"], 0);
+    assert!(matches!(
+        agent.next(),
+        Frame::Error {
+            id: 2,
+            code: ErrorCode::InvalidRequest,
+            ..
+        }
+    ));
+    agent.run(3, &["/definitely/not/here"], 1000);
+    assert!(matches!(
+        agent.next(),
+        Frame::Error {
+            id: 3,
+            code: ErrorCode::SpawnFailed,
+            ..
+        }
+    ));
+    agent.assert_alive();
+}
+
+#[test]
+fn a_duplicate_id_is_refused_and_cancel_kills_the_running_one() {
+    let mut agent = Agent::start();
+    agent.run(1, &["sleep", "30"], 60_000);
+    agent.run(1, &["true"], 1000);
+    assert!(matches!(
+        agent.next(),
+        Frame::Error {
+            id: 1,
+            code: ErrorCode::DuplicateRequest,
+            ..
+        }
+    ));
+    agent.send(Frame::Cancel { id: 1 });
+    let (_, result) = agent.result_of(1);
+    assert!(result.cancelled);
+    assert!(!result.timed_out);
+    assert_eq!(result.termination, Termination::Signaled(9));
+    // Cancelling an unknown or finished request is a no-op.
+    agent.send(Frame::Cancel { id: 1 });
+    agent.send(Frame::Cancel { id: 77 });
+    agent.assert_alive();
+}
+
+#[test]
+fn a_deadline_kills_the_whole_process_group() {
+    let mut agent = Agent::start();
+    agent.run(4, &["sh", "-c", "sleep 30 & sleep 30; echo never"], 300);
+    let (stdout, result) = agent.result_of(4);
+    assert!(result.timed_out);
+    assert!(stdout.is_empty());
+    assert!(result.duration_us < 5_000_000);
+}

@@ -1,0 +1,127 @@
+//! Who is calling: `X-API-Key` (compared in constant time) or
+//! `Authorization: Bearer <JWT>` (HS256 only, `exp` and `sub` required, small
+//! explicit leeway). [`Principal`] is the extractor; it also charges the
+//! principal's rate limit, so limits apply only to authenticated callers.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use brig_core::config::AuthConfig;
+use brig_core::session::Owner;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest `sub` accepted.
+const MAX_SUBJECT_LEN: usize = 256;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+}
+
+impl Principal {
+    pub fn owner(&self) -> Owner {
+        Owner::of_principal(&self.name)
+    }
+}
+
+pub struct Authenticator {
+    /// SHA-256 of each key: compared digest to digest, so neither the length
+    /// nor the content of a key leaks through timing.
+    api_keys: Vec<(String, [u8; 32])>,
+    jwt: Option<(DecodingKey, Validation)>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig) -> Self {
+        let api_keys = config
+            .api_keys
+            .iter()
+            .map(|key| {
+                (
+                    key.principal.clone(),
+                    Sha256::digest(key.key.expose_secret().as_bytes()).into(),
+                )
+            })
+            .collect();
+        let jwt = config.jwt_secret.as_ref().map(|secret| {
+            // Pinned: a token naming any other algorithm (none, RS256 with our
+            // secret as a "public key", ...) is refused.
+            let mut validation = Validation::new(Algorithm::HS256);
+            validation.leeway = config.jwt_leeway.as_secs();
+            validation.validate_exp = true;
+            validation.validate_nbf = true;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            (DecodingKey::from_secret(secret.expose_secret().as_bytes()), validation)
+        });
+        Authenticator { api_keys, jwt }
+    }
+
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        if let Some(key) = headers.get("x-api-key") {
+            return self.api_key(key.as_bytes());
+        }
+        let Some(authorization) = headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::Unauthorized(
+                "missing credentials: send X-API-Key or Authorization: Bearer",
+            ));
+        };
+        let authorization = authorization
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed Authorization"))?;
+        let token = match authorization.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(ApiError::Unauthorized("Authorization must use the Bearer scheme")),
+        };
+        self.jwt(token)
+    }
+
+    fn api_key(&self, presented: &[u8]) -> Result<Principal, ApiError> {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        // Check every key, whatever matches, so timing does not tell which did.
+        let mut found = None;
+        for (principal, expected) in &self.api_keys {
+            if bool::from(expected.ct_eq(&digest)) {
+                found = Some(principal);
+            }
+        }
+        found
+            .map(|name| Principal { name: name.clone() })
+            .ok_or(ApiError::Unauthorized("invalid API key"))
+    }
+
+    fn jwt(&self, token: &str) -> Result<Principal, ApiError> {
+        let Some((key, validation)) = &self.jwt else {
+            return Err(ApiError::Unauthorized("bearer tokens are not accepted here"));
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?
+            .claims;
+        if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_LEN || claims.sub.chars().any(char::is_control) {
+            return Err(ApiError::Unauthorized("invalid token subject"));
+        }
+        Ok(Principal { name: claims.sub })
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = state.auth.authenticate(&parts.headers)?;
+        state.limiter.check(&principal.name)?;
+        Ok(principal)
+    }
+}

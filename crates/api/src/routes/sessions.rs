@@ -1,0 +1,105 @@
+//! `POST /sessions`, `GET /sessions`, `GET|DELETE /sessions/{session_id}`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use brig_core::session::{SessionId, SessionRecord};
+use chrono::{TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::routes::rfc3339;
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionBody {
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub session_id: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl From<&SessionRecord> for SessionView {
+    fn from(record: &SessionRecord) -> Self {
+        let at = |ms: i64| rfc3339(Utc.timestamp_millis_opt(ms).single().unwrap_or_default());
+        SessionView {
+            session_id: record.session_id.clone(),
+            created_at: at(record.created_at_ms),
+            expires_at: at(record.expires_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// A path id that cannot be valid cannot exist either: 404, like an unknown one.
+fn path_id(id: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(id).map_err(|_| ApiError::NotFound("session"))
+}
+
+/// The body is optional: empty means "generate an id"; otherwise it must be JSON.
+fn parse_create_body(headers: &HeaderMap, body: &Bytes) -> Result<CreateSessionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CreateSessionBody::default());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(body).map_err(|err| ApiError::invalid("invalid_body", err.to_string()))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    let body = parse_create_body(&headers, &body)?;
+    let id = match body.session_id {
+        Some(id) => SessionId::parse(&id).map_err(|err| ApiError::invalid("invalid_session_id", err.to_string()))?,
+        None => SessionId::random(),
+    };
+    let (record, created) = state.sessions.open(&principal.owner(), &id).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(SessionView::from(&record))))
+}
+
+pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>, ApiError> {
+    let records = state.sessions.list(&principal.owner()).await?;
+    Ok(Json(SessionList {
+        sessions: records.iter().map(SessionView::from).collect(),
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let record = state.sessions.get(&principal.owner(), &path_id(&id)?).await?;
+    Ok(Json(SessionView::from(&record)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.sessions.delete(&principal.owner(), &path_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,128 @@
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use crate::{app, assert_error, get, send, SECRET};
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn token(alg: Algorithm, secret: &str, claims: serde_json::Value) -> String {
+    encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+fn bearer(token: &str) -> Request<Body> {
+    Request::get("/sessions")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_credential_failure_is_a_401_with_www_authenticate() {
+    let app = app(&[]);
+    let valid_claims = json!({"sub": "carol", "exp": now() + 300});
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(valid_claims.to_string())
+    );
+    let cases: Vec<(&str, Request<Body>)> = vec![
+        ("missing", Request::get("/sessions").body(Body::empty()).unwrap()),
+        ("wrong key", get("/sessions", "alice-key-but-wrong")),
+        ("empty key", get("/sessions", "")),
+        (
+            "bad signature",
+            bearer(&token(
+                Algorithm::HS256,
+                "another-secret-that-is-32-bytes-long!!",
+                valid_claims.clone(),
+            )),
+        ),
+        (
+            "expired",
+            bearer(&token(
+                Algorithm::HS256,
+                SECRET,
+                json!({"sub": "carol", "exp": now() - 120}),
+            )),
+        ),
+        ("alg none", bearer(&unsigned)),
+        (
+            "missing exp",
+            bearer(&token(Algorithm::HS256, SECRET, json!({"sub": "carol"}))),
+        ),
+        (
+            "missing sub",
+            bearer(&token(Algorithm::HS256, SECRET, json!({"exp": now() + 300}))),
+        ),
+        (
+            "other HMAC alg",
+            bearer(&token(Algorithm::HS512, SECRET, valid_claims.clone())),
+        ),
+        ("not a token", bearer("abc.def.ghi")),
+        (
+            "basic scheme",
+            Request::get("/sessions")
+                .header(header::AUTHORIZATION, "Basic YWxpY2U6eA==")
+                .body(Body::empty())
+                .unwrap(),
+        ),
+    ];
+    for (name, request) in cases {
+        let reply = send(&app, request).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert!(
+            reply.headers.contains_key(header::WWW_AUTHENTICATE),
+            "{name}: no WWW-Authenticate"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_valid_jwt_or_api_key_is_admitted() {
+    let app = app(&[]);
+    let jwt = token(Algorithm::HS256, SECRET, json!({"sub": "carol", "exp": now() + 300}));
+    let reply = send(&app, bearer(&jwt)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body, json!({"sessions": []}));
+    let reply = send(&app, get("/sessions", "bob-key")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Within the explicit leeway (5 s by default) an expired token still passes.
+    let just_expired = token(Algorithm::HS256, SECRET, json!({"sub": "carol", "exp": now() - 2}));
+    assert_eq!(send(&app, bearer(&just_expired)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rate_limit_applies_per_principal_with_retry_after() {
+    let app = app(&[("RATE_LIMIT_REQUESTS", "3"), ("RATE_LIMIT_WINDOW_SECONDS", "60")]);
+    for _ in 0..3 {
+        assert_eq!(send(&app, get("/sessions", "alice-key")).await.status, StatusCode::OK);
+    }
+    let limited = send(&app, get("/sessions", "alice-key")).await;
+    assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry_after: u64 = limited.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(send(&app, get("/sessions", "bob-key")).await.status, StatusCode::OK);
+    // Failed authentication is not charged to anyone and creates no limiter state.
+    for _ in 0..10 {
+        assert_eq!(
+            send(&app, get("/sessions", "nobody")).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(send(&app, get("/sessions", "bob-key")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_needs_no_credentials() {
+    let reply = send(&app(&[]), Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["status"], "ok");
+}

@@ -1,0 +1,330 @@
+//! brig-bench: measures, in one run on this machine, brig's command paths side by
+//! side with the raw Docker Engine API, and prints a table (JSON to a file).
+//!
+//!   cargo build --release --workspace --bins && target/release/brig-bench [--quick] [--json FILE]
+//!
+//! Needs the sandbox image (images/sandbox/build-local.sh), redis-server and a
+//! Docker engine. Starts its own redis-server, brig-api (one without and one
+//! with a warm pool) and brig-cleanup-worker, on a throwaway BRIG_INSTANCE that
+//! it removes afterwards.
+
+mod scenarios;
+mod stats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use brig_core::config::{DockerConfig, SandboxConfig};
+use brig_core::DockerRuntime;
+use brig_e2e::{env_refs, instance_containers, remove_instance_containers, BrigApi, CleanupWorker, RedisServer};
+use serde_json::{json, Value};
+
+use crate::scenarios::*;
+use crate::stats::{Latency, Throughput};
+
+const KEY: &str = "bench-key-0123456789abcdef";
+
+/// Idle time before each pooled cold start, so the refill (one container at a
+/// time, ~150 ms each here) has put a spare back: the series measures a session
+/// start when the pool has one, which is what the pool is for.
+const POOL_PACE: Duration = Duration::from_millis(500);
+
+struct Options {
+    warm: usize,
+    cold: usize,
+    throughput_for: Duration,
+    memory_sessions: usize,
+    reap_sessions: usize,
+    json: String,
+    image: String,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json = args
+        .iter()
+        .position(|a| a == "--json")
+        .map(|i| args.get(i + 1).cloned().context("--json needs a file"))
+        .transpose()?
+        .unwrap_or_else(|| "bench-results.json".into());
+    Ok(Options {
+        warm: if quick { 50 } else { 500 },
+        cold: if quick { 5 } else { 30 },
+        throughput_for: Duration::from_secs(if quick { 1 } else { 5 }),
+        memory_sessions: if quick { 10 } else { 100 },
+        reap_sessions: if quick { 10 } else { 50 },
+        json,
+        image: std::env::var("CONTAINER_IMAGE").unwrap_or_else(|_| "brig-sandbox:latest".into()),
+    })
+}
+
+fn api_env(redis: &RedisServer, image: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("REDIS_URL".to_string(), redis.url()),
+        ("API_KEYS".into(), format!("bench:{KEY}")),
+        ("CONTAINER_IMAGE".into(), image.into()),
+        ("RATE_LIMIT_REQUESTS".into(), "1000000".into()),
+        ("MAX_SESSIONS".into(), "1000".into()),
+        ("MAX_SESSIONS_PER_USER".into(), "1000".into()),
+        ("RUST_LOG".into(), "warn,brig_api=info".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+fn start_api(env: &[(String, String)], instance: Option<&str>) -> BrigApi {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    match instance {
+        Some(instance) => BrigApi::start_in(instance, &env),
+        None => BrigApi::start(&env),
+    }
+}
+
+fn row(name: &str, latency: &Latency) {
+    println!(
+        "{name:<38} {:>9.2} {:>9.2} {:>9.2} {:>6}",
+        latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.n
+    );
+}
+
+fn throughput_row(name: &str, t: &Throughput) {
+    println!(
+        "{name:<38} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} commands)",
+        t.per_second, t.latency.p50_ms, t.latency.p99_ms, t.commands
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    let docker = DockerConfig::from_env()
+        .connect()
+        .await
+        .context("connecting to Docker")?;
+    let version = docker.version().await?;
+    let machine = json!({
+        "cpus": std::thread::available_parallelism()?.get(),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
+        "docker": version.version,
+        "api": version.api_version,
+        "image": options.image,
+    });
+    println!("brig-bench on {machine}");
+    let mut report = json!({ "machine": machine });
+
+    let redis = RedisServer::start();
+    let api = start_api(&api_env(&redis, &options.image, &[]), None);
+    let instance = api.instance.clone();
+    let result = run(&options, &docker, &redis, &api, &mut report).await;
+    drop(api);
+    remove_instance_containers(&instance);
+    result?;
+    std::fs::write(&options.json, serde_json::to_string_pretty(&report)?)?;
+    println!("\nwrote {}", options.json);
+    Ok(())
+}
+
+async fn run(
+    options: &Options,
+    docker: &bollard::Docker,
+    redis: &RedisServer,
+    api: &BrigApi,
+    report: &mut Value,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let base = api.base.clone();
+    // The runtime of the same instance, for the paths below HTTP.
+    let config = SandboxConfig {
+        instance: api.instance.clone(),
+        image: options.image.clone(),
+        ..SandboxConfig::default()
+    };
+    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config).await?);
+    let sandbox = bench_sandbox(&runtime, "bench-direct").await?;
+
+    println!(
+        "\n{:<38} {:>9} {:>9} {:>9} {:>6}",
+        "latency (ms)", "p50", "p95", "p99", "n"
+    );
+    let raw = series(options.warm.min(300), |_| raw_exec(docker, &sandbox)).await?;
+    row("raw engine exec (echo hi)", &raw);
+    let channel = series(options.warm, |_| channel_exec(&runtime, &sandbox)).await?;
+    row("agent channel (brig-core, no HTTP)", &channel);
+    http_exec(&client, &base, KEY, "warm").await?;
+    let warm = series(options.warm, |_| http_exec(&client, &base, KEY, "warm")).await?;
+    row("brig HTTP warm (POST /execute, Redis)", &warm);
+
+    let cold = series(options.cold, |i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move { http_exec(&client, &base, KEY, &format!("cold-{i}")).await }
+    })
+    .await?;
+    row("cold session, WARM_POOL_SIZE=0", &cold);
+    let pool_api = start_api(&api_env(redis, &options.image, &[("WARM_POOL_SIZE", "4")]), None);
+    let pooled = {
+        let base = pool_api.base.clone();
+        // Let the pool fill, and pace the claims so that refills keep up: this is
+        // the latency of a new session when a pooled container is there.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        paced_series(options.cold, POOL_PACE, |i| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let body = http_exec(&client, &base, KEY, &format!("pooled-{i}")).await?;
+                anyhow::ensure!(body["session_created"] == true, "{body}");
+                Ok(())
+            }
+        })
+        .await?
+    };
+    row("cold session, WARM_POOL_SIZE=4", &pooled);
+    let pool_instance = pool_api.instance.clone();
+    drop(pool_api);
+    remove_instance_containers(&pool_instance);
+    let run_rm = series(options.cold, |_| docker_run(docker, &options.image)).await?;
+    row("docker run --rm (Engine API reference)", &run_rm);
+
+    println!("\nthroughput (echo hi, {} s each)", options.throughput_for.as_secs());
+    let mut throughputs = Vec::new();
+    for concurrency in [1usize, 8, 32] {
+        for s in 0..concurrency {
+            http_exec(&client, &base, KEY, &format!("load-{s}")).await?;
+        }
+        let (client, base) = (client.clone(), base.clone());
+        let t = throughput(concurrency, options.throughput_for, move |slot| {
+            let (client, base) = (client.clone(), base.clone());
+            async move { http_exec(&client, &base, KEY, &format!("load-{slot}")).await.map(drop) }
+        })
+        .await?;
+        throughput_row(&format!("brig HTTP, {concurrency} sessions"), &t);
+        throughputs.push(json!({"mode": "http_sessions", "throughput": t}));
+    }
+    let one_session = {
+        let (client, base) = (client.clone(), base.clone());
+        throughput(32, options.throughput_for, move |_| {
+            let (client, base) = (client.clone(), base.clone());
+            async move { http_exec(&client, &base, KEY, "load-0").await.map(drop) }
+        })
+        .await?
+    };
+    throughput_row("brig HTTP, 32 commands in 1 session", &one_session);
+    throughputs.push(json!({"mode": "http_one_session", "throughput": one_session}));
+    let mut raw_sandboxes = Vec::new();
+    for s in 0..8 {
+        raw_sandboxes.push(bench_sandbox(&runtime, &format!("raw-{s}")).await?);
+    }
+    let raw_sandboxes = Arc::new(raw_sandboxes);
+    let raw32 = {
+        let docker = docker.clone();
+        throughput(32, options.throughput_for, move |slot| {
+            let (docker, sandboxes) = (docker.clone(), Arc::clone(&raw_sandboxes));
+            async move { raw_exec(&docker, &sandboxes[slot % sandboxes.len()]).await }
+        })
+        .await?
+    };
+    throughput_row("raw engine exec, 32 concurrent", &raw32);
+    throughputs.push(json!({"mode": "raw_exec", "throughput": raw32}));
+    let http32 = throughputs[2]["throughput"]["per_second"].as_f64().unwrap_or(0.0);
+
+    println!("\nmemory");
+    let idle_api = start_api(&api_env(redis, &options.image, &[]), None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_kib = rss_kib(idle_api.service.pid())?;
+    http_exec(&client, &idle_api.base, KEY, "mem-0").await?;
+    let one_kib = rss_kib(idle_api.service.pid())?;
+    for s in 1..=options.memory_sessions {
+        http_exec(&client, &idle_api.base, KEY, &format!("mem-{s}")).await?;
+    }
+    let many_kib = rss_kib(idle_api.service.pid())?;
+    let per_session_kib = (many_kib as f64 - one_kib as f64) / options.memory_sessions as f64;
+    let agent_kib = agent_rss_kib(docker, &sandbox).await?;
+    println!(
+        "brig-api RSS idle                      {:>9.1} MiB",
+        idle_kib as f64 / 1024.0
+    );
+    println!(
+        "brig-api RSS per live session          {per_session_kib:>9.1} KiB  ({} → {} KiB over {} sessions)",
+        one_kib, many_kib, options.memory_sessions
+    );
+    println!(
+        "agent RSS in a sandbox                 {:>9.1} MiB",
+        agent_kib as f64 / 1024.0
+    );
+    let idle_instance = idle_api.instance.clone();
+    drop(idle_api);
+    remove_instance_containers(&idle_instance);
+
+    println!("\nreaping");
+    let reaping = reaping(options, redis, &client).await?;
+    row(
+        &format!("TTL expiry → container gone ({})", options.reap_sessions),
+        &reaping,
+    );
+
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let ratios = json!({
+        "http_warm_over_channel_p50": ratio(warm.p50_ms, channel.p50_ms),
+        "http_warm_minus_channel_p50_ms": warm.p50_ms - channel.p50_ms,
+        "raw_exec_over_http_warm_p50": ratio(raw.p50_ms, warm.p50_ms),
+        "cold_pool_over_http_warm_p50": ratio(pooled.p50_ms, warm.p50_ms),
+        "cold_no_pool_over_cold_pool_p50": ratio(cold.p50_ms, pooled.p50_ms),
+        "throughput_32_sessions_over_raw_32": ratio(http32, raw32.per_second),
+    });
+    println!("\nratios (same run)");
+    for (name, value) in ratios.as_object().unwrap() {
+        println!("  {name:<40} {:>8.2}", value.as_f64().unwrap_or(f64::NAN));
+    }
+    report["latency_ms"] = json!({
+        "raw_engine_exec": raw, "agent_channel": channel, "http_warm": warm,
+        "cold_no_pool": cold, "cold_pool": pooled, "docker_run_rm": run_rm,
+        "reaping_after_ttl": reaping,
+    });
+    report["throughput"] = json!(throughputs);
+    report["memory_kib"] = json!({
+        "api_idle": idle_kib, "api_one_session": one_kib, "api_many_sessions": many_kib,
+        "sessions": options.memory_sessions, "api_per_session": per_session_kib, "agent": agent_kib,
+    });
+    report["ratios"] = ratios;
+    Ok(())
+}
+
+/// Time from each session's expiry to its container's removal, with a cleanup
+/// worker passing every second.
+async fn reaping(options: &Options, redis: &RedisServer, client: &reqwest::Client) -> anyhow::Result<Latency> {
+    let api = start_api(&api_env(redis, &options.image, &[("SESSION_TTL_SECONDS", "3")]), None);
+    let worker_env = [
+        ("REDIS_URL", redis.url()),
+        ("CLEANUP_INTERVAL_SECONDS", "1".into()),
+        ("CLEANUP_GRACE_SECONDS", "1".into()),
+    ];
+    let worker_env = env_refs(&worker_env);
+    // The worker runs from the start, as in production: each session's clock
+    // starts at its own last use.
+    let _worker = CleanupWorker::start(&api.instance, &worker_env);
+    let mut expiries = Vec::new();
+    for s in 0..options.reap_sessions {
+        http_exec(client, &api.base, KEY, &format!("reap-{s}")).await?;
+        expiries.push((format!("reap-{s}"), Instant::now() + Duration::from_secs(3)));
+    }
+    let mut gone = vec![None; expiries.len()];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while gone.iter().any(Option::is_none) && Instant::now() < deadline {
+        let now = Instant::now();
+        for (i, (session, expiry)) in expiries.iter().enumerate() {
+            if gone[i].is_none() && brig_e2e::session_containers(&api.instance, session).is_empty() {
+                gone[i] = Some(now.saturating_duration_since(*expiry));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let instance = api.instance.clone();
+    let left = instance_containers(&instance).len();
+    drop(api);
+    remove_instance_containers(&instance);
+    anyhow::ensure!(
+        left == 0 && gone.iter().all(Option::is_some),
+        "{left} containers were never reaped"
+    );
+    Ok(Latency::of(gone.into_iter().flatten().collect()))
+}

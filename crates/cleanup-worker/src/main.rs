@@ -1,0 +1,50 @@
+//! brig-cleanup-worker: the reaper of brig-core, every CLEANUP_INTERVAL_SECONDS,
+//! for this BRIG_INSTANCE only, until SIGTERM or ctrl-c.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use brig_core::config::{StoreConfig, WorkerConfig};
+use brig_core::reaper::Reaper;
+use brig_core::store::RedisStore;
+use brig_core::{telemetry, DockerRuntime};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init("brig-cleanup-worker");
+    let config = match WorkerConfig::from_env() {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("brig-cleanup-worker: {errors}");
+            std::process::exit(2);
+        }
+    };
+    let StoreConfig::Redis { url } = &config.store else {
+        unreachable!("WorkerConfig requires Redis")
+    };
+    let store = Arc::new(RedisStore::new(url, &config.sandbox.instance).context("REDIS_URL")?);
+    let docker = config
+        .docker
+        .connect()
+        .await
+        .context("connecting to the Docker engine")?;
+    let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone()));
+    tracing::info!(
+        instance = %config.sandbox.instance,
+        interval_seconds = config.cleanup.interval.as_secs_f64(),
+        "cleanup worker started"
+    );
+    Reaper::new(store, runtime, config.cleanup, config.sandbox.warm_pool_size)
+        .run_until_stopped(shutdown_signal())
+        .await;
+    tracing::info!("cleanup worker stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

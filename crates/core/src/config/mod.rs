@@ -1,0 +1,423 @@
+//! Typed configuration, parsed once from the environment (design.md's table;
+//! seed-compatible names first) and validated at start-up: every invalid value
+//! is reported by its variable name.
+//!
+//! - [`sandbox`]: the container limits and the engine connection.
+//! - [`auth`]: JWT secret and API keys.
+
+mod auth;
+mod sandbox;
+
+use std::time::Duration;
+
+pub use self::auth::{ApiKey, AuthConfig};
+pub use self::sandbox::{DockerConfig, SandboxConfig};
+use crate::policy::CommandPolicy;
+use crate::store::Quota;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Redis { url: String },
+    Memory,
+}
+
+impl StoreConfig {
+    fn from(env: &mut Env<'_>) -> Self {
+        match env.get("SESSION_STORE").as_deref().map(str::trim) {
+            None | Some("redis") => {
+                let url = env.get("REDIS_URL").unwrap_or_else(|| {
+                    let host = env.get("REDIS_HOST").unwrap_or_else(|| "localhost".into());
+                    let port = env.get("REDIS_PORT").unwrap_or_else(|| "6379".into());
+                    format!("redis://{host}:{port}/")
+                });
+                StoreConfig::Redis { url }
+            }
+            Some("memory") => StoreConfig::Memory,
+            Some(_) => {
+                env.error("SESSION_STORE", "must be redis or memory");
+                StoreConfig::Memory
+            }
+        }
+    }
+}
+
+/// The reaper's schedule and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupConfig {
+    /// `CLEANUP_INTERVAL_SECONDS`: time between passes.
+    pub interval: Duration,
+    /// `CLEANUP_MAX_CONTAINER_AGE_SECONDS`: containers older than this go, busy or not.
+    pub max_age: Duration,
+    /// `CLEANUP_GRACE_SECONDS`: containers and pending records younger than this
+    /// are left alone, so a creation in flight is never raced.
+    pub grace: Duration,
+}
+
+impl CleanupConfig {
+    fn from(env: &mut Env<'_>) -> Self {
+        CleanupConfig {
+            interval: env.parse("CLEANUP_INTERVAL_SECONDS", Duration::from_secs(60), seconds),
+            max_age: env.parse("CLEANUP_MAX_CONTAINER_AGE_SECONDS", Duration::from_secs(900), seconds),
+            grace: env.parse("CLEANUP_GRACE_SECONDS", Duration::from_secs(30), seconds),
+        }
+    }
+}
+
+/// What brig-cleanup-worker needs: no auth, no HTTP.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub store: StoreConfig,
+    pub cleanup: CleanupConfig,
+    pub sandbox: SandboxConfig,
+    pub docker: DockerConfig,
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> Result<Self, ConfigErrors> {
+        let mut env = Env::process();
+        let config = WorkerConfig {
+            store: StoreConfig::from(&mut env),
+            cleanup: CleanupConfig::from(&mut env),
+            sandbox: SandboxConfig::from(&mut env),
+            docker: DockerConfig {
+                host: env.get("DOCKER_HOST"),
+            },
+        };
+        if config.store == StoreConfig::Memory {
+            env.error(
+                "SESSION_STORE",
+                "the cleanup worker needs Redis; with memory, brig-api reaps in-process",
+            );
+        }
+        env.finish(config)
+    }
+}
+
+/// The whole service configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub rate_limit_requests: u32,
+    pub rate_limit_window: Duration,
+    pub session_ttl: Duration,
+    pub default_exec_timeout: Duration,
+    pub max_exec_timeout: Duration,
+    /// Bytes kept per stream, per command.
+    pub max_output_bytes: u64,
+    pub commands: CommandPolicy,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    pub quota: Quota,
+    pub cleanup: CleanupConfig,
+    /// `SHUTDOWN_GRACE_SECONDS`: after SIGTERM, how long in-flight requests may
+    /// still run before the process exits.
+    pub shutdown_grace: Duration,
+    pub sandbox: SandboxConfig,
+    pub docker: DockerConfig,
+}
+
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
+/// Reads variables from a source (the process environment, or a map in tests)
+/// and collects every error instead of stopping at the first.
+pub struct Env<'a> {
+    lookup: Lookup<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Env<'a> {
+    pub fn process() -> Self {
+        Env::from_fn(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_fn(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Env {
+            lookup: Box::new(lookup),
+            errors: Vec::new(),
+        }
+    }
+
+    /// A set, non-blank variable.
+    pub fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// Parses `name` with `parse`, or returns `default` when unset. A bad value
+    /// is recorded and `default` returned so parsing can go on.
+    pub fn parse<T>(&mut self, name: &'static str, default: T, parse: impl FnOnce(&str) -> Result<T, String>) -> T {
+        match self.get(name) {
+            None => default,
+            Some(raw) => parse(raw.trim()).unwrap_or_else(|message| {
+                self.errors.push(ConfigError::new(name, message));
+                default
+            }),
+        }
+    }
+
+    pub fn error(&mut self, variable: &'static str, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(variable, message));
+    }
+
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(raw: &str) -> Result<T, String> {
+    raw.parse::<T>()
+        .ok()
+        .filter(|n| *n > T::default())
+        .ok_or_else(|| "must be a positive integer".into())
+}
+
+fn seconds(raw: &str) -> Result<Duration, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 365.0 * 86400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| "must be a positive number of seconds".into())
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigErrors> {
+        Self::from(Env::process())
+    }
+
+    pub fn from(mut env: Env<'_>) -> Result<Self, ConfigErrors> {
+        let host = env.get("HOST").unwrap_or_else(|| "0.0.0.0".into());
+        let port = env.parse("PORT", 8000u16, |raw| {
+            raw.parse().map_err(|_| "must be a port number".into())
+        });
+        let store = StoreConfig::from(&mut env);
+        let auth = AuthConfig::from_env(&mut env);
+        let rate_limit_requests = env.parse("RATE_LIMIT_REQUESTS", 100u32, positive);
+        let rate_limit_window = env.parse("RATE_LIMIT_WINDOW_SECONDS", Duration::from_secs(60), seconds);
+        let session_ttl = env.parse("SESSION_TTL_SECONDS", Duration::from_secs(600), seconds);
+        let default_exec_timeout = env.parse("DEFAULT_EXEC_TIMEOUT_SECONDS", Duration::from_secs(30), seconds);
+        let max_exec_timeout = env.parse("MAX_EXEC_TIMEOUT_SECONDS", Duration::from_secs(300), seconds);
+        if default_exec_timeout > max_exec_timeout {
+            env.error(
+                "DEFAULT_EXEC_TIMEOUT_SECONDS",
+                "must not exceed MAX_EXEC_TIMEOUT_SECONDS",
+            );
+        }
+        let max_output_bytes = env.parse("MAX_OUTPUT_BYTES", 1u64 << 20, |raw| {
+            positive::<u64>(raw).and_then(|n| {
+                if n <= 16 << 20 {
+                    Ok(n)
+                } else {
+                    Err("must be at most 16777216".into())
+                }
+            })
+        });
+        let commands = CommandPolicy::from_list(
+            &env.get("ALLOWED_COMMANDS")
+                .unwrap_or_else(|| "ls,cat,echo,pwd,id,whoami,sh".into()),
+        );
+        if commands.allowed().next().is_none() {
+            env.error("ALLOWED_COMMANDS", "allows nothing");
+        }
+        let max_body_bytes = env.parse("MAX_REQUEST_BYTES", 2usize << 20, positive);
+        let quota = Quota {
+            per_owner: env.parse("MAX_SESSIONS_PER_USER", 10u32, positive),
+            total: env.parse("MAX_SESSIONS", 100u32, positive),
+        };
+        let cleanup = CleanupConfig::from(&mut env);
+        let shutdown_grace = env.parse(
+            "SHUTDOWN_GRACE_SECONDS",
+            max_exec_timeout + Duration::from_secs(5),
+            seconds,
+        );
+        let sandbox = SandboxConfig::from(&mut env);
+        let docker = DockerConfig {
+            host: env.get("DOCKER_HOST"),
+        };
+        let config = Config {
+            host,
+            port,
+            store,
+            auth,
+            rate_limit_requests,
+            rate_limit_window,
+            session_ttl,
+            default_exec_timeout,
+            max_exec_timeout,
+            max_output_bytes,
+            commands,
+            max_body_bytes,
+            quota,
+            cleanup,
+            shutdown_grace,
+            sandbox,
+            docker,
+        };
+        env.finish(config)
+    }
+}
+
+/// Instance names end up in labels and container names: keep them plain.
+pub fn parse_instance(value: &str) -> Result<String, ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(ConfigError::new(
+            "BRIG_INSTANCE",
+            "use 1-32 characters of a-z, 0-9 and '-'",
+        ))
+    }
+}
+
+/// Docker-style sizes: `256m`, `1g`, `512k`, `1048576` (bytes). Binary units.
+pub fn parse_size(variable: &'static str, value: &str) -> Result<u64, ConfigError> {
+    let value = value.trim().to_ascii_lowercase();
+    let value = value.strip_suffix('b').unwrap_or(&value);
+    let (digits, shift) = match value.char_indices().last() {
+        Some((i, 'k')) => (&value[..i], 10),
+        Some((i, 'm')) => (&value[..i], 20),
+        Some((i, 'g')) => (&value[..i], 30),
+        _ => (value, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n <= i64::MAX as u64)
+        .ok_or_else(|| ConfigError::new(variable, format!("{value:?} is not a size like 256m or 1g")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("X", "256m").unwrap(), 256 << 20);
+        assert_eq!(parse_size("X", "1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("X", "512kb").unwrap(), 512 << 10);
+        assert_eq!(parse_size("X", "4096").unwrap(), 4096);
+        for bad in ["", "m", "-1m", "0", "1.5g", "99999999999999g", "12q"] {
+            assert!(parse_size("X", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn instance_names_are_restricted() {
+        assert!(parse_instance("test-1a").is_ok());
+        for bad in ["", "UPPER", "a b", "x/y", &"a".repeat(33)] {
+            assert!(parse_instance(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_by_name() {
+        let vars = [
+            ("PORT", "99999"),
+            ("SESSION_STORE", "etcd"),
+            ("JWT_SECRET", "short"),
+            ("RATE_LIMIT_REQUESTS", "0"),
+            ("CONTAINER_MEM_LIMIT", "lots"),
+            ("BRIG_INSTANCE", "Prod!"),
+        ];
+        let env = Env::from_fn(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
+        let errors = Config::from(env).unwrap_err().0;
+        let named: Vec<&str> = errors.iter().map(|e| e.variable).collect();
+        for variable in [
+            "PORT",
+            "SESSION_STORE",
+            "JWT_SECRET",
+            "RATE_LIMIT_REQUESTS",
+            "CONTAINER_MEM_LIMIT",
+            "BRIG_INSTANCE",
+        ] {
+            assert!(named.contains(&variable), "{variable} not reported: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn tmpfs_mounts_must_leave_memory_for_processes() {
+        let vars = [("API_KEYS", "k"), ("CONTAINER_MEM_LIMIT", "200m")];
+        let env = Env::from_fn(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
+        let errors = Config::from(env).unwrap_err();
+        assert!(
+            errors.to_string().contains("CONTAINER_MEM_LIMIT: must exceed"),
+            "{errors}"
+        );
+        let vars = [
+            ("API_KEYS", "k"),
+            ("CONTAINER_MEM_LIMIT", "200m"),
+            ("CONTAINER_WORKSPACE_SIZE", "64m"),
+        ];
+        let env = Env::from_fn(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
+        assert!(Config::from(env).is_ok());
+    }
+
+    #[test]
+    fn refuses_to_start_without_auth_or_with_the_placeholder_secret() {
+        let none = Config::from(Env::from_fn(|_| None)).unwrap_err();
+        assert!(none.to_string().contains("no authentication configured"), "{none}");
+        let placeholder = Config::from(Env::from_fn(|name| {
+            (name == "JWT_SECRET").then(|| "change-me-in-production".to_string())
+        }))
+        .unwrap_err();
+        assert!(placeholder.to_string().contains("placeholder"), "{placeholder}");
+    }
+
+    #[test]
+    fn seed_style_settings_parse() {
+        let vars = [
+            ("API_KEYS", "dev-key, ci:abc"),
+            ("REDIS_HOST", "redis"),
+            ("ALLOWED_COMMANDS", "ls,echo"),
+        ];
+        let env = Env::from_fn(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
+        let config = Config::from(env).unwrap();
+        assert_eq!(
+            config.store,
+            StoreConfig::Redis {
+                url: "redis://redis:6379/".into()
+            }
+        );
+        let principals: Vec<&str> = config.auth.api_keys.iter().map(|k| k.principal.as_str()).collect();
+        assert_eq!(principals.len(), 2);
+        assert!(principals[0].starts_with("key-") && !principals[0].contains("dev-key"));
+        assert_eq!(principals[1], "ci");
+        assert_eq!(config.port, 8000);
+        assert_eq!(config.max_output_bytes, 1 << 20);
+    }
+}

@@ -1,0 +1,295 @@
+//! The reaper: one pass over this instance's containers and session records.
+//!
+//! It removes containers whose session record is gone (expired in the store,
+//! deleted, or lost with a flushed Redis) unless a command is running in them,
+//! containers past their maximum age whatever they are doing, and stopped
+//! containers (their agent is gone); it deletes records whose container no
+//! longer exists, so the next use creates a fresh one. Anything younger than the
+//! grace period is left alone: it may be a creation in flight.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::config::CleanupConfig;
+use crate::runtime::SandboxRuntime;
+use crate::sandbox::SandboxInfo;
+use crate::session::{SessionId, SessionRecord};
+use crate::store::SessionStore;
+
+/// Containers removed concurrently within one pass.
+const REMOVALS_AT_ONCE: usize = 8;
+
+/// What one pass found and did; logged as one JSON line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PassSummary {
+    pub found: usize,
+    pub removed_session_gone: usize,
+    pub removed_over_age: usize,
+    pub removed_stopped: usize,
+    pub removed_pool_surplus: usize,
+    pub skipped_busy: usize,
+    pub records_repaired: usize,
+    pub errors: usize,
+    pub duration_ms: f64,
+}
+
+impl PassSummary {
+    pub fn removed(&self) -> usize {
+        self.removed_session_gone + self.removed_over_age + self.removed_stopped + self.removed_pool_surplus
+    }
+}
+
+pub struct Reaper {
+    store: Arc<dyn SessionStore>,
+    runtime: Arc<dyn SandboxRuntime>,
+    config: CleanupConfig,
+    /// `WARM_POOL_SIZE`: spares beyond it are surplus.
+    pool_size: usize,
+}
+
+enum Verdict {
+    Keep,
+    Busy,
+    Remove(fn(&mut PassSummary) -> &mut usize),
+}
+
+impl Reaper {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        runtime: Arc<dyn SandboxRuntime>,
+        config: CleanupConfig,
+        pool_size: usize,
+    ) -> Self {
+        Reaper {
+            store,
+            runtime,
+            config,
+            pool_size,
+        }
+    }
+
+    /// One pass; errors are counted and logged, never fatal.
+    pub async fn run_once(&self) -> PassSummary {
+        let started = Instant::now();
+        let mut summary = PassSummary::default();
+        let (sandboxes, records) = match (self.runtime.list().await, self.store.list_all().await) {
+            (Ok(sandboxes), Ok(records)) => (sandboxes, records),
+            (Err(err), _) => {
+                tracing::error!(%err, "cleanup: listing containers failed");
+                summary.errors += 1;
+                return self.finish(summary, started);
+            }
+            (_, Err(err)) => {
+                tracing::error!(%err, "cleanup: listing sessions failed");
+                summary.errors += 1;
+                return self.finish(summary, started);
+            }
+        };
+        summary.found = sandboxes.len();
+        let now = unix_now();
+        let live: HashSet<&str> = records.iter().map(|r| r.container_id.as_str()).collect();
+        // Sessions whose container is being created right now (pending record):
+        // a slow creation can outlast the grace period.
+        let pending: HashSet<(&str, &str)> = records
+            .iter()
+            .filter(|r| !r.is_ready())
+            .map(|r| (r.owner.as_str(), r.session_id.as_str()))
+            .collect();
+        // A spare with a live record has been claimed (its rename may still be
+        // in flight): it is a session's container.
+        let (spares, sandboxes): (Vec<&SandboxInfo>, Vec<&SandboxInfo>) = sandboxes
+            .iter()
+            .partition(|s| self.runtime.is_spare(s) && !live.contains(s.id.as_str()));
+        self.reap_spares(&spares, now, &mut summary).await;
+        let mut doomed = Vec::new();
+        for sandbox in sandboxes.iter().copied() {
+            match self.judge(sandbox, now, &live, &pending).await {
+                Ok(Verdict::Keep) => {}
+                Ok(Verdict::Busy) => summary.skipped_busy += 1,
+                Ok(Verdict::Remove(counter)) => doomed.push((sandbox.id.clone(), sandbox.name.clone(), counter)),
+                Err(err) => {
+                    tracing::warn!(%err, container = %sandbox.name, "cleanup: cannot tell whether the sandbox is busy");
+                    summary.errors += 1;
+                }
+            }
+        }
+        // Removal is the slow part (tens of ms each, mostly in the engine): a few
+        // at once, so a backlog drains in seconds.
+        let removals: Vec<_> = futures_util::stream::iter(doomed)
+            .map(|(id, name, counter)| {
+                let runtime = Arc::clone(&self.runtime);
+                async move {
+                    let removed = runtime.remove(&id).await;
+                    (id, name, counter, removed)
+                }
+            })
+            .buffer_unordered(REMOVALS_AT_ONCE)
+            .collect()
+            .await;
+        for (id, name, counter, removed) in removals {
+            if let Err(err) = removed {
+                tracing::warn!(%err, container = %name, "cleanup: removal failed");
+                summary.errors += 1;
+                continue;
+            }
+            *counter(&mut summary) += 1;
+            // An over-age container takes its record along.
+            if let Some(record) = records.iter().find(|r| r.container_id == id) {
+                self.delete_record(record, &mut summary).await;
+            }
+        }
+        let existing: HashSet<&str> = sandboxes.iter().chain(&spares).map(|s| s.id.as_str()).collect();
+        let grace_ms = self.config.grace.as_millis() as i64;
+        for record in &records {
+            let settled = now as i64 * 1000 - record.created_at_ms >= grace_ms;
+            if settled
+                && !existing.contains(record.container_id.as_str())
+                && self.delete_record(record, &mut summary).await
+            {
+                summary.records_repaired += 1;
+            }
+        }
+        self.finish(summary, started)
+    }
+
+    /// Warm-pool spares: over-age or stopped ones go; so do members of the set
+    /// beyond the pool size (taken out of the set first, so nobody can claim
+    /// them meanwhile) and settled spares the set does not know (left by an
+    /// earlier process), re-checked just before removal in case one was claimed.
+    async fn reap_spares(&self, spares: &[&SandboxInfo], now: u64, summary: &mut PassSummary) {
+        let members: HashSet<String> = match self.store.pool_members().await {
+            Ok(members) => members.into_iter().collect(),
+            Err(err) => {
+                tracing::warn!(%err, "cleanup: reading the warm pool failed");
+                summary.errors += 1;
+                return;
+            }
+        };
+        let mut kept = 0;
+        for spare in spares {
+            let age = settled_age(spare, now);
+            let counter: fn(&mut PassSummary) -> &mut usize = if age >= self.config.max_age {
+                |s| &mut s.removed_over_age
+            } else if !spare.running {
+                |s| &mut s.removed_stopped
+            } else if members.contains(&spare.id) {
+                kept += 1;
+                if kept <= self.pool_size || !matches!(self.store.pool_remove(&spare.id).await, Ok(true)) {
+                    continue;
+                }
+                |s| &mut s.removed_pool_surplus
+            } else if age >= self.config.grace && self.still_spare(&spare.id).await {
+                |s| &mut s.removed_pool_surplus
+            } else {
+                continue;
+            };
+            let _ = self.store.pool_remove(&spare.id).await;
+            match self.runtime.remove(&spare.id).await {
+                Ok(()) => *counter(summary) += 1,
+                Err(err) => {
+                    tracing::warn!(%err, container = %spare.name, "cleanup: removing a spare failed");
+                    summary.errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Still an unclaimed spare: not taken from the set lately (a claim renames
+    /// in the background) and still carrying a pool name.
+    async fn still_spare(&self, id: &str) -> bool {
+        if !matches!(self.store.pool_claimed(id).await, Ok(false)) {
+            return false;
+        }
+        matches!(self.runtime.inspect(id).await, Ok(Some(info)) if self.runtime.is_spare(&info))
+    }
+
+    async fn judge(
+        &self,
+        sandbox: &SandboxInfo,
+        now: u64,
+        live: &HashSet<&str>,
+        pending: &HashSet<(&str, &str)>,
+    ) -> Result<Verdict, crate::store::StoreError> {
+        let age = settled_age(sandbox, now);
+        if age >= self.config.max_age {
+            return Ok(Verdict::Remove(|s| &mut s.removed_over_age));
+        }
+        if age < self.config.grace {
+            return Ok(Verdict::Keep);
+        }
+        if !sandbox.running {
+            return Ok(Verdict::Remove(|s| &mut s.removed_stopped));
+        }
+        if live.contains(sandbox.id.as_str())
+            || pending.contains(&(sandbox.owner.as_str(), sandbox.session_id.as_str()))
+        {
+            return Ok(Verdict::Keep);
+        }
+        if self.store.command_running(&sandbox.id).await? {
+            return Ok(Verdict::Busy);
+        }
+        Ok(Verdict::Remove(|s| &mut s.removed_session_gone))
+    }
+
+    async fn delete_record(&self, record: &SessionRecord, summary: &mut PassSummary) -> bool {
+        let Ok(id) = SessionId::parse(&record.session_id) else {
+            return false;
+        };
+        match self.store.delete(&record.owner, &id).await {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::warn!(%err, "cleanup: deleting a record failed");
+                summary.errors += 1;
+                false
+            }
+        }
+    }
+
+    fn finish(&self, mut summary: PassSummary, started: Instant) -> PassSummary {
+        summary.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "brig::cleanup",
+            found = summary.found,
+            removed = summary.removed(),
+            removed_session_gone = summary.removed_session_gone,
+            removed_over_age = summary.removed_over_age,
+            removed_stopped = summary.removed_stopped,
+            removed_pool_surplus = summary.removed_pool_surplus,
+            skipped_busy = summary.skipped_busy,
+            records_repaired = summary.records_repaired,
+            errors = summary.errors,
+            duration_ms = summary.duration_ms,
+            "cleanup pass"
+        );
+        summary
+    }
+
+    /// Passes every `CLEANUP_INTERVAL_SECONDS` until `shutdown` resolves.
+    pub async fn run_until_stopped(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.run_once().await;
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+    }
+}
+
+/// How long `sandbox` has existed, rounded down to be safe: `brig.created` has
+/// whole seconds, so a container made at 10.99 s looks a second old at 11.01 s;
+/// one second less keeps the grace period a floor, never less (a container
+/// caught between its creation and its start or its record looked reapable).
+fn settled_age(sandbox: &SandboxInfo, now: u64) -> Duration {
+    Duration::from_secs(now.saturating_sub(sandbox.created_unix).saturating_sub(1))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

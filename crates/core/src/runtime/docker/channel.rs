@@ -1,0 +1,358 @@
+//! The attach channel to one sandbox's agent: one writer task, one reader task,
+//! and any number of requests multiplexed over them by request id.
+//!
+//! Everything from the container is untrusted: frames are size-bounded and
+//! strictly decoded, output is capped per request on this side too, and a
+//! protocol violation closes the channel (the next request re-attaches).
+//! The reader always drains, whatever the requesters do: the engine blocks a
+//! container's stdout on its slowest attached reader.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::query_parameters::AttachContainerOptionsBuilder;
+use bollard::Docker;
+use brig_protocol::{
+    ErrorCode, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN, MAX_STDIN_BYTES,
+    PROTOCOL_VERSION,
+};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{engine_error, TIMEOUT_EXIT_CODE};
+use crate::runtime::RuntimeError;
+use crate::sandbox::ExecOutcome;
+
+/// How long the agent may take to answer `Hello` (it may still be starting).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frames queued for the writer task before senders wait.
+const WRITE_QUEUE: usize = 256;
+
+/// A finished request: the agent's result and the output kept under the cap.
+pub(crate) struct Finished {
+    pub result: RunResult,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    pub fn into_outcome(self) -> ExecOutcome {
+        let result = self.result;
+        ExecOutcome {
+            exit_code: if result.timed_out {
+                TIMEOUT_EXIT_CODE
+            } else {
+                result.shell_exit_code()
+            },
+            signal: match result.termination {
+                Termination::Signaled(signal) => Some(signal),
+                Termination::Exited(_) => None,
+            },
+            timed_out: result.timed_out,
+            cancelled: result.cancelled,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            stdout_truncated: result.stdout_truncated,
+            stderr_truncated: result.stderr_truncated,
+            stdout_bytes: result.stdout_bytes,
+            stderr_bytes: result.stderr_bytes,
+            duration: Duration::from_micros(result.duration_us),
+        }
+    }
+}
+
+/// Appends a chunk of output to `buffer`, keeping at most `cap` bytes (the
+/// agent enforces the cap too; its bytes are untrusted all the same).
+pub(crate) fn append_capped(buffer: &mut Vec<u8>, data: &[u8], cap: u64) {
+    let room = (cap as usize).saturating_sub(buffer.len()).min(data.len());
+    buffer.extend_from_slice(&data[..room]);
+}
+
+struct Pending {
+    cap: u64,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    done: oneshot::Sender<Result<Finished, RuntimeError>>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    requests: HashMap<u32, Pending>,
+    hello: Option<oneshot::Sender<u16>>,
+}
+
+struct Shared {
+    waiters: Mutex<Waiters>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks the channel dead and fails everything still waiting on it.
+    fn close(&self, error: impl Fn() -> RuntimeError) {
+        self.closed.store(true, Ordering::SeqCst);
+        let mut waiters = self.lock();
+        waiters.hello = None;
+        for (_, pending) in waiters.requests.drain() {
+            let _ = pending.done.send(Err(error()));
+        }
+    }
+}
+
+pub(crate) struct Channel {
+    frames: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+    next_id: AtomicU32,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Channel {
+    /// Attaches to `container`'s stdio and greets the agent.
+    pub async fn open(docker: &Docker, container: &str) -> Result<Arc<Channel>, RuntimeError> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .logs(false)
+            .build();
+        let attached = docker
+            .attach_container(container, Some(options))
+            .await
+            .map_err(engine_error)?;
+        let shared = Arc::new(Shared {
+            waiters: Mutex::default(),
+            closed: AtomicBool::new(false),
+        });
+        let (frames, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+
+        let mut input = attached.input;
+        let writer_shared = Arc::clone(&shared);
+        let writer = tokio::spawn(async move {
+            while let Some(bytes) = queue.recv().await {
+                if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
+                    break;
+                }
+            }
+            writer_shared.close(|| RuntimeError::ChannelClosed);
+        });
+
+        let mut output = attached.output;
+        let reader_shared = Arc::clone(&shared);
+        let container_name = container.to_string();
+        let reader = tokio::spawn(async move {
+            let mut decoder = FrameDecoder::new();
+            let failure = loop {
+                match output.next().await {
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        decoder.push(&message);
+                        if let Err(violation) = dispatch_all(&mut decoder, &reader_shared) {
+                            tracing::warn!(container = %container_name, %violation, "closing sandbox channel");
+                            break Some(violation);
+                        }
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        let text = String::from_utf8_lossy(&message[..message.len().min(512)]).into_owned();
+                        tracing::debug!(container = %container_name, agent_stderr = %text);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break None,
+                }
+            };
+            match failure {
+                Some(violation) => reader_shared.close(|| RuntimeError::Protocol(violation.clone())),
+                None => reader_shared.close(|| RuntimeError::ChannelClosed),
+            }
+        });
+
+        let channel = Arc::new(Channel {
+            frames,
+            shared,
+            next_id: AtomicU32::new(random_start_id()),
+            tasks: [writer, reader],
+        });
+        channel.hello().await?;
+        Ok(channel)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    async fn hello(&self) -> Result<(), RuntimeError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.lock().hello = Some(tx);
+        self.send(Frame::Hello {
+            version: PROTOCOL_VERSION,
+        })
+        .await?;
+        match tokio::time::timeout(HELLO_TIMEOUT, rx).await {
+            Ok(Ok(PROTOCOL_VERSION)) => Ok(()),
+            Ok(Ok(other)) => Err(RuntimeError::Protocol(format!("agent speaks protocol version {other}"))),
+            Ok(Err(_)) => Err(RuntimeError::ChannelClosed),
+            Err(_) => Err(RuntimeError::AgentUnresponsive),
+        }
+    }
+
+    async fn send(&self, frame: Frame) -> Result<(), RuntimeError> {
+        if self.is_closed() {
+            return Err(RuntimeError::ChannelClosed);
+        }
+        self.frames
+            .send(frame.encode())
+            .await
+            .map_err(|_| RuntimeError::ChannelClosed)
+    }
+
+    /// Runs `request` and waits for its result, at most `wait`. A request whose
+    /// wait ends (deadline, or the caller dropping this future) is cancelled in
+    /// the agent, so nothing keeps running for a caller that is gone.
+    pub async fn run(&self, request: RunRequest, wait: Duration) -> Result<Finished, RuntimeError> {
+        check_fits(&request)?;
+        // Id 0 is the connection's own; skip it when the counter wraps.
+        let id = match self.next_id.fetch_add(1, Ordering::Relaxed) {
+            0 => self.next_id.fetch_add(1, Ordering::Relaxed),
+            id => id,
+        };
+        let (done, finished) = oneshot::channel();
+        let cap = request.output_cap;
+        self.shared.lock().requests.insert(
+            id,
+            Pending {
+                cap,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                done,
+            },
+        );
+        let mut guard = CancelOnDrop {
+            channel: self,
+            id,
+            armed: true,
+        };
+        self.send(Frame::Run { id, request }).await?;
+        let outcome = match tokio::time::timeout(wait, finished).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(RuntimeError::ChannelClosed),
+            Err(_) => return Err(RuntimeError::AgentUnresponsive),
+        };
+        guard.armed = false;
+        outcome
+    }
+}
+
+/// Refuses a request the protocol cannot carry (one frame, 2 MiB, at most 4096
+/// list entries), instead of letting it reach the encoder.
+pub(crate) fn check_fits(request: &RunRequest) -> Result<(), RuntimeError> {
+    let strings = request.argv.iter().map(|a| a.len() + 4).sum::<usize>()
+        + request.env.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+        + request.cwd.len();
+    let fits = request.argv.len() <= 4096
+        && request.env.len() <= 4096
+        && request.stdin.len() <= MAX_STDIN_BYTES
+        && strings + request.stdin.len() + 64 <= MAX_FRAME_LEN;
+    if fits {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidRequest("request too large for one frame".into()))
+    }
+}
+
+/// Request ids start at a random point per channel, so that a second channel
+/// to the same agent (an old API process not yet gone) rarely reuses ids; the
+/// agent refuses a duplicate id that is still running.
+fn random_start_id() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    (hasher.finish() as u32).max(1)
+}
+
+/// Forgets a request whose caller stopped waiting, and tells the agent to kill it.
+struct CancelOnDrop<'a> {
+    channel: &'a Channel,
+    id: u32,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.channel.shared.lock().requests.remove(&self.id);
+            let _ = self.channel.frames.try_send(Frame::Cancel { id: self.id }.encode());
+        }
+    }
+}
+
+/// Routes every complete frame to its waiter. `Err` is a protocol violation.
+fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared) -> Result<(), String> {
+    while let Some(frame) = decoder.next_frame() {
+        let frame = frame.map_err(|err| err.to_string())?;
+        let mut waiters = shared.lock();
+        match frame {
+            Frame::HelloOk { version, .. } => {
+                if let Some(hello) = waiters.hello.take() {
+                    let _ = hello.send(version);
+                }
+            }
+            Frame::Output { id, stream, data } => {
+                if let Some(pending) = waiters.requests.get_mut(&id) {
+                    let buffer = match stream {
+                        Stream::Stdout => &mut pending.stdout,
+                        Stream::Stderr => &mut pending.stderr,
+                    };
+                    append_capped(buffer, &data, pending.cap);
+                }
+            }
+            Frame::Exit { id, result } => {
+                if let Some(pending) = waiters.requests.remove(&id) {
+                    let _ = pending.done.send(Ok(Finished {
+                        result,
+                        stdout: pending.stdout,
+                        stderr: pending.stderr,
+                    }));
+                }
+            }
+            Frame::Error { id: 0, code, message } => {
+                tracing::warn!(?code, %message, "sandbox agent reported a connection error");
+            }
+            Frame::Error { id, code, message } => {
+                if let Some(pending) = waiters.requests.remove(&id) {
+                    let _ = pending.done.send(Err(request_error(code, message)));
+                }
+            }
+            other @ (Frame::Hello { .. } | Frame::Run { .. } | Frame::Cancel { .. }) => {
+                return Err(format!("agent sent a client-side frame (request {})", other.id()));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn request_error(code: ErrorCode, message: String) -> RuntimeError {
+    match code {
+        ErrorCode::SpawnFailed => RuntimeError::SpawnFailed(message),
+        ErrorCode::InvalidRequest => RuntimeError::InvalidRequest(message),
+        ErrorCode::Busy | ErrorCode::DuplicateRequest => RuntimeError::Busy(message),
+        ErrorCode::MalformedFrame | ErrorCode::UnsupportedFrame | ErrorCode::Other(_) => {
+            RuntimeError::Protocol(format!("{code:?}: {message}"))
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! [`DockerRuntime`]: sandboxes as hardened Docker containers, reached through
+//! the agent over the container's attached stdio.
+//!
+//! - [`spec`]: the hardened container spec.
+//! - [`publish`]: the agent volume.
+//! - [`channel`]: the attach channel and request multiplexing.
+//! - [`fallback`]: one command through `docker exec` and the agent's `run` mode.
+
+mod channel;
+mod fallback;
+mod publish;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::ContainerInspectResponse;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StartContainerOptions,
+};
+use bollard::Docker;
+use brig_protocol::RunRequest;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use self::channel::Channel;
+use crate::agent_binary::agent_volume_name;
+use crate::config::{DockerConfig, SandboxConfig};
+use crate::runtime::{RuntimeError, SandboxRuntime};
+use crate::sandbox::{labels, CreateSandbox, ExecOutcome, ExecRequest, SandboxInfo};
+
+/// Exit code reported for a command killed at its deadline, as timeout(1) does.
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+type ChannelSlot = Arc<tokio::sync::Mutex<Option<Arc<Channel>>>>;
+
+/// The Docker implementation of [`SandboxRuntime`].
+pub struct DockerRuntime {
+    docker: Docker,
+    config: SandboxConfig,
+    agent_volume: String,
+    published: OnceCell<()>,
+    /// Engine id → the one channel to that container (one writer per channel).
+    channels: Mutex<HashMap<String, ChannelSlot>>,
+    /// Map size at which closed channels are swept next.
+    sweep_at: AtomicUsize,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine (negotiating the API version) and publishes the agent.
+    pub async fn connect(docker: &DockerConfig, config: SandboxConfig) -> Result<Self, RuntimeError> {
+        let docker = docker.connect().await.map_err(engine_error)?;
+        let runtime = DockerRuntime::new(docker, config);
+        runtime.publish_agent().await?;
+        Ok(runtime)
+    }
+
+    /// A runtime over an already connected client; the agent is published on
+    /// first use (or by [`publish_agent`](Self::publish_agent)).
+    pub fn new(docker: Docker, config: SandboxConfig) -> Self {
+        DockerRuntime {
+            docker,
+            config,
+            agent_volume: agent_volume_name(),
+            published: OnceCell::new(),
+            channels: Mutex::default(),
+            sweep_at: AtomicUsize::new(64),
+        }
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// The engine client (for readiness checks and tests).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The volume sandboxes mount the agent from.
+    pub fn agent_volume(&self) -> &str {
+        &self.agent_volume
+    }
+
+    /// Publishes the embedded agent into its volume, once per runtime.
+    pub async fn publish_agent(&self) -> Result<(), RuntimeError> {
+        self.published
+            .get_or_try_init(|| {
+                publish::publish_agent(
+                    &self.docker,
+                    &self.config.image,
+                    &self.agent_volume,
+                    &self.config.instance,
+                )
+            })
+            .await
+            .map(drop)
+    }
+
+    /// `brig-<instance>-<hash of owner and session>`: deterministic, so that two
+    /// concurrent creations of one session collide in the engine (409) instead
+    /// of producing two containers; hashed, so ids never reach `docker ps` raw.
+    fn container_name(&self, request: &CreateSandbox) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(request.owner.as_bytes());
+        hasher.update([0]);
+        hasher.update(request.session_id.as_bytes());
+        format!(
+            "brig-{}-{}",
+            self.config.instance,
+            &hex::encode(hasher.finalize())[..24]
+        )
+    }
+
+    fn slot(&self, id: &str) -> ChannelSlot {
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Containers removed elsewhere (another process's reaper, by hand) leave
+        // closed channels behind; sweep them now and then so the map stays the
+        // size of the live sandboxes this process serves.
+        if channels.len() >= self.sweep_at.load(Ordering::Relaxed) {
+            // Only slots holding a closed channel go; a locked slot is in use.
+            channels.retain(|_, slot| {
+                slot.try_lock()
+                    .map_or(true, |c| c.as_ref().is_none_or(|c| !c.is_closed()))
+            });
+            self.sweep_at.store((channels.len() * 2).max(64), Ordering::Relaxed);
+        }
+        Arc::clone(channels.entry(id.to_string()).or_default())
+    }
+
+    /// The open channel to container `id` (its full engine id), attaching (again)
+    /// if there is none or the last one closed.
+    async fn channel(&self, id: &str) -> Result<Arc<Channel>, RuntimeError> {
+        let mut current = loop {
+            let slot = self.slot(id);
+            let current = Arc::clone(&slot).lock_owned().await;
+            // A sweep may have dropped this slot from the map while we waited:
+            // only the slot in the map may open a channel (one writer each).
+            if self.is_current_slot(id, &slot) {
+                break current;
+            }
+        };
+        if let Some(channel) = current.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(channel));
+        }
+        *current = None;
+        // The engine accepts an attach to a stopped container and then waits for
+        // it to start: check first, so a dead sandbox is "not found", not a hang.
+        let running = self
+            .inspect_raw(id)
+            .await?
+            .and_then(|raw| raw.state?.running)
+            .unwrap_or(false);
+        if !running {
+            drop(current);
+            self.forget_channel(id);
+            return Err(RuntimeError::SandboxNotFound);
+        }
+        // A container dying just now still shows as running for a moment, and an
+        // attach to it never answers: race the greeting against its death.
+        let opened = tokio::select! {
+            opened = Channel::open(&self.docker, id) => opened,
+            () = self.until_stopped(id) => Err(RuntimeError::Engine("the container stopped".into())),
+        };
+        let channel = match opened {
+            Ok(channel) => channel,
+            // The engine refuses to attach to a removed or stopped container.
+            Err(RuntimeError::Engine(_)) => {
+                drop(current);
+                self.forget_channel(id);
+                return Err(RuntimeError::SandboxNotFound);
+            }
+            Err(other) => return Err(other),
+        };
+        *current = Some(Arc::clone(&channel));
+        Ok(channel)
+    }
+
+    fn is_current_slot(&self, id: &str, slot: &ChannelSlot) -> bool {
+        let channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        channels.get(id).is_some_and(|current| Arc::ptr_eq(current, slot))
+    }
+
+    /// Resolves once container `id` is no longer running (or cannot be inspected).
+    async fn until_stopped(&self, id: &str) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            match self.inspect_raw(id).await {
+                Ok(Some(raw)) if raw.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {}
+                _ => return,
+            }
+        }
+    }
+
+    fn forget_channel(&self, id: &str) {
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        channels.remove(id);
+    }
+
+    async fn inspect_raw(&self, id: &str) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(info) => Ok(Some(info)),
+            Err(err) if is_status(&err, 404) => Ok(None),
+            Err(err) => Err(engine_error(err)),
+        }
+    }
+
+    /// Creates and starts container `name` with `labels` and opens its channel;
+    /// a name clash means someone else created it: theirs is used (`false`).
+    async fn create_named(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(SandboxInfo, bool), RuntimeError> {
+        self.publish_agent().await?;
+        let body = spec::sandbox_container(&self.config, &self.agent_volume, labels);
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let (id, created) = match self.docker.create_container(Some(options), body).await {
+            Ok(response) => (response.id, true),
+            // Someone (another request, another replica) created it first: use theirs.
+            Err(err) if is_status(&err, 409) => (self.wait_for_existing(name).await?, false),
+            Err(err) if is_status(&err, 404) => return Err(RuntimeError::ImageMissing(self.config.image.clone())),
+            Err(err) => return Err(engine_error(err)),
+        };
+        match self.docker.start_container(&id, None::<StartContainerOptions>).await {
+            Ok(()) => {}
+            Err(err) if is_status(&err, 304) => {}
+            Err(err) => {
+                let _ = self.remove(&id).await;
+                return Err(engine_error(err));
+            }
+        }
+        self.channel(&id).await?;
+        let raw = self.inspect_raw(&id).await?.ok_or(RuntimeError::SandboxNotFound)?;
+        let info = sandbox_info(&raw, &self.config.instance).ok_or(RuntimeError::SandboxNotFound)?;
+        Ok((info, created))
+    }
+
+    /// Names of unclaimed warm-pool spares start with this.
+    fn pool_prefix(&self) -> String {
+        format!("brig-{}-pool-", self.config.instance)
+    }
+
+    /// The id of container `name`, which another creator holds: the engine
+    /// reserves the name before the container can be inspected, so retry briefly.
+    async fn wait_for_existing(&self, name: &str) -> Result<String, RuntimeError> {
+        for _ in 0..100 {
+            if let Some(id) = self.inspect_raw(name).await?.and_then(|existing| existing.id) {
+                return Ok(id);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(RuntimeError::Engine(format!(
+            "container {name} is reserved but never appeared"
+        )))
+    }
+
+    /// A running sandbox of this instance: its full id.
+    async fn resolve(&self, id: &str) -> Result<String, RuntimeError> {
+        if self.channels.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id) {
+            return Ok(id.to_string());
+        }
+        let info = self
+            .inspect_raw(id)
+            .await?
+            .and_then(|raw| sandbox_info(&raw, &self.config.instance));
+        match info {
+            Some(info) if info.running => Ok(info.id),
+            _ => Err(RuntimeError::SandboxNotFound),
+        }
+    }
+}
+
+#[async_trait]
+impl SandboxRuntime for DockerRuntime {
+    #[tracing::instrument(skip_all, fields(session = %request.session_id))]
+    async fn create(&self, request: &CreateSandbox) -> Result<(SandboxInfo, bool), RuntimeError> {
+        let labels = spec::sandbox_labels(&self.config, request, unix_now());
+        self.create_named(&self.container_name(request), labels).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_spare(&self) -> Result<SandboxInfo, RuntimeError> {
+        let name = format!("{}{}", self.pool_prefix(), hex::encode(rand::random::<[u8; 6]>()));
+        let labels = spec::pool_labels(&self.config, unix_now());
+        Ok(self.create_named(&name, labels).await?.0)
+    }
+
+    fn is_spare(&self, sandbox: &SandboxInfo) -> bool {
+        sandbox.pool && sandbox.name.starts_with(&self.pool_prefix())
+    }
+
+    #[tracing::instrument(skip_all, fields(session = %request.session_id))]
+    async fn claim(&self, spare: &str, request: &CreateSandbox) -> Result<(), RuntimeError> {
+        let name = self.container_name(request);
+        let rename = || {
+            let options = RenameContainerOptionsBuilder::default().name(&name).build();
+            self.docker.rename_container(spare, options)
+        };
+        let renamed = match rename().await {
+            // The name is held by an orphan of this session (see Sessions): replace it.
+            Err(err) if is_status(&err, 409) => {
+                self.remove(&name).await?;
+                rename().await
+            }
+            other => other,
+        };
+        // No inspect afterwards: it would add a millisecond to every pooled
+        // session start, and a spare that died meanwhile shows up at the first
+        // command as SandboxNotFound, which the session flow repairs.
+        match renamed {
+            Ok(()) => Ok(()),
+            Err(err) if is_status(&err, 404) => Err(RuntimeError::SandboxNotFound),
+            Err(err) => Err(engine_error(err)),
+        }
+    }
+
+    fn sandbox_name(&self, request: &CreateSandbox) -> String {
+        self.container_name(request)
+    }
+
+    #[tracing::instrument(skip_all, fields(sandbox = %id))]
+    async fn exec(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        let id = self.resolve(id).await?;
+        let channel = self.channel(&id).await?;
+        let wait = request.timeout + self.config.agent_grace;
+        Ok(channel.run(run_request(request), wait).await?.into_outcome())
+    }
+
+    #[tracing::instrument(skip_all, fields(sandbox = %id))]
+    async fn exec_detached(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        let id = self.resolve(id).await?;
+        let wait = request.timeout + self.config.agent_grace;
+        Ok(fallback::exec(&self.docker, &id, run_request(request), wait)
+            .await?
+            .into_outcome())
+    }
+
+    #[tracing::instrument(skip_all, fields(sandbox = %id))]
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.forget_channel(id);
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if is_status(&err, 404) => Ok(()),
+            Err(err) => Err(engine_error(err)),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<SandboxInfo>, RuntimeError> {
+        Ok(self
+            .inspect_raw(id)
+            .await?
+            .and_then(|raw| sandbox_info(&raw, &self.config.instance)))
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{}=true", labels::MANAGED),
+                format!("{}={}", labels::INSTANCE, self.config.instance),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self.docker.list_containers(Some(options)).await.map_err(engine_error)?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let running = c.state.is_some_and(|s| s.to_string() == "running");
+                let name = c.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+                info_from_labels(c.id?, name, running, labels)
+            })
+            .collect())
+    }
+}
+
+/// A brig sandbox of `instance`, or `None` for any other container.
+fn sandbox_info(raw: &ContainerInspectResponse, instance: &str) -> Option<SandboxInfo> {
+    let labels = raw.config.as_ref()?.labels.clone().unwrap_or_default();
+    if labels.get(labels::INSTANCE).map(String::as_str) != Some(instance) {
+        return None;
+    }
+    let running = raw.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    info_from_labels(raw.id.clone()?, raw.name.clone().unwrap_or_default(), running, labels)
+}
+
+fn info_from_labels(id: String, name: String, running: bool, labels: HashMap<String, String>) -> Option<SandboxInfo> {
+    if labels.get(labels::MANAGED).map(String::as_str) != Some("true") {
+        return None;
+    }
+    let pool = labels.get(labels::POOL).map(String::as_str) == Some("true");
+    let label = |key| labels.get(key).cloned();
+    let (owner, session_id) = match (label(labels::OWNER), label(labels::SESSION)) {
+        (Some(owner), Some(session)) => (owner, session),
+        _ if pool => (String::new(), String::new()),
+        _ => return None,
+    };
+    Some(SandboxInfo {
+        id,
+        name: name.trim_start_matches('/').to_string(),
+        owner,
+        session_id,
+        pool,
+        created_unix: labels.get(labels::CREATED)?.parse().ok()?,
+        running,
+        labels,
+    })
+}
+
+fn run_request(request: ExecRequest) -> RunRequest {
+    RunRequest {
+        argv: request.argv,
+        cwd: request.working_dir,
+        env: request.env,
+        stdin: request.stdin,
+        timeout_ms: request.timeout.as_millis().max(1) as u64,
+        output_cap: request.output_cap,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn is_status(err: &BollardError, status: u16) -> bool {
+    matches!(err, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+/// Engine 5xx and transport failures mean "unavailable"; other answers are refusals.
+pub(crate) fn engine_error(err: BollardError) -> RuntimeError {
+    match err {
+        BollardError::DockerResponseServerError { status_code, message } if status_code < 500 => {
+            RuntimeError::Engine(format!("{status_code}: {message}"))
+        }
+        other => RuntimeError::EngineUnavailable(other.to_string()),
+    }
+}

@@ -1,0 +1,169 @@
+//! The hardened container spec (design.md: "the hardening contract"). Every
+//! security-relevant field is set explicitly, even where it equals the engine's
+//! default, so that a changed default can never loosen a sandbox.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+
+use crate::agent_binary::{AGENT_MOUNT, AGENT_PATH};
+use crate::config::SandboxConfig;
+use crate::sandbox::{labels, CreateSandbox};
+
+/// Size of `/dev/shm`. Like the tmpfs mounts it is charged to the container's
+/// memory, so it is kept small and counted when the limits are validated.
+pub const SHM_BYTES: i64 = 16 << 20;
+
+/// The uid:gid every sandbox process runs as.
+pub const SANDBOX_USER: &str = "1000:1000";
+
+/// The labels of a new sandbox.
+pub fn sandbox_labels(config: &SandboxConfig, request: &CreateSandbox, created_unix: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::MANAGED.into(), "true".into()),
+        (labels::INSTANCE.into(), config.instance.clone()),
+        (labels::OWNER.into(), request.owner.clone()),
+        (labels::SESSION.into(), request.session_id.clone()),
+        (labels::CREATED.into(), created_unix.to_string()),
+    ])
+}
+
+/// The labels of a new warm-pool spare: no owner, no session.
+pub fn pool_labels(config: &SandboxConfig, created_unix: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::MANAGED.into(), "true".into()),
+        (labels::INSTANCE.into(), config.instance.clone()),
+        (labels::POOL.into(), "true".into()),
+        (labels::CREATED.into(), created_unix.to_string()),
+    ])
+}
+
+/// The create body of a sandbox container: agent as PID 1 on attached stdio.
+pub fn sandbox_container(
+    config: &SandboxConfig,
+    agent_volume: &str,
+    labels: HashMap<String, String>,
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(config.image.clone()),
+        user: Some(SANDBOX_USER.into()),
+        entrypoint: Some(vec![AGENT_PATH.into(), "serve".into()]),
+        cmd: Some(vec![]),
+        // The agent builds each command's environment itself; the container's own
+        // holds nothing but what the image set.
+        env: Some(vec![]),
+        working_dir: Some("/workspace".into()),
+        hostname: Some("sandbox".into()),
+        open_stdin: Some(true),
+        stdin_once: Some(false),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        network_disabled: Some(true),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            readonly_rootfs: Some(true),
+            // The engine gives a tmpfs the mode of the image's directory at that
+            // path (copy-up), so images must ship /tmp as 1777 (they all do).
+            tmpfs: Some(HashMap::from([
+                (
+                    "/tmp".into(),
+                    format!("rw,noexec,nosuid,nodev,size={}", config.tmp_bytes),
+                ),
+                (
+                    "/workspace".into(),
+                    format!(
+                        "rw,exec,nosuid,nodev,size={},uid=1000,gid=1000,mode=0700",
+                        config.workspace_bytes
+                    ),
+                ),
+            ])),
+            mounts: Some(vec![Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(agent_volume.into()),
+                target: Some(AGENT_MOUNT.into()),
+                read_only: Some(true),
+                ..Default::default()
+            }]),
+            binds: Some(vec![]),
+            devices: Some(vec![]),
+            network_mode: Some("none".into()),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(vec![]),
+            privileged: Some(false),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            shm_size: Some(SHM_BYTES),
+            memory: Some(config.memory_bytes),
+            memory_swap: Some(config.memory_bytes),
+            nano_cpus: Some((config.cpus * 1e9) as i64),
+            pids_limit: Some(config.pids_limit),
+            ulimits: Some(vec![
+                ulimit("nofile", config.nofile),
+                ulimit("fsize", config.fsize_bytes),
+                ulimit("core", 0),
+            ]),
+            ipc_mode: Some("private".into()),
+            pid_mode: Some(String::new()),
+            userns_mode: Some(String::new()),
+            uts_mode: Some(String::new()),
+            publish_all_ports: Some(false),
+            init: Some(false),
+            oom_kill_disable: Some(false),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            auto_remove: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A created-but-never-started container that mounts the agent volume writable,
+/// used only as the target of the archive upload that publishes the agent.
+pub fn publisher_container(image: &str, agent_volume: &str, instance: &str) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.into()),
+        entrypoint: Some(vec![AGENT_PATH.into()]),
+        cmd: Some(vec![]),
+        network_disabled: Some(true),
+        labels: Some(HashMap::from([
+            (labels::MANAGED.into(), "true".into()),
+            (labels::INSTANCE.into(), instance.into()),
+            ("brig.role".into(), "agent-publisher".into()),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            mounts: Some(vec![Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(agent_volume.into()),
+                target: Some(AGENT_MOUNT.into()),
+                read_only: Some(false),
+                ..Default::default()
+            }]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
+    ResourcesUlimits {
+        name: Some(name.into()),
+        soft: Some(value),
+        hard: Some(value),
+    }
+}

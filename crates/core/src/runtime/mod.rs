@@ -1,0 +1,87 @@
+//! The seam between brig and whatever runs sandboxes.
+
+pub mod docker;
+
+use async_trait::async_trait;
+
+use crate::sandbox::{CreateSandbox, ExecOutcome, ExecRequest, SandboxInfo};
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be reached or answered with a server error.
+    #[error("container engine unavailable: {0}")]
+    EngineUnavailable(String),
+    /// The engine refused an operation (a client-side problem of ours).
+    #[error("container engine refused the request: {0}")]
+    Engine(String),
+    /// The sandbox image is not present on the engine.
+    #[error("sandbox image {0} not found on the engine")]
+    ImageMissing(String),
+    /// The sandbox does not exist (removed, or never created).
+    #[error("sandbox not found")]
+    SandboxNotFound,
+    /// The sandbox stopped or was removed while the request was in flight.
+    #[error("sandbox channel closed: the container stopped or was removed")]
+    ChannelClosed,
+    /// The agent did not answer within the command's deadline plus grace.
+    #[error("sandbox agent did not answer in time")]
+    AgentUnresponsive,
+    /// The agent sent bytes that are not a valid frame, or an unexpected one.
+    #[error("sandbox agent protocol violation: {0}")]
+    Protocol(String),
+    /// The command could not be started (not found, not executable, bad cwd).
+    #[error("command could not be started: {0}")]
+    SpawnFailed(String),
+    /// The agent refused the request as invalid.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Too many commands are running in this sandbox.
+    #[error("sandbox busy: {0}")]
+    Busy(String),
+}
+
+/// Creates, runs commands in, and removes sandboxes.
+#[async_trait]
+pub trait SandboxRuntime: Send + Sync {
+    /// Creates and starts the sandbox of `request` and opens its channel. If the
+    /// sandbox already exists (created concurrently, by us or another replica),
+    /// that one is returned, with `false`: "created by this call" is `true` only
+    /// for the caller whose creation the engine accepted.
+    async fn create(&self, request: &CreateSandbox) -> Result<(SandboxInfo, bool), RuntimeError>;
+
+    /// Creates and starts a warm-pool spare: hardened like any sandbox, channel
+    /// open, owned by no session yet.
+    async fn create_spare(&self) -> Result<SandboxInfo, RuntimeError>;
+
+    /// Whether `sandbox` is an unclaimed spare of this runtime's pool.
+    fn is_spare(&self, sandbox: &SandboxInfo) -> bool;
+
+    /// Turns spare `spare` into the sandbox of `request` (it takes the session's
+    /// name; a container already holding that name is an orphan and is removed).
+    /// The caller must own the spare exclusively (the store's pool set hands each
+    /// out once) and hold the session's creation lock. `SandboxNotFound` if the
+    /// spare is gone.
+    async fn claim(&self, spare: &str, request: &CreateSandbox) -> Result<(), RuntimeError>;
+
+    /// The engine name the sandbox of `request` gets: deterministic, so that
+    /// concurrent creations collide instead of duplicating.
+    fn sandbox_name(&self, request: &CreateSandbox) -> String;
+
+    /// Runs one command in sandbox `id` (engine id or name).
+    async fn exec(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError>;
+
+    /// Runs one command without this process's channel: for a sandbox whose
+    /// channel another API process owns (one writer per channel). Slower (an
+    /// engine exec per command) but with the same deadline, caps and kill.
+    async fn exec_detached(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError>;
+
+    /// Removes sandbox `id` with everything in it. Removing a missing sandbox succeeds.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// The sandbox `id`, or `None` if it does not exist.
+    async fn inspect(&self, id: &str) -> Result<Option<SandboxInfo>, RuntimeError>;
+
+    /// Every sandbox of this instance, running or not.
+    async fn list(&self) -> Result<Vec<SandboxInfo>, RuntimeError>;
+}

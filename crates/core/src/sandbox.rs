@@ -1,0 +1,142 @@
+//! Sandboxes and the commands run in them, independent of the engine.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Labels every brig container carries (design.md: hardening contract).
+pub mod labels {
+    pub const MANAGED: &str = "brig.managed";
+    pub const INSTANCE: &str = "brig.instance";
+    pub const OWNER: &str = "brig.owner";
+    pub const SESSION: &str = "brig.session";
+    pub const CREATED: &str = "brig.created";
+    /// Set on warm-pool containers: started ahead, owned by no session until
+    /// claimed (then renamed to the session's name; labels cannot change).
+    pub const POOL: &str = "brig.pool";
+}
+
+/// What to create: the sandbox of one session of one owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSandbox {
+    /// A stable, non-reversible hash of the principal (never the principal itself).
+    pub owner: String,
+    /// The client's session id (already validated by the caller).
+    pub session_id: String,
+}
+
+/// A sandbox as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    /// Engine id of the container.
+    pub id: String,
+    /// Deterministic container name (see `SandboxRuntime::sandbox_name`), or a
+    /// pool name while it is an unclaimed warm-pool spare.
+    pub name: String,
+    /// From the labels; empty for warm-pool containers (the store knows whose
+    /// session a claimed one serves).
+    pub owner: String,
+    pub session_id: String,
+    /// Started as a warm-pool spare (claimed or not).
+    pub pool: bool,
+    /// Unix seconds, from the `brig.created` label.
+    pub created_unix: u64,
+    pub running: bool,
+    pub labels: HashMap<String, String>,
+}
+
+/// One command to run in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// Executed directly, without a shell.
+    pub argv: Vec<String>,
+    pub working_dir: String,
+    pub env: Vec<(String, String)>,
+    pub stdin: Vec<u8>,
+    pub timeout: Duration,
+    /// Bytes kept per stream.
+    pub output_cap: u64,
+}
+
+impl ExecRequest {
+    /// `argv` in `/workspace`, with a 30 s deadline and a 1 MiB cap per stream.
+    pub fn new(argv: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ExecRequest {
+            argv: argv.into_iter().map(Into::into).collect(),
+            working_dir: "/workspace".into(),
+            env: Vec::new(),
+            stdin: Vec::new(),
+            timeout: Duration::from_secs(30),
+            output_cap: 1 << 20,
+        }
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn output_cap(mut self, cap: u64) -> Self {
+        self.output_cap = cap;
+        self
+    }
+
+    pub fn stdin(mut self, stdin: impl Into<Vec<u8>>) -> Self {
+        self.stdin = stdin.into();
+        self
+    }
+
+    pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
+        self.working_dir = dir.into();
+        self
+    }
+}
+
+/// What came of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// The exit code a shell would report: the command's own, 128 + signal when
+    /// killed, and 124 when the deadline killed it (as timeout(1) does).
+    pub exit_code: i32,
+    /// The signal that ended the command, if one did.
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Bytes the command wrote, including those dropped past the cap.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// Spawn to exit, as measured by the agent.
+    pub duration: Duration,
+}
+
+impl ExecOutcome {
+    /// What a shell reports when it cannot start a command: exit 127 and a
+    /// message on stderr.
+    pub fn spawn_failure(message: &str) -> Self {
+        let stderr = format!("brig: {message}\n").into_bytes();
+        ExecOutcome {
+            exit_code: 127,
+            signal: None,
+            timed_out: false,
+            cancelled: false,
+            stdout_bytes: 0,
+            stderr_bytes: stderr.len() as u64,
+            stdout: Vec::new(),
+            stderr,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration: Duration::ZERO,
+        }
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}

@@ -1,0 +1,293 @@
+//! The session flow shared by every front end: get-or-create a session's
+//! sandbox, run commands in it, keep its record's TTL fresh, tear it down.
+//! Redis (or memory) holds the truth about liveness; the engine holds the
+//! container. A record whose container is gone is repaired on next use.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::pool::WarmPool;
+use crate::runtime::{RuntimeError, SandboxRuntime};
+use crate::sandbox::{CreateSandbox, ExecOutcome, ExecRequest};
+use crate::session::{Owner, SessionId, SessionRecord};
+use crate::store::{Quota, Reservation, SessionStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No such session for this owner (also: someone else's session).
+    #[error("session not found")]
+    NotFound,
+    /// The owner already has `MAX_SESSIONS_PER_USER` sessions.
+    #[error("session quota exceeded")]
+    OwnerQuotaExceeded,
+    /// The instance already runs `MAX_SESSIONS` sessions.
+    #[error("capacity exhausted")]
+    CapacityExhausted,
+    /// Another request held the session's creation lock for too long.
+    #[error("session creation is in progress elsewhere")]
+    CreationContended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A command's outcome, with when it ran and in which session.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub record: SessionRecord,
+    /// This call created the session's container.
+    pub created: bool,
+    pub outcome: ExecOutcome,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Wall time of the command as brig saw it (channel included, creation not).
+    pub elapsed: Duration,
+}
+
+/// How long a creator may hold a session's creation lock; a crashed creator's
+/// lock frees itself after this.
+const CREATION_LOCK_TTL: Duration = Duration::from_secs(30);
+
+/// How long a request waits for someone else's creation of its session.
+const CREATION_WAIT: Duration = Duration::from_secs(35);
+
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    runtime: Arc<dyn SandboxRuntime>,
+    ttl: Duration,
+    quota: Quota,
+    pool: Option<Arc<WarmPool>>,
+    /// This process, as a holder of channel leases.
+    replica: String,
+}
+
+/// How long a channel lease lasts without use; each command renews it.
+const CHANNEL_LEASE: Duration = Duration::from_secs(120);
+
+fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+impl Sessions {
+    pub fn new(store: Arc<dyn SessionStore>, runtime: Arc<dyn SandboxRuntime>, ttl: Duration, quota: Quota) -> Self {
+        Sessions {
+            store,
+            runtime,
+            ttl,
+            quota,
+            pool: None,
+            replica: random_token(),
+        }
+    }
+
+    /// New sessions claim a spare from `pool` when it has one.
+    pub fn with_pool(mut self, pool: Arc<WarmPool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn SandboxRuntime> {
+        &self.runtime
+    }
+
+    /// The session's record, created (with its container) if it has none.
+    /// Refreshes the TTL. Returns whether this call created the container.
+    ///
+    /// Creation is serialised per session by a lock in the store (so replicas
+    /// sharing Redis agree), quotas are checked atomically when the record is
+    /// reserved, and the deterministic container name is the last line: two
+    /// creators that both got past the lock still share one container.
+    #[tracing::instrument(skip_all, fields(session = %id))]
+    pub async fn open(&self, owner: &Owner, id: &SessionId) -> Result<(SessionRecord, bool), SessionError> {
+        let token = random_token();
+        let give_up = Instant::now() + CREATION_WAIT;
+        loop {
+            if let Some(record) = self
+                .store
+                .touch(owner, id, self.ttl)
+                .await?
+                .filter(SessionRecord::is_ready)
+            {
+                return Ok((record, false));
+            }
+            if self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
+                let created = self.create_locked(owner, id).await;
+                // Best effort: the lock also expires by itself.
+                let _ = self.store.unlock(owner, id, &token).await;
+                return created;
+            }
+            if Instant::now() >= give_up {
+                return Err(SessionError::CreationContended);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Creates the session while holding its lock.
+    async fn create_locked(&self, owner: &Owner, id: &SessionId) -> Result<(SessionRecord, bool), SessionError> {
+        let now = Utc::now().timestamp_millis();
+        let pending = SessionRecord {
+            owner: owner.clone(),
+            session_id: id.as_str().into(),
+            container_id: String::new(),
+            created_at_ms: now,
+            expires_at_ms: now,
+        };
+        match self.store.reserve(&pending, self.ttl, self.quota).await? {
+            Reservation::Reserved => tracing::debug!(session = %id, "reserved; creating the session's container"),
+            Reservation::Exists(record) => return Ok((record, false)),
+            Reservation::OwnerQuotaExceeded => return Err(SessionError::OwnerQuotaExceeded),
+            Reservation::CapacityExhausted => return Err(SessionError::CapacityExhausted),
+        }
+        let request = CreateSandbox {
+            owner: owner.as_str().into(),
+            session_id: id.as_str().into(),
+        };
+        // We hold the lock and there is no ready record: a container by this
+        // session's name is an orphan (the store was flushed, or its creator died
+        // before recording it). Sessions start clean, so it goes.
+        if let Some(pool) = &self.pool {
+            if let Some(spare) = pool.take().await {
+                let record = SessionRecord {
+                    container_id: spare.clone(),
+                    ..pending
+                };
+                if let Err(err) = self.store.replace(&record, self.ttl).await {
+                    // Not recorded: the spare would look unclaimed; let it go.
+                    let _ = self.runtime.remove(&spare).await;
+                    let _ = self.store.delete(owner, id).await;
+                    return Err(err.into());
+                }
+                // The rename also replaces an orphan holding the session's name.
+                pool.rename_claimed(spare, request);
+                return Ok((record, true));
+            }
+        }
+        let created = async {
+            self.runtime.remove(&self.runtime.sandbox_name(&request)).await?;
+            let (sandbox, created) = self.runtime.create(&request).await?;
+            Ok::<_, RuntimeError>((sandbox.id, created))
+        };
+        match created.await {
+            Ok((container_id, created)) => {
+                let record = SessionRecord {
+                    container_id,
+                    ..pending
+                };
+                self.store.replace(&record, self.ttl).await?;
+                Ok((record, created))
+            }
+            Err(err) => {
+                let _ = self.store.delete(owner, id).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Runs `request` in the session, creating it if needed.
+    #[tracing::instrument(skip_all, fields(session = %id))]
+    pub async fn execute(&self, owner: &Owner, id: &SessionId, request: ExecRequest) -> Result<Executed, SessionError> {
+        let (mut record, mut created) = self.open(owner, id).await?;
+        let started_at = Utc::now();
+        let started = Instant::now();
+        // Tell the reaper (possibly another process) that this container is busy.
+        let token = random_token();
+        let deadline_ms =
+            started_at.timestamp_millis() + (request.timeout + Duration::from_secs(10)).as_millis() as i64;
+        self.store
+            .command_started(&record.container_id, &token, deadline_ms)
+            .await?;
+        let outcome = match self.run_in(&record.container_id, request.clone()).await {
+            // The record outlived its container (removed or killed from outside,
+            // lost with the engine): start over with a fresh one, through the
+            // same locked path as any creation.
+            Err(RuntimeError::SandboxNotFound) => {
+                tracing::warn!(container = %record.container_id, "sandbox not found; recreating the session's container");
+                let _ = self.store.command_finished(&record.container_id, &token).await;
+                self.runtime.remove(&record.container_id).await?;
+                // Unless a concurrent request has already replaced it.
+                if self
+                    .store
+                    .get(owner, id)
+                    .await?
+                    .is_some_and(|now| now.container_id == record.container_id)
+                {
+                    self.store.delete(owner, id).await?;
+                }
+                (record, created) = self.open(owner, id).await?;
+                self.store
+                    .command_started(&record.container_id, &token, deadline_ms)
+                    .await?;
+                self.runtime.exec(&record.container_id, request).await
+            }
+            other => other,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            // Like a shell: an allowed command missing from the image, or a
+            // working directory that does not exist, is exit 127 with a message.
+            Err(RuntimeError::SpawnFailed(message)) => ExecOutcome::spawn_failure(&message),
+            // A wedged agent: replace the container on next use rather than keep
+            // sending it work.
+            Err(err @ RuntimeError::AgentUnresponsive) => {
+                tracing::warn!(session = %id, "sandbox agent unresponsive; removing the container");
+                let _ = self.runtime.remove(&record.container_id).await;
+                let _ = self.store.delete(owner, id).await;
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let elapsed = started.elapsed();
+        let finished_at = Utc::now();
+        let _ = self.store.command_finished(&record.container_id, &token).await;
+        if let Some(touched) = self.store.touch(owner, id, self.ttl).await? {
+            record = touched;
+        }
+        Ok(Executed {
+            record,
+            created,
+            outcome,
+            started_at,
+            finished_at,
+            elapsed,
+        })
+    }
+
+    /// Runs `request` over this process's channel to `container` if it holds
+    /// the channel's lease, else through the engine's exec (another replica
+    /// writes to that channel, and two writers would interleave frames).
+    async fn run_in(&self, container: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        match self.store.lease_channel(container, &self.replica, CHANNEL_LEASE).await {
+            Ok(true) => self.runtime.exec(container, request).await,
+            Ok(false) => {
+                tracing::debug!(container, "channel leased by another replica; using docker exec");
+                self.runtime.exec_detached(container, request).await
+            }
+            Err(err) => Err(RuntimeError::EngineUnavailable(format!("channel lease: {err}"))),
+        }
+    }
+
+    /// The session's record, without refreshing it.
+    pub async fn get(&self, owner: &Owner, id: &SessionId) -> Result<SessionRecord, SessionError> {
+        self.store.get(owner, id).await?.ok_or(SessionError::NotFound)
+    }
+
+    pub async fn list(&self, owner: &Owner) -> Result<Vec<SessionRecord>, SessionError> {
+        Ok(self.store.list(owner).await?)
+    }
+
+    /// Removes the session's container and record.
+    #[tracing::instrument(skip_all, fields(session = %id))]
+    pub async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<(), SessionError> {
+        let record = self.store.delete(owner, id).await?.ok_or(SessionError::NotFound)?;
+        self.runtime.remove(&record.container_id).await?;
+        Ok(())
+    }
+}

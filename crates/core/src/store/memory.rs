@@ -1,0 +1,226 @@
+//! The in-process store: one brig-api process, no Redis. One mutex guards
+//! everything, which makes reserve-with-quota atomic for free.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{now_ms, ttl_ms, Quota, Reservation, SessionStore, StoreError, CLAIM_MARK_MS};
+use crate::session::{Owner, SessionId, SessionRecord};
+
+type Key = (Owner, String);
+
+#[derive(Default)]
+struct State {
+    records: HashMap<Key, SessionRecord>,
+    /// Session → (token, expiry ms).
+    locks: HashMap<Key, (String, i64)>,
+    /// Container → [(token, deadline ms)].
+    running: HashMap<String, Vec<(String, i64)>>,
+    pool: std::collections::BTreeSet<String>,
+    /// Recently claimed spares → expiry ms.
+    claimed: HashMap<String, i64>,
+    /// Container → (channel holder, expiry ms).
+    leases: HashMap<String, (String, i64)>,
+}
+
+impl State {
+    /// Drops whatever has expired.
+    fn expire(&mut self) {
+        let now = now_ms();
+        self.records.retain(|_, record| record.expires_at_ms > now);
+        self.locks.retain(|_, (_, expiry)| *expiry > now);
+        self.claimed.retain(|_, expiry| *expiry > now);
+        self.leases.retain(|_, (_, expiry)| *expiry > now);
+        self.running.retain(|_, commands| {
+            commands.retain(|(_, deadline)| *deadline > now);
+            !commands.is_empty()
+        });
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn live(&self) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.expire();
+        state
+    }
+}
+
+fn key(owner: &Owner, id: &str) -> Key {
+    (owner.clone(), id.to_string())
+}
+
+fn with_ttl(record: &SessionRecord, ttl: Duration) -> SessionRecord {
+    SessionRecord {
+        expires_at_ms: now_ms() + ttl_ms(ttl),
+        ..record.clone()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.live().records.get(&key(owner, id.as_str())).cloned())
+    }
+
+    async fn reserve(&self, record: &SessionRecord, ttl: Duration, quota: Quota) -> Result<Reservation, StoreError> {
+        let mut state = self.live();
+        let session = key(&record.owner, &record.session_id);
+        match state.records.get(&session) {
+            Some(existing) if existing.is_ready() => return Ok(Reservation::Exists(existing.clone())),
+            // A pending record (a crashed creator's) is already counted.
+            Some(_) => {}
+            None => {
+                let owned = state.records.keys().filter(|(owner, _)| owner == &record.owner).count();
+                if owned >= quota.per_owner as usize {
+                    return Ok(Reservation::OwnerQuotaExceeded);
+                }
+                if state.records.len() >= quota.total as usize {
+                    return Ok(Reservation::CapacityExhausted);
+                }
+            }
+        }
+        state.records.insert(session, with_ttl(record, ttl));
+        Ok(Reservation::Reserved)
+    }
+
+    async fn replace(&self, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError> {
+        self.live()
+            .records
+            .insert(key(&record.owner, &record.session_id), with_ttl(record, ttl));
+        Ok(())
+    }
+
+    async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.live().records.get_mut(&key(owner, id.as_str())).map(|record| {
+            record.expires_at_ms = now_ms() + ttl_ms(ttl);
+            record.clone()
+        }))
+    }
+
+    async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.live().records.remove(&key(owner, id.as_str())))
+    }
+
+    async fn list(&self, owner: &Owner) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut sessions: Vec<_> = self
+            .live()
+            .records
+            .values()
+            .filter(|r| &r.owner == owner)
+            .cloned()
+            .collect();
+        sessions.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        Ok(sessions)
+    }
+
+    async fn list_all(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.live().records.values().cloned().collect())
+    }
+
+    async fn try_lock(&self, owner: &Owner, id: &SessionId, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut state = self.live();
+        let session = key(owner, id.as_str());
+        if state.locks.contains_key(&session) {
+            return Ok(false);
+        }
+        state.locks.insert(session, (token.to_string(), now_ms() + ttl_ms(ttl)));
+        Ok(true)
+    }
+
+    async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError> {
+        let mut state = self.live();
+        let session = key(owner, id.as_str());
+        if state.locks.get(&session).is_some_and(|(holder, _)| holder == token) {
+            state.locks.remove(&session);
+        }
+        Ok(())
+    }
+
+    async fn command_started(&self, container: &str, token: &str, deadline_ms: i64) -> Result<(), StoreError> {
+        self.live()
+            .running
+            .entry(container.to_string())
+            .or_default()
+            .push((token.to_string(), deadline_ms));
+        Ok(())
+    }
+
+    async fn command_finished(&self, container: &str, token: &str) -> Result<(), StoreError> {
+        let mut state = self.live();
+        if let Some(commands) = state.running.get_mut(container) {
+            commands.retain(|(t, _)| t != token);
+        }
+        Ok(())
+    }
+
+    async fn command_running(&self, container: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .live()
+            .running
+            .get(container)
+            .is_some_and(|commands| !commands.is_empty()))
+    }
+
+    async fn lease_channel(&self, container: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut state = self.live();
+        let expiry = now_ms() + ttl_ms(ttl);
+        match state.leases.get_mut(container) {
+            Some((current, _)) if current != holder => Ok(false),
+            Some((_, until)) => {
+                *until = expiry;
+                Ok(true)
+            }
+            None => {
+                state.leases.insert(container.to_string(), (holder.to_string(), expiry));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn pool_add(&self, container: &str) -> Result<(), StoreError> {
+        self.live().pool.insert(container.to_string());
+        Ok(())
+    }
+
+    async fn pool_take(&self) -> Result<Option<String>, StoreError> {
+        let mut state = self.live();
+        let taken = state.pool.pop_first();
+        if let Some(spare) = &taken {
+            state.claimed.insert(spare.clone(), now_ms() + CLAIM_MARK_MS);
+        }
+        Ok(taken)
+    }
+
+    async fn pool_claimed(&self, container: &str) -> Result<bool, StoreError> {
+        Ok(self.live().claimed.contains_key(container))
+    }
+
+    async fn pool_remove(&self, container: &str) -> Result<bool, StoreError> {
+        Ok(self.live().pool.remove(container))
+    }
+
+    async fn pool_members(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.live().pool.iter().cloned().collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,124 @@
+//! Where session records live: Redis (shared by replicas and the cleanup
+//! worker) or memory (the embedded, single-process default).
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+use crate::session::{Owner, SessionId, SessionRecord};
+
+pub use self::redis::CALL_TIMEOUT;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer (in time); retry later.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something that is not a record of ours.
+    #[error("session store holds an unreadable record: {0}")]
+    Corrupt(String),
+}
+
+/// Session records with a TTL, keyed by (owner, session id).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn get(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Stores `record` (usually still pending: no container yet) unless the
+    /// session already has a ready record, checking both quotas in the same
+    /// atomic step. A pending record left by a crashed creator is overwritten.
+    async fn reserve(&self, record: &SessionRecord, ttl: Duration, quota: Quota) -> Result<Reservation, StoreError>;
+
+    /// Stores `record`, replacing any other (repairs after a lost container).
+    async fn replace(&self, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Pushes the session's expiry to now + `ttl`; `None` if it has none.
+    async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Removes and returns the record.
+    async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Every live session of `owner`.
+    async fn list(&self, owner: &Owner) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Every live session of this instance (for the reaper).
+    async fn list_all(&self) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Takes the creation lock of a session for `ttl` unless someone holds it.
+    async fn try_lock(&self, owner: &Owner, id: &SessionId, token: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Releases the lock if `token` still holds it.
+    async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError>;
+
+    /// Notes that a command runs in `container` until at most `deadline_ms`.
+    async fn command_started(&self, container: &str, token: &str, deadline_ms: i64) -> Result<(), StoreError>;
+
+    async fn command_finished(&self, container: &str, token: &str) -> Result<(), StoreError>;
+
+    /// Whether a command whose deadline has not passed runs in `container`.
+    async fn command_running(&self, container: &str) -> Result<bool, StoreError>;
+
+    /// Takes or renews, for `ttl`, the right of `holder` (one API process) to
+    /// write to `container`'s attach channel: one writer per channel, or frames
+    /// interleave. `false` while another holder has it.
+    async fn lease_channel(&self, container: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Adds `container` to the warm pool's set of spares.
+    async fn pool_add(&self, container: &str) -> Result<(), StoreError>;
+
+    /// Takes one spare out of the set; each is handed out once, ever. The
+    /// spare stays marked as claimed for a minute (see `pool_claimed`).
+    async fn pool_take(&self) -> Result<Option<String>, StoreError>;
+
+    /// Whether `container` was taken from the set within the last minute: the
+    /// reaper's last check before removing what looks like a stray spare.
+    async fn pool_claimed(&self, container: &str) -> Result<bool, StoreError>;
+
+    /// Takes `container` out of the set; `false` if it was not there (claimed).
+    async fn pool_remove(&self, container: &str) -> Result<bool, StoreError>;
+
+    /// The spares in the set.
+    async fn pool_members(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Answers when the store does.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Short name for readiness messages.
+    fn name(&self) -> &'static str;
+}
+
+/// Limits on live sessions (pending ones count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub per_owner: u32,
+    pub total: u32,
+}
+
+/// What [`SessionStore::reserve`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// The record is stored; the caller creates the container.
+    Reserved,
+    /// The session already has a ready record.
+    Exists(SessionRecord),
+    /// The owner has `per_owner` live sessions.
+    OwnerQuotaExceeded,
+    /// The instance has `total` live sessions.
+    CapacityExhausted,
+}
+
+/// How long a taken spare stays marked as claimed.
+pub(crate) const CLAIM_MARK_MS: i64 = 60_000;
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    ttl.as_millis().min(i64::MAX as u128) as i64
+}

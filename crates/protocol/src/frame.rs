@@ -1,0 +1,161 @@
+//! The frames and their payloads.
+
+/// One protocol message. `id` is the request id the frame belongs to (0 for
+/// connection-level frames such as `Hello`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Client → agent: opens (or re-opens, after a re-attach) a conversation.
+    Hello { version: u16 },
+    /// Agent → client: the answer to `Hello`.
+    HelloOk {
+        version: u16,
+        agent_version: String,
+        max_frame_len: u32,
+    },
+    /// Client → agent: run a command.
+    Run { id: u32, request: RunRequest },
+    /// Client → agent: kill a running request's process tree. Unknown ids are ignored.
+    Cancel { id: u32 },
+    /// Agent → client: a chunk of a running command's output.
+    Output { id: u32, stream: Stream, data: Vec<u8> },
+    /// Agent → client: a command ended; no more frames follow for `id`.
+    Exit { id: u32, result: RunResult },
+    /// Either direction: a request (or, with id 0, the connection) failed.
+    Error { id: u32, code: ErrorCode, message: String },
+}
+
+impl Frame {
+    /// The request id the frame carries.
+    pub fn id(&self) -> u32 {
+        match self {
+            Frame::Hello { .. } | Frame::HelloOk { .. } => 0,
+            Frame::Run { id, .. }
+            | Frame::Cancel { id }
+            | Frame::Output { id, .. }
+            | Frame::Exit { id, .. }
+            | Frame::Error { id, .. } => *id,
+        }
+    }
+}
+
+/// What to run and under which limits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunRequest {
+    /// argv, executed directly (no shell); `argv[0]` is looked up in the agent's PATH.
+    pub argv: Vec<String>,
+    /// Working directory; must exist in the sandbox.
+    pub cwd: String,
+    /// Environment additions on top of the agent's minimal environment.
+    pub env: Vec<(String, String)>,
+    /// Bytes fed to the command's stdin, which is then closed. Empty: stdin is /dev/null.
+    pub stdin: Vec<u8>,
+    /// Deadline, from spawn; 0 is refused.
+    pub timeout_ms: u64,
+    /// Bytes kept per stream; output past it is read and dropped.
+    pub output_cap: u64,
+}
+
+/// Which output stream a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        }
+    }
+
+    pub(crate) fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Stream::Stdout),
+            2 => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+/// How a command's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// `exit(code)`.
+    Exited(i32),
+    /// Killed by a signal (SIGKILL on deadline, cancel or OOM).
+    Signaled(i32),
+}
+
+/// The outcome of a `Run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    pub termination: Termination,
+    /// The deadline passed and the agent killed the command.
+    pub timed_out: bool,
+    /// A `Cancel` arrived and the agent killed the command.
+    pub cancelled: bool,
+    /// Bytes the command wrote, including those dropped past the cap.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// From spawn to exit of the command's leader process.
+    pub duration_us: u64,
+}
+
+impl RunResult {
+    /// The result a shell would print: the exit code, or 128 + signal.
+    pub fn shell_exit_code(&self) -> i32 {
+        match self.termination {
+            Termination::Exited(code) => code,
+            Termination::Signaled(signal) => 128 + signal,
+        }
+    }
+}
+
+/// Why a request (or the connection) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frame could not be decoded.
+    MalformedFrame,
+    /// The frame kind is unknown to the receiver.
+    UnsupportedFrame,
+    /// The request was decoded but is invalid (empty argv, zero timeout, ...).
+    InvalidRequest,
+    /// The command could not be started (not found, not executable, bad cwd).
+    SpawnFailed,
+    /// Another request with the same id is still running.
+    DuplicateRequest,
+    /// Too many requests are running in this sandbox.
+    Busy,
+    /// A code this build does not know (from a newer peer).
+    Other(u16),
+}
+
+impl ErrorCode {
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::MalformedFrame => 1,
+            ErrorCode::UnsupportedFrame => 2,
+            ErrorCode::InvalidRequest => 3,
+            ErrorCode::SpawnFailed => 4,
+            ErrorCode::DuplicateRequest => 5,
+            ErrorCode::Busy => 6,
+            ErrorCode::Other(code) => code,
+        }
+    }
+
+    pub fn from_u16(code: u16) -> Self {
+        match code {
+            1 => ErrorCode::MalformedFrame,
+            2 => ErrorCode::UnsupportedFrame,
+            3 => ErrorCode::InvalidRequest,
+            4 => ErrorCode::SpawnFailed,
+            5 => ErrorCode::DuplicateRequest,
+            6 => ErrorCode::Busy,
+            other => ErrorCode::Other(other),
+        }
+    }
+}

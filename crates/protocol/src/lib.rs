@@ -1,0 +1,41 @@
+//! brig-protocol: the frames spoken between brig-api and brig-agent over the
+//! sandbox container's attached stdin/stdout.
+//!
+//! - [`frame`]: the [`Frame`] enum, its requests and results.
+//! - [`wire`]: the byte encoding and the incremental [`FrameDecoder`].
+//!
+//! Wire format, all integers big-endian:
+//!
+//! ```text
+//! u32 len | u8 kind | u32 request_id | payload (len - 5 bytes)
+//! ```
+//!
+//! `len` never exceeds [`MAX_FRAME_LEN`]. The client opens with `Hello`, the agent
+//! answers `HelloOk` with the version it speaks. Extensions (streamed stdin, file
+//! transfer) arrive as new frame kinds; a peer answers a kind it does not know with
+//! `Error { code: UnsupportedFrame }` and carries on, so old agents and new clients
+//! (and the reverse) degrade instead of desynchronising. Every payload is decoded
+//! strictly: a short, overlong or ill-typed payload is an error, never a guess.
+//! No tokio and no allocation beyond the frame being decoded: the agent is std-only.
+
+mod frame;
+mod wire;
+
+pub use frame::{ErrorCode, Frame, RunRequest, RunResult, Stream, Termination};
+pub use wire::{DecodeError, FrameDecoder};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Hard upper bound of one frame's `len` field (kind + id + payload).
+pub const MAX_FRAME_LEN: usize = 2 * 1024 * 1024;
+
+/// Largest stdin payload a `Run` frame may carry.
+pub const MAX_STDIN_BYTES: usize = 1024 * 1024;
+
+/// Largest data payload of one `Output` frame; the agent splits output into chunks
+/// of at most this size, so its per-request memory stays small.
+pub const MAX_OUTPUT_CHUNK: usize = 32 * 1024;
+
+/// Size of the fixed frame header: len (4), kind (1), request id (4).
+pub const HEADER_LEN: usize = 9;

@@ -1,0 +1,609 @@
+//! Byte encoding of frames, and the incremental decoder both peers use.
+
+use crate::frame::{ErrorCode, Frame, RunRequest, RunResult, Stream, Termination};
+use crate::{HEADER_LEN, MAX_FRAME_LEN, MAX_STDIN_BYTES};
+
+const KIND_HELLO: u8 = 0x01;
+const KIND_RUN: u8 = 0x02;
+const KIND_CANCEL: u8 = 0x03;
+const KIND_HELLO_OK: u8 = 0x81;
+const KIND_OUTPUT: u8 = 0x82;
+const KIND_EXIT: u8 = 0x83;
+const KIND_ERROR: u8 = 0xEE;
+
+const TERM_EXITED: u8 = 0;
+const TERM_SIGNALED: u8 = 1;
+
+const FLAG_TIMED_OUT: u8 = 1;
+const FLAG_CANCELLED: u8 = 1 << 1;
+const FLAG_STDOUT_TRUNCATED: u8 = 1 << 2;
+const FLAG_STDERR_TRUNCATED: u8 = 1 << 3;
+
+/// Most argv entries or env pairs one `Run` may carry.
+const MAX_LIST_LEN: u32 = 4096;
+
+/// Why bytes did not decode into a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The length prefix exceeds [`MAX_FRAME_LEN`] (or is shorter than a header).
+    /// The decoder skips the announced bytes and resumes after them.
+    BadLength { len: usize },
+    /// A kind this build does not know; the frame was skipped whole.
+    UnknownKind { kind: u8, id: u32 },
+    /// The payload of a known kind is malformed; the frame was skipped whole.
+    Malformed { kind: u8, id: u32, reason: &'static str },
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::BadLength { len } => write!(f, "frame length {len} out of bounds"),
+            DecodeError::UnknownKind { kind, id } => {
+                write!(f, "unknown frame kind {kind:#04x} (request {id})")
+            }
+            DecodeError::Malformed { kind, id, reason } => {
+                write!(f, "malformed frame of kind {kind:#04x} (request {id}): {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl Frame {
+    /// Appends the frame's wire bytes to `out`.
+    ///
+    /// Panics only on a caller bug: a frame whose encoding exceeds [`MAX_FRAME_LEN`]
+    /// (callers bound stdin and output chunks before building frames).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let (kind, id) = (self.kind(), self.id());
+        out.push(kind);
+        out.extend_from_slice(&id.to_be_bytes());
+        let mut w = Writer(out);
+        match self {
+            Frame::Hello { version } => w.u16(*version),
+            Frame::HelloOk {
+                version,
+                agent_version,
+                max_frame_len,
+            } => {
+                w.u16(*version);
+                w.str(agent_version);
+                w.u32(*max_frame_len);
+            }
+            Frame::Run { request, .. } => {
+                w.u32(request.argv.len() as u32);
+                for arg in &request.argv {
+                    w.str(arg);
+                }
+                w.str(&request.cwd);
+                w.u32(request.env.len() as u32);
+                for (key, value) in &request.env {
+                    w.str(key);
+                    w.str(value);
+                }
+                w.bytes(&request.stdin);
+                w.u64(request.timeout_ms);
+                w.u64(request.output_cap);
+            }
+            Frame::Cancel { .. } => {}
+            Frame::Output { stream, data, .. } => {
+                w.u8(stream.to_byte());
+                w.bytes(data);
+            }
+            Frame::Exit { result, .. } => encode_result(&mut w, result),
+            Frame::Error { code, message, .. } => {
+                w.u16(code.to_u16());
+                w.str(message);
+            }
+        }
+        let len = out.len() - start - 4;
+        assert!(len <= MAX_FRAME_LEN, "frame of {len} bytes exceeds MAX_FRAME_LEN");
+        out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    }
+
+    /// The frame's wire bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello { .. } => KIND_HELLO,
+            Frame::HelloOk { .. } => KIND_HELLO_OK,
+            Frame::Run { .. } => KIND_RUN,
+            Frame::Cancel { .. } => KIND_CANCEL,
+            Frame::Output { .. } => KIND_OUTPUT,
+            Frame::Exit { .. } => KIND_EXIT,
+            Frame::Error { .. } => KIND_ERROR,
+        }
+    }
+}
+
+fn encode_result(w: &mut Writer<'_>, result: &RunResult) {
+    match result.termination {
+        Termination::Exited(code) => {
+            w.u8(TERM_EXITED);
+            w.i32(code);
+        }
+        Termination::Signaled(signal) => {
+            w.u8(TERM_SIGNALED);
+            w.i32(signal);
+        }
+    }
+    let mut flags = 0;
+    for (set, bit) in [
+        (result.timed_out, FLAG_TIMED_OUT),
+        (result.cancelled, FLAG_CANCELLED),
+        (result.stdout_truncated, FLAG_STDOUT_TRUNCATED),
+        (result.stderr_truncated, FLAG_STDERR_TRUNCATED),
+    ] {
+        if set {
+            flags |= bit;
+        }
+    }
+    w.u8(flags);
+    w.u64(result.stdout_bytes);
+    w.u64(result.stderr_bytes);
+    w.u64(result.duration_us);
+}
+
+fn decode_payload(kind: u8, id: u32, payload: &[u8]) -> Result<Frame, DecodeError> {
+    match decode_fields(kind, id, payload) {
+        Ok(Some(frame)) => Ok(frame),
+        Ok(None) => Err(DecodeError::UnknownKind { kind, id }),
+        Err(reason) => Err(DecodeError::Malformed { kind, id, reason }),
+    }
+}
+
+/// The frame of a known `kind`, `None` for an unknown kind, or why the payload
+/// is malformed.
+fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'static str> {
+    let mut r = Reader(payload);
+    let frame = match kind {
+        KIND_HELLO => Frame::Hello { version: r.u16()? },
+        KIND_HELLO_OK => Frame::HelloOk {
+            version: r.u16()?,
+            agent_version: r.str()?,
+            max_frame_len: r.u32()?,
+        },
+        KIND_RUN => {
+            let argv = r.list(|r| r.str())?;
+            let cwd = r.str()?;
+            let env = r.list(|r| Ok((r.str()?, r.str()?)))?;
+            let stdin = r.bytes()?;
+            if stdin.len() > MAX_STDIN_BYTES {
+                return Err("stdin larger than MAX_STDIN_BYTES");
+            }
+            let request = RunRequest {
+                argv,
+                cwd,
+                env,
+                stdin,
+                timeout_ms: r.u64()?,
+                output_cap: r.u64()?,
+            };
+            Frame::Run { id, request }
+        }
+        KIND_CANCEL => Frame::Cancel { id },
+        KIND_OUTPUT => {
+            let stream = Stream::from_byte(r.u8()?).ok_or("unknown stream")?;
+            Frame::Output {
+                id,
+                stream,
+                data: r.bytes()?,
+            }
+        }
+        KIND_EXIT => {
+            let termination = match r.u8()? {
+                TERM_EXITED => Termination::Exited(r.i32()?),
+                TERM_SIGNALED => Termination::Signaled(r.i32()?),
+                _ => return Err("unknown termination"),
+            };
+            let flags = r.u8()?;
+            if flags & !0x0f != 0 {
+                return Err("unknown result flags");
+            }
+            let result = RunResult {
+                termination,
+                timed_out: flags & FLAG_TIMED_OUT != 0,
+                cancelled: flags & FLAG_CANCELLED != 0,
+                stdout_truncated: flags & FLAG_STDOUT_TRUNCATED != 0,
+                stderr_truncated: flags & FLAG_STDERR_TRUNCATED != 0,
+                stdout_bytes: r.u64()?,
+                stderr_bytes: r.u64()?,
+                duration_us: r.u64()?,
+            };
+            Frame::Exit { id, result }
+        }
+        KIND_ERROR => Frame::Error {
+            id,
+            code: ErrorCode::from_u16(r.u16()?),
+            message: r.str()?,
+        },
+        _ => return Ok(None),
+    };
+    if !r.0.is_empty() {
+        return Err("trailing bytes");
+    }
+    Ok(Some(frame))
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+    fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or("payload too short")?;
+        self.0 = rest;
+        Ok(*head)
+    }
+    fn u8(&mut self) -> Result<u8, &'static str> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        Ok(u16::from_be_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        Ok(u32::from_be_bytes(self.take()?))
+    }
+    fn i32(&mut self) -> Result<i32, &'static str> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        Ok(u64::from_be_bytes(self.take()?))
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>, &'static str> {
+        let len = self.u32()? as usize;
+        if len > self.0.len() {
+            return Err("length past end of payload");
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(head.to_vec())
+    }
+    fn str(&mut self) -> Result<String, &'static str> {
+        String::from_utf8(self.bytes()?).map_err(|_| "string is not UTF-8")
+    }
+    fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T, &'static str>) -> Result<Vec<T>, &'static str> {
+        let count = self.u32()?;
+        if count > MAX_LIST_LEN {
+            return Err("list too long");
+        }
+        (0..count).map(|_| item(self)).collect()
+    }
+}
+
+/// Incremental decoder: feed it bytes as they arrive, in chunks of any size, and
+/// take frames out. Its buffer never holds more than one frame plus one read.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    /// Bytes still to discard from an oversized frame.
+    skip: usize,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.skip > 0 {
+            let dropped = self.skip.min(bytes.len());
+            self.skip -= dropped;
+            bytes = &bytes[dropped..];
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered but not yet decoded (for tests and diagnostics).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Discards any partial frame (after the byte stream was interrupted).
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.skip = 0;
+    }
+
+    /// The next complete frame, `None` when more bytes are needed. After an error
+    /// the offending frame has been consumed (or is being skipped) and decoding
+    /// can continue.
+    pub fn next_frame(&mut self) -> Option<Result<Frame, DecodeError>> {
+        if self.skip > 0 || self.buf.len() < 4 {
+            return None;
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if !(HEADER_LEN - 4..=MAX_FRAME_LEN).contains(&len) {
+            let available = self.buf.len() - 4;
+            if available >= len {
+                self.buf.drain(..4 + len);
+            } else {
+                self.skip = len - available;
+                self.buf.clear();
+            }
+            return Some(Err(DecodeError::BadLength { len }));
+        }
+        if self.buf.len() < 4 + len {
+            return None;
+        }
+        let kind = self.buf[4];
+        let id = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]);
+        let result = decode_payload(kind, id, &self.buf[HEADER_LEN..4 + len]);
+        self.buf.drain(..4 + len);
+        Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_frames() -> Vec<Frame> {
+        vec![
+            Frame::Hello { version: 1 },
+            Frame::HelloOk {
+                version: 1,
+                agent_version: "0.1.0".into(),
+                max_frame_len: MAX_FRAME_LEN as u32,
+            },
+            Frame::Run {
+                id: 7,
+                request: RunRequest {
+                    argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                    cwd: "/workspace".into(),
+                    env: vec![("A".into(), "b".into())],
+                    stdin: b"in\0put".to_vec(),
+                    timeout_ms: 1500,
+                    output_cap: 1024,
+                },
+            },
+            Frame::Cancel { id: 9 },
+            Frame::Output {
+                id: 7,
+                stream: Stream::Stderr,
+                data: vec![0, 159, 146, 150, 255],
+            },
+            Frame::Exit {
+                id: 7,
+                result: RunResult {
+                    termination: Termination::Signaled(9),
+                    timed_out: true,
+                    cancelled: false,
+                    stdout_bytes: 10,
+                    stderr_bytes: u64::MAX,
+                    stdout_truncated: false,
+                    stderr_truncated: true,
+                    duration_us: 42,
+                },
+            },
+            Frame::Error {
+                id: 3,
+                code: ErrorCode::Other(999),
+                message: "nope".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_when_fed_one_byte_at_a_time() {
+        let frames = sample_frames();
+        let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        let mut decoder = FrameDecoder::new();
+        let mut decoded = Vec::new();
+        for byte in bytes {
+            decoder.push(&[byte]);
+            while let Some(frame) = decoder.next_frame() {
+                decoded.push(frame.unwrap());
+            }
+        }
+        assert_eq!(decoded, frames);
+        assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_length_is_skipped_and_decoding_resumes() {
+        let mut bytes = ((MAX_FRAME_LEN + 10) as u32).to_be_bytes().to_vec();
+        bytes.extend(std::iter::repeat_n(0xAB, MAX_FRAME_LEN + 10));
+        bytes.extend(Frame::Cancel { id: 5 }.encode());
+        let mut decoder = FrameDecoder::new();
+        let mut results = Vec::new();
+        for chunk in bytes.chunks(4096) {
+            decoder.push(chunk);
+            while let Some(result) = decoder.next_frame() {
+                results.push(result);
+            }
+            assert!(decoder.buffered() <= 8192, "decoder buffered an oversized frame");
+        }
+        assert_eq!(
+            results,
+            vec![
+                Err(DecodeError::BadLength {
+                    len: MAX_FRAME_LEN + 10
+                }),
+                Ok(Frame::Cancel { id: 5 })
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_trailing_bytes_are_errors_that_do_not_desynchronise() {
+        let mut bytes = vec![0, 0, 0, 7, 0x55, 0, 0, 0, 1, 0xde, 0xad];
+        let mut cancel_with_junk = Frame::Cancel { id: 2 }.encode();
+        cancel_with_junk[3] += 1;
+        cancel_with_junk.push(0);
+        bytes.extend(cancel_with_junk);
+        bytes.extend(Frame::Hello { version: 1 }.encode());
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&bytes);
+        assert_eq!(
+            decoder.next_frame(),
+            Some(Err(DecodeError::UnknownKind { kind: 0x55, id: 1 }))
+        );
+        assert_eq!(
+            decoder.next_frame(),
+            Some(Err(DecodeError::Malformed {
+                kind: KIND_CANCEL,
+                id: 2,
+                reason: "trailing bytes"
+            }))
+        );
+        assert_eq!(decoder.next_frame(), Some(Ok(Frame::Hello { version: 1 })));
+        assert_eq!(decoder.next_frame(), None);
+    }
+
+    #[test]
+    fn truncated_payloads_and_bad_utf8_are_rejected() {
+        let full = sample_frames()[2].encode();
+        for cut in HEADER_LEN..full.len() {
+            let mut bytes = full[..cut].to_vec();
+            bytes[..4].copy_from_slice(&((cut - 4) as u32).to_be_bytes());
+            let mut decoder = FrameDecoder::new();
+            decoder.push(&bytes);
+            assert!(
+                matches!(decoder.next_frame(), Some(Err(DecodeError::Malformed { .. }))),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = Frame::Error {
+            id: 1,
+            code: ErrorCode::Busy,
+            message: "ab".into(),
+        }
+        .encode();
+        let last = bad.len() - 1;
+        bad[last] = 0xff;
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&bad);
+        assert!(matches!(
+            decoder.next_frame(),
+            Some(Err(DecodeError::Malformed {
+                reason: "string is not UTF-8",
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn hostile_list_count_is_refused_without_allocating() {
+        let mut payload = vec![0x02];
+        payload.extend(1u32.to_be_bytes());
+        payload.extend(u32::MAX.to_be_bytes());
+        let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+        bytes.extend(payload);
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&bytes);
+        assert!(matches!(
+            decoder.next_frame(),
+            Some(Err(DecodeError::Malformed {
+                reason: "list too long",
+                ..
+            }))
+        ));
+    }
+}
+
+/// Property tests: the decoder is the agent's and the API's first contact with
+/// untrusted bytes. Bounded by proptest's default case count, so they run in CI.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn run_request() -> impl Strategy<Value = RunRequest> {
+        (
+            prop::collection::vec(".{0,20}", 0..8),
+            ".{0,30}",
+            prop::collection::vec((".{0,10}", ".{0,10}"), 0..4),
+            prop::collection::vec(any::<u8>(), 0..256),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(argv, cwd, env, stdin, timeout_ms, output_cap)| RunRequest {
+                argv,
+                cwd,
+                env,
+                stdin,
+                timeout_ms,
+                output_cap,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_in_arbitrary_chunks_never_panic_or_pile_up(
+            bytes in prop::collection::vec(any::<u8>(), 0..4096),
+            chunk in 1usize..300,
+        ) {
+            let mut decoder = FrameDecoder::new();
+            for piece in bytes.chunks(chunk) {
+                decoder.push(piece);
+                while let Some(_frame) = decoder.next_frame() {}
+                prop_assert!(decoder.buffered() <= MAX_FRAME_LEN + chunk);
+            }
+        }
+
+        #[test]
+        fn valid_frames_survive_any_chunking_and_garbage_does_not_fake_them(
+            request in run_request(),
+            id in any::<u32>(),
+            chunk in 1usize..64,
+            flipped in any::<prop::sample::Index>(),
+        ) {
+            let frame = Frame::Run { id, request };
+            let bytes = frame.encode();
+            let mut decoder = FrameDecoder::new();
+            let mut decoded = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                decoder.push(piece);
+                while let Some(result) = decoder.next_frame() {
+                    decoded.push(result);
+                }
+            }
+            prop_assert_eq!(decoded, vec![Ok(frame.clone())]);
+
+            // One flipped payload byte: an error, or a different but valid frame,
+            // never a panic.
+            let mut corrupted = bytes.clone();
+            let at = HEADER_LEN + flipped.index(corrupted.len() - HEADER_LEN);
+            corrupted[at] ^= 0xff;
+            let mut decoder = FrameDecoder::new();
+            decoder.push(&corrupted);
+            let _ = decoder.next_frame();
+        }
+    }
+}

@@ -1,0 +1,41 @@
+/* brig-probe: tries things a hostile tenant would, and prints what happened.
+ * Built static into the test image only (images/sandbox-test/build.sh).
+ *   brig-probe ptrace PID     PTRACE_ATTACH to PID
+ *   brig-probe rawsock        open an AF_INET raw socket
+ *   brig-probe euid           print the effective uid (installed setuid-root too)
+ *   brig-probe openfiles N    open /dev/null N times, print how many succeeded
+ * Prints "ok" on success or "denied: <errno text>", exits 0 either way. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+static int report(int rc) {
+    if (rc < 0) printf("denied: %s\n", strerror(errno));
+    else printf("ok\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "ptrace") == 0)
+        return report((int)ptrace(PTRACE_ATTACH, atoi(argv[2]), NULL, NULL));
+    if (argc == 2 && strcmp(argv[1], "rawsock") == 0)
+        return report(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
+    if (argc == 2 && strcmp(argv[1], "euid") == 0) {
+        printf("euid=%d uid=%d\n", (int)geteuid(), (int)getuid());
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "openfiles") == 0) {
+        int want = atoi(argv[2]), opened = 0;
+        while (opened < want && open("/dev/null", O_RDONLY) >= 0) opened++;
+        printf("opened=%d\n", opened);
+        return 0;
+    }
+    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N\n");
+    return 2;
+}

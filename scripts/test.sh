@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing (apt-get),
+# builds the sandbox images locally (no registry needed), builds the workspace
+# once and runs every test against the real Docker engine.
+#   scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need_apt+=(busybox-static)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The tests start their own redis-server on free ports; a packaged one that
+# the install may have started is left alone.
+
+log "checking the Docker engine"
+if ! docker version --format 'engine {{.Server.Version}} (API {{.Server.APIVersion}})'; then
+  echo "FATAL: no Docker engine reachable (DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}); the tests need one" >&2
+  exit 1
+fi
+
+log "building sandbox images"
+images/sandbox-test/build.sh
+
+log "checking format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Leftovers of the test instances; best effort, and never the suite's verdict
+# (a container the tests are still removing makes `docker rm` complain).
+cleanup() {
+  local status=$? ids
+  ids=$(docker ps -aq --filter label=brig.managed=true 2>/dev/null \
+    | xargs -r docker inspect --format '{{.Id}} {{index .Config.Labels "brig.instance"}}' 2>/dev/null \
+    | awk '$2 ~ /^(test|e2e|bench|smoke)-/ {print $1}') || true
+  [ -z "$ids" ] || docker rm -f -v $ids >/dev/null 2>&1 || true
+  exit "$status"
+}
+trap cleanup EXIT
+
+log "building the binaries the end-to-end tests start"
+cargo build --workspace --bins --locked
+
+log "running the tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi

@@ -1,0 +1,192 @@
+//! Authentication, rate limits, the allowlist and the refusal to start.
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_curl_example_works_as_written_on_the_embedded_store() {
+    let api = BrigApi::start(&[("API_KEYS", "dev-key"), ("SESSION_STORE", "memory")]);
+    let output = Command::new("curl")
+        .args(["-s", "-X", "POST", &api.url("/execute")])
+        .args(["-H", "X-API-Key: dev-key", "-H", "Content-Type: application/json"])
+        .args([
+            "-d",
+            r#"{"command": "ls -la", "session_id": "my-session-1", "timeout": 30}"#,
+        ])
+        .output()
+        .expect("curl");
+    let body: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON from brig-api");
+    assert_eq!(body["exit_code"], 0, "{body}");
+    assert_eq!(body["session_id"], "my-session-1");
+    assert!(body["stdout"].as_str().unwrap().starts_with("total "), "{body}");
+    assert_eq!(body["timed_out"], false);
+    assert_eq!(body["session_created"], true);
+    for field in [
+        "signal",
+        "stderr",
+        "truncated",
+        "execution_time",
+        "started_at",
+        "finished_at",
+    ] {
+        assert!(body.get(field).is_some(), "missing {field}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_failures_are_401_and_a_jwt_acts_as_its_subject() {
+    let redis = RedisServer::start();
+    let api = BrigApi::start(&[("REDIS_URL", &redis.url())]);
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+        URL_SAFE_NO_PAD.encode(json!({"sub": "alice", "exp": unix_now() + 60}).to_string())
+    );
+    let bad = [
+        None,
+        Some(("x-api-key", "wrong".to_string())),
+        Some((
+            "authorization",
+            format!("Bearer {}", jwt(json!({"sub": "alice", "exp": unix_now() - 600}))),
+        )),
+        Some(("authorization", format!("Bearer {}", jwt(json!({"sub": "alice"}))))),
+        Some(("authorization", format!("Bearer {unsigned}"))),
+        Some((
+            "authorization",
+            format!("Bearer {}x", jwt(json!({"sub": "alice", "exp": unix_now() + 60}))),
+        )),
+    ];
+    let body = json!({"command": "echo hi", "session_id": "s1"});
+    for credentials in bad {
+        let mut request = reqwest::Client::new().post(api.url("/execute")).json(&body);
+        if let Some((name, value)) = &credentials {
+            request = request.header(*name, value);
+        }
+        let reply = request.send().await.unwrap();
+        assert_eq!(reply.status(), StatusCode::UNAUTHORIZED, "{credentials:?}");
+        assert!(reply.headers().contains_key("www-authenticate"));
+    }
+
+    // A file written with alice's JWT is visible through alice's API key: same principal.
+    let token = jwt(json!({"sub": "alice", "exp": unix_now() + 60}));
+    let written = reqwest::Client::new()
+        .post(api.url("/execute"))
+        .bearer_auth(&token)
+        .json(&json!({"command": "sh -c 'echo from-jwt > /workspace/who'", "session_id": "s1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), StatusCode::OK);
+    assert_eq!(
+        run(&api, ALICE_KEY, "s1", "cat /workspace/who").await["stdout"],
+        "from-jwt\n"
+    );
+    let bobs = run(&api, BOB_KEY, "s1", "cat /workspace/who").await;
+    assert_ne!(bobs["exit_code"], 0, "bob read alice's file: {bobs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_is_rate_limited_while_another_is_not() {
+    let redis = RedisServer::start();
+    let api = BrigApi::start(&[("REDIS_URL", &redis.url()), ("RATE_LIMIT_REQUESTS", "2")]);
+    for _ in 0..2 {
+        assert_eq!(
+            call(&api, Method::GET, "/sessions", ALICE_KEY, None).await.status,
+            StatusCode::OK
+        );
+    }
+    let limited = call(&api, Method::GET, "/sessions", ALICE_KEY, None).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.body["error"], "rate_limited");
+    assert!(limited.headers.get("retry-after").is_some());
+    assert_eq!(
+        call(&api, Method::GET, "/sessions", BOB_KEY, None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowlist_holds_and_commands_never_reach_a_shell() {
+    let redis = RedisServer::start();
+    let api = BrigApi::start(&[("REDIS_URL", &redis.url()), ("ALLOWED_COMMANDS", "echo,cat,ls")]);
+    for command in ["id", "ls; id", "/bin/id", "sh -c id"] {
+        let reply = execute(&api, ALICE_KEY, "s", command).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{command}");
+        assert_eq!(reply.body["error"], "command_not_allowed");
+    }
+    // Metacharacters are plain arguments: nothing after them runs.
+    let echoed = run(&api, ALICE_KEY, "s", "echo a; id && id | id $(id) `id`").await;
+    assert_eq!(echoed["stdout"], "a; id && id | id $(id) `id`\n");
+    let timed_out = call(
+        &api,
+        Method::POST,
+        "/execute",
+        ALICE_KEY,
+        Some(json!({"command": "cat /dev/zero", "session_id": "s", "timeout": 1})),
+    )
+    .await;
+    assert_eq!(timed_out.status, StatusCode::OK);
+    assert_eq!(timed_out.body["timed_out"], true);
+    assert_eq!(timed_out.body["exit_code"], 124);
+}
+
+#[test]
+fn the_service_refuses_to_start_without_usable_auth() {
+    for (env, expected) in [
+        (vec![], "no authentication configured"),
+        (vec![("JWT_SECRET", "too-short")], "at least 32 bytes"),
+        (vec![("JWT_SECRET", "change-me-in-production")], "placeholder"),
+    ] {
+        let mut command = Command::new(api_binary());
+        command
+            .env_clear()
+            .env("SESSION_STORE", "memory")
+            .envs(env.iter().copied());
+        let output = command.output().expect("run brig-api");
+        assert_eq!(output.status.code(), Some(2), "started with {env:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_execute_writes_one_audit_line_and_no_secret_is_ever_logged() {
+    let redis = RedisServer::start();
+    let api = BrigApi::start(&[("REDIS_URL", &redis.url())]);
+    run(&api, ALICE_KEY, "audited", "echo audit-me").await;
+    let token = jwt(json!({"sub": "carol", "exp": unix_now() + 60}));
+    reqwest::Client::new()
+        .get(api.url("/sessions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = api.logs();
+    let audit: Vec<serde_json::Value> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["target"] == "brig::audit")
+        .collect();
+    assert_eq!(audit.len(), 1, "{logs:#?}");
+    let line = &audit[0];
+    assert_eq!(line["principal"], "alice");
+    assert_eq!(line["session_id"], "audited");
+    assert_eq!(line["argv"], r#"["echo","audit-me"]"#);
+    assert_eq!(line["exit_code"], 0);
+    assert_eq!(line["timed_out"], false);
+    assert_eq!(line["stdout_bytes"], 9);
+    assert!(line["duration_ms"].as_f64().is_some());
+    assert!(line["request_id"].as_str().is_some_and(|id| id.len() >= 32), "{line}");
+    let all = logs.join("\n");
+    for secret in [ALICE_KEY, BOB_KEY, JWT_SECRET, token.as_str()] {
+        assert!(!all.contains(secret), "a secret reached the log");
+    }
+}

@@ -1,0 +1,107 @@
+//! Exhaustion: every attack is bounded, and afterwards the same sandbox, a
+//! neighbour sandbox and the API still answer.
+
+use super::*;
+
+async fn bounded(script: &str, timeout: u32) -> serde_json::Value {
+    let api = hostile_api();
+    attack(&api, "neighbour", "echo warm", 10).await;
+    let outcome = attack(&api, "victim", script, timeout).await;
+    still_fine(&api, "victim").await;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_is_held_by_the_pids_limit() {
+    let outcome = bounded(":(){ :|:& };:; sleep 2", 3).await;
+    assert!(outcome["timed_out"] == true || outcome["exit_code"] != 0, "{outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_is_killed_by_the_oom_killer_not_the_agent() {
+    let outcome = bounded("dd if=/dev/zero of=/dev/null bs=400M count=1", 10).await;
+    assert_eq!(outcome["exit_code"], 137, "{outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_tmpfs_stops_at_its_size() {
+    // Several files, each under the fsize limit, so the mounts' sizes are what stop it.
+    let script = "for d in /tmp /workspace /dev/shm; do for i in 1 2 3; do \
+                  dd if=/dev/zero of=$d/fill$i bs=1M count=50 2>&1 | grep -o \"No space left on device\"; \
+                  done; done; df -k /tmp /workspace /dev/shm | tail -n 3";
+    let outcome = bounded(script, 30).await;
+    let stdout = outcome["stdout"].as_str().unwrap();
+    assert!(stdout.matches("No space left on device").count() >= 3, "{stdout}");
+    for line in stdout.lines().filter(|l| l.contains('%')) {
+        assert!(line.contains("100%"), "not full: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_inodes_is_bounded() {
+    let outcome = bounded("i=0; while : > /tmp/f$i; do i=$((i+1)); done; echo stopped at $i", 10).await;
+    let stdout = outcome["stdout"].as_str().unwrap();
+    assert!(
+        outcome["timed_out"] == true || stdout.starts_with("stopped at"),
+        "{outcome}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_spinners_end_at_the_deadline() {
+    let outcome = bounded("while :; do :; done & while :; do :; done", 2).await;
+    assert_eq!(outcome["timed_out"], true, "{outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_floods_on_both_streams_are_capped() {
+    let outcome = bounded("yes out & yes err >&2", 2).await;
+    assert_eq!(outcome["truncated"], true, "{outcome}");
+    let cap = 1 << 20;
+    assert_eq!(outcome["stdout"].as_str().unwrap().len(), cap);
+    assert_eq!(outcome["stderr"].as_str().unwrap().len(), cap);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_open_files_stop_at_nofile() {
+    let outcome = bounded("brig-probe openfiles 5000", 10).await;
+    let opened: u32 = outcome["stdout"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .trim_start_matches("opened=")
+        .parse()
+        .unwrap();
+    assert!(opened < 1024, "opened {opened} files");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_past_fsize_is_refused() {
+    let outcome = bounded(
+        "dd if=/dev/zero of=/workspace/big bs=1M count=80; wc -c < /workspace/big",
+        20,
+    )
+    .await;
+    // SIGXFSZ stops the writer at CONTAINER_FSIZE_BYTES (64 MiB by default).
+    assert!(
+        outcome["stderr"].as_str().unwrap().contains("File size limit exceeded"),
+        "{outcome}"
+    );
+    assert_eq!(outcome["stdout"], "67108864\n", "{outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_processes_do_not_outlive_their_command() {
+    let api = hostile_api();
+    let outcome = attack(
+        &api,
+        "bg",
+        "sleep 300 & setsid sleep 301 & (sleep 302 &); nohup sleep 303 >/dev/null 2>&1 & echo started",
+        10,
+    )
+    .await;
+    assert_eq!(outcome["stdout"], "started\n");
+    let left = attack(&api, "bg", "ps -o args | grep -c \"^sleep 30\"", 10).await;
+    assert_eq!(left["stdout"], "0\n", "{left}");
+    still_fine(&api, "bg").await;
+}

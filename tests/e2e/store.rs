@@ -1,0 +1,45 @@
+//! Redis outages: clear 503s while it is gone, recovery without a restart.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+
+use crate::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_is_a_prompt_503_and_its_return_needs_no_restart() {
+    let mut redis = RedisServer::start();
+    let api = BrigApi::start(&[("REDIS_URL", &redis.url())]);
+    run(&api, ALICE_KEY, "outage", "echo before").await;
+    assert_eq!(call(&api, Method::GET, "/ready", "", None).await.status, StatusCode::OK);
+
+    redis.stop();
+    let started = Instant::now();
+    let down = execute(&api, ALICE_KEY, "outage", "echo during").await;
+    let waited = started.elapsed();
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", down.body);
+    assert_eq!(down.body["error"], "store_unavailable");
+    assert!(down.headers.get("retry-after").is_some());
+    assert!(waited < Duration::from_secs(3), "took {waited:?} to give up on Redis");
+    let ready = call(&api, Method::GET, "/ready", "", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        ready.body["detail"].as_str().unwrap().starts_with("redis"),
+        "{:?}",
+        ready.body
+    );
+
+    redis.restart();
+    // The connection manager reconnects on its own; allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = execute(&api, ALICE_KEY, "outage", "echo after").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.body["stdout"], "after\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {:?}", reply.body);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(call(&api, Method::GET, "/ready", "", None).await.status, StatusCode::OK);
+}

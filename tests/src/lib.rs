@@ -1,0 +1,382 @@
+//! Harness for the end-to-end suite (and brig-bench): a `redis-server` and a `brig-api` process
+//! per test, each on a free loopback port, each API with its own
+//! `BRIG_INSTANCE` (so tests run in parallel and clean up only their own
+//! containers). Missing prerequisites fail loudly, naming the fix.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A throwaway redis-server.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// (Re)starts the server on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!("cannot start redis-server ({err}); scripts/test.sh installs it with apt-get")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.pong() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    fn pong(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    }
+
+    /// Sends one command (e.g. `["FLUSHALL"]`) and returns the raw reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut reply = vec![0u8; 65536];
+        let n = stream.read(&mut reply).unwrap();
+        String::from_utf8_lossy(&reply[..n]).into_owned()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Path of a binary built alongside this test (`BRIG_BIN_DIR` overrides the directory).
+pub fn binary(name: &str) -> PathBuf {
+    let dir = match std::env::var("BRIG_BIN_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        // Beside the running executable (brig-bench), or one level up from a
+        // test binary in target/<profile>/deps/.
+        Err(_) => {
+            let exe = std::env::current_exe().unwrap();
+            let here = exe.parent().expect("an executable lives in a directory").to_path_buf();
+            if here.join(name).exists() {
+                here
+            } else {
+                here.parent().expect("target/<profile>/deps/<test>").to_path_buf()
+            }
+        }
+    };
+    let binary = dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} not built: run the suite with `cargo nextest run --workspace`",
+        binary.display()
+    );
+    binary
+}
+
+pub fn api_binary() -> PathBuf {
+    binary("brig-api")
+}
+
+/// The image the sandboxes use (images/sandbox-test/build.sh).
+pub fn test_image() -> String {
+    std::env::var("BRIG_TEST_IMAGE").unwrap_or_else(|_| "brig-sandbox-test:latest".into())
+}
+
+pub const ALICE_KEY: &str = "alice-secret-key-1";
+pub const BOB_KEY: &str = "bob-secret-key-2";
+pub const JWT_SECRET: &str = "e2e-jwt-secret-that-is-long-enough-0123456789";
+
+/// A fresh instance name for one test.
+pub fn new_instance() -> String {
+    format!("e2e-{:08x}", rand::random::<u32>())
+}
+
+/// A child process whose output lines (stdout and stderr) are collected.
+pub struct Service {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    /// Spawns `command`; `ready` picks a value out of a JSON log line and
+    /// start returns once one does (or panics with the output after 60 s).
+    fn start(mut command: Command, ready: fn(&serde_json::Value) -> Option<String>) -> (Self, String) {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn service");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let streams: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in streams {
+            let (logs, ready_tx) = (Arc::clone(&logs), ready_tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(value) = serde_json::from_str(&line).ok().as_ref().and_then(ready) {
+                        let _ = ready_tx.send(value);
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(value) => (Service { child, logs }, value),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "service did not become ready; its output:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; returns the exit code once the process has exited (at most `wait`).
+    pub fn terminate(&mut self, wait: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn base_command(binary: PathBuf, instance: &str, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("BRIG_INSTANCE", instance)
+        .env("CONTAINER_IMAGE", test_image());
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        command.env("DOCKER_HOST", host);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// Borrows an environment with computed values (`redis.url()`) in the form the
+/// `start` functions take.
+pub fn env_refs<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A running brig-api.
+pub struct BrigApi {
+    pub service: Service,
+    pub base: String,
+    pub instance: String,
+    /// Whether dropping this removes the instance's containers.
+    owns_instance: bool,
+}
+
+impl BrigApi {
+    /// Starts brig-api on a fresh instance with the defaults below, overridden
+    /// by `env`: API keys for alice and bob, a JWT secret, the test image, and
+    /// `REDIS_URL` if given.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let mut api = Self::start_in(&new_instance(), env);
+        api.owns_instance = true;
+        api
+    }
+
+    /// Starts brig-api on an existing `instance` (a restart, or a second replica).
+    pub fn start_in(instance: &str, env: &[(&str, &str)]) -> Self {
+        let mut command = base_command(api_binary(), instance, &[]);
+        command
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("API_KEYS", format!("alice:{ALICE_KEY},bob:{BOB_KEY}"))
+            .env("JWT_SECRET", JWT_SECRET)
+            .envs(env.iter().copied());
+        let (service, addr) = Service::start(command, |entry| {
+            entry["msg"].as_str().filter(|m| m.ends_with("listening"))?;
+            entry["addr"].as_str().map(String::from)
+        });
+        BrigApi {
+            service,
+            base: format!("http://{addr}"),
+            instance: instance.to_string(),
+            owns_instance: false,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.service.logs()
+    }
+}
+
+impl Drop for BrigApi {
+    fn drop(&mut self) {
+        self.service.kill();
+        if self.owns_instance {
+            remove_instance_containers(&self.instance);
+        }
+    }
+}
+
+/// A running brig-cleanup-worker.
+pub struct CleanupWorker {
+    pub service: Service,
+}
+
+impl CleanupWorker {
+    pub fn start(instance: &str, env: &[(&str, &str)]) -> Self {
+        let command = base_command(binary("brig-cleanup-worker"), instance, env);
+        let (service, _) = Service::start(command, |entry| {
+            entry["msg"]
+                .as_str()
+                .filter(|m| m.ends_with("cleanup worker started"))
+                .map(String::from)
+        });
+        CleanupWorker { service }
+    }
+
+    /// The summary lines of the passes so far.
+    pub fn passes(&self) -> Vec<serde_json::Value> {
+        self.service
+            .logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| entry["target"] == "brig::cleanup")
+            .collect()
+    }
+}
+
+/// Ids of the containers carrying every label in `labels` (`key=value`).
+fn containers_labelled(labels: &[String]) -> Vec<String> {
+    let mut command = Command::new("docker");
+    command.args(["ps", "-aq"]);
+    for label in labels {
+        command.args(["--filter", &format!("label={label}")]);
+    }
+    let listed = command.output().expect("docker ps");
+    String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Removes every container labelled with `instance`.
+pub fn remove_instance_containers(instance: &str) {
+    let ids = instance_containers(instance);
+    if !ids.is_empty() {
+        let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+    }
+}
+
+/// Containers currently labelled with `instance`.
+pub fn instance_containers(instance: &str) -> Vec<String> {
+    containers_labelled(&[format!("brig.instance={instance}")])
+}
+
+/// Containers of `instance` labelled with session `session`.
+pub fn session_containers(instance: &str, session: &str) -> Vec<String> {
+    containers_labelled(&[format!("brig.instance={instance}"), format!("brig.session={session}")])
+}
+
+/// Unclaimed warm-pool spares of `instance` (claimed ones take a session's name).
+pub fn spare_containers(instance: &str) -> Vec<String> {
+    let listed = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("name=brig-{instance}-pool-")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
