@@ -4,12 +4,15 @@
  *   brig-probe rawsock        open an AF_INET raw socket
  *   brig-probe euid           print the effective uid (installed setuid-root too)
  *   brig-probe openfiles N    open /dev/null N times, print how many succeeded
+ *   brig-probe sysvshm N      make N SysV segments of 1 MiB, touch every page,
+ *                             detach and leave them behind; print how many
  * Prints "ok" on success or "denied: <errno text>", exits 0 either way. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <fcntl.h>
@@ -36,6 +39,19 @@ int main(int argc, char **argv) {
         printf("opened=%d\n", opened);
         return 0;
     }
-    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N\n");
+    if (argc == 3 && strcmp(argv[1], "sysvshm") == 0) {
+        int want = atoi(argv[2]), made = 0;
+        for (; made < want; made++) {
+            int id = shmget(IPC_PRIVATE, 1 << 20, IPC_CREAT | 0600);
+            if (id < 0) break;
+            char *at = shmat(id, NULL, 0);
+            if (at == (void *)-1) break;
+            memset(at, 1, 1 << 20);
+            shmdt(at);
+        }
+        printf("segments=%d\n", made);
+        return 0;
+    }
+    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N | sysvshm N\n");
     return 2;
 }

@@ -46,8 +46,9 @@ async fn the_writable_set_is_the_tmpfs_mounts_only() {
         .map(String::from)
         .collect();
     for dir in &writable {
-        // /dev/shm and /dev/mqueue: the container's private IPC namespace,
-        // size-limited (ShmSize) and counted in its memory.
+        // /dev/shm: a tmpfs of brig's, size- and inode-capped and counted in
+        // the memory limit; /dev/mqueue: the private IPC namespace's queues,
+        // bounded by RLIMIT_MSGQUEUE.
         assert!(
             ["/tmp", "/workspace", "/dev/shm", "/dev/mqueue"].contains(&dir.as_str()),
             "writable: {writable:?}"

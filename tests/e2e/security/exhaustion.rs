@@ -39,12 +39,34 @@ async fn filling_tmpfs_stops_at_its_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filling_inodes_is_bounded() {
-    let outcome = bounded("i=0; while : > /tmp/f$i; do i=$((i+1)); done; echo stopped at $i", 10).await;
-    let stdout = outcome["stdout"].as_str().unwrap();
-    assert!(
-        outcome["timed_out"] == true || stdout.starts_with("stopped at"),
-        "{outcome}"
-    );
+    // Empty files cost no tmpfs size but ~1 KiB of kernel memory each; without
+    // an inode cap this OOM-killed the whole sandbox. (`true`, not `:`: a failed
+    // redirection of a special builtin ends the shell.)
+    let script = "for d in /tmp /workspace /dev/shm; do i=0; while true > $d/f$i; do i=$((i+1)); done 2>/dev/null; \
+                  echo $d $i; done";
+    let outcome = bounded(script, 30).await;
+    assert_eq!(outcome["timed_out"], false, "{outcome}");
+    let created: Vec<(String, u64)> = outcome["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (dir, count) = line.split_once(' ').unwrap();
+            (dir.to_string(), count.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(created.len(), 3, "{outcome}");
+    for (dir, count) in created {
+        // One inode per 16 KiB of size, the root directory's included.
+        assert!(count > 0 && count < 16_384, "{dir}: {count} files");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sysv_shared_memory_is_capped() {
+    // SysV segments outlive their process and are charged to the container.
+    let outcome = bounded("brig-probe sysvshm 200", 10).await;
+    assert_eq!(outcome["stdout"], "segments=8\n", "{outcome}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{parse_instance, parse_size, Env};
-use crate::runtime::docker::spec::SHM_BYTES;
+use crate::runtime::docker::spec::pinnable_bytes;
 
 /// How to reach the Docker engine.
 #[derive(Debug, Clone, Default)]
@@ -132,17 +132,19 @@ impl SandboxConfig {
                     .ok_or_else(|| "must be 0-256".into())
             }),
         };
-        // tmpfs pages are charged to the container's memory and are not freed by
-        // killing a process: if the mounts could fill the memory limit, a tenant
-        // could leave the agent nothing and get the whole sandbox OOM-killed.
-        let tmpfs = config.tmp_bytes + config.workspace_bytes + SHM_BYTES as u64;
-        if (config.memory_bytes as u64) < tmpfs + PROCESS_HEADROOM {
+        // tmpfs pages, their inodes and SysV segments are charged to the
+        // container's memory and are not freed by killing a process: if they
+        // could fill the memory limit, a tenant could leave the agent nothing
+        // and get the whole sandbox OOM-killed.
+        let pinnable = pinnable_bytes(&config);
+        if (config.memory_bytes as u64) < pinnable + PROCESS_HEADROOM {
             env.error(
                 "CONTAINER_MEM_LIMIT",
                 format!(
-                    "must exceed CONTAINER_TMP_SIZE + CONTAINER_WORKSPACE_SIZE + 16m (/dev/shm) by at least 32m: \
+                    "must exceed what the tmpfs mounts can pin (CONTAINER_TMP_SIZE + CONTAINER_WORKSPACE_SIZE + \
+                     16m /dev/shm, plus 1/16 of that for inodes, plus 8m SysV shm) by at least 24m: \
                      {} MiB needed, {} MiB set",
-                    (tmpfs + PROCESS_HEADROOM) >> 20,
+                    (pinnable + PROCESS_HEADROOM).div_ceil(1 << 20),
                     config.memory_bytes >> 20
                 ),
             );
@@ -152,7 +154,7 @@ impl SandboxConfig {
 }
 
 /// Memory kept free of tmpfs for the agent and the tenant's processes.
-const PROCESS_HEADROOM: u64 = 32 << 20;
+const PROCESS_HEADROOM: u64 = 24 << 20;
 
 fn positive_i64(raw: &str) -> Result<i64, String> {
     raw.parse::<i64>()

@@ -212,10 +212,12 @@ async fn created_container_matches_the_hardening_contract_field_by_field() {
     assert_eq!(host.memory_swap, Some(128 << 20));
     assert_eq!(host.nano_cpus, Some(1_000_000_000));
     assert_eq!(host.pids_limit, Some(64));
-    assert_eq!(host.shm_size, Some(16 << 20));
     assert!(host.binds.unwrap_or_default().is_empty());
     assert!(host.devices.unwrap_or_default().is_empty());
-    assert_eq!(host.ipc_mode.as_deref(), Some("private"));
+    assert_eq!(host.ipc_mode.as_deref(), Some("none"));
+    let sysctls = host.sysctls.unwrap();
+    assert_eq!(sysctls["kernel.shmmax"], (8 << 20).to_string());
+    assert_eq!(sysctls["kernel.shmall"], "2048");
     assert_eq!(host.pid_mode.as_deref().unwrap_or(""), "");
     assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
     assert_eq!(
@@ -235,6 +237,10 @@ async fn created_container_matches_the_hardening_contract_field_by_field() {
     let tmpfs = host.tmpfs.unwrap();
     assert!(tmpfs["/tmp"].contains("noexec") && tmpfs["/tmp"].contains("nosuid"));
     assert!(tmpfs["/workspace"].contains("nosuid") && tmpfs["/workspace"].contains("mode=0700"));
+    assert!(tmpfs["/dev/shm"].contains("noexec") && tmpfs["/dev/shm"].contains("size=16777216"));
+    for options in tmpfs.values() {
+        assert!(options.contains("nr_inodes="), "inodes not capped: {options}");
+    }
     let mounts = host.mounts.unwrap();
     assert_eq!(mounts.len(), 1);
     assert_eq!(mounts[0].target.as_deref(), Some("/opt/brig"));

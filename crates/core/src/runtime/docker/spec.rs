@@ -15,7 +15,35 @@ use crate::sandbox::{labels, CreateSandbox};
 
 /// Size of `/dev/shm`. Like the tmpfs mounts it is charged to the container's
 /// memory, so it is kept small and counted when the limits are validated.
-pub const SHM_BYTES: i64 = 16 << 20;
+pub const SHM_BYTES: u64 = 16 << 20;
+
+/// Total SysV shared memory of a sandbox (`kernel.shmall`/`shmmax`, namespaced
+/// with IPC). Segments outlive the process that made them and are charged to
+/// the container's memory, so they are capped and counted like a tmpfs.
+pub const SYSV_SHM_BYTES: u64 = 8 << 20;
+
+/// Every tmpfs gets one inode per this many bytes of its size. Without a cap a
+/// tmpfs allows millions of empty files, each ~1 KiB of kernel memory charged
+/// to the container: filling inodes would OOM-kill the agent.
+pub const TMPFS_BYTES_PER_INODE: u64 = 16 << 10;
+
+/// Kernel memory one tmpfs inode costs (inode + dentry, measured ~1 KiB).
+pub const INODE_COST_BYTES: u64 = 1 << 10;
+
+/// The memory a sandbox's tmpfs mounts and shared memory can pin: their sizes
+/// plus the kernel memory of every inode they allow. None of it is freed by
+/// killing a process.
+pub fn pinnable_bytes(config: &SandboxConfig) -> u64 {
+    let tmpfs = config.tmp_bytes + config.workspace_bytes + SHM_BYTES;
+    tmpfs + tmpfs / TMPFS_BYTES_PER_INODE * INODE_COST_BYTES + SYSV_SHM_BYTES
+}
+
+fn tmpfs_options(access: &str, size: u64) -> String {
+    format!(
+        "rw,{access},nosuid,nodev,size={size},nr_inodes={}",
+        size / TMPFS_BYTES_PER_INODE
+    )
+}
 
 /// The uid:gid every sandbox process runs as.
 pub const SANDBOX_USER: &str = "1000:1000";
@@ -69,17 +97,20 @@ pub fn sandbox_container(
             readonly_rootfs: Some(true),
             // The engine gives a tmpfs the mode of the image's directory at that
             // path (copy-up), so images must ship /tmp as 1777 (they all do).
+            // `/dev/shm` is a tmpfs of ours (IpcMode `none` mounts none) so that
+            // its inodes are capped like the others'.
             tmpfs: Some(HashMap::from([
-                (
-                    "/tmp".into(),
-                    format!("rw,noexec,nosuid,nodev,size={}", config.tmp_bytes),
-                ),
+                ("/tmp".into(), tmpfs_options("noexec", config.tmp_bytes)),
                 (
                     "/workspace".into(),
                     format!(
-                        "rw,exec,nosuid,nodev,size={},uid=1000,gid=1000,mode=0700",
-                        config.workspace_bytes
+                        "{},uid=1000,gid=1000,mode=0700",
+                        tmpfs_options("exec", config.workspace_bytes)
                     ),
+                ),
+                (
+                    "/dev/shm".into(),
+                    format!("{},mode=1777", tmpfs_options("noexec", SHM_BYTES)),
                 ),
             ])),
             mounts: Some(vec![Mount {
@@ -96,7 +127,6 @@ pub fn sandbox_container(
             cap_add: Some(vec![]),
             privileged: Some(false),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
-            shm_size: Some(SHM_BYTES),
             memory: Some(config.memory_bytes),
             memory_swap: Some(config.memory_bytes),
             nano_cpus: Some((config.cpus * 1e9) as i64),
@@ -106,7 +136,14 @@ pub fn sandbox_container(
                 ulimit("fsize", config.fsize_bytes),
                 ulimit("core", 0),
             ]),
-            ipc_mode: Some("private".into()),
+            // A private IPC namespace without the engine's /dev/shm; SysV
+            // shared memory in it is capped (the sysctls are per namespace).
+            ipc_mode: Some("none".into()),
+            sysctls: Some(HashMap::from([
+                ("kernel.shmmax".into(), SYSV_SHM_BYTES.to_string()),
+                ("kernel.shmall".into(), (SYSV_SHM_BYTES / 4096).to_string()),
+                ("kernel.shmmni".into(), "64".into()),
+            ])),
             pid_mode: Some(String::new()),
             userns_mode: Some(String::new()),
             uts_mode: Some(String::new()),
