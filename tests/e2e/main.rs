@@ -5,6 +5,7 @@
 mod auth;
 mod churn;
 mod compose;
+mod executions;
 mod faults;
 mod lifecycle;
 mod pool;
@@ -12,6 +13,7 @@ mod replicas;
 mod security;
 mod sessions;
 mod store;
+mod streaming;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -73,6 +75,17 @@ pub async fn run(api: &BrigApi, key: &str, session: &str, command: &str) -> Valu
     let reply = execute(api, key, session, command).await;
     assert_eq!(reply.status, StatusCode::OK, "{command}: {:?}", reply.body);
     reply.body
+}
+
+/// How many `sleep` processes run in alice's `session` (needs `ps` allowed).
+pub async fn sleepers(api: &BrigApi, session: &str) -> usize {
+    let ps = run(api, ALICE_KEY, session, "ps -o args").await;
+    ps["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("sleep"))
+        .count()
 }
 
 pub fn unix_now() -> u64 {

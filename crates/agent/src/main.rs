@@ -2,6 +2,7 @@
 //!
 //! - `serve`: answer brig-protocol frames on stdin/stdout ([`serve`]).
 //! - `run [options] -- argv`: one command, for use through `docker exec` ([`run`]).
+//! - `kill-tag TAG`: kill the command of the `run --tag TAG` (cancel, through `docker exec`).
 //!
 //! Modules: [`supervisor`] (spawn, reap, deadlines, cancel), [`io_loop`] (pipes, caps), [`leftovers`] (finding
 //! what a command left behind), [`sys`] (the only unsafe code: raw syscalls).
@@ -37,12 +38,19 @@ fn main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
+        Some("kill-tag") => match run::kill_tag(&args[1..]) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(err) => {
+                eprintln!("brig-agent: {err}\n{}", run::USAGE);
+                ExitCode::from(125)
+            }
+        },
         Some("--version") => {
             println!("brig-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: brig-agent serve | brig-agent run [options] -- ARGV...");
+            eprintln!("usage: brig-agent serve | brig-agent run [options] -- ARGV... | brig-agent kill-tag TAG");
             ExitCode::from(64)
         }
     }

@@ -14,7 +14,31 @@ use crate::supervisor::Supervisor;
 use crate::sys;
 
 pub const USAGE: &str =
-    "usage: brig-agent run [--timeout-ms N] [--output-cap BYTES] [--cwd DIR] [--stdin] [--frames] -- ARGV...";
+    "usage: brig-agent run [--timeout-ms N] [--output-cap BYTES] [--cwd DIR] [--stdin] [--frames] [--tag HEX] -- ARGV...\n       brig-agent kill-tag HEX";
+
+/// A tag names one one-shot run so that `kill-tag` can cancel it: hex, so it
+/// can never be mistaken for a pid (the agent's own markers).
+fn check_tag(tag: &str) -> Result<(), String> {
+    if (16..=64).contains(&tag.len())
+        && tag.bytes().all(|b| b.is_ascii_hexdigit())
+        && !tag.bytes().all(|b| b.is_ascii_digit())
+    {
+        Ok(())
+    } else {
+        Err("a tag is 16-64 hex digits, not all decimal".into())
+    }
+}
+
+/// `brig-agent kill-tag TAG`: SIGKILLs every process of the run tagged `TAG`
+/// (its supervisor then reports the command as killed).
+pub fn kill_tag(args: &[String]) -> Result<i32, String> {
+    let [tag] = args else {
+        return Err("kill-tag takes one tag".into());
+    };
+    check_tag(tag)?;
+    let marker = format!("{}={tag}.1", crate::supervisor::MARKER_VAR);
+    Ok(if crate::leftovers::kill_marked(&marker) { 0 } else { 1 })
+}
 
 /// Writes a command's output to our own stdout/stderr, as it comes.
 struct PassThrough;
@@ -33,6 +57,7 @@ impl OutputSink for PassThrough {
 struct Options {
     request: RunRequest,
     frames: bool,
+    tag: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -43,6 +68,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         ..RunRequest::default()
     };
     let mut frames = false;
+    let mut tag = None;
     let mut read_stdin = false;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -52,6 +78,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--output-cap" => request.output_cap = value(arg)?.parse().map_err(|e| format!("--output-cap: {e}"))?,
             "--cwd" => request.cwd = value(arg)?,
             "--frames" => frames = true,
+            "--tag" => {
+                let value = value(arg)?;
+                check_tag(&value)?;
+                tag = Some(value);
+            }
             "--stdin" => read_stdin = true,
             "--" => {
                 request.argv = rest.cloned().collect();
@@ -76,7 +107,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         }
         request.stdin = stdin;
     }
-    Ok(Options { request, frames })
+    Ok(Options { request, frames, tag })
 }
 
 /// Runs the command and returns the process exit code to use: the command's own,
@@ -86,7 +117,11 @@ pub fn run(args: &[String]) -> Result<i32, String> {
     let options = parse(args)?;
     // Not PID 1 here: become the subreaper so the command's orphans come to us.
     sys::set_child_subreaper().map_err(|e| format!("prctl: {e}"))?;
-    let supervisor = Supervisor::start().map_err(|e| format!("cannot start: {e}"))?;
+    let supervisor = match &options.tag {
+        Some(tag) => Supervisor::start_tagged(tag),
+        None => Supervisor::start(),
+    }
+    .map_err(|e| format!("cannot start: {e}"))?;
     let io_loop = IoLoop::start(supervisor.clone()).map_err(|e| format!("cannot start: {e}"))?;
     let writer = Arc::new(FrameWriter::new());
     let sink: Arc<dyn OutputSink> = if options.frames {

@@ -89,6 +89,8 @@ struct Shared {
     changed: Condvar,
     /// PID 1 of the sandbox: when no command runs, everything else may be killed.
     is_init: bool,
+    /// Markers are `<prefix>.<n>`: our pid, or a tag given by the client.
+    marker_prefix: String,
     next_marker: AtomicU64,
 }
 
@@ -132,10 +134,17 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts the reaper and deadline threads.
     pub fn start() -> io::Result<Self> {
+        Self::start_tagged(&sys::getpid().to_string())
+    }
+
+    /// [`start`](Self::start), marking commands `<tag>.<n>` so that a later
+    /// `brig-agent kill-tag <tag>` finds them.
+    pub fn start_tagged(tag: &str) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             changed: Condvar::new(),
             is_init: sys::getpid() == 1,
+            marker_prefix: tag.to_string(),
             next_marker: AtomicU64::new(1),
         });
         let reaper = Arc::clone(&shared);
@@ -152,11 +161,11 @@ impl Supervisor {
     /// Validates and spawns `request` as request `id`.
     pub fn spawn(&self, id: u32, request: RunRequest) -> Result<Running, StartError> {
         validate(&request)?;
-        // Our pid keeps markers distinct from those of a one-shot `brig-agent run`
-        // started through `docker exec` in the same sandbox.
+        // Our pid (or tag) keeps markers distinct from those of a one-shot
+        // `brig-agent run` started through `docker exec` in the same sandbox.
         let marker = format!(
             "{MARKER_VAR}={}.{}",
-            sys::getpid(),
+            self.shared.marker_prefix,
             self.shared.next_marker.fetch_add(1, Ordering::Relaxed)
         );
         let mut command = Command::new(&request.argv[0]);

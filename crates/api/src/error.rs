@@ -46,9 +46,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, detail, retry_after) = match self {
+impl ApiError {
+    /// Status, stable code, detail and `Retry-After` seconds.
+    pub fn parts(self) -> (StatusCode, &'static str, String, Option<u64>) {
+        match self {
             ApiError::Unauthorized(detail) => (StatusCode::UNAUTHORIZED, "unauthorized", detail.to_string(), None),
             ApiError::RateLimited { retry_after_secs } => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -112,7 +113,13 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, detail, retry_after) = self.parts();
         let mut response = (status, Json(json!({ "error": code, "detail": detail }))).into_response();
         if let Some(seconds) = retry_after {
             response

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod executions;
 pub mod healthcheck;
 pub mod json;
 pub mod rate_limit;

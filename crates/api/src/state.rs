@@ -11,6 +11,7 @@ use brig_core::store::{MemoryStore, RedisStore, SessionStore};
 use brig_core::{Config, DockerRuntime};
 
 use crate::auth::Authenticator;
+use crate::executions::Executions;
 use crate::rate_limit::RateLimiter;
 
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct AppState {
     pub runtime: Arc<DockerRuntime>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
+    pub executions: Arc<Executions>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
             tokio::spawn(async move { pool.run_until_stopped(std::future::pending()).await });
         }
         let sessions = Arc::new(sessions);
+        let executions = Arc::new(Executions::new(sessions.store().clone(), config.execution_retention));
         let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
         limiter.spawn_pruner(Duration::from_secs(60));
         AppState {
@@ -77,6 +80,7 @@ impl AppState {
             sessions,
             runtime,
             limiter,
+            executions,
         }
     }
 }

@@ -101,6 +101,41 @@ impl CommandPolicy {
     }
 }
 
+/// `LANGUAGES`: language name → the interpreter command its code is fed to on
+/// stdin (`python=python3 -,sh=sh -s`). The interpreter passes the allowlist
+/// like any command, at request time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Languages(std::collections::BTreeMap<String, Argv>);
+
+impl Languages {
+    /// From `name=command line` pairs separated by commas.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut languages = std::collections::BTreeMap::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, command) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?}: expected name=interpreter command"))?;
+            let name = name.trim();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-+.".contains(&b)) {
+                return Err(format!("{entry:?}: a language name is letters, digits and _-+."));
+            }
+            let argv = Argv::parse(command).map_err(|err| format!("{name}: {err}"))?;
+            if languages.insert(name.to_string(), argv).is_some() {
+                return Err(format!("{name}: given twice"));
+            }
+        }
+        Ok(Languages(languages))
+    }
+
+    pub fn interpreter(&self, language: &str) -> Option<&Argv> {
+        self.0.get(language)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
 /// A working directory lexically inside `/workspace` or `/tmp`. Lexical is
 /// enough: the agent changes directory inside the sandbox, after the runtime
 /// is done, so a symlink can only lead elsewhere inside the same sandbox (the

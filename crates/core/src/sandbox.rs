@@ -91,6 +91,42 @@ impl ExecRequest {
     }
 }
 
+/// A chunk of a running command's output, within the request's cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub stream: brig_protocol::Stream,
+    pub data: Vec<u8>,
+}
+
+/// How a caller follows and steers a running command, beyond waiting for it.
+#[derive(Debug, Clone, Default)]
+pub struct ExecHooks {
+    /// Cancelling it kills the command's process tree; the outcome then says
+    /// `cancelled`. (Dropping the exec future kills it too, without an outcome.)
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// Receives the output as it is produced, up to the cap per stream. Bounded
+    /// by the caps, so unbounded here costs at most twice the cap.
+    pub output: Option<tokio::sync::mpsc::UnboundedSender<OutputChunk>>,
+}
+
+impl ExecHooks {
+    pub(crate) fn emit(&self, stream: brig_protocol::Stream, data: &[u8]) {
+        if let (Some(output), false) = (&self.output, data.is_empty()) {
+            let _ = output.send(OutputChunk {
+                stream,
+                data: data.to_vec(),
+            });
+        }
+    }
+
+    pub(crate) async fn cancelled(&self) {
+        match &self.cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// What came of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutcome {

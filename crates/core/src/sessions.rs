@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::pool::WarmPool;
 use crate::runtime::{RuntimeError, SandboxRuntime};
-use crate::sandbox::{CreateSandbox, ExecOutcome, ExecRequest};
+use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest};
 use crate::session::{Owner, SessionId, SessionRecord};
 use crate::store::{Quota, Reservation, SessionStore, StoreError};
 
@@ -192,8 +192,19 @@ impl Sessions {
     }
 
     /// Runs `request` in the session, creating it if needed.
-    #[tracing::instrument(skip_all, fields(session = %id))]
     pub async fn execute(&self, owner: &Owner, id: &SessionId, request: ExecRequest) -> Result<Executed, SessionError> {
+        self.execute_with(owner, id, request, ExecHooks::default()).await
+    }
+
+    /// [`execute`](Self::execute), streaming output to and taking cancellation from `hooks`.
+    #[tracing::instrument(skip_all, fields(session = %id))]
+    pub async fn execute_with(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        request: ExecRequest,
+        hooks: ExecHooks,
+    ) -> Result<Executed, SessionError> {
         let (mut record, mut created) = self.open(owner, id).await?;
         let started_at = Utc::now();
         let started = Instant::now();
@@ -204,7 +215,7 @@ impl Sessions {
         self.store
             .command_started(&record.container_id, &token, deadline_ms)
             .await?;
-        let outcome = match self.run_in(&record.container_id, request.clone()).await {
+        let outcome = match self.run_in(&record.container_id, request.clone(), hooks.clone()).await {
             // The record outlived its container (removed or killed from outside,
             // lost with the engine): start over with a fresh one, through the
             // same locked path as any creation.
@@ -225,7 +236,7 @@ impl Sessions {
                 self.store
                     .command_started(&record.container_id, &token, deadline_ms)
                     .await?;
-                self.runtime.exec(&record.container_id, request).await
+                self.runtime.exec_with(&record.container_id, request, hooks).await
             }
             other => other,
         };
@@ -263,12 +274,17 @@ impl Sessions {
     /// Runs `request` over this process's channel to `container` if it holds
     /// the channel's lease, else through the engine's exec (another replica
     /// writes to that channel, and two writers would interleave frames).
-    async fn run_in(&self, container: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+    async fn run_in(
+        &self,
+        container: &str,
+        request: ExecRequest,
+        hooks: ExecHooks,
+    ) -> Result<ExecOutcome, RuntimeError> {
         match self.store.lease_channel(container, &self.replica, CHANNEL_LEASE).await {
-            Ok(true) => self.runtime.exec(container, request).await,
+            Ok(true) => self.runtime.exec_with(container, request, hooks).await,
             Ok(false) => {
                 tracing::debug!(container, "channel leased by another replica; using docker exec");
-                self.runtime.exec_detached(container, request).await
+                self.runtime.exec_detached(container, request, hooks).await
             }
             Err(err) => Err(RuntimeError::EngineUnavailable(format!("channel lease: {err}"))),
         }

@@ -1,6 +1,7 @@
 //! The router: one file per resource.
 
-mod execute;
+pub(crate) mod execute;
+mod executions;
 mod health;
 mod sessions;
 
@@ -21,6 +22,9 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/execute", post(execute::execute))
+        .route("/executions", post(executions::start))
+        .route("/executions/{execution_id}", get(executions::get))
+        .route("/executions/{execution_id}/cancel", post(executions::cancel))
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route("/sessions/{session_id}", get(sessions::get).delete(sessions::delete))
         .route("/health", get(health::health))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use self::auth::{ApiKey, AuthConfig};
 pub use self::sandbox::{DockerConfig, SandboxConfig};
-use crate::policy::CommandPolicy;
+use crate::policy::{CommandPolicy, Languages};
 use crate::store::Quota;
 
 /// A configuration value that cannot be used.
@@ -130,7 +130,12 @@ pub struct Config {
     pub max_exec_timeout: Duration,
     /// Bytes kept per stream, per command.
     pub max_output_bytes: u64,
+    /// `EXECUTION_RESULT_TTL_SECONDS`: how long `/executions` results are kept
+    /// after they finish.
+    pub execution_retention: Duration,
     pub commands: CommandPolicy,
+    /// `LANGUAGES`: the interpreters `{"code", "language"}` requests use.
+    pub languages: Languages,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     pub quota: Quota,
@@ -240,6 +245,7 @@ impl Config {
                 }
             })
         });
+        let execution_retention = env.parse("EXECUTION_RESULT_TTL_SECONDS", Duration::from_secs(3600), seconds);
         let commands = CommandPolicy::from_list(
             &env.get("ALLOWED_COMMANDS")
                 .unwrap_or_else(|| "ls,cat,echo,pwd,id,whoami,sh".into()),
@@ -247,6 +253,11 @@ impl Config {
         if commands.allowed().next().is_none() {
             env.error("ALLOWED_COMMANDS", "allows nothing");
         }
+        let languages = env.parse(
+            "LANGUAGES",
+            Languages::parse("python=python3 -,sh=sh -s").unwrap_or_default(),
+            Languages::parse,
+        );
         let max_body_bytes = env.parse("MAX_REQUEST_BYTES", 2usize << 20, positive);
         let quota = Quota {
             per_owner: env.parse("MAX_SESSIONS_PER_USER", 10u32, positive),
@@ -273,7 +284,9 @@ impl Config {
             default_exec_timeout,
             max_exec_timeout,
             max_output_bytes,
+            execution_retention,
             commands,
+            languages,
             max_body_bytes,
             quota,
             cleanup,

@@ -4,7 +4,7 @@ pub mod docker;
 
 use async_trait::async_trait;
 
-use crate::sandbox::{CreateSandbox, ExecOutcome, ExecRequest, SandboxInfo};
+use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
 
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +69,23 @@ pub trait SandboxRuntime: Send + Sync {
     fn sandbox_name(&self, request: &CreateSandbox) -> String;
 
     /// Runs one command in sandbox `id` (engine id or name).
-    async fn exec(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError>;
+    async fn exec(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        self.exec_with(id, request, ExecHooks::default()).await
+    }
+
+    /// [`exec`](Self::exec), streaming output to and taking cancellation from `hooks`.
+    async fn exec_with(&self, id: &str, request: ExecRequest, hooks: ExecHooks) -> Result<ExecOutcome, RuntimeError>;
 
     /// Runs one command without this process's channel: for a sandbox whose
     /// channel another API process owns (one writer per channel). Slower (an
-    /// engine exec per command) but with the same deadline, caps and kill.
-    async fn exec_detached(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError>;
+    /// engine exec per command) but with the same deadline, caps, kill, output
+    /// streaming and cancellation.
+    async fn exec_detached(
+        &self,
+        id: &str,
+        request: ExecRequest,
+        hooks: ExecHooks,
+    ) -> Result<ExecOutcome, RuntimeError>;
 
     /// Removes sandbox `id` with everything in it. Removing a missing sandbox succeeds.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;

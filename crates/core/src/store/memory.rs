@@ -24,6 +24,8 @@ struct State {
     claimed: HashMap<String, i64>,
     /// Container → (channel holder, expiry ms).
     leases: HashMap<String, (String, i64)>,
+    /// Free-form keys → (value, expiry ms).
+    values: HashMap<String, (String, i64)>,
 }
 
 impl State {
@@ -34,6 +36,7 @@ impl State {
         self.locks.retain(|_, (_, expiry)| *expiry > now);
         self.claimed.retain(|_, expiry| *expiry > now);
         self.leases.retain(|_, (_, expiry)| *expiry > now);
+        self.values.retain(|_, (_, expiry)| *expiry > now);
         self.running.retain(|_, commands| {
             commands.retain(|(_, deadline)| *deadline > now);
             !commands.is_empty()
@@ -214,6 +217,27 @@ impl SessionStore for MemoryStore {
 
     async fn pool_members(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.live().pool.iter().cloned().collect())
+    }
+
+    async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.live()
+            .values
+            .insert(key.into(), (value.into(), now_ms() + ttl_ms(ttl)));
+        Ok(())
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.live().values.get(key).map(|(value, _)| value.clone()))
+    }
+
+    async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError> {
+        let mut state = self.live();
+        let now = now_ms();
+        if let Some((_, expiry)) = state.values.get(key) {
+            return Ok(Some(Duration::from_millis((expiry - now).max(1) as u64)));
+        }
+        state.values.insert(key.into(), (String::new(), now + ttl_ms(ttl)));
+        Ok(None)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -85,6 +85,16 @@ pub trait SessionStore: Send + Sync {
     /// The spares in the set.
     async fn pool_members(&self) -> Result<Vec<String>, StoreError>;
 
+    /// Stores `value` under `key` (in this instance's namespace) for `ttl`.
+    async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// The value under `key`, unless it expired.
+    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets `key` for `ttl` unless it is set: `Ok(None)` when this call set it,
+    /// else how long the holder still has (`SET NX PX`; cooldowns).
+    async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError>;
+
     /// Answers when the store does.
     async fn ping(&self) -> Result<(), StoreError>;
 

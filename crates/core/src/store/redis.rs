@@ -7,7 +7,8 @@
 //! - `running:<container id>` → sorted set of running commands by deadline;
 //! - `pool` → set of warm-pool spares (`SPOP` claims one atomically);
 //! - `claimed:<container id>` → a spare taken within the last minute;
-//! - `lease:<container id>` → the API process that writes to its channel.
+//! - `lease:<container id>` → the API process that writes to its channel;
+//! - `value:<key>` → free-form values with a TTL (execution records, cooldowns).
 //!
 //! Every call has a deadline, so an unreachable Redis turns into
 //! [`StoreError::Unavailable`] within [`CALL_TIMEOUT`], and the connection
@@ -478,6 +479,47 @@ impl SessionStore for RedisStore {
     async fn pool_members(&self) -> Result<Vec<String>, StoreError> {
         let key = self.pool_key();
         self.call(|mut c| async move { c.smembers(&key).await }).await
+    }
+
+    async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let (key, value, ttl) = (
+            format!("{}value:{key}", self.prefix),
+            value.to_string(),
+            ttl_ms(ttl).max(1),
+        );
+        self.call(|mut c| async move { c.pset_ex::<_, _, ()>(&key, value, ttl as u64).await })
+            .await
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("{}value:{key}", self.prefix);
+        self.call(|mut c| async move { c.get(&key).await }).await
+    }
+
+    async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError> {
+        let (key, ttl) = (format!("{}value:{key}", self.prefix), ttl_ms(ttl).max(1));
+        let set: bool = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg("")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async::<Option<String>>(&mut c)
+                        .await
+                        .map(|reply| reply.is_some())
+                }
+            })
+            .await?;
+        if set {
+            return Ok(None);
+        }
+        let left: i64 = self.call(|mut c| async move { c.pttl(&key).await }).await?;
+        // -2: expired between the two calls; -1 cannot happen (always set with PX).
+        Ok(Some(Duration::from_millis(left.max(1) as u64)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

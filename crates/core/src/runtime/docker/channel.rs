@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use super::{engine_error, TIMEOUT_EXIT_CODE};
 use crate::runtime::RuntimeError;
-use crate::sandbox::ExecOutcome;
+use crate::sandbox::{ExecHooks, ExecOutcome};
 
 /// How long the agent may take to answer `Hello` (it may still be starting).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,14 +68,17 @@ impl Finished {
 }
 
 /// Appends a chunk of output to `buffer`, keeping at most `cap` bytes (the
-/// agent enforces the cap too; its bytes are untrusted all the same).
-pub(crate) fn append_capped(buffer: &mut Vec<u8>, data: &[u8], cap: u64) {
+/// agent enforces the cap too; its bytes are untrusted all the same). Returns
+/// the part kept.
+pub(crate) fn append_capped<'a>(buffer: &mut Vec<u8>, data: &'a [u8], cap: u64) -> &'a [u8] {
     let room = (cap as usize).saturating_sub(buffer.len()).min(data.len());
     buffer.extend_from_slice(&data[..room]);
+    &data[..room]
 }
 
 struct Pending {
     cap: u64,
+    hooks: ExecHooks,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     done: oneshot::Sender<Result<Finished, RuntimeError>>,
@@ -223,8 +226,10 @@ impl Channel {
 
     /// Runs `request` and waits for its result, at most `wait`. A request whose
     /// wait ends (deadline, or the caller dropping this future) is cancelled in
-    /// the agent, so nothing keeps running for a caller that is gone.
-    pub async fn run(&self, request: RunRequest, wait: Duration) -> Result<Finished, RuntimeError> {
+    /// the agent, so nothing keeps running for a caller that is gone. Output
+    /// goes to `hooks` as it arrives; its cancel token kills the command and
+    /// the result says so.
+    pub async fn run(&self, request: RunRequest, wait: Duration, hooks: &ExecHooks) -> Result<Finished, RuntimeError> {
         check_fits(&request)?;
         // Id 0 is the connection's own; skip it when the counter wraps.
         let id = match self.next_id.fetch_add(1, Ordering::Relaxed) {
@@ -237,6 +242,7 @@ impl Channel {
             id,
             Pending {
                 cap,
+                hooks: hooks.clone(),
                 stdout: Vec::new(),
                 stderr: Vec::new(),
                 done,
@@ -248,7 +254,17 @@ impl Channel {
             armed: true,
         };
         self.send(Frame::Run { id, request }).await?;
-        let outcome = match tokio::time::timeout(wait, finished).await {
+        let waited = tokio::time::timeout(wait, async {
+            tokio::pin!(finished);
+            tokio::select! {
+                finished = &mut finished => return finished,
+                () = hooks.cancelled() => {}
+            }
+            // The agent kills the tree and still answers, with `cancelled`.
+            self.send(Frame::Cancel { id }).await.ok();
+            finished.await
+        });
+        let outcome = match waited.await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(RuntimeError::ChannelClosed),
             Err(_) => return Err(RuntimeError::AgentUnresponsive),
@@ -318,7 +334,8 @@ fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared) -> Result<(), Strin
                         Stream::Stdout => &mut pending.stdout,
                         Stream::Stderr => &mut pending.stderr,
                     };
-                    append_capped(buffer, &data, pending.cap);
+                    let kept = append_capped(buffer, &data, pending.cap);
+                    pending.hooks.emit(stream, kept);
                 }
             }
             Frame::Exit { id, result } => {

@@ -17,12 +17,14 @@ use super::channel::{append_capped, check_fits, request_error, Finished};
 use super::engine_error;
 use crate::agent_binary::AGENT_PATH;
 use crate::runtime::RuntimeError;
+use crate::sandbox::ExecHooks;
 
 /// The request id `brig-agent run --frames` answers with.
 const RUN_ID: u32 = 1;
 
-fn command(request: &RunRequest) -> Vec<String> {
+fn command(request: &RunRequest, tag: &str) -> Vec<String> {
     let mut command = vec![AGENT_PATH.to_string(), "run".into(), "--frames".into()];
+    command.extend(["--tag".into(), tag.into()]);
     command.extend(["--timeout-ms".into(), request.timeout_ms.to_string()]);
     command.extend(["--output-cap".into(), request.output_cap.to_string()]);
     command.extend(["--cwd".into(), request.cwd.clone()]);
@@ -39,15 +41,18 @@ pub(crate) async fn exec(
     container: &str,
     request: RunRequest,
     wait: Duration,
+    hooks: &ExecHooks,
 ) -> Result<Finished, RuntimeError> {
     check_fits(&request)?;
+    // Names this run for `brig-agent kill-tag` (cancel): hex with a letter.
+    let tag = format!("c{}", hex::encode(rand::random::<[u8; 12]>()));
     if !request.env.is_empty() {
         return Err(RuntimeError::InvalidRequest(
             "environment additions need the attach channel".into(),
         ));
     }
     let options = CreateExecOptions {
-        cmd: Some(command(&request)),
+        cmd: Some(command(&request, &tag)),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         attach_stdin: Some(!request.stdin.is_empty()),
@@ -86,13 +91,17 @@ pub(crate) async fn exec(
                         id: RUN_ID,
                         stream: Stream::Stdout,
                         data,
-                    } => append_capped(&mut stdout, &data, request.output_cap),
+                    } => hooks.emit(Stream::Stdout, append_capped(&mut stdout, &data, request.output_cap)),
                     Frame::Output {
                         id: RUN_ID,
                         stream: Stream::Stderr,
                         data,
-                    } => append_capped(&mut stderr, &data, request.output_cap),
-                    Frame::Exit { id: RUN_ID, result } => return Ok(Finished { result, stdout, stderr }),
+                    } => hooks.emit(Stream::Stderr, append_capped(&mut stderr, &data, request.output_cap)),
+                    Frame::Exit { id: RUN_ID, mut result } => {
+                        // The one-shot agent saw a SIGKILL from `kill-tag`, not a cancel.
+                        result.cancelled |= hooks.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+                        return Ok(Finished { result, stdout, stderr });
+                    }
                     Frame::Error {
                         id: RUN_ID,
                         code,
@@ -109,7 +118,37 @@ pub(crate) async fn exec(
         }
         Err(RuntimeError::ChannelClosed)
     };
+    let run = async {
+        tokio::pin!(run);
+        tokio::select! {
+            finished = &mut run => return finished,
+            () = hooks.cancelled() => {}
+        }
+        kill_tagged(docker, container, &tag).await;
+        run.await
+    };
     tokio::time::timeout(wait, run)
         .await
         .map_err(|_| RuntimeError::AgentUnresponsive)?
+}
+
+/// Cancels the one-shot run tagged `tag`: `brig-agent kill-tag` through a
+/// second exec. Best effort: if it fails the command still ends at its deadline.
+async fn kill_tagged(docker: &Docker, container: &str, tag: &str) {
+    let options = CreateExecOptions {
+        cmd: Some(vec![AGENT_PATH.to_string(), "kill-tag".into(), tag.into()]),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let killed = async {
+        let created = docker.create_exec(container, options).await?;
+        if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
+            while output.next().await.is_some() {}
+        }
+        Ok::<_, bollard::errors::Error>(())
+    };
+    if let Err(err) = killed.await {
+        tracing::warn!(container, %err, "could not cancel a one-shot run");
+    }
 }

@@ -32,7 +32,7 @@ use self::channel::Channel;
 use crate::agent_binary::agent_volume_name;
 use crate::config::{DockerConfig, SandboxConfig};
 use crate::runtime::{RuntimeError, SandboxRuntime};
-use crate::sandbox::{labels, CreateSandbox, ExecOutcome, ExecRequest, SandboxInfo};
+use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
 
 /// Exit code reported for a command killed at its deadline, as timeout(1) does.
 pub const TIMEOUT_EXIT_CODE: i32 = 124;
@@ -325,18 +325,23 @@ impl SandboxRuntime for DockerRuntime {
     }
 
     #[tracing::instrument(skip_all, fields(sandbox = %id))]
-    async fn exec(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+    async fn exec_with(&self, id: &str, request: ExecRequest, hooks: ExecHooks) -> Result<ExecOutcome, RuntimeError> {
         let id = self.resolve(id).await?;
         let channel = self.channel(&id).await?;
         let wait = request.timeout + self.config.agent_grace;
-        Ok(channel.run(run_request(request), wait).await?.into_outcome())
+        Ok(channel.run(run_request(request), wait, &hooks).await?.into_outcome())
     }
 
     #[tracing::instrument(skip_all, fields(sandbox = %id))]
-    async fn exec_detached(&self, id: &str, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+    async fn exec_detached(
+        &self,
+        id: &str,
+        request: ExecRequest,
+        hooks: ExecHooks,
+    ) -> Result<ExecOutcome, RuntimeError> {
         let id = self.resolve(id).await?;
         let wait = request.timeout + self.config.agent_grace;
-        Ok(fallback::exec(&self.docker, &id, run_request(request), wait)
+        Ok(fallback::exec(&self.docker, &id, run_request(request), wait, &hooks)
             .await?
             .into_outcome())
     }
