@@ -30,6 +30,7 @@ fi
 
 log "building sandbox images"
 images/sandbox-test/build.sh
+images/sandbox-python/build-local.sh
 
 log "checking format and lints"
 cargo fmt --all --check

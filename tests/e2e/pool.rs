@@ -83,6 +83,7 @@ fn deterministic_name(instance: &str, owner: &str, session: &str) -> String {
     let request = brig_core::CreateSandbox {
         owner: owner.into(),
         session_id: session.into(),
+        options: Default::default(),
     };
     brig_core::SandboxRuntime::sandbox_name(&runtime, &request)
 }

@@ -380,3 +380,12 @@ pub fn spare_containers(instance: &str) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// `docker inspect --format format container`, trimmed.
+pub fn docker_inspect(container: &str, format: &str) -> String {
+    let inspected = Command::new("docker")
+        .args(["inspect", "--format", format, container])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&inspected.stdout).trim().to_string()
+}

@@ -193,6 +193,7 @@ pub async fn bench_sandbox(runtime: &DockerRuntime, session: &str) -> anyhow::Re
     let request = brig_core::CreateSandbox {
         owner: "bench".into(),
         session_id: session.into(),
+        options: Default::default(),
     };
     Ok(runtime.create(&request).await?.0.id)
 }

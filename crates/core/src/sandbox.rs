@@ -22,6 +22,27 @@ pub struct CreateSandbox {
     pub owner: String,
     /// The client's session id (already validated by the caller).
     pub session_id: String,
+    /// Per-session departures from the configured image and limits, already
+    /// checked against `ALLOWED_IMAGES` and clamped to the configured maxima.
+    pub options: SandboxOptions,
+}
+
+/// A session's own image and limits; `None` is the configured default.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SandboxOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+}
+
+impl SandboxOptions {
+    /// Whether a warm-pool spare (created with the defaults) fits.
+    pub fn is_default(&self) -> bool {
+        *self == SandboxOptions::default()
+    }
 }
 
 /// A sandbox as the engine reports it.

@@ -73,6 +73,10 @@ pub struct SessionRecord {
     /// Unix milliseconds.
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+    /// The image and limits the session was created with (kept so that a lost
+    /// container is recreated the same).
+    #[serde(default, skip_serializing_if = "crate::sandbox::SandboxOptions::is_default")]
+    pub options: crate::sandbox::SandboxOptions,
 }
 
 impl SessionRecord {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::pool::WarmPool;
 use crate::runtime::{RuntimeError, SandboxRuntime};
-use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest};
+use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxOptions};
 use crate::session::{Owner, SessionId, SessionRecord};
 use crate::store::{Quota, Reservation, SessionStore, StoreError};
 
@@ -104,8 +104,19 @@ impl Sessions {
     /// sharing Redis agree), quotas are checked atomically when the record is
     /// reserved, and the deterministic container name is the last line: two
     /// creators that both got past the lock still share one container.
-    #[tracing::instrument(skip_all, fields(session = %id))]
     pub async fn open(&self, owner: &Owner, id: &SessionId) -> Result<(SessionRecord, bool), SessionError> {
+        self.open_with(owner, id, &SandboxOptions::default()).await
+    }
+
+    /// [`open`](Self::open), creating a missing session with `options` (an
+    /// existing one keeps its own).
+    #[tracing::instrument(skip_all, fields(session = %id))]
+    pub async fn open_with(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        options: &SandboxOptions,
+    ) -> Result<(SessionRecord, bool), SessionError> {
         let token = random_token();
         let give_up = Instant::now() + CREATION_WAIT;
         loop {
@@ -118,7 +129,7 @@ impl Sessions {
                 return Ok((record, false));
             }
             if self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
-                let created = self.create_locked(owner, id).await;
+                let created = self.create_locked(owner, id, options).await;
                 // Best effort: the lock also expires by itself.
                 let _ = self.store.unlock(owner, id, &token).await;
                 return created;
@@ -131,7 +142,12 @@ impl Sessions {
     }
 
     /// Creates the session while holding its lock.
-    async fn create_locked(&self, owner: &Owner, id: &SessionId) -> Result<(SessionRecord, bool), SessionError> {
+    async fn create_locked(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        options: &SandboxOptions,
+    ) -> Result<(SessionRecord, bool), SessionError> {
         let now = Utc::now().timestamp_millis();
         let pending = SessionRecord {
             owner: owner.clone(),
@@ -139,6 +155,7 @@ impl Sessions {
             container_id: String::new(),
             created_at_ms: now,
             expires_at_ms: now,
+            options: options.clone(),
         };
         match self.store.reserve(&pending, self.ttl, self.quota).await? {
             Reservation::Reserved => tracing::debug!(session = %id, "reserved; creating the session's container"),
@@ -149,11 +166,13 @@ impl Sessions {
         let request = CreateSandbox {
             owner: owner.as_str().into(),
             session_id: id.as_str().into(),
+            options: options.clone(),
         };
         // We hold the lock and there is no ready record: a container by this
         // session's name is an orphan (the store was flushed, or its creator died
         // before recording it). Sessions start clean, so it goes.
-        if let Some(pool) = &self.pool {
+        // Spares run the default image and limits.
+        if let Some(pool) = self.pool.as_ref().filter(|_| options.is_default()) {
             if let Some(spare) = pool.take().await {
                 let record = SessionRecord {
                     container_id: spare.clone(),
@@ -232,7 +251,7 @@ impl Sessions {
                 {
                     self.store.delete(owner, id).await?;
                 }
-                (record, created) = self.open(owner, id).await?;
+                (record, created) = self.open_with(owner, id, &record.options).await?;
                 self.store
                     .command_started(&record.container_id, &token, deadline_ms)
                     .await?;

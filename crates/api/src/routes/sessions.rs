@@ -4,7 +4,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use brig_core::config::OptionsError;
 use brig_core::session::{SessionId, SessionRecord};
+use brig_core::SandboxConfig;
 use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,12 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionBody {
     pub session_id: Option<String>,
+    /// Like `CONTAINER_MEM_LIMIT` (`200m`); clamped to it.
+    pub memory_limit: Option<String>,
+    /// CPUs; clamped to `CONTAINER_CPU_LIMIT`.
+    pub cpu_limit: Option<f64>,
+    /// `CONTAINER_IMAGE` or one of `ALLOWED_IMAGES`.
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -24,15 +32,23 @@ pub struct SessionView {
     pub session_id: String,
     pub created_at: String,
     pub expires_at: String,
+    pub image: String,
+    /// Bytes.
+    pub memory_limit: i64,
+    pub cpu_limit: f64,
 }
 
-impl From<&SessionRecord> for SessionView {
-    fn from(record: &SessionRecord) -> Self {
+impl SessionView {
+    fn of(record: &SessionRecord, sandbox: &SandboxConfig) -> Self {
         let at = |ms: i64| rfc3339(Utc.timestamp_millis_opt(ms).single().unwrap_or_default());
+        let options = &record.options;
         SessionView {
             session_id: record.session_id.clone(),
             created_at: at(record.created_at_ms),
             expires_at: at(record.expires_at_ms),
+            image: options.image.clone().unwrap_or_else(|| sandbox.image.clone()),
+            memory_limit: options.memory_bytes.unwrap_or(sandbox.memory_bytes),
+            cpu_limit: options.nano_cpus.map_or(sandbox.cpus, |n| n as f64 / 1e9),
         }
     }
 }
@@ -74,15 +90,26 @@ pub async fn create(
         Some(id) => SessionId::parse(&id).map_err(|err| ApiError::invalid("invalid_session_id", err.to_string()))?,
         None => SessionId::random(),
     };
-    let (record, created) = state.sessions.open(&principal.owner(), &id).await?;
+    let options = state
+        .config
+        .sandbox
+        .session_options(body.image.as_deref(), body.memory_limit.as_deref(), body.cpu_limit)
+        .map_err(|err| match err {
+            OptionsError::ImageNotAllowed(_) => ApiError::invalid("image_not_allowed", err.to_string()),
+            _ => ApiError::invalid("invalid_limits", err.to_string()),
+        })?;
+    let (record, created) = state.sessions.open_with(&principal.owner(), &id, &options).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(SessionView::from(&record))))
+    Ok((status, Json(SessionView::of(&record, &state.config.sandbox))))
 }
 
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>, ApiError> {
     let records = state.sessions.list(&principal.owner()).await?;
     Ok(Json(SessionList {
-        sessions: records.iter().map(SessionView::from).collect(),
+        sessions: records
+            .iter()
+            .map(|record| SessionView::of(record, &state.config.sandbox))
+            .collect(),
     }))
 }
 
@@ -92,7 +119,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
     let record = state.sessions.get(&principal.owner(), &path_id(&id)?).await?;
-    Ok(Json(SessionView::from(&record)))
+    Ok(Json(SessionView::of(&record, &state.config.sandbox)))
 }
 
 pub async fn delete(

@@ -11,7 +11,7 @@ mod sandbox;
 use std::time::Duration;
 
 pub use self::auth::{ApiKey, AuthConfig};
-pub use self::sandbox::{DockerConfig, SandboxConfig};
+pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
 use crate::policy::{CommandPolicy, Languages};
 use crate::store::Quota;
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::{parse_instance, parse_size, Env};
 use crate::runtime::docker::spec::pinnable_bytes;
+use crate::sandbox::SandboxOptions;
 
 /// How to reach the Docker engine.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +46,8 @@ pub struct SandboxConfig {
     pub instance: String,
     /// `CONTAINER_IMAGE`.
     pub image: String,
+    /// `ALLOWED_IMAGES`: images a session may ask for (the default image always).
+    pub allowed_images: Vec<String>,
     /// `CONTAINER_MEM_LIMIT` in bytes; also the memory+swap limit.
     pub memory_bytes: i64,
     /// `CONTAINER_CPU_LIMIT` in CPUs.
@@ -70,6 +73,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             instance: "default".into(),
             image: "brig-sandbox:latest".into(),
+            allowed_images: Vec::new(),
             memory_bytes: 256 << 20,
             cpus: 1.0,
             pids_limit: 128,
@@ -100,6 +104,14 @@ impl SandboxConfig {
                 parse_instance(raw).map_err(|e| e.message)
             }),
             image: env.get("CONTAINER_IMAGE").unwrap_or(defaults.image),
+            allowed_images: env
+                .get("ALLOWED_IMAGES")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|image| !image.is_empty())
+                .map(String::from)
+                .collect(),
             memory_bytes: env.parse(
                 "CONTAINER_MEM_LIMIT",
                 defaults.memory_bytes as u64,
@@ -150,6 +162,57 @@ impl SandboxConfig {
             );
         }
         config
+    }
+}
+
+/// Why a session's requested image or limits were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("image {0:?} is not in ALLOWED_IMAGES")]
+    ImageNotAllowed(String),
+    #[error("memory_limit: {0}")]
+    Memory(String),
+    #[error("cpu_limit must be a positive number of CPUs")]
+    Cpu,
+}
+
+impl SandboxConfig {
+    /// A session's own image and limits: the image must be the default or in
+    /// `ALLOWED_IMAGES`; memory and CPUs are clamped to the configured limits
+    /// (the maxima) and memory to what the tmpfs mounts need (the minimum).
+    pub fn session_options(
+        &self,
+        image: Option<&str>,
+        memory_limit: Option<&str>,
+        cpu_limit: Option<f64>,
+    ) -> Result<SandboxOptions, OptionsError> {
+        let image = match image {
+            None => None,
+            Some(image) if image == self.image => None,
+            Some(image) if self.allowed_images.iter().any(|allowed| allowed == image) => Some(image.to_string()),
+            Some(image) => return Err(OptionsError::ImageNotAllowed(image.to_string())),
+        };
+        let memory_bytes = match memory_limit {
+            None => None,
+            Some(raw) => {
+                let asked = parse_size("memory_limit", raw).map_err(|err| OptionsError::Memory(err.message))?;
+                let floor = pinnable_bytes(self) + PROCESS_HEADROOM;
+                Some(asked.clamp(floor, self.memory_bytes as u64) as i64).filter(|m| *m != self.memory_bytes)
+            }
+        };
+        let nano_cpus = match cpu_limit {
+            None => None,
+            Some(cpus) if cpus.is_finite() && cpus > 0.0 => {
+                let max = (self.cpus * 1e9) as i64;
+                Some(((cpus * 1e9) as i64).clamp(10_000_000, max)).filter(|n| *n != max)
+            }
+            Some(_) => return Err(OptionsError::Cpu),
+        };
+        Ok(SandboxOptions {
+            image,
+            memory_bytes,
+            nano_cpus,
+        })
     }
 }
 

@@ -66,6 +66,7 @@ impl TestRuntime {
             .create(&CreateSandbox {
                 owner: "owner-hash".into(),
                 session_id: session.into(),
+                options: Default::default(),
             })
             .await
             .expect("create sandbox")

@@ -12,6 +12,7 @@ async fn creating_the_same_session_twice_or_concurrently_yields_one_container() 
     let request = CreateSandbox {
         owner: "owner-hash".into(),
         session_id: "twice".into(),
+        options: Default::default(),
     };
     let (a, b) = tokio::join!(t.runtime.create(&request), t.runtime.create(&request));
     let ((a, a_created), (b, b_created)) = (a.unwrap(), b.unwrap());
@@ -24,6 +25,7 @@ async fn creating_the_same_session_twice_or_concurrently_yields_one_container() 
     let other_owner = CreateSandbox {
         owner: "someone-else".into(),
         session_id: "twice".into(),
+        options: Default::default(),
     };
     assert_ne!(t.runtime.create(&other_owner).await.unwrap().0.id, a.id);
 }

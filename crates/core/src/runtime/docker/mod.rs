@@ -32,7 +32,7 @@ use self::channel::Channel;
 use crate::agent_binary::agent_volume_name;
 use crate::config::{DockerConfig, SandboxConfig};
 use crate::runtime::{RuntimeError, SandboxRuntime};
-use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
+use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo, SandboxOptions};
 
 /// Exit code reported for a command killed at its deadline, as timeout(1) does.
 pub const TIMEOUT_EXIT_CODE: i32 = 124;
@@ -215,16 +215,18 @@ impl DockerRuntime {
     async fn create_named(
         &self,
         name: &str,
+        options: &SandboxOptions,
         labels: HashMap<String, String>,
     ) -> Result<(SandboxInfo, bool), RuntimeError> {
         self.publish_agent().await?;
-        let body = spec::sandbox_container(&self.config, &self.agent_volume, labels);
+        let body = spec::sandbox_container(&self.config, options, &self.agent_volume, labels);
+        let image = body.image.clone().unwrap_or_default();
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         let (id, created) = match self.docker.create_container(Some(options), body).await {
             Ok(response) => (response.id, true),
             // Someone (another request, another replica) created it first: use theirs.
             Err(err) if is_status(&err, 409) => (self.wait_for_existing(name).await?, false),
-            Err(err) if is_status(&err, 404) => return Err(RuntimeError::ImageMissing(self.config.image.clone())),
+            Err(err) if is_status(&err, 404) => return Err(RuntimeError::ImageMissing(image)),
             Err(err) => return Err(engine_error(err)),
         };
         match self.docker.start_container(&id, None::<StartContainerOptions>).await {
@@ -281,14 +283,15 @@ impl SandboxRuntime for DockerRuntime {
     #[tracing::instrument(skip_all, fields(session = %request.session_id))]
     async fn create(&self, request: &CreateSandbox) -> Result<(SandboxInfo, bool), RuntimeError> {
         let labels = spec::sandbox_labels(&self.config, request, unix_now());
-        self.create_named(&self.container_name(request), labels).await
+        self.create_named(&self.container_name(request), &request.options, labels)
+            .await
     }
 
     #[tracing::instrument(skip_all)]
     async fn create_spare(&self) -> Result<SandboxInfo, RuntimeError> {
         let name = format!("{}{}", self.pool_prefix(), hex::encode(rand::random::<[u8; 6]>()));
         let labels = spec::pool_labels(&self.config, unix_now());
-        Ok(self.create_named(&name, labels).await?.0)
+        Ok(self.create_named(&name, &SandboxOptions::default(), labels).await?.0)
     }
 
     fn is_spare(&self, sandbox: &SandboxInfo) -> bool {

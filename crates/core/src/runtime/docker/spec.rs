@@ -11,7 +11,7 @@ use bollard::models::{
 
 use crate::agent_binary::{AGENT_MOUNT, AGENT_PATH};
 use crate::config::SandboxConfig;
-use crate::sandbox::{labels, CreateSandbox};
+use crate::sandbox::{labels, CreateSandbox, SandboxOptions};
 
 /// Size of `/dev/shm`. Like the tmpfs mounts it is charged to the container's
 /// memory, so it is kept small and counted when the limits are validated.
@@ -72,11 +72,13 @@ pub fn pool_labels(config: &SandboxConfig, created_unix: u64) -> HashMap<String,
 /// The create body of a sandbox container: agent as PID 1 on attached stdio.
 pub fn sandbox_container(
     config: &SandboxConfig,
+    options: &SandboxOptions,
     agent_volume: &str,
     labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
+    let memory = options.memory_bytes.unwrap_or(config.memory_bytes);
     ContainerCreateBody {
-        image: Some(config.image.clone()),
+        image: Some(options.image.clone().unwrap_or_else(|| config.image.clone())),
         user: Some(SANDBOX_USER.into()),
         entrypoint: Some(vec![AGENT_PATH.into(), "serve".into()]),
         cmd: Some(vec![]),
@@ -127,9 +129,9 @@ pub fn sandbox_container(
             cap_add: Some(vec![]),
             privileged: Some(false),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
-            memory: Some(config.memory_bytes),
-            memory_swap: Some(config.memory_bytes),
-            nano_cpus: Some((config.cpus * 1e9) as i64),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some(options.nano_cpus.unwrap_or((config.cpus * 1e9) as i64)),
             pids_limit: Some(config.pids_limit),
             ulimits: Some(vec![
                 ulimit("nofile", config.nofile),
