@@ -8,6 +8,7 @@ mod code;
 mod compose;
 mod executions;
 mod faults;
+mod files;
 mod lifecycle;
 mod pool;
 mod replicas;

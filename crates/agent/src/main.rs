@@ -2,11 +2,13 @@
 //!
 //! - `serve`: answer brig-protocol frames on stdin/stdout ([`serve`]).
 //! - `run [options] -- argv`: one command, for use through `docker exec` ([`run`]).
+//! - `file`: one file request frame on stdin, its answer on stdout (through `docker exec`).
 //! - `kill-tag TAG`: kill the command of the `run --tag TAG` (cancel, through `docker exec`).
 //!
 //! Modules: [`supervisor`] (spawn, reap, deadlines, cancel), [`io_loop`] (pipes, caps), [`leftovers`] (finding
 //! what a command left behind), [`sys`] (the only unsafe code: raw syscalls).
 
+mod files;
 mod io_loop;
 mod leftovers;
 mod run;
@@ -35,6 +37,13 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(err) => {
                 eprintln!("brig-agent: {err}\n{}", run::USAGE);
+                ExitCode::from(125)
+            }
+        },
+        Some("file") => match files::one_shot() {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(err) => {
+                eprintln!("brig-agent: {err}");
                 ExitCode::from(125)
             }
         },

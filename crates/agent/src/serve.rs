@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use brig_protocol::{DecodeError, ErrorCode, Frame, FrameDecoder, Stream, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
+use crate::files;
 use crate::io_loop::{IoLoop, OutputSink};
 use crate::supervisor::Supervisor;
 
@@ -88,6 +89,11 @@ fn handle(frame: Result<Frame, DecodeError>, supervisor: &Supervisor, io_loop: &
             Err(err) => error(id, err.code, err.message),
         },
         Ok(Frame::Cancel { id }) => supervisor.cancel(id),
+        // Quick (tmpfs, bounded sizes, O_NONBLOCK): answered inline.
+        Ok(Frame::File { id, request }) => match files::handle(files::ROOT, request) {
+            Ok(reply) => writer.send(&Frame::FileDone { id, reply }),
+            Err((code, message)) => error(id, code, message),
+        },
         Ok(other) => error(
             other.id(),
             ErrorCode::UnsupportedFrame,

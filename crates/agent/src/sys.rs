@@ -184,3 +184,35 @@ pub fn prefer_oom_kill(command: &mut Command) {
         });
     }
 }
+
+/// `openat(dir, name, flags | O_CLOEXEC, mode)`: `name` is one path component.
+pub fn openat(
+    dir: &impl AsRawFd,
+    name: &std::ffi::CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: valid NUL-terminated path; the returned fd is new and ours.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fd was just returned by openat and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mkdirat(dir, name, mode)`.
+pub fn mkdirat(dir: &impl AsRawFd, name: &std::ffi::CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: valid NUL-terminated path.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+/// `unlinkat(dir, name, flags)` (`AT_REMOVEDIR` for a directory).
+pub fn unlinkat(dir: &impl AsRawFd, name: &std::ffi::CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: valid NUL-terminated path.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}

@@ -35,6 +35,12 @@ pub enum ApiError {
     QuotaExceeded,
     BadGateway(String),
     Internal(String),
+    /// Any other client error with its own status and code.
+    Status {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
 }
 
 impl ApiError {
@@ -104,6 +110,7 @@ impl ApiError {
                     None,
                 )
             }
+            ApiError::Status { status, code, detail } => (status, code, detail, None),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (
@@ -187,6 +194,21 @@ impl From<SessionError> for ApiError {
                     1,
                 ),
                 RuntimeError::Busy(_) => ApiError::SandboxBusy,
+                RuntimeError::FileNotFound(detail) => ApiError::Status {
+                    status: StatusCode::NOT_FOUND,
+                    code: "file_not_found",
+                    detail,
+                },
+                RuntimeError::FileRefused(detail) => ApiError::Status {
+                    status: StatusCode::CONFLICT,
+                    code: "file_refused",
+                    detail,
+                },
+                RuntimeError::FileTooLarge(detail) => ApiError::Status {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    code: "file_too_large",
+                    detail,
+                },
                 RuntimeError::InvalidRequest(detail) => ApiError::invalid("invalid_request", detail),
                 RuntimeError::Protocol(cause) => ApiError::BadGateway(cause),
                 err @ (RuntimeError::Engine(_) | RuntimeError::SpawnFailed(_)) => ApiError::Internal(err.to_string()),

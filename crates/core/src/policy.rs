@@ -136,6 +136,43 @@ impl Languages {
     }
 }
 
+/// A file's path under `/workspace`, as the files endpoints take it: relative,
+/// `/`-separated, without empty, `.` or `..` components or control characters.
+/// (The agent checks again and follows no symlink.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspacePath(String);
+
+impl WorkspacePath {
+    /// `allow_empty`: the empty path, `/workspace` itself (for listings).
+    pub fn parse(path: &str, allow_empty: bool) -> Result<Self, String> {
+        if path.is_empty() {
+            return if allow_empty {
+                Ok(WorkspacePath(String::new()))
+            } else {
+                Err("a file path is needed".into())
+            };
+        }
+        if path.len() > 4096 || has_control(path) {
+            return Err("paths are at most 4096 bytes, without control characters".into());
+        }
+        for part in path.split('/') {
+            if part.is_empty() || part == "." || part == ".." {
+                return Err(format!(
+                    "{path:?}: paths are relative to /workspace, without empty, . or .. components"
+                ));
+            }
+            if part.len() > 255 {
+                return Err("a path component is longer than 255 bytes".into());
+            }
+        }
+        Ok(WorkspacePath(path.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A working directory lexically inside `/workspace` or `/tmp`. Lexical is
 /// enough: the agent changes directory inside the sandbox, after the runtime
 /// is done, so a symlink can only lead elsewhere inside the same sandbox (the

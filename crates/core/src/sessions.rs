@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use brig_protocol::{FileReply, FileRequest};
 use chrono::{DateTime, Utc};
 
 use crate::pool::WarmPool;
@@ -307,6 +308,25 @@ impl Sessions {
             }
             Err(err) => Err(RuntimeError::EngineUnavailable(format!("channel lease: {err}"))),
         }
+    }
+
+    /// A file operation in the session's `/workspace` (the session must exist;
+    /// its TTL is refreshed).
+    #[tracing::instrument(skip_all, fields(session = %id))]
+    pub async fn file(&self, owner: &Owner, id: &SessionId, request: FileRequest) -> Result<FileReply, SessionError> {
+        let record = self
+            .store
+            .touch(owner, id, self.ttl)
+            .await?
+            .filter(SessionRecord::is_ready)
+            .ok_or(SessionError::NotFound)?;
+        let container = &record.container_id;
+        let reply = match self.store.lease_channel(container, &self.replica, CHANNEL_LEASE).await {
+            Ok(true) => self.runtime.file(container, request).await,
+            Ok(false) => self.runtime.file_detached(container, request).await,
+            Err(err) => Err(RuntimeError::EngineUnavailable(format!("channel lease: {err}"))),
+        };
+        Ok(reply?)
     }
 
     /// The session's record, without refreshing it.

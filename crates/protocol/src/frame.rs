@@ -22,6 +22,60 @@ pub enum Frame {
     Exit { id: u32, result: RunResult },
     /// Either direction: a request (or, with id 0, the connection) failed.
     Error { id: u32, code: ErrorCode, message: String },
+    /// Client → agent: a file operation under `/workspace`.
+    File { id: u32, request: FileRequest },
+    /// Agent → client: the answer to `File`.
+    FileDone { id: u32, reply: FileReply },
+}
+
+/// A file operation. Paths are relative to `/workspace`, `/`-separated, with no
+/// empty, `.` or `..` component; the agent follows no symlink on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileRequest {
+    Read {
+        path: String,
+    },
+    /// Creates missing parent directories; replaces an existing regular file.
+    Write {
+        path: String,
+        data: Vec<u8>,
+    },
+    /// `path` empty: `/workspace` itself.
+    List {
+        path: String,
+    },
+    /// A regular file, symlink or empty directory.
+    Delete {
+        path: String,
+    },
+}
+
+/// What a file operation returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileReply {
+    Data(Vec<u8>),
+    /// At most [`MAX_LIST_LEN`](crate::MAX_DIR_ENTRIES) entries, sorted by name; `truncated` if there were more.
+    Entries {
+        entries: Vec<DirEntry>,
+        truncated: bool,
+    },
+    Done,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: EntryKind,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
 }
 
 impl Frame {
@@ -33,7 +87,9 @@ impl Frame {
             | Frame::Cancel { id }
             | Frame::Output { id, .. }
             | Frame::Exit { id, .. }
-            | Frame::Error { id, .. } => *id,
+            | Frame::Error { id, .. }
+            | Frame::File { id, .. }
+            | Frame::FileDone { id, .. } => *id,
         }
     }
 }
@@ -130,6 +186,13 @@ pub enum ErrorCode {
     DuplicateRequest,
     /// Too many requests are running in this sandbox.
     Busy,
+    /// The file or directory does not exist.
+    FileNotFound,
+    /// The path exists but the operation does not apply (a symlink on the
+    /// way, not a regular file, a non-empty directory, ...).
+    FileRefused,
+    /// The file is larger than a frame carries, or the sandbox is out of space.
+    FileTooLarge,
     /// A code this build does not know (from a newer peer).
     Other(u16),
 }
@@ -143,6 +206,9 @@ impl ErrorCode {
             ErrorCode::SpawnFailed => 4,
             ErrorCode::DuplicateRequest => 5,
             ErrorCode::Busy => 6,
+            ErrorCode::FileNotFound => 7,
+            ErrorCode::FileRefused => 8,
+            ErrorCode::FileTooLarge => 9,
             ErrorCode::Other(code) => code,
         }
     }
@@ -155,6 +221,9 @@ impl ErrorCode {
             4 => ErrorCode::SpawnFailed,
             5 => ErrorCode::DuplicateRequest,
             6 => ErrorCode::Busy,
+            7 => ErrorCode::FileNotFound,
+            8 => ErrorCode::FileRefused,
+            9 => ErrorCode::FileTooLarge,
             other => ErrorCode::Other(other),
         }
     }

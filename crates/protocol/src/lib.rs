@@ -21,7 +21,9 @@
 mod frame;
 mod wire;
 
-pub use frame::{ErrorCode, Frame, RunRequest, RunResult, Stream, Termination};
+pub use frame::{
+    DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, RunRequest, RunResult, Stream, Termination,
+};
 pub use wire::{DecodeError, FrameDecoder};
 
 /// The protocol version this crate speaks.
@@ -36,6 +38,12 @@ pub const MAX_STDIN_BYTES: usize = 1024 * 1024;
 /// Largest data payload of one `Output` frame; the agent splits output into chunks
 /// of at most this size, so its per-request memory stays small.
 pub const MAX_OUTPUT_CHUNK: usize = 32 * 1024;
+
+/// Largest file a `File` request writes or reads: one frame, with room for the path.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// Most entries one directory listing returns.
+pub const MAX_DIR_ENTRIES: usize = 4096;
 
 /// Size of the fixed frame header: len (4), kind (1), request id (4).
 pub const HEADER_LEN: usize = 9;

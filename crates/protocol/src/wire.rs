@@ -1,11 +1,24 @@
 //! Byte encoding of frames, and the incremental decoder both peers use.
 
-use crate::frame::{ErrorCode, Frame, RunRequest, RunResult, Stream, Termination};
-use crate::{HEADER_LEN, MAX_FRAME_LEN, MAX_STDIN_BYTES};
+use crate::frame::{
+    DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, RunRequest, RunResult, Stream, Termination,
+};
+use crate::{HEADER_LEN, MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_FRAME_LEN, MAX_STDIN_BYTES};
 
 const KIND_HELLO: u8 = 0x01;
 const KIND_RUN: u8 = 0x02;
 const KIND_CANCEL: u8 = 0x03;
+const KIND_FILE: u8 = 0x04;
+const KIND_FILE_DONE: u8 = 0x84;
+
+const FILE_READ: u8 = 1;
+const FILE_WRITE: u8 = 2;
+const FILE_LIST: u8 = 3;
+const FILE_DELETE: u8 = 4;
+
+const REPLY_DATA: u8 = 1;
+const REPLY_ENTRIES: u8 = 2;
+const REPLY_DONE: u8 = 3;
 const KIND_HELLO_OK: u8 = 0x81;
 const KIND_OUTPUT: u8 = 0x82;
 const KIND_EXIT: u8 = 0x83;
@@ -98,6 +111,47 @@ impl Frame {
                 w.u16(code.to_u16());
                 w.str(message);
             }
+            Frame::File { request, .. } => match request {
+                FileRequest::Read { path } => {
+                    w.u8(FILE_READ);
+                    w.str(path);
+                }
+                FileRequest::Write { path, data } => {
+                    w.u8(FILE_WRITE);
+                    w.str(path);
+                    w.bytes(data);
+                }
+                FileRequest::List { path } => {
+                    w.u8(FILE_LIST);
+                    w.str(path);
+                }
+                FileRequest::Delete { path } => {
+                    w.u8(FILE_DELETE);
+                    w.str(path);
+                }
+            },
+            Frame::FileDone { reply, .. } => match reply {
+                FileReply::Data(data) => {
+                    w.u8(REPLY_DATA);
+                    w.bytes(data);
+                }
+                FileReply::Entries { entries, truncated } => {
+                    w.u8(REPLY_ENTRIES);
+                    w.u8(u8::from(*truncated));
+                    w.u32(entries.len() as u32);
+                    for entry in entries {
+                        w.str(&entry.name);
+                        w.u8(match entry.kind {
+                            EntryKind::File => 1,
+                            EntryKind::Directory => 2,
+                            EntryKind::Symlink => 3,
+                            EntryKind::Other => 4,
+                        });
+                        w.u64(entry.size);
+                    }
+                }
+                FileReply::Done => w.u8(REPLY_DONE),
+            },
         }
         let len = out.len() - start - 4;
         assert!(len <= MAX_FRAME_LEN, "frame of {len} bytes exceeds MAX_FRAME_LEN");
@@ -120,6 +174,8 @@ impl Frame {
             Frame::Output { .. } => KIND_OUTPUT,
             Frame::Exit { .. } => KIND_EXIT,
             Frame::Error { .. } => KIND_ERROR,
+            Frame::File { .. } => KIND_FILE,
+            Frame::FileDone { .. } => KIND_FILE_DONE,
         }
     }
 }
@@ -225,6 +281,56 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
             code: ErrorCode::from_u16(r.u16()?),
             message: r.str()?,
         },
+        KIND_FILE => {
+            let op = r.u8()?;
+            let path = r.str()?;
+            let request = match op {
+                FILE_READ => FileRequest::Read { path },
+                FILE_WRITE => {
+                    let data = r.bytes()?;
+                    if data.len() > MAX_FILE_BYTES {
+                        return Err("file larger than MAX_FILE_BYTES");
+                    }
+                    FileRequest::Write { path, data }
+                }
+                FILE_LIST => FileRequest::List { path },
+                FILE_DELETE => FileRequest::Delete { path },
+                _ => return Err("unknown file operation"),
+            };
+            Frame::File { id, request }
+        }
+        KIND_FILE_DONE => {
+            let reply = match r.u8()? {
+                REPLY_DATA => FileReply::Data(r.bytes()?),
+                REPLY_ENTRIES => {
+                    let truncated = match r.u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => return Err("bad truncated flag"),
+                    };
+                    let entries = r.list(|r| {
+                        Ok(DirEntry {
+                            name: r.str()?,
+                            kind: match r.u8()? {
+                                1 => EntryKind::File,
+                                2 => EntryKind::Directory,
+                                3 => EntryKind::Symlink,
+                                4 => EntryKind::Other,
+                                _ => return Err("unknown entry kind"),
+                            },
+                            size: r.u64()?,
+                        })
+                    })?;
+                    if entries.len() > MAX_DIR_ENTRIES {
+                        return Err("too many directory entries");
+                    }
+                    FileReply::Entries { entries, truncated }
+                }
+                REPLY_DONE => FileReply::Done,
+                _ => return Err("unknown file reply"),
+            };
+            Frame::FileDone { id, reply }
+        }
         _ => return Ok(None),
     };
     if !r.0.is_empty() {
@@ -414,6 +520,56 @@ mod tests {
                 id: 3,
                 code: ErrorCode::Other(999),
                 message: "nope".into(),
+            },
+            Frame::File {
+                id: 4,
+                request: FileRequest::Write {
+                    path: "dir/f".into(),
+                    data: vec![0, 1, 255],
+                },
+            },
+            Frame::File {
+                id: 5,
+                request: FileRequest::Read { path: "f".into() },
+            },
+            Frame::File {
+                id: 6,
+                request: FileRequest::List { path: String::new() },
+            },
+            Frame::File {
+                id: 7,
+                request: FileRequest::Delete { path: "f".into() },
+            },
+            Frame::FileDone {
+                id: 5,
+                reply: FileReply::Data(b"content".to_vec()),
+            },
+            Frame::FileDone {
+                id: 6,
+                reply: FileReply::Entries {
+                    entries: vec![
+                        DirEntry {
+                            name: "a".into(),
+                            kind: EntryKind::File,
+                            size: 3,
+                        },
+                        DirEntry {
+                            name: "b".into(),
+                            kind: EntryKind::Symlink,
+                            size: 0,
+                        },
+                    ],
+                    truncated: true,
+                },
+            },
+            Frame::FileDone {
+                id: 7,
+                reply: FileReply::Done,
+            },
+            Frame::Error {
+                id: 8,
+                code: ErrorCode::FileNotFound,
+                message: "gone".into(),
             },
         ]
     }

@@ -2,6 +2,7 @@
 
 pub(crate) mod execute;
 mod executions;
+mod files;
 mod health;
 mod sessions;
 
@@ -27,6 +28,11 @@ pub fn router(state: AppState) -> Router {
         .route("/executions/{execution_id}/cancel", post(executions::cancel))
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route("/sessions/{session_id}", get(sessions::get).delete(sessions::delete))
+        .route("/sessions/{session_id}/files", get(files::list))
+        .route(
+            "/sessions/{session_id}/files/{*path}",
+            get(files::get).put(files::put).delete(files::delete),
+        )
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -3,6 +3,7 @@
 pub mod docker;
 
 use async_trait::async_trait;
+use brig_protocol::{FileReply, FileRequest};
 
 use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
 
@@ -39,6 +40,15 @@ pub enum RuntimeError {
     /// Too many commands are running in this sandbox.
     #[error("sandbox busy: {0}")]
     Busy(String),
+    /// A file operation's target does not exist.
+    #[error("{0}")]
+    FileNotFound(String),
+    /// A file operation does not apply (symlink on the way, not a regular file, ...).
+    #[error("{0}")]
+    FileRefused(String),
+    /// A file is too large to transfer, or the sandbox is out of space.
+    #[error("{0}")]
+    FileTooLarge(String),
 }
 
 /// Creates, runs commands in, and removes sandboxes.
@@ -86,6 +96,12 @@ pub trait SandboxRuntime: Send + Sync {
         request: ExecRequest,
         hooks: ExecHooks,
     ) -> Result<ExecOutcome, RuntimeError>;
+
+    /// A file operation under `/workspace` of sandbox `id`, through the agent.
+    async fn file(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError>;
+
+    /// [`file`](Self::file) without this process's channel (see `exec_detached`).
+    async fn file_detached(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError>;
 
     /// Removes sandbox `id` with everything in it. Removing a missing sandbox succeeds.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;

@@ -16,8 +16,8 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::AttachContainerOptionsBuilder;
 use bollard::Docker;
 use brig_protocol::{
-    ErrorCode, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN, MAX_STDIN_BYTES,
-    PROTOCOL_VERSION,
+    ErrorCode, FileReply, FileRequest, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN,
+    MAX_STDIN_BYTES, PROTOCOL_VERSION,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -84,9 +84,12 @@ struct Pending {
     done: oneshot::Sender<Result<Finished, RuntimeError>>,
 }
 
+type FileWaiter = oneshot::Sender<Result<FileReply, RuntimeError>>;
+
 #[derive(Default)]
 struct Waiters {
     requests: HashMap<u32, Pending>,
+    files: HashMap<u32, FileWaiter>,
     hello: Option<oneshot::Sender<u16>>,
 }
 
@@ -107,6 +110,9 @@ impl Shared {
         waiters.hello = None;
         for (_, pending) in waiters.requests.drain() {
             let _ = pending.done.send(Err(error()));
+        }
+        for (_, file) in waiters.files.drain() {
+            let _ = file.send(Err(error()));
         }
     }
 }
@@ -231,11 +237,7 @@ impl Channel {
     /// the result says so.
     pub async fn run(&self, request: RunRequest, wait: Duration, hooks: &ExecHooks) -> Result<Finished, RuntimeError> {
         check_fits(&request)?;
-        // Id 0 is the connection's own; skip it when the counter wraps.
-        let id = match self.next_id.fetch_add(1, Ordering::Relaxed) {
-            0 => self.next_id.fetch_add(1, Ordering::Relaxed),
-            id => id,
-        };
+        let id = self.request_id();
         let (done, finished) = oneshot::channel();
         let cap = request.output_cap;
         self.shared.lock().requests.insert(
@@ -271,6 +273,34 @@ impl Channel {
         };
         guard.armed = false;
         outcome
+    }
+}
+
+impl Channel {
+    fn request_id(&self) -> u32 {
+        // Id 0 is the connection's own; skip it when the counter wraps.
+        match self.next_id.fetch_add(1, Ordering::Relaxed) {
+            0 => self.next_id.fetch_add(1, Ordering::Relaxed),
+            id => id,
+        }
+    }
+
+    /// One file operation, answered within `wait`.
+    pub async fn file(&self, request: FileRequest, wait: Duration) -> Result<FileReply, RuntimeError> {
+        let id = self.request_id();
+        let (done, answer) = oneshot::channel();
+        self.shared.lock().files.insert(id, done);
+        let sent = self.send(Frame::File { id, request }).await;
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(wait, answer).await,
+            Err(err) => Ok(Ok(Err(err))),
+        };
+        self.shared.lock().files.remove(&id);
+        match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(RuntimeError::ChannelClosed),
+            Err(_) => Err(RuntimeError::AgentUnresponsive),
+        }
     }
 }
 
@@ -353,9 +383,16 @@ fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared) -> Result<(), Strin
             Frame::Error { id, code, message } => {
                 if let Some(pending) = waiters.requests.remove(&id) {
                     let _ = pending.done.send(Err(request_error(code, message)));
+                } else if let Some(file) = waiters.files.remove(&id) {
+                    let _ = file.send(Err(request_error(code, message)));
                 }
             }
-            other @ (Frame::Hello { .. } | Frame::Run { .. } | Frame::Cancel { .. }) => {
+            Frame::FileDone { id, reply } => {
+                if let Some(file) = waiters.files.remove(&id) {
+                    let _ = file.send(Ok(reply));
+                }
+            }
+            other @ (Frame::Hello { .. } | Frame::Run { .. } | Frame::Cancel { .. } | Frame::File { .. }) => {
                 return Err(format!("agent sent a client-side frame (request {})", other.id()));
             }
         }
@@ -368,6 +405,9 @@ pub(crate) fn request_error(code: ErrorCode, message: String) -> RuntimeError {
         ErrorCode::SpawnFailed => RuntimeError::SpawnFailed(message),
         ErrorCode::InvalidRequest => RuntimeError::InvalidRequest(message),
         ErrorCode::Busy | ErrorCode::DuplicateRequest => RuntimeError::Busy(message),
+        ErrorCode::FileNotFound => RuntimeError::FileNotFound(message),
+        ErrorCode::FileRefused => RuntimeError::FileRefused(message),
+        ErrorCode::FileTooLarge => RuntimeError::FileTooLarge(message),
         ErrorCode::MalformedFrame | ErrorCode::UnsupportedFrame | ErrorCode::Other(_) => {
             RuntimeError::Protocol(format!("{code:?}: {message}"))
         }

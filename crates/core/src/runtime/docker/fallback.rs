@@ -9,7 +9,7 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::Docker;
-use brig_protocol::{Frame, FrameDecoder, RunRequest, Stream};
+use brig_protocol::{FileReply, FileRequest, Frame, FrameDecoder, RunRequest, Stream};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -51,33 +51,8 @@ pub(crate) async fn exec(
             "environment additions need the attach channel".into(),
         ));
     }
-    let options = CreateExecOptions {
-        cmd: Some(command(&request, &tag)),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        attach_stdin: Some(!request.stdin.is_empty()),
-        ..Default::default()
-    };
-    let created = docker.create_exec(container, options).await.map_err(|err| match err {
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404 | 409, ..
-        } => RuntimeError::SandboxNotFound,
-        other => engine_error(other),
-    })?;
     let run = async {
-        let StartExecResults::Attached { mut output, mut input } =
-            docker.start_exec(&created.id, None).await.map_err(engine_error)?
-        else {
-            return Err(RuntimeError::Engine("exec started detached".into()));
-        };
-        if !request.stdin.is_empty() {
-            input
-                .write_all(&request.stdin)
-                .await
-                .map_err(|_| RuntimeError::ChannelClosed)?;
-            input.shutdown().await.map_err(|_| RuntimeError::ChannelClosed)?;
-        }
-        drop(input);
+        let mut output = start(docker, container, command(&request, &tag), &request.stdin).await?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut decoder = FrameDecoder::new();
         while let Some(chunk) = output.next().await {
@@ -130,6 +105,71 @@ pub(crate) async fn exec(
     tokio::time::timeout(wait, run)
         .await
         .map_err(|_| RuntimeError::AgentUnresponsive)?
+}
+
+/// One file operation through `brig-agent file`: the request frame on the
+/// exec's stdin, the answer frame on its stdout.
+pub(crate) async fn file(
+    docker: &Docker,
+    container: &str,
+    request: FileRequest,
+    wait: Duration,
+) -> Result<FileReply, RuntimeError> {
+    let request = Frame::File { id: RUN_ID, request }.encode();
+    let run = async {
+        let mut output = start(docker, container, vec![AGENT_PATH.to_string(), "file".into()], &request).await?;
+        let mut decoder = FrameDecoder::new();
+        while let Some(chunk) = output.next().await {
+            let LogOutput::StdOut { message } = chunk.map_err(|_| RuntimeError::ChannelClosed)? else {
+                continue;
+            };
+            decoder.push(&message);
+            if let Some(frame) = decoder.next_frame() {
+                return match frame.map_err(|err| RuntimeError::Protocol(err.to_string()))? {
+                    Frame::FileDone { id: RUN_ID, reply } => Ok(reply),
+                    Frame::Error { code, message, .. } => Err(request_error(code, message)),
+                    other => Err(RuntimeError::Protocol(format!(
+                        "unexpected frame for request {}",
+                        other.id()
+                    ))),
+                };
+            }
+        }
+        Err(RuntimeError::ChannelClosed)
+    };
+    tokio::time::timeout(wait, run)
+        .await
+        .map_err(|_| RuntimeError::AgentUnresponsive)?
+}
+
+type ExecOutput = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// Starts `cmd` in `container` through the engine's exec, feeds it `stdin`
+/// (then closes it) and returns its output.
+async fn start(docker: &Docker, container: &str, cmd: Vec<String>, stdin: &[u8]) -> Result<ExecOutput, RuntimeError> {
+    let options = CreateExecOptions {
+        cmd: Some(cmd),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        attach_stdin: Some(!stdin.is_empty()),
+        ..Default::default()
+    };
+    let created = docker.create_exec(container, options).await.map_err(|err| match err {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409, ..
+        } => RuntimeError::SandboxNotFound,
+        other => engine_error(other),
+    })?;
+    let StartExecResults::Attached { output, mut input } =
+        docker.start_exec(&created.id, None).await.map_err(engine_error)?
+    else {
+        return Err(RuntimeError::Engine("exec started detached".into()));
+    };
+    if !stdin.is_empty() {
+        input.write_all(stdin).await.map_err(|_| RuntimeError::ChannelClosed)?;
+        input.shutdown().await.map_err(|_| RuntimeError::ChannelClosed)?;
+    }
+    Ok(output)
 }
 
 /// Cancels the one-shot run tagged `tag`: `brig-agent kill-tag` through a

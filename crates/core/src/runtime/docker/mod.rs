@@ -33,6 +33,10 @@ use crate::agent_binary::agent_volume_name;
 use crate::config::{DockerConfig, SandboxConfig};
 use crate::runtime::{RuntimeError, SandboxRuntime};
 use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo, SandboxOptions};
+use brig_protocol::{FileReply, FileRequest};
+
+/// How long a file operation may take (tmpfs, at most 1 MiB).
+const FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Exit code reported for a command killed at its deadline, as timeout(1) does.
 pub const TIMEOUT_EXIT_CODE: i32 = 124;
@@ -347,6 +351,16 @@ impl SandboxRuntime for DockerRuntime {
         Ok(fallback::exec(&self.docker, &id, run_request(request), wait, &hooks)
             .await?
             .into_outcome())
+    }
+
+    async fn file(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
+        let id = self.resolve(id).await?;
+        self.channel(&id).await?.file(request, FILE_WAIT).await
+    }
+
+    async fn file_detached(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
+        let id = self.resolve(id).await?;
+        fallback::file(&self.docker, &id, request, FILE_WAIT).await
     }
 
     #[tracing::instrument(skip_all, fields(sandbox = %id))]

@@ -1,0 +1,381 @@
+//! File operations under `/workspace`, for the API's files endpoints (the
+//! engine's archive API cannot see tmpfs contents).
+//!
+//! The tenant owns `/workspace` and may plant anything there, so every path is
+//! walked one component at a time from a directory fd with `O_NOFOLLOW`: no
+//! symlink is followed, no `..` exists, and nothing outside `/workspace` (such
+//! as `/proc`) is reachable. Files are opened `O_NONBLOCK` and must be regular,
+//! so a FIFO cannot wedge the agent. Sizes are bounded by [`MAX_FILE_BYTES`].
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use brig_protocol::{DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, MAX_DIR_ENTRIES, MAX_FILE_BYTES};
+
+use crate::sys;
+
+pub const ROOT: &str = "/workspace";
+
+/// Why a file operation failed: a protocol error code and a message.
+pub type Failure = (ErrorCode, String);
+
+/// Longest path accepted, and longest component (Linux's limits).
+const MAX_PATH: usize = 4096;
+const MAX_NAME: usize = 255;
+
+/// `brig-agent file`: one `File` frame on stdin (up to EOF), its answer as one
+/// frame on stdout. For `docker exec`, like `run --frames`.
+pub fn one_shot() -> Result<i32, String> {
+    let mut input = Vec::new();
+    io::stdin()
+        .lock()
+        .take(brig_protocol::MAX_FRAME_LEN as u64 + 16)
+        .read_to_end(&mut input)
+        .map_err(|err| format!("reading stdin: {err}"))?;
+    let mut decoder = brig_protocol::FrameDecoder::new();
+    decoder.push(&input);
+    let answer = match decoder.next_frame() {
+        Some(Ok(brig_protocol::Frame::File { id, request })) => match handle(ROOT, request) {
+            Ok(reply) => brig_protocol::Frame::FileDone { id, reply },
+            Err((code, message)) => brig_protocol::Frame::Error { id, code, message },
+        },
+        _ => brig_protocol::Frame::Error {
+            id: 0,
+            code: ErrorCode::InvalidRequest,
+            message: "expected one File frame on stdin".into(),
+        },
+    };
+    let mut out = io::stdout().lock();
+    out.write_all(&answer.encode())
+        .and_then(|()| out.flush())
+        .map_err(|err| format!("writing stdout: {err}"))?;
+    Ok(0)
+}
+
+/// Runs one request against `root` (`/workspace` in a sandbox).
+pub fn handle(root: &str, request: FileRequest) -> Result<FileReply, Failure> {
+    match request {
+        FileRequest::Read { path } => read(root, &path).map(FileReply::Data),
+        FileRequest::Write { path, data } => write(root, &path, &data).map(|()| FileReply::Done),
+        FileRequest::List { path } => list(root, &path),
+        FileRequest::Delete { path } => delete(root, &path).map(|()| FileReply::Done),
+    }
+}
+
+/// The components of a relative path; `allow_empty` for `/workspace` itself.
+fn components(path: &str, allow_empty: bool) -> Result<Vec<CString>, Failure> {
+    let invalid = |why: &str| (ErrorCode::InvalidRequest, format!("path {path:?}: {why}"));
+    if path.is_empty() {
+        return if allow_empty {
+            Ok(Vec::new())
+        } else {
+            Err(invalid("empty"))
+        };
+    }
+    if path.len() > MAX_PATH {
+        return Err(invalid("too long"));
+    }
+    path.split('/')
+        .map(|part| {
+            if part.is_empty() || part == "." || part == ".." {
+                Err(invalid("must be relative, without empty, . or .. components"))
+            } else if part.len() > MAX_NAME {
+                Err(invalid("a component is longer than 255 bytes"))
+            } else {
+                CString::new(part).map_err(|_| invalid("contains NUL"))
+            }
+        })
+        .collect()
+}
+
+fn failure(path: &str, err: io::Error) -> Failure {
+    let code = match err.raw_os_error() {
+        Some(libc::ENOENT) => ErrorCode::FileNotFound,
+        Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT) => ErrorCode::FileTooLarge,
+        _ => ErrorCode::FileRefused,
+    };
+    let reason = match err.raw_os_error() {
+        // O_NOFOLLOW on a symlink.
+        Some(libc::ELOOP) => "a symlink is on the way".to_string(),
+        _ => err.to_string(),
+    };
+    (code, format!("{path}: {reason}"))
+}
+
+fn open_root(root: &str) -> io::Result<OwnedFd> {
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(root)?;
+    Ok(dir.into())
+}
+
+const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+
+/// Opens the directory `dirs` names under `root`, creating what is missing if
+/// `create`.
+fn walk(root: &str, dirs: &[CString], create: bool) -> io::Result<OwnedFd> {
+    let mut dir = open_root(root)?;
+    for name in dirs {
+        dir = match sys::openat(&dir, name, DIR_FLAGS, 0) {
+            Err(err) if create && err.raw_os_error() == Some(libc::ENOENT) => match sys::mkdirat(&dir, name, 0o700) {
+                Err(err) if err.raw_os_error() != Some(libc::EEXIST) => return Err(err),
+                _ => sys::openat(&dir, name, DIR_FLAGS, 0)?,
+            },
+            other => other?,
+        };
+    }
+    Ok(dir)
+}
+
+/// Opens the regular file `name` in `dir`, refusing anything else.
+fn open_regular(dir: &OwnedFd, name: &CString, flags: libc::c_int) -> io::Result<File> {
+    let file = File::from(sys::openat(
+        dir,
+        name,
+        flags | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0o600,
+    )?);
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+fn split(path: &str) -> Result<(Vec<CString>, CString), Failure> {
+    let mut parts = components(path, false)?;
+    let name = parts.pop().expect("components of a non-empty path");
+    Ok((parts, name))
+}
+
+fn read(root: &str, path: &str) -> Result<Vec<u8>, Failure> {
+    let (dirs, name) = split(path)?;
+    let dir = walk(root, &dirs, false).map_err(|err| failure(path, err))?;
+    let file = open_regular(&dir, &name, libc::O_RDONLY).map_err(|err| failure(path, err))?;
+    let mut data = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|err| failure(path, err))?;
+    if data.len() > MAX_FILE_BYTES {
+        return Err((
+            ErrorCode::FileTooLarge,
+            format!("{path}: larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(data)
+}
+
+fn write(root: &str, path: &str, data: &[u8]) -> Result<(), Failure> {
+    let (dirs, name) = split(path)?;
+    let dir = walk(root, &dirs, true).map_err(|err| failure(path, err))?;
+    // Not O_TRUNC: truncate only once it is known to be a regular file.
+    let mut file = open_regular(&dir, &name, libc::O_WRONLY | libc::O_CREAT).map_err(|err| failure(path, err))?;
+    file.set_len(0)
+        .and_then(|()| file.write_all(data))
+        .map_err(|err| failure(path, err))
+}
+
+fn list(root: &str, path: &str) -> Result<FileReply, Failure> {
+    let dirs = components(path, true)?;
+    let dir = walk(root, &dirs, false).map_err(|err| failure(path, err))?;
+    // Our own fd, through /proc/self: std has no fdopendir.
+    let through = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    let mut entries = Vec::new();
+    let mut truncated = false;
+    for entry in std::fs::read_dir(&through).map_err(|err| failure(path, err))? {
+        let entry = entry.map_err(|err| failure(path, err))?;
+        if entries.len() == MAX_DIR_ENTRIES {
+            truncated = true;
+            break;
+        }
+        // Not followed: a symlink is listed as one.
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue; // removed meanwhile
+        };
+        let kind = meta.file_type();
+        entries.push(DirEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            kind: if kind.is_file() {
+                EntryKind::File
+            } else if kind.is_dir() {
+                EntryKind::Directory
+            } else if kind.is_symlink() {
+                EntryKind::Symlink
+            } else {
+                EntryKind::Other
+            },
+            size: if kind.is_file() { meta.len() } else { 0 },
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(FileReply::Entries { entries, truncated })
+}
+
+fn delete(root: &str, path: &str) -> Result<(), Failure> {
+    let (dirs, name) = split(path)?;
+    let dir = walk(root, &dirs, false).map_err(|err| failure(path, err))?;
+    match sys::unlinkat(&dir, &name, 0) {
+        Err(err) if err.raw_os_error() == Some(libc::EISDIR) => sys::unlinkat(&dir, &name, libc::AT_REMOVEDIR),
+        other => other,
+    }
+    .map_err(|err| failure(path, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempdir::Dir, String) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.to_str().unwrap().to_string();
+        (dir, path)
+    }
+
+    /// A scratch directory removed on drop (no extra dependency for one test).
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "brig-files-{}-{:?}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                ));
+                std::fs::create_dir_all(&path).unwrap();
+                Dir(path)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn request(root: &str, request: FileRequest) -> Result<FileReply, ErrorCode> {
+        handle(root, request).map_err(|(code, _)| code)
+    }
+
+    #[test]
+    fn files_round_trip_and_directories_are_made_listed_and_removed() {
+        let (_guard, root) = root();
+        let data: Vec<u8> = (0..=255).collect();
+        let write = |path: &str, data: &[u8]| {
+            request(
+                &root,
+                FileRequest::Write {
+                    path: path.into(),
+                    data: data.to_vec(),
+                },
+            )
+        };
+        assert_eq!(write("a/b/c.bin", &data), Ok(FileReply::Done));
+        assert_eq!(
+            request(
+                &root,
+                FileRequest::Read {
+                    path: "a/b/c.bin".into()
+                }
+            ),
+            Ok(FileReply::Data(data))
+        );
+        assert_eq!(write("a/b/c.bin", b"short"), Ok(FileReply::Done));
+        assert_eq!(
+            request(
+                &root,
+                FileRequest::Read {
+                    path: "a/b/c.bin".into()
+                }
+            ),
+            Ok(FileReply::Data(b"short".to_vec()))
+        );
+        let Ok(FileReply::Entries { entries, truncated }) = request(&root, FileRequest::List { path: "a".into() })
+        else {
+            panic!("no listing");
+        };
+        assert!(!truncated);
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].name.as_str(), entries[0].kind), ("b", EntryKind::Directory));
+        assert_eq!(
+            request(&root, FileRequest::Delete { path: "a/b".into() }),
+            Err(ErrorCode::FileRefused),
+            "a non-empty directory"
+        );
+        assert_eq!(
+            request(
+                &root,
+                FileRequest::Delete {
+                    path: "a/b/c.bin".into()
+                }
+            ),
+            Ok(FileReply::Done)
+        );
+        assert_eq!(
+            request(&root, FileRequest::Delete { path: "a/b".into() }),
+            Ok(FileReply::Done)
+        );
+        assert_eq!(
+            request(
+                &root,
+                FileRequest::Read {
+                    path: "a/b/c.bin".into()
+                }
+            ),
+            Err(ErrorCode::FileNotFound)
+        );
+    }
+
+    #[test]
+    fn escapes_symlinks_and_special_files_are_refused() {
+        let (_guard, root) = root();
+        std::os::unix::fs::symlink("/etc", format!("{root}/link")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", format!("{root}/file-link")).unwrap();
+        for path in ["../x", "/etc/passwd", "a//b", "./x", "a/../../x", "", "x\0y"] {
+            assert_eq!(
+                request(&root, FileRequest::Read { path: path.into() }),
+                Err(ErrorCode::InvalidRequest),
+                "{path:?}"
+            );
+        }
+        for path in ["link/passwd", "file-link"] {
+            assert_eq!(
+                request(&root, FileRequest::Read { path: path.into() }),
+                Err(ErrorCode::FileRefused)
+            );
+            let write = FileRequest::Write {
+                path: path.into(),
+                data: b"x".to_vec(),
+            };
+            assert_eq!(request(&root, write), Err(ErrorCode::FileRefused), "{path}");
+        }
+        assert_eq!(
+            request(&root, FileRequest::List { path: "link".into() }),
+            Err(ErrorCode::FileRefused)
+        );
+        // A FIFO neither blocks nor is treated as a file.
+        let fifo = CString::new(format!("{root}/fifo")).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(fifo.to_str().unwrap())
+            .status()
+            .unwrap()
+            .success());
+        assert_eq!(
+            request(&root, FileRequest::Read { path: "fifo".into() }),
+            Err(ErrorCode::FileRefused)
+        );
+        // The link itself can be removed; its target is untouched.
+        assert_eq!(
+            request(
+                &root,
+                FileRequest::Delete {
+                    path: "file-link".into()
+                }
+            ),
+            Ok(FileReply::Done)
+        );
+        assert!(std::path::Path::new("/etc/hostname").exists());
+    }
+}

@@ -1,0 +1,154 @@
+//! `/sessions/{session_id}/files`: files in a session's `/workspace`, through
+//! the sandbox's agent (the engine's archive API cannot see tmpfs contents).
+//!
+//! - `PUT .../files/{path}`: the raw body becomes the file (parents created); 204.
+//! - `GET .../files/{path}`: the file's bytes.
+//! - `GET .../files?dir=...`: the directory's entries.
+//! - `DELETE .../files/{path}`: a file, symlink or empty directory; 204.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use brig_core::policy::WorkspacePath;
+use brig_core::session::SessionId;
+use brig_protocol::{EntryKind, FileReply, FileRequest, MAX_FILE_BYTES};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Relative to `/workspace`; empty or absent: `/workspace` itself.
+    #[serde(default)]
+    pub dir: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub name: String,
+    /// `file`, `directory`, `symlink` or `other`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Bytes, for files.
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    pub dir: String,
+    pub entries: Vec<Entry>,
+    /// More than 4096 entries: the first 4096 by name are listed.
+    pub truncated: bool,
+}
+
+fn session(id: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(id).map_err(|_| ApiError::NotFound("session"))
+}
+
+fn path(raw: &str, allow_empty: bool) -> Result<String, ApiError> {
+    WorkspacePath::parse(raw, allow_empty)
+        .map(|path| path.as_str().to_string())
+        .map_err(|detail| ApiError::invalid("invalid_path", detail))
+}
+
+async fn file(
+    state: &AppState,
+    principal: &Principal,
+    session_id: &str,
+    request: FileRequest,
+) -> Result<FileReply, ApiError> {
+    let session_id = session(session_id)?;
+    Ok(state.sessions.file(&principal.owner(), &session_id, request).await?)
+}
+
+fn unexpected(reply: FileReply) -> ApiError {
+    ApiError::BadGateway(format!("unexpected file reply {reply:?}"))
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((session_id, raw)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let path = path(&raw, false)?;
+    if body.len() > MAX_FILE_BYTES {
+        return Err(ApiError::Status {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "file_too_large",
+            detail: format!("files are limited to {MAX_FILE_BYTES} bytes"),
+        });
+    }
+    let request = FileRequest::Write {
+        path,
+        data: body.to_vec(),
+    };
+    match file(&state, &principal, &session_id, request).await? {
+        FileReply::Done => Ok(StatusCode::NO_CONTENT),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((session_id, raw)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let request = FileRequest::Read {
+        path: path(&raw, false)?,
+    };
+    match file(&state, &principal, &session_id, request).await? {
+        FileReply::Data(data) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((session_id, raw)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let request = FileRequest::Delete {
+        path: path(&raw, false)?,
+    };
+    match file(&state, &principal, &session_id, request).await? {
+        FileReply::Done => Ok(StatusCode::NO_CONTENT),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(session_id): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Listing>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::invalid("invalid_query", err.body_text()))?;
+    let dir = path(&query.dir, true)?;
+    let request = FileRequest::List { path: dir.clone() };
+    match file(&state, &principal, &session_id, request).await? {
+        FileReply::Entries { entries, truncated } => Ok(Json(Listing {
+            dir,
+            entries: entries
+                .into_iter()
+                .map(|entry| Entry {
+                    name: entry.name,
+                    kind: match entry.kind {
+                        EntryKind::File => "file",
+                        EntryKind::Directory => "directory",
+                        EntryKind::Symlink => "symlink",
+                        EntryKind::Other => "other",
+                    },
+                    size: entry.size,
+                })
+                .collect(),
+            truncated,
+        })),
+        other => Err(unexpected(other)),
+    }
+}
