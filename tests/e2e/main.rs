@@ -10,6 +10,7 @@ mod executions;
 mod faults;
 mod files;
 mod lifecycle;
+mod policy;
 mod pool;
 mod replicas;
 mod security;

@@ -24,6 +24,10 @@ const MAX_SUBJECT_LEN: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
+    /// Authenticated by an API key (its roles come from the policy file).
+    pub api_key: bool,
+    /// From the JWT's `role`/`roles` claims; select grants in the policy file.
+    pub roles: Vec<String>,
 }
 
 impl Principal {
@@ -42,7 +46,22 @@ pub struct Authenticator {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    roles: Option<RolesClaim>,
 }
+
+/// `roles` as one string or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RolesClaim {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Most roles one token may carry, and longest role name.
+const MAX_ROLES: usize = 32;
 
 impl Authenticator {
     pub fn new(config: &AuthConfig) -> Self {
@@ -98,7 +117,11 @@ impl Authenticator {
             }
         }
         found
-            .map(|name| Principal { name: name.clone() })
+            .map(|name| Principal {
+                name: name.clone(),
+                api_key: true,
+                roles: Vec::new(),
+            })
             .ok_or(ApiError::Unauthorized("invalid API key"))
     }
 
@@ -112,7 +135,24 @@ impl Authenticator {
         if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_LEN || claims.sub.chars().any(char::is_control) {
             return Err(ApiError::Unauthorized("invalid token subject"));
         }
-        Ok(Principal { name: claims.sub })
+        let mut roles: Vec<String> = claims.role.into_iter().collect();
+        match claims.roles {
+            Some(RolesClaim::One(role)) => roles.push(role),
+            Some(RolesClaim::Many(many)) => roles.extend(many),
+            None => {}
+        }
+        if roles.len() > MAX_ROLES
+            || roles
+                .iter()
+                .any(|role| role.is_empty() || role.len() > MAX_SUBJECT_LEN || role.chars().any(char::is_control))
+        {
+            return Err(ApiError::Unauthorized("invalid token roles"));
+        }
+        Ok(Principal {
+            name: claims.sub,
+            api_key: false,
+            roles,
+        })
     }
 }
 

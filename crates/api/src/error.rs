@@ -33,6 +33,11 @@ pub enum ApiError {
     },
     SandboxBusy,
     QuotaExceeded,
+    /// A policy cooldown has not passed yet.
+    Cooldown {
+        rule: String,
+        retry_after_secs: u64,
+    },
     BadGateway(String),
     Internal(String),
     /// Any other client error with its own status and code.
@@ -111,6 +116,12 @@ impl ApiError {
                 )
             }
             ApiError::Status { status, code, detail } => (status, code, detail, None),
+            ApiError::Cooldown { rule, retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "cooldown_active",
+                format!("{rule} runs at most once per its cooldown; retry in {retry_after_secs} s"),
+                Some(retry_after_secs),
+            ),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (

@@ -27,6 +27,7 @@ async fn serve() -> anyhow::Result<()> {
     };
     let address = (config.host.clone(), config.port);
     let state = brig_api::AppState::build(config).await.context("starting brig-api")?;
+    reload_policy_on_sighup(state.rules.clone())?;
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("binding {}:{}", address.0, address.1))?;
@@ -34,6 +35,23 @@ async fn serve() -> anyhow::Result<()> {
     brig_api::run(listener, state, shutdown_signal())
         .await
         .context("serving")
+}
+
+/// SIGHUP re-reads `ALLOWED_COMMANDS_PATH`; requests in flight keep the
+/// version they started with, and an invalid file leaves the old one in force.
+fn reload_policy_on_sighup(rules: std::sync::Arc<brig_core::rules::LiveRules>) -> anyhow::Result<()> {
+    let mut hangups =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match rules.reload() {
+                Ok(true) => tracing::info!("command policy reloaded"),
+                Ok(false) => tracing::info!("SIGHUP: no ALLOWED_COMMANDS_PATH to reload"),
+                Err(err) => tracing::error!(%err, "command policy not reloaded; the previous one stays in force"),
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn shutdown_signal() {

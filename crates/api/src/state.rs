@@ -6,6 +6,7 @@ use std::time::Duration;
 use brig_core::config::StoreConfig;
 use brig_core::pool::WarmPool;
 use brig_core::reaper::Reaper;
+use brig_core::rules::LiveRules;
 use brig_core::sessions::Sessions;
 use brig_core::store::{MemoryStore, RedisStore, SessionStore};
 use brig_core::{Config, DockerRuntime};
@@ -22,6 +23,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
     pub executions: Arc<Executions>,
+    /// The command rules in force (the policy file's, reloaded on SIGHUP).
+    pub rules: Arc<LiveRules>,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
         let executions = Arc::new(Executions::new(sessions.store().clone(), config.execution_retention));
         let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
         limiter.spawn_pruner(Duration::from_secs(60));
+        let rules = Arc::new(LiveRules::new(config.policy_path.clone(), config.rules.clone()));
         AppState {
             auth: Arc::new(Authenticator::new(&config.auth)),
             config: Arc::new(config),
@@ -81,6 +85,7 @@ impl AppState {
             runtime,
             limiter,
             executions,
+            rules,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod policy;
 pub mod pool;
 pub mod reaper;
+pub mod rules;
 pub mod runtime;
 pub mod sandbox;
 pub mod session;

@@ -10,7 +10,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use brig_core::policy::{Argv, WorkingDir};
+use brig_core::policy::WorkingDir;
+use brig_core::rules::{Cooldown, Rule, Scope};
 use brig_core::session::SessionId;
 use brig_core::sessions::{Executed, SessionError};
 use brig_core::ExecRequest;
@@ -89,10 +90,38 @@ pub struct ExecuteResponse {
 pub struct Validated {
     pub session_id: SessionId,
     pub request: ExecRequest,
+    /// The policy rule that allowed it, and that rule's cooldown.
+    pub rule: Rule,
+    pub cooldown: Option<Cooldown>,
+}
+
+impl Validated {
+    /// Charges the rule's cooldown (in the store, so it holds across
+    /// replicas); refused with `Retry-After` while it has not passed.
+    pub async fn admit(&self, state: &AppState, principal: &Principal) -> Result<(), ApiError> {
+        let Some(cooldown) = &self.cooldown else {
+            return Ok(());
+        };
+        let owner = principal.owner();
+        let scope = match cooldown.scope {
+            Scope::Session => format!("session:{}:{}", owner.as_str(), self.session_id),
+            Scope::Principal => format!("principal:{}", owner.as_str()),
+            Scope::Global => "global".into(),
+        };
+        let key = format!("cooldown:{}:{scope}", self.rule);
+        match state.sessions.store().set_once(&key, cooldown.every).await {
+            Ok(None) => Ok(()),
+            Ok(Some(left)) => Err(ApiError::Cooldown {
+                rule: self.rule.to_string(),
+                retry_after_secs: left.as_secs_f64().ceil() as u64,
+            }),
+            Err(err) => Err(SessionError::Store(err).into()),
+        }
+    }
 }
 
 /// Checks everything about the body before anything runs.
-pub fn validate(state: &AppState, body: ExecuteBody) -> Result<Validated, ApiError> {
+pub fn validate(state: &AppState, principal: &Principal, body: ExecuteBody) -> Result<Validated, ApiError> {
     let session_id =
         SessionId::parse(&body.session_id).map_err(|err| ApiError::invalid("invalid_session_id", err.to_string()))?;
     let (argv, stdin) = match (body.command, body.code) {
@@ -100,7 +129,7 @@ pub fn validate(state: &AppState, body: ExecuteBody) -> Result<Validated, ApiErr
             if body.language.is_some() {
                 return Err(ApiError::invalid("invalid_request", "`language` goes with `code`"));
             }
-            (Argv::parse(&command)?, body.stdin.unwrap_or_default())
+            (command, body.stdin.unwrap_or_default())
         }
         (None, Some(code)) => {
             if body.stdin.is_some() {
@@ -121,7 +150,7 @@ pub fn validate(state: &AppState, body: ExecuteBody) -> Result<Validated, ApiErr
                     ),
                 )
             })?;
-            (interpreter.clone(), code)
+            (shell_words::join(interpreter.as_slice()), code)
         }
         _ => {
             return Err(ApiError::invalid(
@@ -130,7 +159,10 @@ pub fn validate(state: &AppState, body: ExecuteBody) -> Result<Validated, ApiErr
             ))
         }
     };
-    state.config.commands.check(&argv)?;
+    let allowed = state
+        .rules
+        .current()
+        .check(&argv, &principal.name, principal.api_key, &principal.roles)?;
     let timeout = match body.timeout {
         None => state.config.default_exec_timeout,
         Some(seconds) if seconds > 0.0 && seconds <= state.config.max_exec_timeout.as_secs_f64() => {
@@ -158,14 +190,19 @@ pub fn validate(state: &AppState, body: ExecuteBody) -> Result<Validated, ApiErr
         ));
     }
     let request = ExecRequest {
-        argv: argv.into_vec(),
+        argv: allowed.argv.into_vec(),
         working_dir: working_dir.as_str().to_string(),
         env: Vec::new(),
         stdin,
         timeout,
         output_cap: state.config.max_output_bytes,
     };
-    Ok(Validated { session_id, request })
+    Ok(Validated {
+        session_id,
+        request,
+        rule: allowed.rule,
+        cooldown: allowed.cooldown,
+    })
 }
 
 /// One audit line (target `brig::audit`) per command; the request id comes
@@ -213,7 +250,11 @@ pub async fn execute(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    let Validated { session_id, request } = validate(&state, body)?;
+    let validated = validate(&state, &principal, body)?;
+    validated.admit(&state, &principal).await?;
+    let Validated {
+        session_id, request, ..
+    } = validated;
     if wants_event_stream(&headers) {
         return stream(state, principal, session_id, request).await;
     }

@@ -17,7 +17,11 @@ pub async fn start(
     principal: Principal,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<(StatusCode, Json<ExecutionView>), ApiError> {
-    let Validated { session_id, request } = validate(&state, body)?;
+    let validated = validate(&state, &principal, body)?;
+    validated.admit(&state, &principal).await?;
+    let Validated {
+        session_id, request, ..
+    } = validated;
     let view = state.executions.start(&state, principal, session_id, request).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub use self::auth::{ApiKey, AuthConfig};
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
 use crate::policy::{CommandPolicy, Languages};
+use crate::rules::{PolicyFile, Rules};
 use crate::store::Quota;
 
 /// A configuration value that cannot be used.
@@ -134,6 +135,11 @@ pub struct Config {
     /// after they finish.
     pub execution_retention: Duration,
     pub commands: CommandPolicy,
+    /// `ALLOWED_COMMANDS_PATH`: the policy file that supersedes `ALLOWED_COMMANDS`
+    /// (reloaded on SIGHUP).
+    pub policy_path: Option<std::path::PathBuf>,
+    /// The rules in force at start-up: the file's if there is one, else the list.
+    pub rules: Rules,
     /// `LANGUAGES`: the interpreters `{"code", "language"}` requests use.
     pub languages: Languages,
     /// Largest request body accepted.
@@ -250,9 +256,20 @@ impl Config {
             &env.get("ALLOWED_COMMANDS")
                 .unwrap_or_else(|| "ls,cat,echo,pwd,id,whoami,sh".into()),
         );
-        if commands.allowed().next().is_none() {
+        let policy_path = env.get("ALLOWED_COMMANDS_PATH").map(std::path::PathBuf::from);
+        if policy_path.is_none() && commands.allowed().next().is_none() {
             env.error("ALLOWED_COMMANDS", "allows nothing");
         }
+        let rules = match &policy_path {
+            None => Rules::List(commands.clone()),
+            Some(path) => match PolicyFile::load(path) {
+                Ok(file) => Rules::File(Box::new(file)),
+                Err(message) => {
+                    env.error("ALLOWED_COMMANDS_PATH", message);
+                    Rules::List(commands.clone())
+                }
+            },
+        };
         let languages = env.parse(
             "LANGUAGES",
             Languages::parse("python=python3 -,sh=sh -s").unwrap_or_default(),
@@ -286,6 +303,8 @@ impl Config {
             max_output_bytes,
             execution_retention,
             commands,
+            policy_path,
+            rules,
             languages,
             max_body_bytes,
             quota,
