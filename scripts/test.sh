@@ -28,6 +28,9 @@ if ! docker version --format 'engine {{.Server.Version}} (API {{.Server.APIVersi
   exit 1
 fi
 
+log "registering gVisor (runsc) with the engine"
+scripts/gvisor.sh
+
 log "building sandbox images"
 images/sandbox-test/build.sh
 images/sandbox-python/build-local.sh

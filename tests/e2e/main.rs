@@ -9,6 +9,7 @@ mod compose;
 mod executions;
 mod faults;
 mod files;
+mod gvisor;
 mod lifecycle;
 mod policy;
 mod pool;

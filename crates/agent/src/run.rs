@@ -116,7 +116,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
 pub fn run(args: &[String]) -> Result<i32, String> {
     let options = parse(args)?;
     // Not PID 1 here: become the subreaper so the command's orphans come to us.
-    sys::set_child_subreaper().map_err(|e| format!("prctl: {e}"))?;
+    // gVisor (2022) refuses it; there orphans go to PID 1, the serving agent,
+    // which reaps them, and leftovers are still found and killed by marker.
+    if let Err(err) = sys::set_child_subreaper() {
+        eprintln!("brig-agent: prctl(PR_SET_CHILD_SUBREAPER): {err}; orphans go to PID 1");
+    }
     let supervisor = match &options.tag {
         Some(tag) => Supervisor::start_tagged(tag),
         None => Supervisor::start(),

@@ -30,6 +30,17 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         Ok(Err(err)) => return Err(not_ready(format!("docker: {err}"))),
         Err(_) => return Err(not_ready("docker: no answer within 2 s".into())),
     }
+    let runtime = &state.config.sandbox.runtime;
+    match state.runtime.has_runtime(runtime).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(not_ready(format!(
+                "docker: the container runtime {runtime:?} (CONTAINER_RUNTIME) is not registered with the engine \
+                 (docker info → Runtimes); see README, gVisor"
+            )))
+        }
+        Err(err) => return Err(not_ready(format!("docker: {err}"))),
+    }
     state
         .runtime
         .publish_agent()

@@ -25,6 +25,8 @@ pub struct CreateSessionBody {
     pub cpu_limit: Option<f64>,
     /// `CONTAINER_IMAGE` or one of `ALLOWED_IMAGES`.
     pub image: Option<String>,
+    /// `CONTAINER_RUNTIME` or one of `ALLOWED_RUNTIMES` (e.g. `runsc`).
+    pub runtime: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,6 +35,7 @@ pub struct SessionView {
     pub created_at: String,
     pub expires_at: String,
     pub image: String,
+    pub runtime: String,
     /// Bytes.
     pub memory_limit: i64,
     pub cpu_limit: f64,
@@ -47,6 +50,7 @@ impl SessionView {
             created_at: at(record.created_at_ms),
             expires_at: at(record.expires_at_ms),
             image: options.image.clone().unwrap_or_else(|| sandbox.image.clone()),
+            runtime: options.runtime.clone().unwrap_or_else(|| sandbox.runtime.clone()),
             memory_limit: options.memory_bytes.unwrap_or(sandbox.memory_bytes),
             cpu_limit: options.nano_cpus.map_or(sandbox.cpus, |n| n as f64 / 1e9),
         }
@@ -93,9 +97,15 @@ pub async fn create(
     let options = state
         .config
         .sandbox
-        .session_options(body.image.as_deref(), body.memory_limit.as_deref(), body.cpu_limit)
+        .session_options(
+            body.image.as_deref(),
+            body.runtime.as_deref(),
+            body.memory_limit.as_deref(),
+            body.cpu_limit,
+        )
         .map_err(|err| match err {
             OptionsError::ImageNotAllowed(_) => ApiError::invalid("image_not_allowed", err.to_string()),
+            OptionsError::RuntimeNotAllowed(_) => ApiError::invalid("runtime_not_allowed", err.to_string()),
             _ => ApiError::invalid("invalid_limits", err.to_string()),
         })?;
     let (record, created) = state.sessions.open_with(&principal.owner(), &id, &options).await?;

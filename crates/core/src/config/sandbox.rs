@@ -48,6 +48,10 @@ pub struct SandboxConfig {
     pub image: String,
     /// `ALLOWED_IMAGES`: images a session may ask for (the default image always).
     pub allowed_images: Vec<String>,
+    /// `CONTAINER_RUNTIME`: the OCI runtime sandboxes run under (`runc`, `runsc`, ...).
+    pub runtime: String,
+    /// `ALLOWED_RUNTIMES`: runtimes a session may ask for (the default always).
+    pub allowed_runtimes: Vec<String>,
     /// `CONTAINER_MEM_LIMIT` in bytes; also the memory+swap limit.
     pub memory_bytes: i64,
     /// `CONTAINER_CPU_LIMIT` in CPUs.
@@ -74,6 +78,8 @@ impl Default for SandboxConfig {
             instance: "default".into(),
             image: "brig-sandbox:latest".into(),
             allowed_images: Vec::new(),
+            runtime: "runc".into(),
+            allowed_runtimes: Vec::new(),
             memory_bytes: 256 << 20,
             cpus: 1.0,
             pids_limit: 128,
@@ -104,14 +110,13 @@ impl SandboxConfig {
                 parse_instance(raw).map_err(|e| e.message)
             }),
             image: env.get("CONTAINER_IMAGE").unwrap_or(defaults.image),
-            allowed_images: env
-                .get("ALLOWED_IMAGES")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|image| !image.is_empty())
-                .map(String::from)
-                .collect(),
+            allowed_images: list(env.get("ALLOWED_IMAGES")),
+            runtime: env.parse("CONTAINER_RUNTIME", defaults.runtime, |raw| {
+                is_runtime_name(raw)
+                    .then(|| raw.to_string())
+                    .ok_or_else(|| "a runtime name is letters, digits and ._-".into())
+            }),
+            allowed_runtimes: list(env.get("ALLOWED_RUNTIMES")),
             memory_bytes: env.parse(
                 "CONTAINER_MEM_LIMIT",
                 defaults.memory_bytes as u64,
@@ -165,11 +170,26 @@ impl SandboxConfig {
     }
 }
 
-/// Why a session's requested image or limits were refused.
+fn list(raw: Option<String>) -> Vec<String> {
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn is_runtime_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Why a session's requested image, runtime or limits were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionsError {
     #[error("image {0:?} is not in ALLOWED_IMAGES")]
     ImageNotAllowed(String),
+    #[error("runtime {0:?} is not in ALLOWED_RUNTIMES")]
+    RuntimeNotAllowed(String),
     #[error("memory_limit: {0}")]
     Memory(String),
     #[error("cpu_limit must be a positive number of CPUs")]
@@ -183,9 +203,18 @@ impl SandboxConfig {
     pub fn session_options(
         &self,
         image: Option<&str>,
+        runtime: Option<&str>,
         memory_limit: Option<&str>,
         cpu_limit: Option<f64>,
     ) -> Result<SandboxOptions, OptionsError> {
+        let runtime = match runtime {
+            None => None,
+            Some(runtime) if runtime == self.runtime => None,
+            Some(runtime) if self.allowed_runtimes.iter().any(|allowed| allowed == runtime) => {
+                Some(runtime.to_string())
+            }
+            Some(runtime) => return Err(OptionsError::RuntimeNotAllowed(runtime.to_string())),
+        };
         let image = match image {
             None => None,
             Some(image) if image == self.image => None,
@@ -210,6 +239,7 @@ impl SandboxConfig {
         };
         Ok(SandboxOptions {
             image,
+            runtime,
             memory_bytes,
             nano_cpus,
         })

@@ -34,9 +34,8 @@ async fn a_frozen_agent_turns_into_an_error_after_deadline_plus_grace() {
     assert_eq!(t.sh(&sandbox, "echo thawed").await.stdout_str(), "thawed\n");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_one_shot_supervisor_works_through_docker_exec() {
-    let t = TestRuntime::new().await;
+async fn the_one_shot_supervisor_works_through_docker_exec(runtime: &str) {
+    let t = TestRuntime::under(runtime).await;
     let sandbox = t.sandbox("fallback").await;
     let docker = t.runtime.docker();
     let run = |argv: Vec<&str>| {
@@ -77,3 +76,5 @@ async fn the_one_shot_supervisor_works_through_docker_exec() {
     }
     assert_eq!(t.stray_processes(&sandbox).await, Vec::<String>::new());
 }
+
+under_both_runtimes!(the_one_shot_supervisor_works_through_docker_exec,);

@@ -25,6 +25,20 @@ pub fn test_config() -> SandboxConfig {
     }
 }
 
+/// [`test_config`] with sandboxes under the OCI runtime `runtime`.
+pub fn test_config_under(runtime: &str) -> SandboxConfig {
+    SandboxConfig {
+        runtime: runtime.into(),
+        ..test_config()
+    }
+}
+
+/// Whether the tests run under gVisor, whose kernel differs in what it shows
+/// and enforces (README, gVisor).
+pub fn gvisor(runtime: &str) -> bool {
+    brig_core::runtime::docker::spec::is_gvisor(runtime)
+}
+
 /// A runtime whose containers are all removed when it is dropped.
 pub struct TestRuntime {
     pub runtime: Arc<DockerRuntime>,
@@ -34,6 +48,19 @@ pub struct TestRuntime {
 impl TestRuntime {
     pub async fn new() -> Self {
         Self::with_config(test_config()).await
+    }
+
+    /// A runtime whose sandboxes run under the OCI runtime `runtime`; fails
+    /// with instructions when the engine does not know it (no silent pass).
+    pub async fn under(runtime: &str) -> Self {
+        let t = Self::with_config(test_config_under(runtime)).await;
+        let known = t.runtime.has_runtime(runtime).await.expect("docker info");
+        assert!(
+            known,
+            "the Docker engine has no runtime {runtime:?}: scripts/test.sh installs runsc (apt-get) and \
+             registers it in /etc/docker/daemon.json, which needs root and a writable daemon config"
+        );
+        t
     }
 
     pub async fn with_config(config: SandboxConfig) -> Self {

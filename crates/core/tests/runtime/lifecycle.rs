@@ -123,9 +123,8 @@ async fn a_restarted_runtime_reattaches_to_a_running_sandbox() {
     assert_eq!(by_name.stdout_str(), "by-name\n");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_that_stops_waiting_cancels_its_command() {
-    let t = TestRuntime::new().await;
+async fn a_caller_that_stops_waiting_cancels_its_command(runtime: &str) {
+    let t = TestRuntime::under(runtime).await;
     let sandbox = t.sandbox("abandon").await;
     let abandoned = tokio::time::timeout(
         Duration::from_millis(500),
@@ -148,3 +147,5 @@ async fn sandboxes_of_another_instance_are_invisible() {
     let exec = other.runtime.exec(&sandbox.id, ExecRequest::new(["true"])).await;
     assert!(matches!(exec, Err(RuntimeError::SandboxNotFound)), "{exec:?}");
 }
+
+under_both_runtimes!(a_caller_that_stops_waiting_cancels_its_command,);

@@ -82,6 +82,12 @@ impl DockerRuntime {
     }
 
     /// The engine client (for readiness checks and tests).
+    /// Whether the engine knows the OCI runtime `name` (`docker info` → Runtimes).
+    pub async fn has_runtime(&self, name: &str) -> Result<bool, RuntimeError> {
+        let info = self.docker.info().await.map_err(engine_error)?;
+        Ok(info.runtimes.is_some_and(|runtimes| runtimes.contains_key(name)))
+    }
+
     pub fn docker(&self) -> &Docker {
         &self.docker
     }

@@ -45,6 +45,35 @@ fn tmpfs_options(access: &str, size: u64) -> String {
     )
 }
 
+/// Whether `runtime` is gVisor, by the name it is registered under (`runsc`,
+/// `runsc-kvm`, `gvisor`, ...).
+pub fn is_gvisor(runtime: &str) -> bool {
+    runtime.contains("runsc") || runtime.contains("gvisor")
+}
+
+/// Host tasks gVisor's sentry and gofer need besides the guest's (~38 idle).
+const GVISOR_HOST_PIDS_BASE: i64 = 128;
+
+/// Host tasks per guest task under gVisor's ptrace platform (~8 measured).
+const GVISOR_HOST_PIDS_PER_TASK: i64 = 10;
+
+/// The container's `PidsLimit` and, under gVisor, an `nproc` limit.
+///
+/// Under runc the pids cgroup holds the tenant's processes and threads
+/// directly (and `nproc` would count uid 1000 across every container on the
+/// host, so it is not set). Under gVisor the cgroup holds the sentry's host
+/// threads: hitting it kills the whole sandbox. There the sentry enforces
+/// `RLIMIT_NPROC` inside the sandbox (EAGAIN, like the pids cgroup under runc),
+/// and the cgroup stays as a host backstop sized for the guest's limit.
+fn task_limits(pids_limit: i64, gvisor: bool) -> (i64, Option<ResourcesUlimits>) {
+    if gvisor {
+        let host = GVISOR_HOST_PIDS_BASE + pids_limit * GVISOR_HOST_PIDS_PER_TASK;
+        (host, Some(ulimit("nproc", pids_limit)))
+    } else {
+        (pids_limit, None)
+    }
+}
+
 /// The uid:gid every sandbox process runs as.
 pub const SANDBOX_USER: &str = "1000:1000";
 
@@ -77,6 +106,14 @@ pub fn sandbox_container(
     labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
     let memory = options.memory_bytes.unwrap_or(config.memory_bytes);
+    let runtime = options.runtime.clone().unwrap_or_else(|| config.runtime.clone());
+    let (pids_limit, nproc) = task_limits(config.pids_limit, is_gvisor(&runtime));
+    let mut ulimits = vec![
+        ulimit("nofile", config.nofile),
+        ulimit("fsize", config.fsize_bytes),
+        ulimit("core", 0),
+    ];
+    ulimits.extend(nproc);
     ContainerCreateBody {
         image: Some(options.image.clone().unwrap_or_else(|| config.image.clone())),
         user: Some(SANDBOX_USER.into()),
@@ -132,15 +169,12 @@ pub fn sandbox_container(
             memory: Some(memory),
             memory_swap: Some(memory),
             nano_cpus: Some(options.nano_cpus.unwrap_or((config.cpus * 1e9) as i64)),
-            pids_limit: Some(config.pids_limit),
-            ulimits: Some(vec![
-                ulimit("nofile", config.nofile),
-                ulimit("fsize", config.fsize_bytes),
-                ulimit("core", 0),
-            ]),
+            pids_limit: Some(pids_limit),
+            ulimits: Some(ulimits),
             // A private IPC namespace without the engine's /dev/shm; SysV
             // shared memory in it is capped (the sysctls are per namespace).
             ipc_mode: Some("none".into()),
+            runtime: Some(runtime),
             sysctls: Some(HashMap::from([
                 ("kernel.shmmax".into(), SYSV_SHM_BYTES.to_string()),
                 ("kernel.shmall".into(), (SYSV_SHM_BYTES / 4096).to_string()),
