@@ -9,6 +9,7 @@ mod compose;
 mod executions;
 mod faults;
 mod files;
+mod generate;
 mod gvisor;
 mod lifecycle;
 mod policy;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod executions;
 pub mod healthcheck;
 pub mod json;
+pub mod llm;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;

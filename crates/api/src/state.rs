@@ -13,6 +13,7 @@ use brig_core::{Config, DockerRuntime};
 
 use crate::auth::Authenticator;
 use crate::executions::Executions;
+use crate::llm::Llm;
 use crate::rate_limit::RateLimiter;
 
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct AppState {
     pub executions: Arc<Executions>,
     /// The command rules in force (the policy file's, reloaded on SIGHUP).
     pub rules: Arc<LiveRules>,
+    /// The model behind `/generate`, if `LLM_BASE_URL` is set.
+    pub llm: Option<Arc<Llm>>,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl AppState {
         let executions = Arc::new(Executions::new(sessions.store().clone(), config.execution_retention));
         let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
         limiter.spawn_pruner(Duration::from_secs(60));
+        let llm = config.llm.clone().map(|llm| Arc::new(Llm::new(llm)));
         let rules = Arc::new(LiveRules::new(config.policy_path.clone(), config.rules.clone()));
         AppState {
             auth: Arc::new(Authenticator::new(&config.auth)),
@@ -86,6 +90,7 @@ impl AppState {
             limiter,
             executions,
             rules,
+            llm,
         }
     }
 }

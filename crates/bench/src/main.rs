@@ -286,7 +286,105 @@ async fn run(
         "sessions": options.memory_sessions, "api_per_session": per_session_kib, "agent": agent_kib,
     });
     report["ratios"] = ratios;
+
+    println!("\ngVisor (runsc) beside runc, same run");
+    if !runtime.has_runtime("runsc").await? {
+        println!("  the engine has no runsc runtime (scripts/gvisor.sh registers it): not measured");
+        report["gvisor"] = json!({"measured": false});
+        return Ok(());
+    }
+    let gvisor = gvisor(options, docker, redis, &client).await?;
+    let side = |name: &str, runc: f64, runsc: f64, unit: &str| {
+        println!(
+            "  {name:<34} {runc:>9.2} {runsc:>9.2} {unit:<4} runsc/runc {:>6.2}",
+            ratio(runsc, runc)
+        );
+    };
+    println!("  {:<34} {:>9} {:>9}", "p50 unless noted", "runc", "runsc");
+    side("raw engine exec", raw.p50_ms, gvisor.raw.p50_ms, "ms");
+    side("agent channel", channel.p50_ms, gvisor.channel.p50_ms, "ms");
+    side("brig HTTP warm", warm.p50_ms, gvisor.warm.p50_ms, "ms");
+    side("cold session, no pool", cold.p50_ms, gvisor.cold.p50_ms, "ms");
+    let runc8 = throughputs[1]["throughput"]["per_second"].as_f64().unwrap_or(0.0);
+    side("throughput, 8 sessions", runc8, gvisor.throughput8.per_second, "/s");
+    report["gvisor"] = json!({
+        "measured": true,
+        "latency_ms": {
+            "raw_engine_exec": gvisor.raw, "agent_channel": gvisor.channel,
+            "http_warm": gvisor.warm, "cold_no_pool": gvisor.cold,
+        },
+        "throughput_8_sessions": gvisor.throughput8,
+        "ratios_runsc_over_runc": {
+            "raw_engine_exec_p50": ratio(gvisor.raw.p50_ms, raw.p50_ms),
+            "agent_channel_p50": ratio(gvisor.channel.p50_ms, channel.p50_ms),
+            "http_warm_p50": ratio(gvisor.warm.p50_ms, warm.p50_ms),
+            "cold_no_pool_p50": ratio(gvisor.cold.p50_ms, cold.p50_ms),
+            "throughput_8_sessions": ratio(gvisor.throughput8.per_second, runc8),
+        },
+        "raw_exec_over_http_warm_p50_under_runsc": ratio(gvisor.raw.p50_ms, gvisor.warm.p50_ms),
+    });
     Ok(())
+}
+
+struct Gvisor {
+    raw: Latency,
+    channel: Latency,
+    warm: Latency,
+    cold: Latency,
+    throughput8: Throughput,
+}
+
+/// The warm, cold and throughput paths again with every sandbox under runsc.
+async fn gvisor(
+    options: &Options,
+    docker: &bollard::Docker,
+    redis: &RedisServer,
+    client: &reqwest::Client,
+) -> anyhow::Result<Gvisor> {
+    let api = start_api(&api_env(redis, &options.image, &[("CONTAINER_RUNTIME", "runsc")]), None);
+    let base = api.base.clone();
+    let config = SandboxConfig {
+        instance: api.instance.clone(),
+        image: options.image.clone(),
+        runtime: "runsc".into(),
+        ..SandboxConfig::default()
+    };
+    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config).await?);
+    let sandbox = bench_sandbox(&runtime, "gvisor-direct").await?;
+    let measured = async {
+        let raw = series(options.warm.min(300), |_| raw_exec(docker, &sandbox)).await?;
+        let channel = series(options.warm, |_| channel_exec(&runtime, &sandbox)).await?;
+        http_exec(client, &base, KEY, "warm").await?;
+        let warm = series(options.warm, |_| http_exec(client, &base, KEY, "warm")).await?;
+        let cold = series(options.cold, |i| {
+            let (client, base) = (client.clone(), base.clone());
+            async move { http_exec(&client, &base, KEY, &format!("cold-{i}")).await }
+        })
+        .await?;
+        for s in 0..8 {
+            http_exec(client, &base, KEY, &format!("load-{s}")).await?;
+        }
+        let throughput8 = {
+            let (client, base) = (client.clone(), base.clone());
+            throughput(8, options.throughput_for, move |slot| {
+                let (client, base) = (client.clone(), base.clone());
+                async move { http_exec(&client, &base, KEY, &format!("load-{slot}")).await.map(drop) }
+            })
+            .await?
+        };
+        Ok::<_, anyhow::Error>(Gvisor {
+            raw,
+            channel,
+            warm,
+            cold,
+            throughput8,
+        })
+    }
+    .await;
+    let instance = api.instance.clone();
+    drop(api);
+    remove_instance_containers(&instance);
+    measured
 }
 
 /// Time from each session's expiry to its container's removal, with a cleanup

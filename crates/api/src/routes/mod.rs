@@ -3,6 +3,7 @@
 pub(crate) mod execute;
 mod executions;
 mod files;
+mod generate;
 mod health;
 mod sessions;
 
@@ -23,6 +24,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/execute", post(execute::execute))
+        .route("/generate", post(generate::generate))
+        .route("/generate-and-execute", post(generate::generate_and_execute))
         .route("/executions", post(executions::start))
         .route("/executions/{execution_id}", get(executions::get))
         .route("/executions/{execution_id}/cancel", post(executions::cancel))

@@ -6,11 +6,13 @@
 //! - [`auth`]: JWT secret and API keys.
 
 mod auth;
+mod llm;
 mod sandbox;
 
 use std::time::Duration;
 
 pub use self::auth::{ApiKey, AuthConfig};
+pub use self::llm::LlmConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
 use crate::policy::{CommandPolicy, Languages};
 use crate::rules::{PolicyFile, Rules};
@@ -124,6 +126,8 @@ pub struct Config {
     pub port: u16,
     pub store: StoreConfig,
     pub auth: AuthConfig,
+    /// The LLM of `/generate`; `None` (the endpoints answer 404) unless `LLM_BASE_URL` is set.
+    pub llm: Option<LlmConfig>,
     pub rate_limit_requests: u32,
     pub rate_limit_window: Duration,
     pub session_ttl: Duration,
@@ -231,6 +235,7 @@ impl Config {
         });
         let store = StoreConfig::from(&mut env);
         let auth = AuthConfig::from_env(&mut env);
+        let llm = LlmConfig::from_env(&mut env);
         let rate_limit_requests = env.parse("RATE_LIMIT_REQUESTS", 100u32, positive);
         let rate_limit_window = env.parse("RATE_LIMIT_WINDOW_SECONDS", Duration::from_secs(60), seconds);
         let session_ttl = env.parse("SESSION_TTL_SECONDS", Duration::from_secs(600), seconds);
@@ -295,6 +300,7 @@ impl Config {
             port,
             store,
             auth,
+            llm,
             rate_limit_requests,
             rate_limit_window,
             session_ttl,

@@ -1,0 +1,167 @@
+//! `POST /generate` and `POST /generate-and-execute`: a task in natural
+//! language becomes code through the configured LLM; the second also runs it
+//! exactly like `{"code", "language"}` on `/execute` (same allowlist or policy,
+//! limits and sessions). Off (404 `not_enabled`) unless `LLM_BASE_URL` is set.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use brig_core::config::OptionsError;
+use brig_core::session::SessionId;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::llm::{Generated, Llm};
+use crate::routes::execute::{audit, validate, ExecuteBody, Validated};
+use crate::state::AppState;
+
+/// Longest task description sent to the model.
+const MAX_QUERY_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateBody {
+    pub query: String,
+    pub language: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateAndExecuteBody {
+    pub query: String,
+    pub language: Option<String>,
+    pub session_id: Option<String>,
+    pub timeout: Option<f64>,
+    pub memory_limit: Option<String>,
+    pub cpu_limit: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GenerateResponse {
+    pub query: String,
+    pub language: String,
+    pub generated_code: String,
+    /// The model's safety assessment: reported, not relied on.
+    pub validation_result: Option<String>,
+    pub explanation: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GenerateAndExecuteResponse {
+    pub query: String,
+    pub generated_code: String,
+    pub validation_result: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    pub timed_out: bool,
+    pub execution_time: f64,
+    pub session_id: String,
+}
+
+fn llm(state: &AppState) -> Result<&Llm, ApiError> {
+    state.llm.as_deref().ok_or(ApiError::Status {
+        status: StatusCode::NOT_FOUND,
+        code: "not_enabled",
+        detail: "code generation is off: set LLM_BASE_URL (and LLM_MODEL) to enable it".into(),
+    })
+}
+
+/// Checks the query and language, then asks the model.
+async fn generate_code(
+    state: &AppState,
+    query: &str,
+    language: Option<String>,
+) -> Result<(String, Generated), ApiError> {
+    let llm = llm(state)?;
+    if query.trim().is_empty() || query.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            format!("query must be 1-{MAX_QUERY_BYTES} bytes"),
+        ));
+    }
+    let language = language.unwrap_or_else(|| "python".into());
+    if state.config.languages.interpreter(&language).is_none() {
+        return Err(ApiError::invalid(
+            "invalid_language",
+            format!("unknown language {language:?} (LANGUAGES)"),
+        ));
+    }
+    let generated = llm.generate(query, &language).await?;
+    Ok((language, generated))
+}
+
+pub async fn generate(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<GenerateBody>,
+) -> Result<Json<GenerateResponse>, ApiError> {
+    let (language, generated) = generate_code(&state, &body.query, body.language).await?;
+    tracing::info!(
+        target: "brig::audit",
+        principal = %principal.name, language, code_bytes = generated.code.len(), "generate"
+    );
+    Ok(Json(GenerateResponse {
+        query: body.query,
+        language,
+        generated_code: generated.code,
+        validation_result: generated.safety_assessment,
+        explanation: generated.explanation,
+    }))
+}
+
+pub async fn generate_and_execute(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<GenerateAndExecuteBody>,
+) -> Result<Json<GenerateAndExecuteResponse>, ApiError> {
+    let session_id = match &body.session_id {
+        Some(id) => id.clone(),
+        None => SessionId::random().to_string(),
+    };
+    let options = state
+        .config
+        .sandbox
+        .session_options(None, None, body.memory_limit.as_deref(), body.cpu_limit)
+        .map_err(|err: OptionsError| ApiError::invalid("invalid_limits", err.to_string()))?;
+    // Everything the client sent is checked before the model is paid for.
+    llm(&state)?;
+    SessionId::parse(&session_id).map_err(|err| ApiError::invalid("invalid_session_id", err.to_string()))?;
+    let (language, generated) = generate_code(&state, &body.query, body.language).await?;
+    let execute = ExecuteBody {
+        command: None,
+        code: Some(generated.code.clone()),
+        language: Some(language),
+        session_id,
+        timeout: body.timeout,
+        working_dir: None,
+        stdin: None,
+    };
+    let validated = validate(&state, &principal, execute)?;
+    validated.admit(&state, &principal).await?;
+    let Validated {
+        session_id, request, ..
+    } = validated;
+    let owner = principal.owner();
+    if !options.is_default() {
+        state.sessions.open_with(&owner, &session_id, &options).await?;
+    }
+    let argv = request.argv.clone();
+    let result = state.sessions.execute(&owner, &session_id, request).await;
+    audit(&principal, &session_id, &argv, &result);
+    let executed = result?;
+    let outcome = &executed.outcome;
+    Ok(Json(GenerateAndExecuteResponse {
+        query: body.query,
+        generated_code: generated.code,
+        validation_result: generated.safety_assessment,
+        stdout: outcome.stdout_str(),
+        stderr: outcome.stderr_str(),
+        exit_code: outcome.exit_code,
+        timed_out: outcome.timed_out,
+        execution_time: executed.elapsed.as_secs_f64(),
+        session_id: session_id.to_string(),
+    }))
+}
