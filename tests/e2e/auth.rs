@@ -95,21 +95,38 @@ async fn credential_failures_are_401_and_a_jwt_acts_as_its_subject() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_principal_is_rate_limited_while_another_is_not() {
     let redis = RedisServer::start();
-    let api = BrigApi::start(&[("REDIS_URL", &redis.url()), ("RATE_LIMIT_REQUESTS", "2")]);
-    for _ in 0..2 {
-        assert_eq!(
-            call(&api, Method::GET, "/sessions", ALICE_KEY, None).await.status,
-            StatusCode::OK
-        );
+    let api = BrigApi::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("RATE_LIMIT_REQUESTS", "2"),
+        ("RATE_LIMIT_WINDOW_SECONDS", "60"),
+    ]);
+    let header = |reply: &Reply, name: &str| -> u64 { reply.headers[name].to_str().unwrap().parse().unwrap() };
+    for remaining in [1, 0] {
+        let reply = call(&api, Method::GET, "/sessions", ALICE_KEY, None).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        // IETF draft headers: the burst, what is left, seconds until full again.
+        assert_eq!(header(&reply, "ratelimit-limit"), 2);
+        assert_eq!(header(&reply, "ratelimit-remaining"), remaining);
+        let reset = header(&reply, "ratelimit-reset");
+        assert!((28..=30 * (2 - remaining)).contains(&reset), "reset {reset}");
     }
     let limited = call(&api, Method::GET, "/sessions", ALICE_KEY, None).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.body["error"], "rate_limited");
-    assert!(limited.headers.get("retry-after").is_some());
-    assert_eq!(
-        call(&api, Method::GET, "/sessions", BOB_KEY, None).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(header(&limited, "ratelimit-remaining"), 0);
+    assert_eq!(header(&limited, "ratelimit-reset"), header(&limited, "retry-after"));
+    let bob = call(&api, Method::GET, "/sessions", BOB_KEY, None).await;
+    assert_eq!(bob.status, StatusCode::OK);
+    assert_eq!(header(&bob, "ratelimit-remaining"), 1);
+    // Unauthenticated requests create no quota state and get no headers.
+    let anonymous = call(&api, Method::GET, "/sessions", "", None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers.get("ratelimit-limit").is_none());
+    assert!(call(&api, Method::GET, "/health", "", None)
+        .await
+        .headers
+        .get("ratelimit-limit")
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ mod faults;
 mod files;
 mod generate;
 mod gvisor;
+mod idempotency;
 mod lifecycle;
 mod policy;
 mod pool;

@@ -161,7 +161,12 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let principal = state.auth.authenticate(&parts.headers)?;
-        state.limiter.check(&principal.name)?;
+        let (admitted, info) = state.limiter.check(&principal.name);
+        // The router's rate-limit layer copies this onto the response.
+        if let Some(slot) = parts.extensions.get::<crate::rate_limit::RateSlot>() {
+            slot.set(info);
+        }
+        admitted?;
         Ok(principal)
     }
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod executions;
 pub mod healthcheck;
+pub mod idempotency;
 pub mod json;
 pub mod llm;
 pub mod rate_limit;

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -29,7 +29,7 @@ use crate::state::AppState;
 /// Largest `stdin` (or `code`) accepted (the agent protocol's bound).
 const MAX_STDIN_BYTES: usize = 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {
     /// A command line (split like a shell would, never run by one). Exactly one
@@ -250,23 +250,45 @@ pub async fn execute(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
+    let idempotency_key = crate::idempotency::key(&headers)?;
+    let fingerprint = crate::idempotency::fingerprint("/execute", &body);
     let validated = validate(&state, &principal, body)?;
-    validated.admit(&state, &principal).await?;
-    let Validated {
-        session_id, request, ..
-    } = validated;
     if wants_event_stream(&headers) {
+        if idempotency_key.is_some() {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "Idempotency-Key does not apply to a streamed execute",
+            ));
+        }
+        validated.admit(&state, &principal).await?;
+        let Validated {
+            session_id, request, ..
+        } = validated;
         return stream(state, principal, session_id, request).await;
     }
-    let argv = request.argv.clone();
-    let result = state.sessions.execute(&principal.owner(), &session_id, request).await;
-    audit(&principal, &session_id, &argv, &result);
-    let executed = result?;
-    Ok(Json(ExecuteResponse {
-        session_id: session_id.to_string(),
-        result: ExecutionResult::from(&executed),
-    })
-    .into_response())
+    let run = || async {
+        validated.admit(&state, &principal).await?;
+        let Validated {
+            session_id, request, ..
+        } = validated;
+        let argv = request.argv.clone();
+        let result = state.sessions.execute(&principal.owner(), &session_id, request).await;
+        audit(&principal, &session_id, &argv, &result);
+        let executed = result?;
+        let response = ExecuteResponse {
+            session_id: session_id.to_string(),
+            result: ExecutionResult::from(&executed),
+        };
+        let body = serde_json::to_value(response).map_err(|err| ApiError::Internal(err.to_string()))?;
+        Ok((StatusCode::OK, body))
+    };
+    match idempotency_key {
+        None => run().await.map(|(status, body)| (status, Json(body)).into_response()),
+        Some(key) => {
+            let running_for = state.config.max_exec_timeout + Duration::from_secs(60);
+            crate::idempotency::once(&state, &principal, &key, fingerprint, running_for, run).await
+        }
+    }
 }
 
 /// The streamed form: `stdout`/`stderr` events as the agent sends output,

@@ -1,7 +1,10 @@
 //! `/executions`: commands started in the background, polled and cancelled by id.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::auth::Principal;
@@ -15,15 +18,30 @@ use crate::state::AppState;
 pub async fn start(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteBody>,
-) -> Result<(StatusCode, Json<ExecutionView>), ApiError> {
+) -> Result<Response, ApiError> {
+    let idempotency_key = crate::idempotency::key(&headers)?;
+    let fingerprint = crate::idempotency::fingerprint("/executions", &body);
     let validated = validate(&state, &principal, body)?;
-    validated.admit(&state, &principal).await?;
-    let Validated {
-        session_id, request, ..
-    } = validated;
-    let view = state.executions.start(&state, principal, session_id, request).await?;
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    let run = || async {
+        validated.admit(&state, &principal).await?;
+        let Validated {
+            session_id, request, ..
+        } = validated;
+        let view = state
+            .executions
+            .start(&state, principal.clone(), session_id, request)
+            .await?;
+        let body = serde_json::to_value(view).map_err(|err| ApiError::Internal(err.to_string()))?;
+        Ok((StatusCode::ACCEPTED, body))
+    };
+    match idempotency_key {
+        None => run().await.map(|(status, body)| (status, Json(body)).into_response()),
+        Some(key) => {
+            crate::idempotency::once(&state, &principal, &key, fingerprint, Duration::from_secs(30), run).await
+        }
+    }
 }
 
 /// `GET /executions/{id}`: status, and the result once finished.

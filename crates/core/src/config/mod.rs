@@ -138,6 +138,8 @@ pub struct Config {
     /// `EXECUTION_RESULT_TTL_SECONDS`: how long `/executions` results are kept
     /// after they finish.
     pub execution_retention: Duration,
+    /// `IDEMPOTENCY_TTL_SECONDS`: how long an `Idempotency-Key`'s answer is replayed.
+    pub idempotency_ttl: Duration,
     pub commands: CommandPolicy,
     /// `ALLOWED_COMMANDS_PATH`: the policy file that supersedes `ALLOWED_COMMANDS`
     /// (reloaded on SIGHUP).
@@ -256,6 +258,7 @@ impl Config {
                 }
             })
         });
+        let idempotency_ttl = env.parse("IDEMPOTENCY_TTL_SECONDS", Duration::from_secs(86400), seconds);
         let execution_retention = env.parse("EXECUTION_RESULT_TTL_SECONDS", Duration::from_secs(3600), seconds);
         let commands = CommandPolicy::from_list(
             &env.get("ALLOWED_COMMANDS")
@@ -308,6 +311,7 @@ impl Config {
             max_exec_timeout,
             max_output_bytes,
             execution_retention,
+            idempotency_ttl,
             commands,
             policy_path,
             rules,
