@@ -13,6 +13,7 @@ mod generate;
 mod gvisor;
 mod idempotency;
 mod lifecycle;
+mod metrics;
 mod policy;
 mod pool;
 mod replicas;

@@ -60,6 +60,7 @@ impl ApiError {
 impl ApiError {
     /// Status, stable code, detail and `Retry-After` seconds.
     pub fn parts(self) -> (StatusCode, &'static str, String, Option<u64>) {
+        self.count();
         match self {
             ApiError::Unauthorized(detail) => (StatusCode::UNAUTHORIZED, "unauthorized", detail.to_string(), None),
             ApiError::RateLimited { retry_after_secs } => (
@@ -131,6 +132,24 @@ impl ApiError {
                     None,
                 )
             }
+        }
+    }
+}
+
+impl ApiError {
+    /// The rejections and dependency failures `/metrics` counts.
+    fn count(&self) {
+        use brig_core::metrics as names;
+        match self {
+            ApiError::RateLimited { .. } => metrics::counter!(names::RATE_LIMITED).increment(1),
+            ApiError::QuotaExceeded => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "per_user").increment(1),
+            ApiError::Unavailable { code, .. } => match *code {
+                "capacity_exhausted" => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "total").increment(1),
+                "store_unavailable" => metrics::counter!(names::STORE_ERRORS).increment(1),
+                "engine_unavailable" => metrics::counter!(names::ENGINE_ERRORS).increment(1),
+                _ => {}
+            },
+            _ => {}
         }
     }
 }

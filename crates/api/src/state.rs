@@ -28,6 +28,8 @@ pub struct AppState {
     pub rules: Arc<LiveRules>,
     /// The model behind `/generate`, if `LLM_BASE_URL` is set.
     pub llm: Option<Arc<Llm>>,
+    /// The Prometheus recorder's handle, if this process installed one.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -91,6 +93,7 @@ impl AppState {
             executions,
             rules,
             llm,
+            metrics: None,
         }
     }
 }

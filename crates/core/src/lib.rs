@@ -13,6 +13,7 @@
 
 pub mod agent_binary;
 pub mod config;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod reaper;

@@ -252,6 +252,12 @@ impl Reaper {
 
     fn finish(&self, mut summary: PassSummary, started: Instant) -> PassSummary {
         summary.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        metrics::counter!(crate::metrics::CLEANUP_PASSES).increment(1);
+        metrics::counter!(crate::metrics::CLEANUP_ERRORS).increment(summary.errors as u64);
+        crate::metrics::container_removed("session_gone", summary.removed_session_gone as u64);
+        crate::metrics::container_removed("over_age", summary.removed_over_age as u64);
+        crate::metrics::container_removed("stopped", summary.removed_stopped as u64);
+        crate::metrics::container_removed("pool_surplus", summary.removed_pool_surplus as u64);
         tracing::info!(
             target: "brig::cleanup",
             found = summary.found,

@@ -187,6 +187,8 @@ impl Sessions {
                 }
                 // The rename also replaces an orphan holding the session's name.
                 pool.rename_claimed(spare, request);
+                metrics::counter!(crate::metrics::POOL_CLAIMS).increment(1);
+                crate::metrics::container_created("pool");
                 return Ok((record, true));
             }
         }
@@ -197,6 +199,9 @@ impl Sessions {
         };
         match created.await {
             Ok((container_id, created)) => {
+                if created {
+                    crate::metrics::container_created("new");
+                }
                 let record = SessionRecord {
                     container_id,
                     ..pending
@@ -269,13 +274,19 @@ impl Sessions {
             // sending it work.
             Err(err @ RuntimeError::AgentUnresponsive) => {
                 tracing::warn!(session = %id, "sandbox agent unresponsive; removing the container");
+                crate::metrics::command_failed();
+                crate::metrics::container_removed("agent_unresponsive", 1);
                 let _ = self.runtime.remove(&record.container_id).await;
                 let _ = self.store.delete(owner, id).await;
                 return Err(err.into());
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                crate::metrics::command_failed();
+                return Err(err.into());
+            }
         };
         let elapsed = started.elapsed();
+        crate::metrics::command_finished(&outcome, elapsed);
         let finished_at = Utc::now();
         let _ = self.store.command_finished(&record.container_id, &token).await;
         if let Some(touched) = self.store.touch(owner, id, self.ttl).await? {
@@ -343,6 +354,7 @@ impl Sessions {
     pub async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<(), SessionError> {
         let record = self.store.delete(owner, id).await?.ok_or(SessionError::NotFound)?;
         self.runtime.remove(&record.container_id).await?;
+        crate::metrics::container_removed("deleted", 1);
         Ok(())
     }
 }

@@ -36,12 +36,14 @@ pub fn router(state: AppState) -> Router {
             "/sessions/{session_id}/files/{*path}",
             get(files::get).put(files::put).delete(files::delete),
         )
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::rate_limit::headers))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

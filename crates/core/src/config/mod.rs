@@ -14,6 +14,7 @@ use std::time::Duration;
 pub use self::auth::{ApiKey, AuthConfig};
 pub use self::llm::LlmConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
+use crate::metrics::MetricsConfig;
 use crate::policy::{CommandPolicy, Languages};
 use crate::rules::{PolicyFile, Rules};
 use crate::store::Quota;
@@ -93,6 +94,8 @@ impl CleanupConfig {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub store: StoreConfig,
+    /// `METRICS_TOKEN` / `METRICS_PORT`: the worker serves its counters only on the port.
+    pub metrics: MetricsConfig,
     pub cleanup: CleanupConfig,
     pub sandbox: SandboxConfig,
     pub docker: DockerConfig,
@@ -103,6 +106,7 @@ impl WorkerConfig {
         let mut env = Env::process();
         let config = WorkerConfig {
             store: StoreConfig::from(&mut env),
+            metrics: MetricsConfig::from_env(&mut env),
             cleanup: CleanupConfig::from(&mut env),
             sandbox: SandboxConfig::from(&mut env),
             docker: DockerConfig {
@@ -126,6 +130,8 @@ pub struct Config {
     pub port: u16,
     pub store: StoreConfig,
     pub auth: AuthConfig,
+    /// `METRICS_TOKEN` / `METRICS_PORT`: who may read `/metrics`.
+    pub metrics: MetricsConfig,
     /// The LLM of `/generate`; `None` (the endpoints answer 404) unless `LLM_BASE_URL` is set.
     pub llm: Option<LlmConfig>,
     pub rate_limit_requests: u32,
@@ -238,6 +244,7 @@ impl Config {
         let store = StoreConfig::from(&mut env);
         let auth = AuthConfig::from_env(&mut env);
         let llm = LlmConfig::from_env(&mut env);
+        let metrics = MetricsConfig::from_env(&mut env);
         let rate_limit_requests = env.parse("RATE_LIMIT_REQUESTS", 100u32, positive);
         let rate_limit_window = env.parse("RATE_LIMIT_WINDOW_SECONDS", Duration::from_secs(60), seconds);
         let session_ttl = env.parse("SESSION_TTL_SECONDS", Duration::from_secs(600), seconds);
@@ -303,6 +310,7 @@ impl Config {
             port,
             store,
             auth,
+            metrics,
             llm,
             rate_limit_requests,
             rate_limit_window,

@@ -158,7 +158,10 @@ impl DockerRuntime {
         if let Some(channel) = current.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(channel));
         }
-        *current = None;
+        if current.take().is_some() {
+            // This process had a channel to it, which closed: a re-attach.
+            metrics::counter!(crate::metrics::CHANNEL_REATTACHES).increment(1);
+        }
         // The engine accepts an attach to a stopped container and then waits for
         // it to start: check first, so a dead sandbox is "not found", not a hang.
         let running = self

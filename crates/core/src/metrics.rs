@@ -1,0 +1,104 @@
+//! Prometheus metrics: their names in one place, recorded through the
+//! `metrics` facade (a no-op until a binary installs a recorder), and the
+//! exporter's set-up and access rules shared by brig-api and the cleanup worker.
+//!
+//! Access (never public by accident): with `METRICS_TOKEN`, `/metrics` needs
+//! `Authorization: Bearer <token>`; with `METRICS_PORT`, it is served on that
+//! port (only); with neither, it is not served at all.
+
+use std::time::Duration;
+
+use crate::sandbox::ExecOutcome;
+
+pub const HTTP_REQUESTS: &str = "brig_http_requests_total";
+pub const HTTP_DURATION: &str = "brig_http_request_duration_seconds";
+pub const COMMANDS: &str = "brig_commands_total";
+pub const COMMAND_DURATION: &str = "brig_command_duration_seconds";
+pub const SESSIONS_LIVE: &str = "brig_sessions_live";
+pub const CONTAINERS_CREATED: &str = "brig_containers_created_total";
+pub const CONTAINERS_REMOVED: &str = "brig_containers_removed_total";
+pub const POOL_SIZE: &str = "brig_pool_spares";
+pub const POOL_CLAIMS: &str = "brig_pool_claims_total";
+pub const RATE_LIMITED: &str = "brig_rate_limited_total";
+pub const QUOTA_REJECTIONS: &str = "brig_quota_rejections_total";
+pub const STORE_ERRORS: &str = "brig_store_errors_total";
+pub const ENGINE_ERRORS: &str = "brig_engine_errors_total";
+pub const CHANNEL_REATTACHES: &str = "brig_channel_reattaches_total";
+pub const CLEANUP_PASSES: &str = "brig_cleanup_passes_total";
+pub const CLEANUP_ERRORS: &str = "brig_cleanup_errors_total";
+
+/// A finished command: `ok` (exit 0), `nonzero`, `timed_out`, `cancelled` or
+/// `oom_killed` (SIGKILL that brig did not send: the OOM killer).
+pub fn command_finished(outcome: &ExecOutcome, elapsed: Duration) {
+    let kind = if outcome.timed_out {
+        "timed_out"
+    } else if outcome.cancelled {
+        "cancelled"
+    } else if outcome.signal == Some(9) {
+        "oom_killed"
+    } else if outcome.exit_code == 0 {
+        "ok"
+    } else {
+        "nonzero"
+    };
+    metrics::counter!(COMMANDS, "outcome" => kind).increment(1);
+    metrics::histogram!(COMMAND_DURATION).record(elapsed.as_secs_f64());
+}
+
+/// A command that never ran to an outcome (store, engine, sandbox failure).
+pub fn command_failed() {
+    metrics::counter!(COMMANDS, "outcome" => "failed").increment(1);
+}
+
+pub fn container_created(source: &'static str) {
+    metrics::counter!(CONTAINERS_CREATED, "source" => source).increment(1);
+}
+
+pub fn container_removed(reason: &'static str, count: u64) {
+    if count > 0 {
+        metrics::counter!(CONTAINERS_REMOVED, "reason" => reason).increment(count);
+    }
+}
+
+/// Who may scrape, from `METRICS_TOKEN` and `METRICS_PORT`.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    pub token: Option<secrecy::SecretString>,
+    pub port: Option<u16>,
+    /// `METRICS_HOST`: where `METRICS_PORT` listens (default `127.0.0.1`).
+    pub host: String,
+}
+
+impl MetricsConfig {
+    pub(crate) fn from_env(env: &mut crate::config::Env<'_>) -> Self {
+        let token = env.get("METRICS_TOKEN").map(secrecy::SecretString::from);
+        if let Some(token) = &token {
+            if secrecy::ExposeSecret::expose_secret(token).len() < 16 {
+                env.error("METRICS_TOKEN", "must be at least 16 characters");
+            }
+        }
+        let port = env.get("METRICS_PORT").map(|raw| {
+            raw.parse::<u16>().ok().filter(|p| *p > 0).unwrap_or_else(|| {
+                env.error("METRICS_PORT", "must be a port number 1-65535");
+                0
+            })
+        });
+        let host = env.get("METRICS_HOST").unwrap_or_else(|| "127.0.0.1".into());
+        MetricsConfig { token, port, host }
+    }
+
+    /// Whether a request with `authorization` may read the metrics.
+    pub fn allows(&self, authorization: Option<&str>) -> bool {
+        let Some(token) = &self.token else {
+            // No token: only the separate metrics port serves them.
+            return self.port.is_some();
+        };
+        let presented = authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let expected = secrecy::ExposeSecret::expose_secret(token).as_bytes();
+        // Constant time over the expected length.
+        presented.len() == expected.len()
+            && presented.bytes().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
