@@ -4,6 +4,7 @@
 
 mod auth;
 mod churn;
+mod cli;
 mod code;
 mod compose;
 mod executions;

@@ -1,0 +1,184 @@
+//! The HTTP side of `brig`: requests with the caller's credentials, the API's
+//! errors turned into one readable line, and the event stream of `--stream`.
+
+use std::io::Write;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+
+/// Why `brig` itself failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The API answered with an error: status, its stable code and detail.
+    Api {
+        status: StatusCode,
+        error: String,
+        detail: String,
+    },
+    /// The API could not be reached or answered garbage.
+    Transport(String),
+    /// Something on this machine (a file, stdin).
+    Local(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Api { status, error, detail } => write!(f, "{} {error}: {detail}", status.as_u16()),
+            Failure::Transport(detail) => write!(f, "cannot talk to the brig API: {detail}"),
+            Failure::Local(detail) => f.write_str(detail),
+        }
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+    token: Option<String>,
+}
+
+/// Percent-encodes one path segment (a session id).
+pub fn path_segment(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Percent-encodes a file path, keeping its `/` separators.
+pub fn file_path(path: &str) -> String {
+    path.split('/').map(path_segment).collect::<Vec<_>>().join("/")
+}
+
+/// Percent-encodes a query value.
+pub fn query_value(value: &str) -> String {
+    path_segment(value)
+}
+
+impl Client {
+    pub fn new(base: &str, api_key: Option<&str>, token: Option<&str>) -> Result<Self, Failure> {
+        if api_key.is_none() && token.is_none() {
+            return Err(Failure::Local(
+                "no credentials: set BRIG_API_KEY (or BRIG_TOKEN for a JWT)".into(),
+            ));
+        }
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            api_key: api_key.map(String::from),
+            token: token.map(String::from),
+        })
+    }
+
+    fn builder(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match (&self.api_key, &self.token) {
+            (Some(key), _) => request.header("x-api-key", key),
+            (None, Some(token)) => request.bearer_auth(token),
+            (None, None) => request,
+        }
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, Failure> {
+        let response = request
+            .send()
+            .await
+            .map_err(|err| Failure::Transport(err.to_string()))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        Err(Failure::Api {
+            status,
+            error: body["error"].as_str().unwrap_or("http_error").to_string(),
+            detail: body["detail"].as_str().unwrap_or("no detail").to_string(),
+        })
+    }
+
+    /// A JSON request; the JSON answer (`null` for an empty one).
+    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+        let mut request = self.builder(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = self.send(request).await?;
+        let text = response
+            .text()
+            .await
+            .map_err(|err| Failure::Transport(err.to_string()))?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|err| Failure::Transport(format!("not JSON: {err}")))
+    }
+
+    pub async fn put_file(&self, path: &str, data: Vec<u8>) -> Result<(), Failure> {
+        self.send(self.builder(Method::PUT, path).body(data)).await.map(drop)
+    }
+
+    pub async fn get_file(&self, path: &str) -> Result<Vec<u8>, Failure> {
+        let response = self.send(self.builder(Method::GET, path)).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| Failure::Transport(err.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// `POST /execute` as Server-Sent Events: output printed as it arrives,
+    /// the `exit` event's result returned.
+    pub async fn execute_streaming(&self, body: &Value) -> Result<Value, Failure> {
+        let request = self
+            .builder(Method::POST, "/execute")
+            .header("accept", "text/event-stream")
+            .json(body);
+        let mut response = self.send(request).await?;
+        // Bytes, not text: a chunk may end inside a UTF-8 character; an event
+        // (ending in a blank line) never does.
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            while let Some(end) = buffer.windows(2).position(|pair| pair == b"\n\n") {
+                let raw: Vec<u8> = buffer.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&raw);
+                let (mut event, mut data) = (String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        event = value.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                    }
+                }
+                let data: Value = serde_json::from_str(&data).unwrap_or_default();
+                match event.as_str() {
+                    "stdout" => print_chunk(&mut std::io::stdout(), &data),
+                    "stderr" => print_chunk(&mut std::io::stderr(), &data),
+                    "exit" => return Ok(data),
+                    "error" => {
+                        return Err(Failure::Api {
+                            status: StatusCode::OK,
+                            error: data["error"].as_str().unwrap_or("error").to_string(),
+                            detail: data["detail"].as_str().unwrap_or_default().to_string(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            match response.chunk().await {
+                Ok(Some(chunk)) => buffer.extend_from_slice(&chunk),
+                Ok(None) => return Err(Failure::Transport("the stream ended without a result".into())),
+                Err(err) => return Err(Failure::Transport(err.to_string())),
+            }
+        }
+    }
+}
+
+fn print_chunk(out: &mut impl Write, data: &Value) {
+    let _ = out
+        .write_all(data["data"].as_str().unwrap_or_default().as_bytes())
+        .and_then(|()| out.flush());
+}

@@ -1,0 +1,261 @@
+//! `brig`: the command line of the brig API.
+//!
+//!   brig exec [-s SESSION] [--timeout S] [--stream] -- CMD ARGS...
+//!   brig sessions [ls | create [ID] | rm ID]
+//!   brig files [put LOCAL PATH | get PATH [LOCAL] | ls [DIR]] -s SESSION
+//!   brig health
+//!   brig completions SHELL
+//!
+//! Reads `BRIG_URL` (default `http://localhost:8000`) and `BRIG_API_KEY` or
+//! `BRIG_TOKEN` (a JWT). `brig exec` exits with the command's exit code (124 on
+//! timeout), its stdout and stderr going to the terminal's own streams; `--json`
+//! prints the API's answer instead. Failures of brig itself (the API refused,
+//! or could not be reached) exit 125 with the API's error code on stderr.
+
+mod client;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::client::{Client, Failure};
+
+/// Exit code when brig itself fails, as `docker run` does.
+const BRIG_FAILED: u8 = 125;
+
+#[derive(Parser)]
+#[command(name = "brig", version, about = "Run commands in brig sandboxes")]
+struct Cli {
+    /// The brig API.
+    #[arg(long, env = "BRIG_URL", default_value = "http://localhost:8000", global = true)]
+    url: String,
+    /// An API key (sent as X-API-Key).
+    #[arg(long, env = "BRIG_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+    /// A JWT (sent as Authorization: Bearer), if no API key is given.
+    #[arg(long, env = "BRIG_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print the API's JSON answers, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command in a session (created if needed).
+    Exec {
+        /// The session.
+        #[arg(short, long, env = "BRIG_SESSION", default_value = "cli")]
+        session: String,
+        /// Deadline in seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Print output as it is produced (Server-Sent Events).
+        #[arg(long)]
+        stream: bool,
+        /// Working directory inside the sandbox.
+        #[arg(short = 'w', long)]
+        workdir: Option<String>,
+        /// The command and its arguments (joined with shell quoting, run without a shell).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List, create or remove sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: Option<SessionsAction>,
+    },
+    /// Files in a session's /workspace.
+    Files {
+        #[arg(short, long, env = "BRIG_SESSION", default_value = "cli")]
+        session: String,
+        #[command(subcommand)]
+        action: FilesAction,
+    },
+    /// Whether the API is alive and ready.
+    Health,
+    /// Shell completions for bash, zsh, fish, elvish or powershell.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// The caller's sessions (the default).
+    Ls,
+    /// Creates a session (a random id if none is given).
+    Create { id: Option<String> },
+    /// Removes a session and its sandbox.
+    Rm { id: String },
+}
+
+#[derive(Subcommand)]
+enum FilesAction {
+    /// Uploads LOCAL (`-` for stdin) to PATH under /workspace.
+    Put { local: String, path: String },
+    /// Downloads PATH to LOCAL (stdout if omitted or `-`).
+    Get { path: String, local: Option<String> },
+    /// Lists DIR under /workspace.
+    Ls { dir: Option<String> },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("brig: {failure}");
+            ExitCode::from(BRIG_FAILED)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "brig", &mut std::io::stdout());
+        return Ok(0);
+    }
+    let client = Client::new(&cli.url, cli.api_key.as_deref(), cli.token.as_deref())?;
+    match cli.command {
+        Command::Exec {
+            session,
+            timeout,
+            stream,
+            workdir,
+            command,
+        } => {
+            let mut body = json!({"command": shell_words::join(&command), "session_id": session});
+            if let Some(timeout) = timeout {
+                body["timeout"] = json!(timeout);
+            }
+            if let Some(dir) = workdir {
+                body["working_dir"] = json!(dir);
+            }
+            let result = if stream && !cli.json {
+                client.execute_streaming(&body).await?
+            } else {
+                let result = client.request(reqwest::Method::POST, "/execute", Some(&body)).await?;
+                if cli.json {
+                    print_json(&result);
+                } else {
+                    write_all(&mut std::io::stdout(), result["stdout"].as_str().unwrap_or_default());
+                    write_all(&mut std::io::stderr(), result["stderr"].as_str().unwrap_or_default());
+                }
+                result
+            };
+            Ok(result["exit_code"]
+                .as_i64()
+                .unwrap_or(i64::from(BRIG_FAILED))
+                .clamp(0, 255) as u8)
+        }
+        Command::Sessions { action } => {
+            match action.unwrap_or(SessionsAction::Ls) {
+                SessionsAction::Ls => {
+                    let list = client.request(reqwest::Method::GET, "/sessions", None).await?;
+                    if cli.json {
+                        print_json(&list);
+                    } else {
+                        for session in list["sessions"].as_array().into_iter().flatten() {
+                            println!(
+                                "{}\texpires {}",
+                                session["session_id"].as_str().unwrap_or_default(),
+                                session["expires_at"].as_str().unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                SessionsAction::Create { id } => {
+                    let body = id.map_or_else(|| json!({}), |id| json!({"session_id": id}));
+                    let created = client.request(reqwest::Method::POST, "/sessions", Some(&body)).await?;
+                    if cli.json {
+                        print_json(&created);
+                    } else {
+                        println!("{}", created["session_id"].as_str().unwrap_or_default());
+                    }
+                }
+                SessionsAction::Rm { id } => {
+                    let path = format!("/sessions/{}", client::path_segment(&id));
+                    client.request(reqwest::Method::DELETE, &path, None).await?;
+                    if cli.json {
+                        print_json(&json!({"session_id": id, "removed": true}));
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Files { session, action } => {
+            let base = format!("/sessions/{}/files", client::path_segment(&session));
+            match action {
+                FilesAction::Put { local, path } => {
+                    let data = if local == "-" {
+                        let mut data = Vec::new();
+                        std::io::Read::read_to_end(&mut std::io::stdin(), &mut data)
+                            .map_err(|err| Failure::Local(format!("reading stdin: {err}")))?;
+                        data
+                    } else {
+                        std::fs::read(&local).map_err(|err| Failure::Local(format!("{local}: {err}")))?
+                    };
+                    client
+                        .put_file(&format!("{base}/{}", client::file_path(&path)), data)
+                        .await?;
+                }
+                FilesAction::Get { path, local } => {
+                    let data = client.get_file(&format!("{base}/{}", client::file_path(&path))).await?;
+                    match local.as_deref() {
+                        None | Some("-") => {
+                            let mut out = std::io::stdout();
+                            let _ = out.write_all(&data).and_then(|()| out.flush());
+                        }
+                        Some(local) => {
+                            std::fs::write(local, data).map_err(|err| Failure::Local(format!("{local}: {err}")))?
+                        }
+                    }
+                }
+                FilesAction::Ls { dir } => {
+                    let query = dir
+                        .map(|dir| format!("?dir={}", client::query_value(&dir)))
+                        .unwrap_or_default();
+                    let listing = client
+                        .request(reqwest::Method::GET, &format!("{base}{query}"), None)
+                        .await?;
+                    if cli.json {
+                        print_json(&listing);
+                    } else {
+                        for entry in listing["entries"].as_array().into_iter().flatten() {
+                            println!(
+                                "{}\t{}\t{}",
+                                entry["type"].as_str().unwrap_or_default(),
+                                entry["size"],
+                                entry["name"].as_str().unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Health => {
+            let health = client.request(reqwest::Method::GET, "/health", None).await?;
+            let ready = client.request(reqwest::Method::GET, "/ready", None).await?;
+            if cli.json {
+                print_json(&json!({"health": health, "ready": ready}));
+            } else {
+                println!("ok: alive and ready ({})", ready["store"].as_str().unwrap_or("?"));
+            }
+            Ok(0)
+        }
+        Command::Completions { .. } => unreachable!("handled above"),
+    }
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn write_all(out: &mut impl Write, text: &str) {
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

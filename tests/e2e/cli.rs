@@ -1,0 +1,179 @@
+//! `brig`, the CLI, against a live brig-api: exit codes, streams, streaming,
+//! errors, `--json`, sessions, files, completions.
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+fn brig(api: &BrigApi, key: &str, args: &[&str]) -> Output {
+    Command::new(binary("brig"))
+        .env_clear()
+        .env("BRIG_URL", &api.base)
+        .env("BRIG_API_KEY", key)
+        .args(args)
+        .output()
+        .expect("run brig")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn cli_api() -> BrigApi {
+    BrigApi::start(&[("SESSION_STORE", "memory"), ("ALLOWED_COMMANDS", "sh,echo,cat")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_mirrors_the_commands_streams_and_exit_code() {
+    let api = cli_api();
+    let out = brig(
+        &api,
+        ALICE_KEY,
+        &["exec", "-s", "c", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    // Arguments keep their boundaries (quoted for the API, run without a shell).
+    let out = brig(
+        &api,
+        ALICE_KEY,
+        &["exec", "-s", "c", "--", "echo", "a b", "$HOME;", "'q'"],
+    );
+    assert_eq!(text(&out.stdout), "a b $HOME; 'q'\n");
+
+    let out = brig(
+        &api,
+        ALICE_KEY,
+        &["exec", "-s", "c", "--timeout", "1", "--", "sh", "-c", "sleep 5"],
+    );
+    assert_eq!(out.status.code(), Some(124));
+
+    let out = brig(&api, ALICE_KEY, &["--json", "exec", "-s", "c", "--", "echo", "hi"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["stdout"], "hi\n");
+    assert_eq!(json["session_id"], "c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_streams_output_as_it_is_produced() {
+    let api = cli_api();
+    let mut child = Command::new(binary("brig"))
+        .env_clear()
+        .env("BRIG_URL", &api.base)
+        .env("BRIG_API_KEY", ALICE_KEY)
+        .args([
+            "exec",
+            "--stream",
+            "-s",
+            "st",
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 2; echo two; exit 5",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 4];
+    stdout.read_exact(&mut first).unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(&first, b"one\n");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let done_at = started.elapsed();
+    assert_eq!(rest, "two\n");
+    assert_eq!(status.code(), Some(5));
+    assert!(
+        done_at - first_at >= Duration::from_millis(1500),
+        "first line came at the end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_clear_line_and_exit_125() {
+    let api = cli_api();
+    for (key, args, expected) in [
+        (ALICE_KEY, vec!["exec", "--", "id"], "403 command_not_allowed"),
+        ("wrong-key", vec!["sessions"], "401 unauthorized"),
+        (ALICE_KEY, vec!["sessions", "rm", "never-made"], "404 not_found"),
+        (
+            ALICE_KEY,
+            vec!["exec", "-s", "../x", "--", "echo"],
+            "422 invalid_session_id",
+        ),
+    ] {
+        let out = brig(&api, key, &args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with("brig: ") && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let unreachable = Command::new(binary("brig"))
+        .env_clear()
+        .env("BRIG_URL", format!("http://127.0.0.1:{}", free_port()))
+        .env("BRIG_API_KEY", ALICE_KEY)
+        .arg("health")
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(125));
+    assert!(text(&unreachable.stderr).contains("cannot talk to the brig API"));
+    let no_key = Command::new(binary("brig")).env_clear().arg("health").output().unwrap();
+    assert!(
+        text(&no_key.stderr).contains("BRIG_API_KEY"),
+        "{}",
+        text(&no_key.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_files_health_and_completions() {
+    let api = cli_api();
+    let created = brig(&api, ALICE_KEY, &["sessions", "create", "work"]);
+    assert_eq!(text(&created.stdout), "work\n");
+    let listed = brig(&api, ALICE_KEY, &["--json", "sessions", "ls"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["sessions"][0]["session_id"], "work");
+
+    let dir = std::env::temp_dir().join(format!("brig-cli-{}", new_instance()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = dir.join("in.bin");
+    let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    std::fs::write(&local, &data).unwrap();
+    let put = brig(
+        &api,
+        ALICE_KEY,
+        &["files", "-s", "work", "put", local.to_str().unwrap(), "sub/data bin"],
+    );
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let got = brig(&api, ALICE_KEY, &["files", "-s", "work", "get", "sub/data bin"]);
+    assert!(got.stdout == data, "downloaded bytes differ");
+    let ls = brig(&api, ALICE_KEY, &["files", "-s", "work", "ls", "sub"]);
+    assert_eq!(text(&ls.stdout), "file\t70000\tdata bin\n");
+    let seen = brig(
+        &api,
+        ALICE_KEY,
+        &["exec", "-s", "work", "--", "sh", "-c", "wc -c < 'sub/data bin'"],
+    );
+    assert_eq!(text(&seen.stdout).trim(), "70000");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let removed = brig(&api, ALICE_KEY, &["sessions", "rm", "work"]);
+    assert!(removed.status.success());
+    assert!(text(&brig(&api, ALICE_KEY, &["sessions"]).stdout).is_empty());
+
+    let health = brig(&api, ALICE_KEY, &["health"]);
+    assert_eq!(text(&health.stdout), "ok: alive and ready (memory)\n");
+    let completions = brig(&api, ALICE_KEY, &["completions", "bash"]);
+    assert!(text(&completions.stdout).contains("complete -F _brig"));
+}
