@@ -14,6 +14,7 @@ mod generate;
 mod gvisor;
 mod idempotency;
 mod lifecycle;
+mod mcp;
 mod metrics;
 mod policy;
 mod pool;

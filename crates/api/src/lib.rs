@@ -14,6 +14,7 @@ pub mod healthcheck;
 pub mod idempotency;
 pub mod json;
 pub mod llm;
+pub mod mcp;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;

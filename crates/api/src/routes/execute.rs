@@ -120,6 +120,24 @@ impl Validated {
     }
 }
 
+impl Validated {
+    /// Charges the cooldown, runs the command in the session and writes the
+    /// audit line: `/execute`, MCP's `execute` and `/generate-and-execute`.
+    pub async fn run(self, state: &AppState, principal: &Principal) -> Result<ExecuteResponse, ApiError> {
+        self.admit(state, principal).await?;
+        let Validated {
+            session_id, request, ..
+        } = self;
+        let argv = request.argv.clone();
+        let result = state.sessions.execute(&principal.owner(), &session_id, request).await;
+        audit(principal, &session_id, &argv, &result);
+        Ok(ExecuteResponse {
+            session_id: session_id.to_string(),
+            result: ExecutionResult::from(&result?),
+        })
+    }
+}
+
 /// Checks everything about the body before anything runs.
 pub fn validate(state: &AppState, principal: &Principal, body: ExecuteBody) -> Result<Validated, ApiError> {
     let session_id =
@@ -267,18 +285,7 @@ pub async fn execute(
         return stream(state, principal, session_id, request).await;
     }
     let run = || async {
-        validated.admit(&state, &principal).await?;
-        let Validated {
-            session_id, request, ..
-        } = validated;
-        let argv = request.argv.clone();
-        let result = state.sessions.execute(&principal.owner(), &session_id, request).await;
-        audit(&principal, &session_id, &argv, &result);
-        let executed = result?;
-        let response = ExecuteResponse {
-            session_id: session_id.to_string(),
-            result: ExecutionResult::from(&executed),
-        };
+        let response = validated.run(&state, &principal).await?;
         let body = serde_json::to_value(response).map_err(|err| ApiError::Internal(err.to_string()))?;
         Ok((StatusCode::OK, body))
     };

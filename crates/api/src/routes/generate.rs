@@ -14,7 +14,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::llm::{Generated, Llm};
-use crate::routes::execute::{audit, validate, ExecuteBody, Validated};
+use crate::routes::execute::{validate, ExecuteBody};
 use crate::state::AppState;
 
 /// Longest task description sent to the model.
@@ -140,28 +140,23 @@ pub async fn generate_and_execute(
         stdin: None,
     };
     let validated = validate(&state, &principal, execute)?;
-    validated.admit(&state, &principal).await?;
-    let Validated {
-        session_id, request, ..
-    } = validated;
-    let owner = principal.owner();
     if !options.is_default() {
-        state.sessions.open_with(&owner, &session_id, &options).await?;
+        state
+            .sessions
+            .open_with(&principal.owner(), &validated.session_id, &options)
+            .await?;
     }
-    let argv = request.argv.clone();
-    let result = state.sessions.execute(&owner, &session_id, request).await;
-    audit(&principal, &session_id, &argv, &result);
-    let executed = result?;
-    let outcome = &executed.outcome;
+    let executed = validated.run(&state, &principal).await?;
+    let result = executed.result;
     Ok(Json(GenerateAndExecuteResponse {
         query: body.query,
         generated_code: generated.code,
         validation_result: generated.safety_assessment,
-        stdout: outcome.stdout_str(),
-        stderr: outcome.stderr_str(),
-        exit_code: outcome.exit_code,
-        timed_out: outcome.timed_out,
-        execution_time: executed.elapsed.as_secs_f64(),
-        session_id: session_id.to_string(),
+        stdout: result.stdout,
+        stderr: result.stderr,
+        exit_code: result.exit_code,
+        timed_out: result.timed_out,
+        execution_time: result.execution_time,
+        session_id: executed.session_id,
     }))
 }

@@ -22,7 +22,14 @@ pub use self::execute::{ExecuteBody, ExecuteResponse};
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let mcp = Router::new()
+        .nest_service("/mcp", crate::mcp::service(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::mcp::authenticate,
+        ));
     Router::new()
+        .merge(mcp)
         .route("/execute", post(execute::execute))
         .route("/generate", post(generate::generate))
         .route("/generate-and-execute", post(generate::generate_and_execute))
