@@ -35,6 +35,18 @@ log "building sandbox images"
 images/sandbox-test/build.sh
 images/sandbox-python/build-local.sh
 
+log "installing schemathesis (PyPI) into target/schemathesis"
+python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq python3-venv >/dev/null
+}
+[ -x target/schemathesis/bin/schemathesis ] || {
+  python3 -m venv target/schemathesis
+  target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5'
+}
+target/schemathesis/bin/schemathesis --version
+
 log "checking format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -16,6 +16,7 @@ mod idempotency;
 mod lifecycle;
 mod mcp;
 mod metrics;
+mod openapi;
 mod policy;
 mod pool;
 mod replicas;

@@ -31,7 +31,7 @@ const CANCEL_POLL: Duration = Duration::from_millis(200);
 /// declared lost (its API process died): session creation, grace, clocks.
 const LOST_AFTER: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Running,
@@ -42,14 +42,14 @@ pub enum Status {
 }
 
 /// Why an execution failed (`status: failed`): the error `/execute` would have answered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     pub error: String,
     pub detail: String,
 }
 
 /// An execution as clients see it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionView {
     pub execution_id: String,
     pub session_id: String,

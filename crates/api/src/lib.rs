@@ -16,6 +16,7 @@ pub mod json;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;

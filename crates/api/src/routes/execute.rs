@@ -29,7 +29,7 @@ use crate::state::AppState;
 /// Largest `stdin` (or `code`) accepted (the agent protocol's bound).
 const MAX_STDIN_BYTES: usize = 1024 * 1024;
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {
     /// A command line (split like a shell would, never run by one). Exactly one
@@ -47,7 +47,7 @@ pub struct ExecuteBody {
 
 /// What came of a command: the body of `/execute`, the `exit` event of a
 /// stream, and the result part of a finished `/executions/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionResult {
     pub exit_code: i32,
     pub signal: Option<i32>,
@@ -79,7 +79,7 @@ impl From<&Executed> for ExecutionResult {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExecuteResponse {
     pub session_id: String,
     #[serde(flatten)]
@@ -262,6 +262,15 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         .any(|media| media.split(';').next().unwrap_or("").trim() == "text/event-stream")
 }
 
+#[utoipa::path(
+    post, path = "/execute", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    request_body = ExecuteBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replay the first answer to a retry")),
+    responses(
+        (status = 200, description = "The command ran (any exit code, or timed out). With `Accept: text/event-stream`: `stdout`/`stderr` events, then `exit` (this body) or `error`.",
+         content((ExecuteResponse = "application/json"), (String = "text/event-stream"))),
+    )
+)]
 pub async fn execute(
     State(state): State<AppState>,
     principal: Principal,

@@ -15,6 +15,12 @@ use crate::routes::execute::{validate, ExecuteBody, Validated};
 use crate::state::AppState;
 
 /// `POST /executions`: the body of `/execute`; 202 with the execution's id.
+#[utoipa::path(
+    post, path = "/executions", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    request_body = ExecuteBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replay the first answer to a retry")),
+    responses((status = 202, description = "Started in the background", body = ExecutionView))
+)]
 pub async fn start(
     State(state): State<AppState>,
     principal: Principal,
@@ -45,6 +51,11 @@ pub async fn start(
 }
 
 /// `GET /executions/{id}`: status, and the result once finished.
+#[utoipa::path(
+    get, path = "/executions/{execution_id}", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    params(("execution_id" = String, Path)),
+    responses((status = 200, description = "Status, and the result once finished", body = ExecutionView))
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -54,6 +65,11 @@ pub async fn get(
 }
 
 /// `POST /executions/{id}/cancel`: kills the command's process tree.
+#[utoipa::path(
+    post, path = "/executions/{execution_id}/cancel", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    params(("execution_id" = String, Path)),
+    responses((status = 200, description = "Cancelled (or already finished)", body = ExecutionView))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     principal: Principal,

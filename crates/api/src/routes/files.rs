@@ -20,7 +20,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Relative to `/workspace`; empty or absent: `/workspace` itself.
@@ -28,7 +28,7 @@ pub struct ListQuery {
     pub dir: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub name: String,
     /// `file`, `directory`, `symlink` or `other`.
@@ -38,7 +38,7 @@ pub struct Entry {
     pub size: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Listing {
     pub dir: String,
     pub entries: Vec<Entry>,
@@ -70,6 +70,10 @@ fn unexpected(reply: FileReply) -> ApiError {
     ApiError::BadGateway(format!("unexpected file reply {reply:?}"))
 }
 
+#[utoipa::path(put, path = "/sessions/{session_id}/files/{path}", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path), ("path" = String, Path, description = "relative to /workspace")),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "the file (empty: an empty file)"),
+    responses((status = 204, description = "Written")))]
 pub async fn put(
     State(state): State<AppState>,
     principal: Principal,
@@ -94,6 +98,9 @@ pub async fn put(
     }
 }
 
+#[utoipa::path(get, path = "/sessions/{session_id}/files/{path}", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path), ("path" = String, Path, description = "relative to /workspace")),
+    responses((status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream")))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -108,6 +115,9 @@ pub async fn get(
     }
 }
 
+#[utoipa::path(delete, path = "/sessions/{session_id}/files/{path}", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path), ("path" = String, Path, description = "relative to /workspace")),
+    responses((status = 204, description = "Removed")))]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
@@ -122,6 +132,9 @@ pub async fn delete(
     }
 }
 
+#[utoipa::path(get, path = "/sessions/{session_id}/files", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path), ListQuery),
+    responses((status = 200, description = "The directory's entries", body = Listing)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,

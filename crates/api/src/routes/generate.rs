@@ -20,14 +20,14 @@ use crate::state::AppState;
 /// Longest task description sent to the model.
 const MAX_QUERY_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateBody {
     pub query: String,
     pub language: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateAndExecuteBody {
     pub query: String,
@@ -38,7 +38,7 @@ pub struct GenerateAndExecuteBody {
     pub cpu_limit: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GenerateResponse {
     pub query: String,
     pub language: String,
@@ -48,7 +48,7 @@ pub struct GenerateResponse {
     pub explanation: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GenerateAndExecuteResponse {
     pub query: String,
     pub generated_code: String,
@@ -93,6 +93,9 @@ async fn generate_code(
     Ok((language, generated))
 }
 
+#[utoipa::path(post, path = "/generate", tag = "generate", security(("api_key" = []), ("bearer" = [])),
+    request_body = GenerateBody,
+    responses((status = 200, description = "Code from the LLM, not run", body = GenerateResponse)))]
 pub async fn generate(
     State(state): State<AppState>,
     principal: Principal,
@@ -112,6 +115,9 @@ pub async fn generate(
     }))
 }
 
+#[utoipa::path(post, path = "/generate-and-execute", tag = "generate", security(("api_key" = []), ("bearer" = [])),
+    request_body = GenerateAndExecuteBody,
+    responses((status = 200, description = "Code from the LLM, run in the sandbox", body = GenerateAndExecuteResponse)))]
 pub async fn generate_and_execute(
     State(state): State<AppState>,
     principal: Principal,

@@ -7,12 +7,16 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "The process answers", body = Object)))]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 when the session store, the engine and the agent volume are all
 /// usable; otherwise 503 naming the first that is not.
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses((status = 200, description = "Store, engine, runtime and agent volume are usable", body = Object)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let not_ready = |detail: String| ApiError::Unavailable {
         code: "not_ready",

@@ -1,11 +1,11 @@
 //! The router: one file per resource.
 
 pub(crate) mod execute;
-mod executions;
-mod files;
-mod generate;
-mod health;
-mod sessions;
+pub(crate) mod executions;
+pub(crate) mod files;
+pub(crate) mod generate;
+pub(crate) mod health;
+pub(crate) mod sessions;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, Request};
@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
             get(files::get).put(files::put).delete(files::delete),
         )
         .route("/metrics", get(crate::metrics::scrape))
+        .route("/openapi.json", get(crate::openapi::document))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::routes::rfc3339;
 use crate::state::AppState;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionBody {
     pub session_id: Option<String>,
@@ -29,7 +29,7 @@ pub struct CreateSessionBody {
     pub runtime: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub session_id: String,
     pub created_at: String,
@@ -57,7 +57,7 @@ impl SessionView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<SessionView>,
 }
@@ -83,6 +83,14 @@ fn parse_create_body(headers: &HeaderMap, body: &Bytes) -> Result<CreateSessionB
     serde_json::from_slice(body).map_err(|err| ApiError::invalid("invalid_body", err.to_string()))
 }
 
+#[utoipa::path(
+    post, path = "/sessions", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    request_body(content = Option<CreateSessionBody>, description = "optional; empty: a random id"),
+    responses(
+        (status = 201, description = "Created", body = SessionView),
+        (status = 200, description = "Existed already", body = SessionView),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -113,6 +121,8 @@ pub async fn create(
     Ok((status, Json(SessionView::of(&record, &state.config.sandbox))))
 }
 
+#[utoipa::path(get, path = "/sessions", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The caller's sessions", body = SessionList)))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>, ApiError> {
     let records = state.sessions.list(&principal.owner()).await?;
     Ok(Json(SessionList {
@@ -123,6 +133,9 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
     }))
 }
 
+#[utoipa::path(get, path = "/sessions/{session_id}", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path)),
+    responses((status = 200, description = "The session", body = SessionView)))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -132,6 +145,9 @@ pub async fn get(
     Ok(Json(SessionView::of(&record, &state.config.sandbox)))
 }
 
+#[utoipa::path(delete, path = "/sessions/{session_id}", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path)),
+    responses((status = 204, description = "Removed with its sandbox")))]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
