@@ -39,7 +39,7 @@ if ! docker image inspect "$CONTAINER_IMAGE" >/dev/null 2>&1; then
   fi
 fi
 echo "building brig (cargo build --release)"
-cargo build --release --locked -q -p brig-api -p brig-cleanup-worker
+cargo build --release --locked -q -p brig-api -p brig-cleanup-worker -p brig-cli
 
 first_key=${API_KEYS%%,*}
 first_key=${first_key#*:}
@@ -49,6 +49,10 @@ brig is starting on http://localhost:$PORT (session store: $SESSION_STORE). Try:
 
   curl -X POST http://localhost:$PORT/execute -H "X-API-Key: ${first_key:-<your key>}" -H "Content-Type: application/json" \\
     -d '{"command": "ls -la", "session_id": "my-session-1", "timeout": 30}'
+
+or with the CLI:
+
+  BRIG_URL=http://localhost:$PORT BRIG_API_KEY=${first_key:-<your key>} target/release/brig exec -s my-session-1 -- ls -la
 
 HELP
 if [ "$SESSION_STORE" = redis ]; then
