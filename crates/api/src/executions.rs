@@ -167,11 +167,13 @@ impl Executions {
                 output: None,
             };
             let argv = request.argv.clone();
-            let run = state.sessions.execute_with(&owner, &session_id, request, hooks);
-            let result = tokio::select! {
-                result = run => result,
-                () = executions.follow_remote_cancel(&id, &cancel) => unreachable!("follow_remote_cancel never returns"),
-            };
+            // Cancels sent to another replica arrive through the store.
+            let poller = tokio::spawn({
+                let (executions, id, cancel) = (Arc::clone(&executions), id.clone(), cancel.clone());
+                async move { executions.follow_remote_cancel(&id, &cancel).await }
+            });
+            let result = state.sessions.execute_with(&owner, &session_id, request, hooks).await;
+            poller.abort();
             audit(&principal, &session_id, &argv, &result);
             let mut stored = stored;
             match result {
@@ -203,13 +205,13 @@ impl Executions {
         Ok(view)
     }
 
-    /// Cancels `token` once a cancel for `id` shows up in the store. Never returns.
+    /// Cancels `token` once a cancel for `id` shows up in the store.
     async fn follow_remote_cancel(&self, id: &str, token: &CancellationToken) {
         loop {
             tokio::time::sleep(CANCEL_POLL).await;
             if let Ok(Some(_)) = self.store.get_value(&cancel_key(id)).await {
                 token.cancel();
-                std::future::pending::<()>().await;
+                return;
             }
         }
     }

@@ -15,6 +15,8 @@ pub enum Failure {
         error: String,
         detail: String,
     },
+    /// The API reported an error inside an event stream, after its 200.
+    Stream { error: String, detail: String },
     /// The API could not be reached or answered garbage.
     Transport(String),
     /// Something on this machine (a file, stdin).
@@ -25,6 +27,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Api { status, error, detail } => write!(f, "{} {error}: {detail}", status.as_u16()),
+            Failure::Stream { error, detail } => write!(f, "{error}: {detail}"),
             Failure::Transport(detail) => write!(f, "cannot talk to the brig API: {detail}"),
             Failure::Local(detail) => f.write_str(detail),
         }
@@ -159,8 +162,7 @@ impl Client {
                     "stderr" => print_chunk(&mut std::io::stderr(), &data),
                     "exit" => return Ok(data),
                     "error" => {
-                        return Err(Failure::Api {
-                            status: StatusCode::OK,
+                        return Err(Failure::Stream {
                             error: data["error"].as_str().unwrap_or("error").to_string(),
                             detail: data["detail"].as_str().unwrap_or_default().to_string(),
                         })
