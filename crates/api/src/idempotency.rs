@@ -34,14 +34,25 @@ struct Stored {
     body: serde_json::Value,
 }
 
-/// The request's key, if it sent one: 1-255 visible ASCII characters.
-pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// A request that sent an `Idempotency-Key`: the key, and what identifies
+/// "the same request" (the route and the body).
+pub struct Idempotent {
+    key: String,
+    fingerprint: String,
+}
+
+/// The request's key (1-255 visible ASCII characters), if it sent one; the
+/// body is hashed only then.
+pub fn from_request(headers: &HeaderMap, route: &str, body: &impl Serialize) -> Result<Option<Idempotent>, ApiError> {
     let Some(value) = headers.get(HEADER) else {
         return Ok(None);
     };
     match value.to_str() {
         Ok(key) if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) => {
-            Ok(Some(key.to_string()))
+            Ok(Some(Idempotent {
+                key: key.to_string(),
+                fingerprint: fingerprint(route, body),
+            }))
         }
         _ => Err(ApiError::invalid(
             "invalid_idempotency_key",
@@ -50,8 +61,7 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// What identifies "the same request": the route and the body.
-pub fn fingerprint(route: &str, body: &impl Serialize) -> String {
+fn fingerprint(route: &str, body: &impl Serialize) -> String {
     let body = serde_json::to_vec(body).unwrap_or_default();
     hex::encode(
         Sha256::new()
@@ -62,13 +72,13 @@ pub fn fingerprint(route: &str, body: &impl Serialize) -> String {
     )
 }
 
-/// Runs `first` once per (principal, key); replays its 2xx answer to retries.
-/// `running_for` bounds how long the first may hold the key (and duplicates wait).
+/// Runs `first`: plainly without a key; with one, once per (principal, key),
+/// replaying its 2xx answer to retries. `running_for` bounds how long the first
+/// may hold the key (and duplicates wait).
 pub async fn once<F, Fut>(
     state: &AppState,
     principal: &Principal,
-    key: &str,
-    fingerprint: String,
+    idempotent: Option<Idempotent>,
     running_for: Duration,
     first: F,
 ) -> Result<Response, ApiError>
@@ -76,6 +86,9 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
 {
+    let Some(Idempotent { key, fingerprint }) = idempotent else {
+        return first().await.map(|(status, body)| (status, Json(body)).into_response());
+    };
     let store = state.sessions.store();
     let scope = format!(
         "{}:{}",

@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use brig_core::policy::WorkingDir;
 use brig_core::rules::{Cooldown, Rule, Scope};
 use brig_core::session::SessionId;
@@ -277,11 +276,10 @@ pub async fn execute(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    let idempotency_key = crate::idempotency::key(&headers)?;
-    let fingerprint = crate::idempotency::fingerprint("/execute", &body);
+    let idempotent = crate::idempotency::from_request(&headers, "/execute", &body)?;
     let validated = validate(&state, &principal, body)?;
     if wants_event_stream(&headers) {
-        if idempotency_key.is_some() {
+        if idempotent.is_some() {
             return Err(ApiError::invalid(
                 "invalid_request",
                 "Idempotency-Key does not apply to a streamed execute",
@@ -298,13 +296,8 @@ pub async fn execute(
         let body = serde_json::to_value(response).map_err(|err| ApiError::Internal(err.to_string()))?;
         Ok((StatusCode::OK, body))
     };
-    match idempotency_key {
-        None => run().await.map(|(status, body)| (status, Json(body)).into_response()),
-        Some(key) => {
-            let running_for = state.config.max_exec_timeout + Duration::from_secs(60);
-            crate::idempotency::once(&state, &principal, &key, fingerprint, running_for, run).await
-        }
-    }
+    let running_for = state.config.max_exec_timeout + Duration::from_secs(60);
+    crate::idempotency::once(&state, &principal, idempotent, running_for, run).await
 }
 
 /// The streamed form: `stdout`/`stderr` events as the agent sends output,

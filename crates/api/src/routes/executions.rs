@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 
 use crate::auth::Principal;
@@ -27,8 +27,7 @@ pub async fn start(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    let idempotency_key = crate::idempotency::key(&headers)?;
-    let fingerprint = crate::idempotency::fingerprint("/executions", &body);
+    let idempotent = crate::idempotency::from_request(&headers, "/executions", &body)?;
     let validated = validate(&state, &principal, body)?;
     let run = || async {
         validated.admit(&state, &principal).await?;
@@ -42,12 +41,7 @@ pub async fn start(
         let body = serde_json::to_value(view).map_err(|err| ApiError::Internal(err.to_string()))?;
         Ok((StatusCode::ACCEPTED, body))
     };
-    match idempotency_key {
-        None => run().await.map(|(status, body)| (status, Json(body)).into_response()),
-        Some(key) => {
-            crate::idempotency::once(&state, &principal, &key, fingerprint, Duration::from_secs(30), run).await
-        }
-    }
+    crate::idempotency::once(&state, &principal, idempotent, Duration::from_secs(30), run).await
 }
 
 /// `GET /executions/{id}`: status, and the result once finished.
