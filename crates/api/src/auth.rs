@@ -1,10 +1,8 @@
 //! Who is calling: `X-API-Key` (compared in constant time) or
 //! `Authorization: Bearer <JWT>` (HS256 only, `exp` and `sub` required, small
-//! explicit leeway). [`Principal`] is the extractor; it also charges the
+//! explicit leeway). The extractor (in [`crate::extract`]) also charges the
 //! principal's rate limit, so limits apply only to authenticated callers.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use brig_core::config::AuthConfig;
 use brig_core::session::Owner;
@@ -15,7 +13,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Longest `sub` accepted.
 const MAX_SUBJECT_LEN: usize = 256;
@@ -153,20 +150,5 @@ impl Authenticator {
             api_key: false,
             roles,
         })
-    }
-}
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let principal = state.auth.authenticate(&parts.headers)?;
-        let (admitted, info) = state.limiter.check(&principal.name);
-        // The router's rate-limit layer copies this onto the response.
-        if let Some(slot) = parts.extensions.get::<crate::rate_limit::RateSlot>() {
-            slot.set(info);
-        }
-        admitted?;
-        Ok(principal)
     }
 }

@@ -1,15 +1,27 @@
 //! The one error type at the HTTP edge: every failure becomes
 //! `{"error": "<stable code>", "detail": "<message>"}` with the right status.
-//! Internal failures get an opaque detail; their cause goes to the log.
+//!
+//! One variant per failure and one `match` per property (status, code,
+//! detail, `Retry-After`); all of them pure. Logging and counting happen once,
+//! in [`ApiError::observe`]: the [`observe_errors`] middleware calls it for
+//! every HTTP answer, and the transports that report an error in a body
+//! instead (an SSE `error` event, a failed execution, a refused MCP tool
+//! call) call it themselves. Internal failures get an opaque detail; their
+//! cause goes to the log only.
+
+use std::sync::Arc;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use brig_core::config::OptionsError;
 use brig_core::policy::PolicyError;
 use brig_core::runtime::RuntimeError;
+use brig_core::session::InvalidSessionId;
 use brig_core::sessions::SessionError;
 use brig_core::store::StoreError;
-use serde_json::json;
+
+use crate::views::Failure;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -18,6 +30,7 @@ pub enum ApiError {
         retry_after_secs: u64,
     },
     NotFound(&'static str),
+    /// Invalid input (422), with its stable code.
     Invalid {
         code: &'static str,
         detail: String,
@@ -26,26 +39,45 @@ pub enum ApiError {
     PayloadTooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
-    Unavailable {
-        code: &'static str,
-        detail: String,
-        retry_after_secs: u64,
-    },
-    SandboxBusy,
+    /// The owner has `MAX_SESSIONS_PER_USER` sessions.
     QuotaExceeded,
+    /// The deployment has `MAX_SESSIONS` sessions.
+    CapacityExhausted,
+    /// Someone else is still creating this session.
+    SessionBusy,
+    /// Too many commands run in the session.
+    SandboxBusy,
     /// A policy cooldown has not passed yet.
     Cooldown {
         rule: String,
         retry_after_secs: u64,
     },
-    BadGateway(String),
+    /// The session store did not answer (the cause is logged, not shown).
+    StoreUnavailable(String),
+    /// The container engine did not answer (the cause is logged, not shown).
+    EngineUnavailable(String),
+    /// The sandbox image is missing on the engine.
+    ImageMissing(String),
+    /// The session's sandbox stopped; a retry gets a new one.
+    SandboxUnavailable,
+    /// The session's agent stopped answering; its sandbox was removed.
+    SandboxUnresponsive,
+    /// The sandbox's agent broke the protocol.
+    SandboxProtocol(String),
+    /// `/ready`: a dependency is not usable.
+    NotReady(String),
+    FileNotFound(String),
+    FileRefused(String),
+    FileTooLarge(String),
+    /// An optional feature that this deployment has not configured.
+    NotEnabled(&'static str),
+    /// The first request with this `Idempotency-Key` still runs.
+    IdempotencyInProgress,
+    /// The language model did not answer in time.
+    LlmTimeout,
+    LlmUnavailable(String),
+    LlmBadReply(String),
     Internal(String),
-    /// Any other client error with its own status and code.
-    Status {
-        status: StatusCode,
-        code: &'static str,
-        detail: String,
-    },
 }
 
 impl ApiError {
@@ -55,110 +87,157 @@ impl ApiError {
             detail: detail.into(),
         }
     }
-}
 
-impl ApiError {
-    /// Status, stable code, detail and `Retry-After` seconds.
-    pub fn parts(self) -> (StatusCode, &'static str, String, Option<u64>) {
-        self.count();
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
         match self {
-            ApiError::Unauthorized(detail) => (StatusCode::UNAUTHORIZED, "unauthorized", detail.to_string(), None),
-            ApiError::RateLimited { retry_after_secs } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("rate limit exceeded; retry in {retry_after_secs} s"),
-                Some(retry_after_secs),
-            ),
-            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", format!("{what} not found"), None),
-            ApiError::Invalid { code, detail } => (StatusCode::UNPROCESSABLE_ENTITY, code, detail, None),
-            ApiError::CommandNotAllowed(detail) => (StatusCode::FORBIDDEN, "command_not_allowed", detail, None),
-            ApiError::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body too large".into(),
-                None,
-            ),
-            ApiError::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected Content-Type: application/json".into(),
-                None,
-            ),
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed".into(),
-                None,
-            ),
-            ApiError::Unavailable {
-                code,
-                detail,
-                retry_after_secs,
-            } => (StatusCode::SERVICE_UNAVAILABLE, code, detail, Some(retry_after_secs)),
-            ApiError::SandboxBusy => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "sandbox_busy",
-                "too many commands running in this session".into(),
-                Some(1),
-            ),
-            ApiError::QuotaExceeded => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "session_quota_exceeded",
-                "you have the maximum number of sessions; delete one or let it expire".into(),
-                Some(30),
-            ),
-            ApiError::BadGateway(cause) => {
-                tracing::error!(%cause, "sandbox protocol error");
-                (
-                    StatusCode::BAD_GATEWAY,
-                    "sandbox_error",
-                    "the sandbox answered incorrectly".into(),
-                    None,
-                )
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            NotFound(_) | FileNotFound(_) | NotEnabled(_) => StatusCode::NOT_FOUND,
+            Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            CommandNotAllowed(_) => StatusCode::FORBIDDEN,
+            PayloadTooLarge | FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            FileRefused(_) | IdempotencyInProgress => StatusCode::CONFLICT,
+            RateLimited { .. } | QuotaExceeded | SandboxBusy | Cooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            CapacityExhausted | SessionBusy | StoreUnavailable(_) | EngineUnavailable(_) | ImageMissing(_)
+            | SandboxUnavailable | SandboxUnresponsive | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SandboxProtocol(_) | LlmUnavailable(_) | LlmBadReply(_) => StatusCode::BAD_GATEWAY,
+            LlmTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            Unauthorized(_) => "unauthorized",
+            RateLimited { .. } => "rate_limited",
+            NotFound(_) => "not_found",
+            Invalid { code, .. } => code,
+            CommandNotAllowed(_) => "command_not_allowed",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            MethodNotAllowed => "method_not_allowed",
+            QuotaExceeded => "session_quota_exceeded",
+            CapacityExhausted => "capacity_exhausted",
+            SessionBusy => "session_busy",
+            SandboxBusy => "sandbox_busy",
+            Cooldown { .. } => "cooldown_active",
+            StoreUnavailable(_) => "store_unavailable",
+            EngineUnavailable(_) | ImageMissing(_) => "engine_unavailable",
+            SandboxUnavailable => "sandbox_unavailable",
+            SandboxUnresponsive => "sandbox_unresponsive",
+            SandboxProtocol(_) => "sandbox_error",
+            NotReady(_) => "not_ready",
+            FileNotFound(_) => "file_not_found",
+            FileRefused(_) => "file_refused",
+            FileTooLarge(_) => "file_too_large",
+            NotEnabled(_) => "not_enabled",
+            IdempotencyInProgress => "idempotency_in_progress",
+            LlmTimeout => "llm_timeout",
+            LlmUnavailable(_) => "llm_unavailable",
+            LlmBadReply(_) => "llm_bad_reply",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    /// The message for people; never an internal cause.
+    pub fn detail(&self) -> String {
+        use ApiError::*;
+        match self {
+            Unauthorized(detail) => detail.to_string(),
+            RateLimited { retry_after_secs } => format!("rate limit exceeded; retry in {retry_after_secs} s"),
+            NotFound(what) => format!("{what} not found"),
+            Invalid { detail, .. } | CommandNotAllowed(detail) | NotReady(detail) => detail.clone(),
+            FileNotFound(detail) | FileRefused(detail) | FileTooLarge(detail) => detail.clone(),
+            PayloadTooLarge => "request body too large".into(),
+            UnsupportedMediaType => "expected Content-Type: application/json".into(),
+            MethodNotAllowed => "method not allowed".into(),
+            QuotaExceeded => "you have the maximum number of sessions; delete one or let it expire".into(),
+            CapacityExhausted => "brig is at its session capacity; retry later".into(),
+            SessionBusy => "the session is still being created; retry shortly".into(),
+            SandboxBusy => "too many commands running in this session".into(),
+            Cooldown { rule, retry_after_secs } => {
+                format!("{rule} runs at most once per its cooldown; retry in {retry_after_secs} s")
             }
-            ApiError::Status { status, code, detail } => (status, code, detail, None),
-            ApiError::Cooldown { rule, retry_after_secs } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "cooldown_active",
-                format!("{rule} runs at most once per its cooldown; retry in {retry_after_secs} s"),
-                Some(retry_after_secs),
-            ),
-            ApiError::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "internal error".into(),
-                    None,
-                )
+            StoreUnavailable(_) => "the session store is unavailable".into(),
+            EngineUnavailable(_) => "the container engine is unavailable".into(),
+            ImageMissing(_) => "the sandbox image is not available".into(),
+            SandboxUnavailable => "the session's sandbox stopped; retry to get a new one".into(),
+            SandboxUnresponsive => "the session's sandbox stopped answering and was removed".into(),
+            SandboxProtocol(_) => "the sandbox answered incorrectly".into(),
+            NotEnabled(detail) => detail.to_string(),
+            IdempotencyInProgress => "a request with this Idempotency-Key is still running".into(),
+            LlmTimeout => "the language model did not answer in time".into(),
+            LlmUnavailable(detail) => detail.clone(),
+            LlmBadReply(detail) => format!("the language model's reply held no usable code: {detail}"),
+            Internal(_) => "internal error".into(),
+        }
+    }
+
+    /// Seconds for `Retry-After`, where retrying later can help.
+    pub fn retry_after(&self) -> Option<u64> {
+        use ApiError::*;
+        match self {
+            RateLimited { retry_after_secs } | Cooldown { retry_after_secs, .. } => Some(*retry_after_secs),
+            SandboxBusy | SessionBusy | SandboxUnavailable | SandboxUnresponsive => Some(1),
+            StoreUnavailable(_) | NotReady(_) => Some(2),
+            EngineUnavailable(_) => Some(5),
+            QuotaExceeded | CapacityExhausted | ImageMissing(_) => Some(30),
+            _ => None,
+        }
+    }
+
+    /// The body form, for transports that report errors inside a 200 answer.
+    pub fn failure(&self) -> Failure {
+        Failure {
+            error: self.code().into(),
+            detail: self.detail(),
+        }
+    }
+
+    /// Logs (server faults at `error`, client faults at `debug`) and counts
+    /// the rejections and dependency failures `/metrics` shows. The one place
+    /// that does either.
+    pub fn observe(&self) {
+        use brig_core::metrics as names;
+        use ApiError::*;
+        match self {
+            RateLimited { .. } => metrics::counter!(names::RATE_LIMITED).increment(1),
+            QuotaExceeded => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "per_user").increment(1),
+            CapacityExhausted => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "total").increment(1),
+            StoreUnavailable(cause) => {
+                metrics::counter!(names::STORE_ERRORS).increment(1);
+                tracing::error!(%cause, "session store unavailable");
             }
+            EngineUnavailable(cause) => {
+                metrics::counter!(names::ENGINE_ERRORS).increment(1);
+                tracing::error!(%cause, "container engine unavailable");
+            }
+            ImageMissing(image) => {
+                metrics::counter!(names::ENGINE_ERRORS).increment(1);
+                tracing::error!(%image, "sandbox image missing");
+            }
+            SandboxProtocol(cause) => tracing::error!(%cause, "sandbox protocol error"),
+            Internal(cause) => tracing::error!(%cause, "internal error"),
+            other => tracing::debug!(code = other.code(), detail = %other.detail(), "request refused"),
         }
     }
 }
 
-impl ApiError {
-    /// The rejections and dependency failures `/metrics` counts.
-    fn count(&self) {
-        use brig_core::metrics as names;
-        match self {
-            ApiError::RateLimited { .. } => metrics::counter!(names::RATE_LIMITED).increment(1),
-            ApiError::QuotaExceeded => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "per_user").increment(1),
-            ApiError::Unavailable { code, .. } => match *code {
-                "capacity_exhausted" => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "total").increment(1),
-                "store_unavailable" => metrics::counter!(names::STORE_ERRORS).increment(1),
-                "engine_unavailable" => metrics::counter!(names::ENGINE_ERRORS).increment(1),
-                _ => {}
-            },
-            _ => {}
-        }
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code(), self.detail())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, detail, retry_after) = self.parts();
-        let mut response = (status, Json(json!({ "error": code, "detail": detail }))).into_response();
-        if let Some(seconds) = retry_after {
+        let status = self.status();
+        let mut response = (status, Json(self.failure())).into_response();
+        if let Some(seconds) = self.retry_after() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
@@ -169,8 +248,19 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"brig\", ApiKey header=\"X-API-Key\""),
             );
         }
+        // For `observe_errors`, which logs and counts inside the request's span.
+        response.extensions_mut().insert(Arc::new(self));
         response
     }
+}
+
+/// Middleware: logs and counts every error answer (once, in the request span).
+pub async fn observe_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(err) = response.extensions().get::<Arc<ApiError>>() {
+        err.observe();
+    }
+    response
 }
 
 impl From<PolicyError> for ApiError {
@@ -183,66 +273,94 @@ impl From<PolicyError> for ApiError {
     }
 }
 
+impl From<InvalidSessionId> for ApiError {
+    fn from(err: InvalidSessionId) -> Self {
+        ApiError::invalid("invalid_session_id", err.to_string())
+    }
+}
+
+impl From<OptionsError> for ApiError {
+    fn from(err: OptionsError) -> Self {
+        let code = match err {
+            OptionsError::ImageNotAllowed(_) => "image_not_allowed",
+            OptionsError::RuntimeNotAllowed(_) => "runtime_not_allowed",
+            _ => "invalid_limits",
+        };
+        ApiError::invalid(code, err.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(cause) => ApiError::StoreUnavailable(cause),
+            err @ StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(err: RuntimeError) -> Self {
+        match err {
+            RuntimeError::EngineUnavailable(cause) => ApiError::EngineUnavailable(cause),
+            RuntimeError::ImageMissing(image) => ApiError::ImageMissing(image),
+            RuntimeError::SandboxNotFound | RuntimeError::ChannelClosed => ApiError::SandboxUnavailable,
+            RuntimeError::AgentUnresponsive => ApiError::SandboxUnresponsive,
+            RuntimeError::Busy(_) => ApiError::SandboxBusy,
+            RuntimeError::FileNotFound(detail) => ApiError::FileNotFound(detail),
+            RuntimeError::FileRefused(detail) => ApiError::FileRefused(detail),
+            RuntimeError::FileTooLarge(detail) => ApiError::FileTooLarge(detail),
+            RuntimeError::InvalidRequest(detail) => ApiError::invalid("invalid_request", detail),
+            RuntimeError::Protocol(cause) => ApiError::SandboxProtocol(cause),
+            RuntimeError::NotReady(detail) => ApiError::NotReady(detail),
+            err @ (RuntimeError::Engine(_) | RuntimeError::SpawnFailed(_)) => ApiError::Internal(err.to_string()),
+        }
+    }
+}
+
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
-        let unavailable = |code, detail: &str, retry_after_secs| ApiError::Unavailable {
-            code,
-            detail: detail.to_string(),
-            retry_after_secs,
-        };
         match err {
             SessionError::NotFound => ApiError::NotFound("session"),
             SessionError::OwnerQuotaExceeded => ApiError::QuotaExceeded,
-            SessionError::CapacityExhausted => {
-                unavailable("capacity_exhausted", "brig is at its session capacity; retry later", 30)
-            }
-            SessionError::CreationContended => {
-                unavailable("session_busy", "the session is still being created; retry shortly", 1)
-            }
-            SessionError::Store(StoreError::Unavailable(cause)) => {
-                tracing::error!(%cause, "session store unavailable");
-                unavailable("store_unavailable", "the session store is unavailable", 2)
-            }
-            SessionError::Store(err @ StoreError::Corrupt(_)) => ApiError::Internal(err.to_string()),
-            SessionError::Runtime(err) => match err {
-                RuntimeError::EngineUnavailable(cause) => {
-                    tracing::error!(%cause, "container engine unavailable");
-                    unavailable("engine_unavailable", "the container engine is unavailable", 5)
-                }
-                RuntimeError::ImageMissing(image) => {
-                    tracing::error!(%image, "sandbox image missing");
-                    unavailable("engine_unavailable", "the sandbox image is not available", 30)
-                }
-                RuntimeError::SandboxNotFound | RuntimeError::ChannelClosed => unavailable(
-                    "sandbox_unavailable",
-                    "the session's sandbox stopped; retry to get a new one",
-                    1,
-                ),
-                RuntimeError::AgentUnresponsive => unavailable(
-                    "sandbox_unresponsive",
-                    "the session's sandbox stopped answering and was removed",
-                    1,
-                ),
-                RuntimeError::Busy(_) => ApiError::SandboxBusy,
-                RuntimeError::FileNotFound(detail) => ApiError::Status {
-                    status: StatusCode::NOT_FOUND,
-                    code: "file_not_found",
-                    detail,
-                },
-                RuntimeError::FileRefused(detail) => ApiError::Status {
-                    status: StatusCode::CONFLICT,
-                    code: "file_refused",
-                    detail,
-                },
-                RuntimeError::FileTooLarge(detail) => ApiError::Status {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    code: "file_too_large",
-                    detail,
-                },
-                RuntimeError::InvalidRequest(detail) => ApiError::invalid("invalid_request", detail),
-                RuntimeError::Protocol(cause) => ApiError::BadGateway(cause),
-                err @ (RuntimeError::Engine(_) | RuntimeError::SpawnFailed(_)) => ApiError::Internal(err.to_string()),
-            },
+            SessionError::CapacityExhausted => ApiError::CapacityExhausted,
+            SessionError::CreationContended => ApiError::SessionBusy,
+            SessionError::Store(err) => err.into(),
+            SessionError::Runtime(err) => err.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_causes_never_reach_the_body() {
+        for err in [
+            ApiError::Internal("/var/lib/docker/secret".into()),
+            ApiError::StoreUnavailable("redis://10.0.0.1".into()),
+            ApiError::EngineUnavailable("unix:///var/run/docker.sock".into()),
+            ApiError::SandboxProtocol("frame 0xdeadbeef".into()),
+        ] {
+            let failure = err.failure();
+            assert!(
+                !failure.detail.contains('/') && !failure.detail.contains("0x"),
+                "{failure:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dependency_failures_say_when_to_retry() {
+        for err in [
+            ApiError::StoreUnavailable(String::new()),
+            ApiError::EngineUnavailable(String::new()),
+            ApiError::CapacityExhausted,
+            ApiError::SessionBusy,
+        ] {
+            assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(err.retry_after().is_some(), "{err:?}");
         }
     }
 }

@@ -1,17 +1,30 @@
 //! brig-api: the HTTP service.
 //!
-//! - [`routes`]: the router and one module per resource.
-//! - [`auth`]: API keys and JWTs; the [`Principal`](auth::Principal) extractor.
-//! - [`rate_limit`]: per-principal limits.
-//! - [`error`], [`json`]: the error format at the edge.
-//! - [`state`]: what handlers share.
+//! # Layout (top to bottom: a module uses only those below it)
+//!
+//! - [`routes`]: the router and one module per resource (`execute`,
+//!   `execute_stream`, `executions`, `sessions`, `files`, `generate`, `health`);
+//!   [`mcp`] (the MCP tools), [`metrics`] (`/metrics` and request counting) and
+//!   [`openapi`] (the document) are transports beside them.
+//! - [`state`]: what handlers share, and how it is assembled.
+//! - [`service`]: the use cases every transport calls: execute, executions,
+//!   idempotency.
+//! - [`extract`]: the [`Principal`](auth::Principal) extractor and path parameters.
+//! - [`auth`], [`rate_limit`], [`llm`], [`json`]: authentication, per-principal
+//!   limits, the chat-completions client, JSON bodies in our error format.
+//! - [`error`], [`views`]: the error type at the edge and the bodies several
+//!   transports share.
 //! - [`healthcheck`]: `brig-api healthcheck`, a probe of `/ready` for container runtimes.
+//!
+//! What came of a command, layer by layer: the agent's `RunResult` (protocol)
+//! → `ExecOutcome` (runtime) → `Executed` (session flow, with timing) →
+//! [`ExecutionResult`](views::ExecutionResult) (what clients see), wrapped as
+//! `ExecuteResponse` (`/execute`) or `ExecutionView` (`/executions`).
 
 pub mod auth;
 pub mod error;
-pub mod executions;
+pub mod extract;
 pub mod healthcheck;
-pub mod idempotency;
 pub mod json;
 pub mod llm;
 pub mod mcp;
@@ -19,21 +32,77 @@ pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
+pub mod service;
 pub mod state;
+pub mod views;
 
 use std::future::Future;
+use std::time::Duration;
 
 pub use routes::router;
 pub use state::AppState;
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests (and the commands behind them) finish.
+/// How long, after the grace, cancelled commands get to report and the
+/// process to wind down before it stops waiting.
+pub const SHUTDOWN_FINAL_WAIT: Duration = Duration::from_millis(1500);
+
+/// Serves until `signal` resolves, then drains: stops accepting and ends the
+/// background loops, lets in-flight requests and background executions
+/// finish for up to `SHUTDOWN_GRACE_SECONDS`, then cancels what is left (the
+/// commands' process trees are killed in their sandboxes), gives those a
+/// moment to answer, and returns.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let shutdown = state.shutdown.clone();
+    let grace = state.config.shutdown_grace;
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move {
+            signal.await;
+            tracing::info!(
+                grace_secs = grace.as_secs_f64(),
+                "shutting down: finishing in-flight requests"
+            );
+            shutdown.stop();
+        }
+    });
+    let server = async { server.await };
+    tokio::pin!(server);
+    // Serve until the signal (or until serving fails).
+    let served = tokio::select! {
+        biased;
+        _ = shutdown.stopping() => None,
+        served = &mut server => Some(served),
+    };
+    shutdown.stop();
+    let deadline = tokio::time::Instant::now() + grace;
+    let served = match served {
+        Some(served) => served,
+        None => match tokio::time::timeout_at(deadline, &mut server).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!("shutdown grace over: cancelling the commands still running");
+                shutdown.cancel();
+                tokio::time::timeout(SHUTDOWN_FINAL_WAIT, &mut server)
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::warn!("requests still open after the grace; closing them");
+                        Ok(())
+                    })
+            }
+        },
+    };
+    // Executions may outlive the requests that started them.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !shutdown.drain(left).await {
+        tracing::warn!("shutdown grace over: cancelling the executions still running");
+        shutdown.cancel();
+        if !shutdown.drain(SHUTDOWN_FINAL_WAIT).await {
+            tracing::warn!("background tasks still running at exit");
+        }
+    }
+    served
 }

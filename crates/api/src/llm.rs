@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use brig_core::config::LlmConfig;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -38,27 +37,14 @@ pub enum LlmError {
 
 impl From<LlmError> for ApiError {
     fn from(err: LlmError) -> Self {
-        let (status, code, detail) = match err {
-            LlmError::Timeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "llm_timeout",
-                "the language model did not answer in time".to_string(),
-            ),
-            LlmError::Unavailable { status, detail } => (
-                StatusCode::BAD_GATEWAY,
-                "llm_unavailable",
-                match status {
-                    Some(status) => format!("the language model provider answered {status}: {detail}"),
-                    None => format!("the language model provider is unreachable: {detail}"),
-                },
-            ),
-            LlmError::BadReply(detail) => (
-                StatusCode::BAD_GATEWAY,
-                "llm_bad_reply",
-                format!("the language model's reply held no usable code: {detail}"),
-            ),
-        };
-        ApiError::Status { status, code, detail }
+        match err {
+            LlmError::Timeout => ApiError::LlmTimeout,
+            LlmError::Unavailable { status, detail } => ApiError::LlmUnavailable(match status {
+                Some(status) => format!("the language model provider answered {status}: {detail}"),
+                None => format!("the language model provider is unreachable: {detail}"),
+            }),
+            LlmError::BadReply(detail) => ApiError::LlmBadReply(detail),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ async fn serve() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", address.0, address.1))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    brig_api::run(listener, state, shutdown_signal())
+    brig_api::run(listener, state, brig_core::shutdown::signal())
         .await
         .context("serving")
 }
@@ -62,13 +62,4 @@ fn reload_policy_on_sighup(rules: std::sync::Arc<brig_core::rules::LiveRules>) -
         }
     });
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

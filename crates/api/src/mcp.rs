@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use brig_core::policy::WorkspacePath;
+use brig_core::sandbox::ExecHooks;
 use brig_core::session::SessionId;
 use brig_protocol::{FileReply, FileRequest};
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -25,7 +25,8 @@ use serde_json::json;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::routes::execute::{validate, ExecuteBody};
+use crate::extract::workspace_path;
+use crate::service::execute::ExecuteInput;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -83,8 +84,8 @@ pub struct BrigMcp {
 
 /// An API error as a tool result the model can read.
 fn refused(err: ApiError) -> CallToolResult {
-    let (_, code, detail, _) = err.parts();
-    CallToolResult::structured_error(json!({"error": code, "detail": detail}))
+    err.observe();
+    CallToolResult::structured_error(json!(err.failure()))
 }
 
 fn principal(parts: &Parts) -> Result<Principal, ApiError> {
@@ -96,13 +97,11 @@ fn principal(parts: &Parts) -> Result<Principal, ApiError> {
 }
 
 fn session(id: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(id).map_err(|err| ApiError::invalid("invalid_session_id", err.to_string()))
+    Ok(SessionId::parse(id)?)
 }
 
 fn path(raw: &str) -> Result<String, ApiError> {
-    WorkspacePath::parse(raw, false)
-        .map(|path| path.as_str().to_string())
-        .map_err(|detail| ApiError::invalid("invalid_path", detail))
+    workspace_path(raw, false)
 }
 
 /// Turns an API result into a tool result.
@@ -134,16 +133,21 @@ impl BrigMcp {
         answer(
             async {
                 let principal = principal(&parts)?;
-                let body = ExecuteBody {
+                let input = ExecuteInput {
+                    session_id: args.session_id,
                     command: args.command,
                     code: args.code,
                     language: args.language,
-                    session_id: args.session_id,
                     timeout: args.timeout,
                     working_dir: args.working_dir,
                     stdin: None,
                 };
-                let response = validate(state, &principal, body)?.run(state, &principal).await?;
+                let validated = state.execute.validate(&principal, input)?;
+                let hooks = ExecHooks {
+                    cancel: Some(state.shutdown.token()),
+                    output: None,
+                };
+                let response = state.execute.run(&principal, validated, hooks).await?;
                 serde_json::to_value(response).map_err(|err| ApiError::Internal(err.to_string()))
             }
             .await,
@@ -223,7 +227,7 @@ impl BrigMcp {
                     .await?
                 {
                     FileReply::Data(data) => Ok(json!({"path": args.path, "content": String::from_utf8_lossy(&data)})),
-                    other => Err(ApiError::BadGateway(format!("unexpected file reply {other:?}"))),
+                    other => Err(ApiError::SandboxProtocol(format!("unexpected file reply {other:?}"))),
                 }
             }
             .await,

@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use brig_core::shutdown::Shutdown;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter as Governor};
@@ -125,14 +126,18 @@ impl RateLimiter {
         self.limiter.shrink_to_fit();
     }
 
-    /// Prunes every `every` until the limiter is dropped.
-    pub fn spawn_pruner(self: &Arc<Self>, every: Duration) {
+    /// Prunes every `every` until the limiter is dropped or `shutdown` cancels.
+    pub fn spawn_pruner(self: &Arc<Self>, every: Duration, shutdown: &Shutdown) {
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        let stop = shutdown.clone();
+        shutdown.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = stop.stopping() => return,
+                    _ = tick.tick() => {}
+                }
                 match weak.upgrade() {
                     Some(limiter) => limiter.prune(),
                     None => return,

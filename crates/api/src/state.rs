@@ -1,35 +1,72 @@
-//! What every handler can reach.
+//! What handlers share, and how it is assembled. Services take their own
+//! parts; this struct only holds them for the transports.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use brig_core::config::StoreConfig;
 use brig_core::pool::WarmPool;
 use brig_core::reaper::Reaper;
 use brig_core::rules::LiveRules;
 use brig_core::sessions::Sessions;
-use brig_core::store::{MemoryStore, RedisStore, SessionStore};
-use brig_core::{Config, DockerRuntime};
+use brig_core::shutdown::Shutdown;
+use brig_core::store::{ExecutionRecords, IdempotencyRecords, MemoryStore, RedisStore, SessionStore, StoreError};
+use brig_core::{Config, DockerRuntime, RuntimeError, SandboxRuntime};
 
 use crate::auth::Authenticator;
-use crate::executions::Executions;
 use crate::llm::Llm;
 use crate::rate_limit::RateLimiter;
+use crate::service::execute::{ExecLimits, ExecuteService};
+use crate::service::executions::Executions;
+use crate::service::idempotency::Idempotency;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The session flow (store and runtime behind it).
     pub sessions: Arc<Sessions>,
-    pub runtime: Arc<DockerRuntime>,
+    /// Whatever runs sandboxes; `/ready` asks it.
+    pub runtime: Arc<dyn SandboxRuntime>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
+    /// The execute use case every transport runs.
+    pub execute: Arc<ExecuteService>,
     pub executions: Arc<Executions>,
+    pub idempotency: Arc<Idempotency>,
     /// The command rules in force (the policy file's, reloaded on SIGHUP).
     pub rules: Arc<LiveRules>,
     /// The model behind `/generate`, if `LLM_BASE_URL` is set.
     pub llm: Option<Arc<Llm>>,
     /// The Prometheus recorder's handle, if this process installed one.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Owns every background task; cancelled when shutdown stops waiting.
+    pub shutdown: Shutdown,
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<RateLimiter> {
+    fn from_ref(state: &AppState) -> Self {
+        state.limiter.clone()
+    }
+}
+
+/// Why the state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot reach the Docker engine at {host}: {source}")]
+    Engine {
+        host: String,
+        #[source]
+        source: RuntimeError,
+    },
+    #[error("REDIS_URL: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl AppState {
@@ -37,22 +74,17 @@ impl AppState {
     /// store; Redis is connected on first use, so the API starts, and says it is
     /// not ready, while Redis is down. Publishing the agent is attempted here
     /// and retried by `/ready` until it succeeds.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let docker = config.docker.connect().await.with_context(|| {
-            format!(
-                "cannot reach the Docker engine at {}",
-                config.docker.host.as_deref().unwrap_or("the local socket")
-            )
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let docker = config.docker.connect().await.map_err(|err| StartError::Engine {
+            host: config.docker.host.clone().unwrap_or_else(|| "the local socket".into()),
+            source: RuntimeError::EngineUnavailable(err.to_string()),
         })?;
         let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone()));
         if let Err(err) = runtime.publish_agent().await {
             tracing::error!(%err, "publishing the sandbox agent failed; /ready reports it until it works");
         }
         let store: Arc<dyn SessionStore> = match &config.store {
-            StoreConfig::Redis { url } => {
-                Arc::new(RedisStore::new(url, &config.sandbox.instance).context("REDIS_URL")?)
-            }
+            StoreConfig::Redis { url } => Arc::new(RedisStore::new(url, &config.sandbox.instance)?),
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
         };
         let state = Self::from_parts(config, store, runtime);
@@ -65,35 +97,60 @@ impl AppState {
                 state.config.cleanup.clone(),
                 state.config.sandbox.warm_pool_size,
             );
-            tokio::spawn(async move { reaper.run_until_stopped(std::future::pending()).await });
+            let stop = state.shutdown.clone();
+            state
+                .shutdown
+                .spawn(async move { reaper.run_until_stopped(stop.stopping()).await });
         }
         Ok(state)
     }
 
-    /// Assembles the state from ready parts (tests use this with the memory store).
-    pub fn from_parts(config: Config, store: Arc<dyn SessionStore>, runtime: Arc<DockerRuntime>) -> Self {
+    /// Assembles the state from ready parts (tests use this with the memory
+    /// store and a fake runtime). Must run inside a tokio runtime: it starts
+    /// the warm pool's refill and the rate limiter's pruning.
+    pub fn from_parts(config: Config, store: Arc<dyn SessionStore>, runtime: Arc<dyn SandboxRuntime>) -> Self {
+        let shutdown = Shutdown::new();
         let mut sessions = Sessions::new(store.clone(), runtime.clone(), config.session_ttl, config.quota);
         if config.sandbox.warm_pool_size > 0 {
-            let pool = Arc::new(WarmPool::new(store, runtime.clone(), config.sandbox.warm_pool_size));
+            let pool = Arc::new(WarmPool::new(
+                store.clone(),
+                runtime.clone(),
+                config.sandbox.warm_pool_size,
+            ));
             sessions = sessions.with_pool(pool.clone());
-            tokio::spawn(async move { pool.run_until_stopped(std::future::pending()).await });
+            let stop = shutdown.clone();
+            shutdown.spawn(async move { pool.run_until_stopped(stop.stopping()).await });
         }
         let sessions = Arc::new(sessions);
-        let executions = Arc::new(Executions::new(sessions.store().clone(), config.execution_retention));
-        let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
-        limiter.spawn_pruner(Duration::from_secs(60));
-        let llm = config.llm.clone().map(|llm| Arc::new(Llm::new(llm)));
         let rules = Arc::new(LiveRules::new(config.policy_path.clone(), config.rules.clone()));
+        let execute = Arc::new(ExecuteService::new(
+            sessions.clone(),
+            rules.clone(),
+            ExecLimits::of(&config),
+        ));
+        let executions = Arc::new(Executions::new(
+            execute.clone(),
+            ExecutionRecords::new(store.clone()),
+            config.execution_retention,
+            shutdown.clone(),
+        ));
+        let idempotency = Arc::new(Idempotency::new(IdempotencyRecords::new(store), config.idempotency_ttl));
+        let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
+        limiter.spawn_pruner(Duration::from_secs(60), &shutdown);
+        let llm = config.llm.clone().map(|llm| Arc::new(Llm::new(llm)));
         AppState {
             auth: Arc::new(Authenticator::new(&config.auth)),
             config: Arc::new(config),
             sessions,
             runtime,
             limiter,
+            execute,
             executions,
+            idempotency,
             rules,
             llm,
             metrics: None,
+            shutdown,
         }
     }
 }

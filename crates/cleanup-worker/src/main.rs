@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         "cleanup worker started"
     );
     Reaper::new(store, runtime, config.cleanup, config.sandbox.warm_pool_size)
-        .run_until_stopped(shutdown_signal())
+        .run_until_stopped(brig_core::shutdown::signal())
         .await;
     tracing::info!("cleanup worker stopped");
     Ok(())
@@ -78,12 +78,4 @@ async fn serve_metrics(config: &MetricsConfig) -> anyhow::Result<()> {
     let router = axum::Router::new().route("/metrics", axum::routing::get(scrape));
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
 }

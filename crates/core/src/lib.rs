@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod session;
 pub mod sessions;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 

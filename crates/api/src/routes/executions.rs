@@ -1,18 +1,21 @@
 //! `/executions`: commands started in the background, polled and cancelled by id.
 
-use axum::extract::{Path, State};
 use std::time::Duration;
 
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::executions::ExecutionView;
 use crate::json::ApiJson;
-use crate::routes::execute::{validate, ExecuteBody, Validated};
+use crate::service::idempotency::{IdempotentRequest, NextAction};
 use crate::state::AppState;
+use crate::views::{ExecuteBody, ExecutionView};
+
+/// How long a duplicate `POST /executions` waits for the first to be recorded.
+const START_WAIT: Duration = Duration::from_secs(30);
 
 /// `POST /executions`: the body of `/execute`; 202 with the execution's id.
 #[utoipa::path(
@@ -27,21 +30,23 @@ pub async fn start(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    let idempotent = crate::idempotency::from_request(&headers, "/executions", &body)?;
-    let validated = validate(&state, &principal, body)?;
-    let run = || async {
-        validated.admit(&state, &principal).await?;
-        let Validated {
-            session_id, request, ..
-        } = validated;
-        let view = state
-            .executions
-            .start(&state, principal.clone(), session_id, request)
-            .await?;
-        let body = serde_json::to_value(view).map_err(|err| ApiError::Internal(err.to_string()))?;
-        Ok((StatusCode::ACCEPTED, body))
+    let idempotent = IdempotentRequest::from_headers(&headers, "/executions", &body)?;
+    let validated = state.execute.validate(&principal, body.into())?;
+    let Some(request) = idempotent else {
+        let view = state.executions.start(principal, validated).await?;
+        return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
     };
-    crate::idempotency::once(&state, &principal, idempotent, Duration::from_secs(30), run).await
+    let owner = principal.owner();
+    if let NextAction::ReturnSavedResponse(saved) =
+        state.idempotency.try_processing(&owner, &request, START_WAIT).await?
+    {
+        return Ok(saved);
+    }
+    let result = state.executions.start(principal, validated).await;
+    state
+        .idempotency
+        .save(&owner, request, StatusCode::ACCEPTED, result)
+        .await
 }
 
 /// `GET /executions/{id}`: status, and the result once finished.

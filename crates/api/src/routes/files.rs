@@ -11,13 +11,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use brig_core::policy::WorkspacePath;
-use brig_core::session::SessionId;
 use brig_protocol::{EntryKind, FileReply, FileRequest, MAX_FILE_BYTES};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{session_in_path, workspace_path};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -46,28 +45,18 @@ pub struct Listing {
     pub truncated: bool,
 }
 
-fn session(id: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(id).map_err(|_| ApiError::NotFound("session"))
-}
-
-fn path(raw: &str, allow_empty: bool) -> Result<String, ApiError> {
-    WorkspacePath::parse(raw, allow_empty)
-        .map(|path| path.as_str().to_string())
-        .map_err(|detail| ApiError::invalid("invalid_path", detail))
-}
-
 async fn file(
     state: &AppState,
     principal: &Principal,
     session_id: &str,
     request: FileRequest,
 ) -> Result<FileReply, ApiError> {
-    let session_id = session(session_id)?;
+    let session_id = session_in_path(session_id)?;
     Ok(state.sessions.file(&principal.owner(), &session_id, request).await?)
 }
 
 fn unexpected(reply: FileReply) -> ApiError {
-    ApiError::BadGateway(format!("unexpected file reply {reply:?}"))
+    ApiError::SandboxProtocol(format!("unexpected file reply {reply:?}"))
 }
 
 #[utoipa::path(put, path = "/sessions/{session_id}/files/{path}", tag = "files", security(("api_key" = []), ("bearer" = [])),
@@ -80,13 +69,11 @@ pub async fn put(
     Path((session_id, raw)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let path = path(&raw, false)?;
+    let path = workspace_path(&raw, false)?;
     if body.len() > MAX_FILE_BYTES {
-        return Err(ApiError::Status {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "file_too_large",
-            detail: format!("files are limited to {MAX_FILE_BYTES} bytes"),
-        });
+        return Err(ApiError::FileTooLarge(format!(
+            "files are limited to {MAX_FILE_BYTES} bytes"
+        )));
     }
     let request = FileRequest::Write {
         path,
@@ -107,7 +94,7 @@ pub async fn get(
     Path((session_id, raw)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let request = FileRequest::Read {
-        path: path(&raw, false)?,
+        path: workspace_path(&raw, false)?,
     };
     match file(&state, &principal, &session_id, request).await? {
         FileReply::Data(data) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()),
@@ -124,7 +111,7 @@ pub async fn delete(
     Path((session_id, raw)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let request = FileRequest::Delete {
-        path: path(&raw, false)?,
+        path: workspace_path(&raw, false)?,
     };
     match file(&state, &principal, &session_id, request).await? {
         FileReply::Done => Ok(StatusCode::NO_CONTENT),
@@ -142,7 +129,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::invalid("invalid_query", err.body_text()))?;
-    let dir = path(&query.dir, true)?;
+    let dir = workspace_path(&query.dir, true)?;
     let request = FileRequest::List { path: dir.clone() };
     match file(&state, &principal, &session_id, request).await? {
         FileReply::Entries { entries, truncated } => Ok(Json(Listing {

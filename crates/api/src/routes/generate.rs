@@ -4,9 +4,8 @@
 //! limits and sessions). Off (404 `not_enabled`) unless `LLM_BASE_URL` is set.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
-use brig_core::config::OptionsError;
+use brig_core::sandbox::ExecHooks;
 use brig_core::session::SessionId;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +13,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::llm::{Generated, Llm};
-use crate::routes::execute::{validate, ExecuteBody};
+use crate::service::execute::ExecuteInput;
 use crate::state::AppState;
 
 /// Longest task description sent to the model.
@@ -62,11 +61,9 @@ pub struct GenerateAndExecuteResponse {
 }
 
 fn llm(state: &AppState) -> Result<&Llm, ApiError> {
-    state.llm.as_deref().ok_or(ApiError::Status {
-        status: StatusCode::NOT_FOUND,
-        code: "not_enabled",
-        detail: "code generation is off: set LLM_BASE_URL (and LLM_MODEL) to enable it".into(),
-    })
+    state.llm.as_deref().ok_or(ApiError::NotEnabled(
+        "code generation is off: set LLM_BASE_URL (and LLM_MODEL) to enable it",
+    ))
 }
 
 /// Checks the query and language, then asks the model.
@@ -83,12 +80,7 @@ async fn generate_code(
         ));
     }
     let language = language.unwrap_or_else(|| "python".into());
-    if state.config.languages.interpreter(&language).is_none() {
-        return Err(ApiError::invalid(
-            "invalid_language",
-            format!("unknown language {language:?} (LANGUAGES)"),
-        ));
-    }
+    state.execute.interpreter(&language)?;
     let generated = llm.generate(query, &language).await?;
     Ok((language, generated))
 }
@@ -130,29 +122,30 @@ pub async fn generate_and_execute(
     let options = state
         .config
         .sandbox
-        .session_options(None, None, body.memory_limit.as_deref(), body.cpu_limit)
-        .map_err(|err: OptionsError| ApiError::invalid("invalid_limits", err.to_string()))?;
+        .session_options(None, None, body.memory_limit.as_deref(), body.cpu_limit)?;
     // Everything the client sent is checked before the model is paid for.
     llm(&state)?;
-    SessionId::parse(&session_id).map_err(|err| ApiError::invalid("invalid_session_id", err.to_string()))?;
+    SessionId::parse(&session_id)?;
     let (language, generated) = generate_code(&state, &body.query, body.language).await?;
-    let execute = ExecuteBody {
-        command: None,
+    let input = ExecuteInput {
+        session_id,
         code: Some(generated.code.clone()),
         language: Some(language),
-        session_id,
         timeout: body.timeout,
-        working_dir: None,
-        stdin: None,
+        ..ExecuteInput::default()
     };
-    let validated = validate(&state, &principal, execute)?;
+    let validated = state.execute.validate(&principal, input)?;
     if !options.is_default() {
         state
             .sessions
             .open_with(&principal.owner(), &validated.session_id, &options)
             .await?;
     }
-    let executed = validated.run(&state, &principal).await?;
+    let hooks = ExecHooks {
+        cancel: Some(state.shutdown.token()),
+        output: None,
+    };
+    let executed = state.execute.run(&principal, validated, hooks).await?;
     let result = executed.result;
     Ok(Json(GenerateAndExecuteResponse {
         query: body.query,

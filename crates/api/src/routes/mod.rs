@@ -1,6 +1,7 @@
 //! The router: one file per resource.
 
 pub(crate) mod execute;
+pub(crate) mod execute_stream;
 pub(crate) mod executions;
 pub(crate) mod files;
 pub(crate) mod generate;
@@ -11,14 +12,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, Request};
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{DateTime, SecondsFormat, Utc};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub use self::execute::{ExecuteBody, ExecuteResponse};
+pub use crate::views::{ExecuteBody, ExecuteResponse};
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::error::observe_errors))
         .layer(axum::middleware::from_fn(crate::rate_limit::headers))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -67,8 +68,4 @@ pub fn router(state: AppState) -> Router {
 
 pub(crate) fn request_id(headers: &HeaderMap) -> &str {
     headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-")
-}
-
-pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }

@@ -4,7 +4,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use brig_core::config::OptionsError;
 use brig_core::session::{SessionId, SessionRecord};
 use brig_core::SandboxConfig;
 use chrono::{TimeZone, Utc};
@@ -12,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::routes::rfc3339;
+use crate::extract::session_in_path;
 use crate::state::AppState;
+use crate::views::rfc3339;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,11 +62,6 @@ pub struct SessionList {
     pub sessions: Vec<SessionView>,
 }
 
-/// A path id that cannot be valid cannot exist either: 404, like an unknown one.
-fn path_id(id: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(id).map_err(|_| ApiError::NotFound("session"))
-}
-
 /// The body is optional: empty means "generate an id"; otherwise it must be JSON.
 fn parse_create_body(headers: &HeaderMap, body: &Bytes) -> Result<CreateSessionBody, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -99,23 +94,15 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
     let body = parse_create_body(&headers, &body)?;
     let id = match body.session_id {
-        Some(id) => SessionId::parse(&id).map_err(|err| ApiError::invalid("invalid_session_id", err.to_string()))?,
+        Some(id) => SessionId::parse(&id)?,
         None => SessionId::random(),
     };
-    let options = state
-        .config
-        .sandbox
-        .session_options(
-            body.image.as_deref(),
-            body.runtime.as_deref(),
-            body.memory_limit.as_deref(),
-            body.cpu_limit,
-        )
-        .map_err(|err| match err {
-            OptionsError::ImageNotAllowed(_) => ApiError::invalid("image_not_allowed", err.to_string()),
-            OptionsError::RuntimeNotAllowed(_) => ApiError::invalid("runtime_not_allowed", err.to_string()),
-            _ => ApiError::invalid("invalid_limits", err.to_string()),
-        })?;
+    let options = state.config.sandbox.session_options(
+        body.image.as_deref(),
+        body.runtime.as_deref(),
+        body.memory_limit.as_deref(),
+        body.cpu_limit,
+    )?;
     let (record, created) = state.sessions.open_with(&principal.owner(), &id, &options).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(SessionView::of(&record, &state.config.sandbox))))
@@ -141,7 +128,7 @@ pub async fn get(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
-    let record = state.sessions.get(&principal.owner(), &path_id(&id)?).await?;
+    let record = state.sessions.get(&principal.owner(), &session_in_path(&id)?).await?;
     Ok(Json(SessionView::of(&record, &state.config.sandbox)))
 }
 
@@ -153,6 +140,9 @@ pub async fn delete(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.sessions.delete(&principal.owner(), &path_id(&id)?).await?;
+    state
+        .sessions
+        .delete(&principal.owner(), &session_in_path(&id)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

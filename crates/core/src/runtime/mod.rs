@@ -49,6 +49,9 @@ pub enum RuntimeError {
     /// A file is too large to transfer, or the sandbox is out of space.
     #[error("{0}")]
     FileTooLarge(String),
+    /// The runtime cannot create sandboxes now: what is missing.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 /// Creates, runs commands in, and removes sandboxes.
@@ -111,4 +114,8 @@ pub trait SandboxRuntime: Send + Sync {
 
     /// Every sandbox of this instance, running or not.
     async fn list(&self) -> Result<Vec<SandboxInfo>, RuntimeError>;
+
+    /// `Ok` when sandboxes can be created now; else `NotReady` naming what is
+    /// missing (the engine, the configured OCI runtime, the agent).
+    async fn ready(&self) -> Result<(), RuntimeError>;
 }

@@ -240,6 +240,11 @@ impl SessionStore for MemoryStore {
         Ok(None)
     }
 
+    async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        self.live().values.remove(key);
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

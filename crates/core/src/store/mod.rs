@@ -1,6 +1,7 @@
 //! Where session records live: Redis (shared by replicas and the cleanup
 //! worker) or memory (the embedded, single-process default).
 
+pub mod facades;
 mod memory;
 mod redis;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::facades::{CooldownScope, Cooldowns, ExecutionId, ExecutionRecords, IdempotencyRecords, SavedAnswer};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::session::{Owner, SessionId, SessionRecord};
@@ -94,6 +96,9 @@ pub trait SessionStore: Send + Sync {
     /// Sets `key` for `ttl` unless it is set: `Ok(None)` when this call set it,
     /// else how long the holder still has (`SET NX PX`; cooldowns).
     async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError>;
+
+    /// Removes `key`; removing a missing key succeeds.
+    async fn delete_value(&self, key: &str) -> Result<(), StoreError>;
 
     /// Answers when the store does.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -81,13 +81,13 @@ impl DockerRuntime {
         &self.config
     }
 
-    /// The engine client (for readiness checks and tests).
     /// Whether the engine knows the OCI runtime `name` (`docker info` → Runtimes).
     pub async fn has_runtime(&self, name: &str) -> Result<bool, RuntimeError> {
         let info = self.docker.info().await.map_err(engine_error)?;
         Ok(info.runtimes.is_some_and(|runtimes| runtimes.contains_key(name)))
     }
 
+    /// The engine client (for tests and the benchmark).
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
@@ -412,6 +412,29 @@ impl SandboxRuntime for DockerRuntime {
                 info_from_labels(c.id?, name, running, labels)
             })
             .collect())
+    }
+
+    async fn ready(&self) -> Result<(), RuntimeError> {
+        let not_ready = |what: &str, err: &dyn std::fmt::Display| RuntimeError::NotReady(format!("{what}: {err}"));
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.docker.ping()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(not_ready("docker", &err)),
+            Err(_) => return Err(RuntimeError::NotReady("docker: no answer within 2 s".into())),
+        }
+        let runtime = &self.config.runtime;
+        match self.has_runtime(runtime).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(RuntimeError::NotReady(format!(
+                    "docker: the container runtime {runtime:?} (CONTAINER_RUNTIME) is not registered with the \
+                     engine (docker info → Runtimes); see README, gVisor"
+                )))
+            }
+            Err(err) => return Err(not_ready("docker", &err)),
+        }
+        self.publish_agent()
+            .await
+            .map_err(|err| not_ready("agent volume", &err))
     }
 }
 

@@ -1,0 +1,265 @@
+//! The execute use case, shared by every transport (`/execute` as JSON or
+//! SSE, `/executions`, MCP's `execute`, `/generate-and-execute`): check the
+//! request, charge the policy's cooldown, run the command in the session,
+//! write the audit line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use brig_core::policy::{Languages, WorkingDir};
+use brig_core::rules::{Cooldown, LiveRules, Rule, Scope};
+use brig_core::sandbox::ExecHooks;
+use brig_core::session::SessionId;
+use brig_core::sessions::{Executed, SessionError, Sessions};
+use brig_core::store::{CooldownScope, Cooldowns};
+use brig_core::{Config, ExecRequest};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::views::{ExecuteResponse, ExecutionResult};
+
+/// Largest `stdin` (or `code`) accepted (the agent protocol's bound).
+const MAX_STDIN_BYTES: usize = 1024 * 1024;
+
+/// What any transport asks to run: a command line, or code for a language's
+/// interpreter, in a session.
+#[derive(Debug, Clone, Default)]
+pub struct ExecuteInput {
+    pub session_id: String,
+    /// A command line (split like a shell would, never run by one). Exactly
+    /// one of `command` and `code`.
+    pub command: Option<String>,
+    pub code: Option<String>,
+    pub language: Option<String>,
+    /// Seconds.
+    pub timeout: Option<f64>,
+    pub working_dir: Option<String>,
+    pub stdin: Option<String>,
+}
+
+/// A checked request, ready for the runtime.
+pub struct Validated {
+    pub session_id: SessionId,
+    pub request: ExecRequest,
+    /// The policy rule that allowed it, and that rule's cooldown.
+    pub rule: Rule,
+    pub cooldown: Option<Cooldown>,
+}
+
+/// Bounds of a command, from the configuration.
+#[derive(Debug, Clone)]
+pub struct ExecLimits {
+    pub default_timeout: Duration,
+    pub max_timeout: Duration,
+    pub output_cap: u64,
+    pub languages: Languages,
+}
+
+impl ExecLimits {
+    pub fn of(config: &Config) -> Self {
+        ExecLimits {
+            default_timeout: config.default_exec_timeout,
+            max_timeout: config.max_exec_timeout,
+            output_cap: config.max_output_bytes,
+            languages: config.languages.clone(),
+        }
+    }
+}
+
+pub struct ExecuteService {
+    sessions: Arc<Sessions>,
+    rules: Arc<LiveRules>,
+    cooldowns: Cooldowns,
+    limits: ExecLimits,
+}
+
+impl ExecuteService {
+    pub fn new(sessions: Arc<Sessions>, rules: Arc<LiveRules>, limits: ExecLimits) -> Self {
+        ExecuteService {
+            cooldowns: Cooldowns::new(sessions.store().clone()),
+            sessions,
+            rules,
+            limits,
+        }
+    }
+
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    pub fn limits(&self) -> &ExecLimits {
+        &self.limits
+    }
+
+    /// Checks everything about the input before anything runs.
+    pub fn validate(&self, principal: &Principal, input: ExecuteInput) -> Result<Validated, ApiError> {
+        let session_id = SessionId::parse(&input.session_id)?;
+        let (argv, stdin) = match (input.command, input.code) {
+            (Some(command), None) => {
+                if input.language.is_some() {
+                    return Err(ApiError::invalid("invalid_request", "`language` goes with `code`"));
+                }
+                (command, input.stdin.unwrap_or_default())
+            }
+            (None, Some(code)) => {
+                if input.stdin.is_some() {
+                    return Err(ApiError::invalid(
+                        "invalid_request",
+                        "`code` is the stdin of its interpreter",
+                    ));
+                }
+                let language = input
+                    .language
+                    .ok_or_else(|| ApiError::invalid("invalid_language", "`code` needs a `language`"))?;
+                (shell_words::join(self.interpreter(&language)?.as_slice()), code)
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "invalid_request",
+                    "send exactly one of `command` and `code`",
+                ))
+            }
+        };
+        let allowed = self
+            .rules
+            .current()
+            .check(&argv, &principal.name, principal.api_key, &principal.roles)?;
+        let max = self.limits.max_timeout;
+        let timeout = match input.timeout {
+            None => self.limits.default_timeout,
+            Some(seconds) if seconds > 0.0 && seconds <= max.as_secs_f64() => Duration::from_secs_f64(seconds),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "invalid_timeout",
+                    format!("timeout must be in (0, {}] seconds", max.as_secs_f64()),
+                ))
+            }
+        };
+        let working_dir = match input.working_dir.as_deref() {
+            None => WorkingDir::default(),
+            Some(dir) => WorkingDir::parse(dir)?,
+        };
+        let stdin = stdin.into_bytes();
+        if stdin.len() > MAX_STDIN_BYTES {
+            return Err(ApiError::invalid(
+                "invalid_stdin",
+                format!("stdin (or code) is limited to {MAX_STDIN_BYTES} bytes"),
+            ));
+        }
+        let request = ExecRequest {
+            argv: allowed.argv.into_vec(),
+            working_dir: working_dir.as_str().to_string(),
+            env: Vec::new(),
+            stdin,
+            timeout,
+            output_cap: self.limits.output_cap,
+        };
+        Ok(Validated {
+            session_id,
+            request,
+            rule: allowed.rule,
+            cooldown: allowed.cooldown,
+        })
+    }
+
+    /// The argv of `language`'s interpreter (422 naming the configured ones).
+    pub fn interpreter(&self, language: &str) -> Result<&brig_core::policy::Argv, ApiError> {
+        let languages = &self.limits.languages;
+        languages.interpreter(language).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_language",
+                format!(
+                    "unknown language {language:?}; configured: {}",
+                    languages.names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Charges the rule's cooldown (in the store, so it holds across
+    /// replicas); refused with `Retry-After` while it has not passed.
+    pub async fn admit(&self, principal: &Principal, validated: &Validated) -> Result<(), ApiError> {
+        let Some(cooldown) = &validated.cooldown else {
+            return Ok(());
+        };
+        let owner = principal.owner();
+        let scope = match cooldown.scope {
+            Scope::Session => CooldownScope::Session(&owner, &validated.session_id),
+            Scope::Principal => CooldownScope::Principal(&owner),
+            Scope::Global => CooldownScope::Global,
+        };
+        let rule = validated.rule.to_string();
+        match self.cooldowns.charge(&rule, scope, cooldown.every).await? {
+            None => Ok(()),
+            Some(left) => Err(ApiError::Cooldown {
+                rule,
+                retry_after_secs: left.as_secs_f64().ceil() as u64,
+            }),
+        }
+    }
+
+    /// Runs an admitted command in its session (created if needed), following
+    /// `hooks`, and writes the audit line.
+    pub async fn run_admitted(
+        &self,
+        principal: &Principal,
+        session_id: &SessionId,
+        request: ExecRequest,
+        hooks: ExecHooks,
+    ) -> Result<Executed, SessionError> {
+        let argv = request.argv.clone();
+        let result = self
+            .sessions
+            .execute_with(&principal.owner(), session_id, request, hooks)
+            .await;
+        audit(principal, session_id, &argv, &result);
+        result
+    }
+
+    /// Charges the cooldown, runs the command and answers with its result.
+    pub async fn run(
+        &self,
+        principal: &Principal,
+        validated: Validated,
+        hooks: ExecHooks,
+    ) -> Result<ExecuteResponse, ApiError> {
+        self.admit(principal, &validated).await?;
+        let executed = self
+            .run_admitted(principal, &validated.session_id, validated.request, hooks)
+            .await?;
+        Ok(ExecuteResponse {
+            session_id: validated.session_id.to_string(),
+            result: ExecutionResult::from(&executed),
+        })
+    }
+}
+
+/// One audit line (target `brig::audit`) per command; the request id comes
+/// from the enclosing HTTP span.
+fn audit(principal: &Principal, session_id: &SessionId, argv: &[String], result: &Result<Executed, SessionError>) {
+    let argv = serde_json::to_string(argv).unwrap_or_default();
+    match result {
+        Ok(executed) => {
+            let outcome = &executed.outcome;
+            tracing::info!(
+                target: "brig::audit",
+                principal = %principal.name,
+                session_id = %session_id,
+                argv,
+                exit_code = outcome.exit_code,
+                timed_out = outcome.timed_out,
+                cancelled = outcome.cancelled,
+                duration_ms = executed.elapsed.as_secs_f64() * 1000.0,
+                stdout_bytes = outcome.stdout_bytes,
+                stderr_bytes = outcome.stderr_bytes,
+                session_created = executed.created,
+                "execute"
+            );
+        }
+        Err(err) => tracing::info!(
+            target: "brig::audit",
+            principal = %principal.name, session_id = %session_id, argv, error = %err,
+            "execute failed"
+        ),
+    }
+}

@@ -1,0 +1,154 @@
+//! `Idempotency-Key` on `/execute` and `/executions`: a retry with the same
+//! key and body from the same principal gets the first answer (kept for
+//! `IDEMPOTENCY_TTL_SECONDS`) instead of running the command again; the same
+//! key with another body or endpoint is a 422; a duplicate that arrives while
+//! the first still runs waits for it (a bounded time). A failed first request
+//! is not kept, so its retry runs afresh.
+//!
+//! A handler reads top to bottom: [`Idempotency::try_processing`] → either
+//! the saved answer, or run the request → [`Idempotency::save`].
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use brig_core::session::Owner;
+use brig_core::store::{IdempotencyRecords, SavedAnswer};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+const HEADER: &str = "idempotency-key";
+
+/// Set on an answer that is a replay of the first one.
+const REPLAYED: &str = "idempotent-replayed";
+
+/// How often a duplicate looks for the first request's answer.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A request that sent a valid `Idempotency-Key`: the key (1-255 visible
+/// ASCII characters) and what identifies "the same request" (route and body).
+pub struct IdempotentRequest {
+    key: String,
+    fingerprint: String,
+}
+
+impl IdempotentRequest {
+    /// The request's key, if it sent one; the body is hashed only then.
+    pub fn from_headers(headers: &HeaderMap, route: &str, body: &impl Serialize) -> Result<Option<Self>, ApiError> {
+        let Some(value) = headers.get(HEADER) else {
+            return Ok(None);
+        };
+        match value.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Some(IdempotentRequest {
+                    key: key.to_string(),
+                    fingerprint: fingerprint(route, body),
+                }))
+            }
+            _ => Err(ApiError::invalid(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )),
+        }
+    }
+}
+
+fn fingerprint(route: &str, body: &impl Serialize) -> String {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    hex::encode(
+        Sha256::new()
+            .chain_update(route)
+            .chain_update([0])
+            .chain_update(body)
+            .finalize(),
+    )
+}
+
+/// What the handler does next.
+pub enum NextAction {
+    /// This is the first request with the key: run it, then [`Idempotency::save`].
+    StartProcessing,
+    /// The first request's answer, to return as it is.
+    ReturnSavedResponse(Response),
+}
+
+pub struct Idempotency {
+    records: IdempotencyRecords,
+    /// How long answers are kept.
+    ttl: Duration,
+}
+
+impl Idempotency {
+    pub fn new(records: IdempotencyRecords, ttl: Duration) -> Self {
+        Idempotency { records, ttl }
+    }
+
+    /// Claims the key for a first request (held at most `running_for`), or
+    /// returns the saved answer, waiting for an in-flight first request up to
+    /// `running_for`.
+    pub async fn try_processing(
+        &self,
+        owner: &Owner,
+        request: &IdempotentRequest,
+        running_for: Duration,
+    ) -> Result<NextAction, ApiError> {
+        let give_up = tokio::time::Instant::now() + running_for;
+        loop {
+            if let Some(saved) = self.records.saved(owner, &request.key).await? {
+                if saved.fingerprint != request.fingerprint {
+                    return Err(ApiError::invalid(
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was used with another request body or endpoint",
+                    ));
+                }
+                let status = StatusCode::from_u16(saved.status).unwrap_or(StatusCode::OK);
+                let mut response = (status, Json(saved.body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(REPLAYED, HeaderValue::from_static("true"));
+                return Ok(NextAction::ReturnSavedResponse(response));
+            }
+            if self.records.begin(owner, &request.key, running_for).await? {
+                return Ok(NextAction::StartProcessing);
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(ApiError::IdempotencyInProgress);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Keeps a successful first answer for retries, or releases the key after
+    /// a failure so that a retry runs afresh; answers with `result` either way.
+    pub async fn save<T: Serialize>(
+        &self,
+        owner: &Owner,
+        request: IdempotentRequest,
+        status: StatusCode,
+        result: Result<T, ApiError>,
+    ) -> Result<Response, ApiError> {
+        let body = match result
+            .and_then(|body| serde_json::to_value(body).map_err(|err| ApiError::Internal(err.to_string())))
+        {
+            Ok(body) => body,
+            Err(err) => {
+                if let Err(release) = self.records.release(owner, &request.key).await {
+                    tracing::warn!(%release, "could not release an Idempotency-Key; a retry waits for it to expire");
+                }
+                return Err(err);
+            }
+        };
+        let answer = SavedAnswer {
+            fingerprint: request.fingerprint,
+            status: status.as_u16(),
+            body,
+        };
+        if let Err(err) = self.records.save(owner, &request.key, &answer, self.ttl).await {
+            tracing::error!(%err, "could not keep an idempotent answer; a retry would run again");
+        }
+        Ok((status, Json(answer.body)).into_response())
+    }
+}

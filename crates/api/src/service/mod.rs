@@ -1,0 +1,11 @@
+//! The use cases behind the transports. Each service takes the parts it
+//! needs (sessions, a store facade, limits), never the application state, so
+//! every front end (JSON, SSE, MCP, generate) runs the same code.
+//!
+//! - [`execute`]: validate, charge the cooldown, run, audit.
+//! - [`executions`]: commands in the background, with records any replica reads.
+//! - [`idempotency`]: `Idempotency-Key`: try → run or replay → save.
+
+pub mod execute;
+pub mod executions;
+pub mod idempotency;

@@ -1,0 +1,106 @@
+//! Coordination between requests and processes: creation locks
+//! (`lock:<owner>:<id>`), running commands (`running:<container>`) and channel
+//! leases (`lease:<container>`).
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::{scripts, RedisStore};
+use crate::session::{Owner, SessionId};
+use crate::store::{now_ms, ttl_ms, StoreError};
+
+impl RedisStore {
+    pub(super) async fn try_lock(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let (key, token, ttl_ms) = (self.lock_key(owner, id.as_str()), token.to_string(), ttl_ms(ttl));
+        let set: Option<String> = self
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub(super) async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError> {
+        let (key, token) = (self.lock_key(owner, id.as_str()), token.to_string());
+        self.call(|mut c| async move { scripts::UNLOCK.key(&key).arg(&token).invoke_async::<i64>(&mut c).await })
+            .await
+            .map(drop)
+    }
+
+    pub(super) async fn command_started(
+        &self,
+        container: &str,
+        token: &str,
+        deadline_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (key, token) = (self.running_key(container), token.to_string());
+        let ttl = (deadline_ms - now_ms()).max(0) + 60_000;
+        self.call(|mut c| async move {
+            // NX then GT: a new key gets a TTL, an existing one only a longer one.
+            redis::pipe()
+                .zadd(&key, &token, deadline_ms)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl)
+                .arg("NX")
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl)
+                .arg("GT")
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub(super) async fn command_finished(&self, container: &str, token: &str) -> Result<(), StoreError> {
+        let (key, token) = (self.running_key(container), token.to_string());
+        self.call(|mut c| async move { c.zrem::<_, _, ()>(&key, &token).await })
+            .await
+    }
+
+    pub(super) async fn command_running(&self, container: &str) -> Result<bool, StoreError> {
+        let key = self.running_key(container);
+        let now = now_ms();
+        let running: u64 = self
+            .call(|mut c| async move { c.zcount(&key, now, "+inf").await })
+            .await?;
+        Ok(running > 0)
+    }
+
+    pub(super) async fn lease_channel(&self, container: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let (key, holder, ttl_ms) = (
+            format!("{}lease:{container}", self.prefix),
+            holder.to_string(),
+            ttl_ms(ttl),
+        );
+        let granted: i64 = self
+            .call(|mut c| async move {
+                scripts::LEASE
+                    .key(&key)
+                    .arg(&holder)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(granted == 1)
+    }
+}

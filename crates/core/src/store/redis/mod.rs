@@ -1,0 +1,224 @@
+//! Redis-backed store. Keys, all under `brig:<instance>:`:
+//! - `session:<owner>:<session id>` → the record as JSON, with the session's TTL;
+//! - `owner:<owner>` and `sessions` → sorted sets indexing live sessions by
+//!   expiry (member: session id, resp. `owner:session id`), from which quotas are
+//!   counted atomically (Lua) and listings read;
+//! - `lock:<owner>:<session id>` → the creation lock (`SET NX PX`, token-checked release);
+//! - `running:<container id>` → sorted set of running commands by deadline;
+//! - `pool` → set of warm-pool spares (`SPOP` claims one atomically);
+//! - `claimed:<container id>` → a spare taken within the last minute;
+//! - `lease:<container id>` → the API process that writes to its channel;
+//! - `value:<key>` → free-form values with a TTL, whose keys only the typed
+//!   facades in [`crate::store::facades`] write (cooldowns, idempotency, executions).
+//!
+//! One file per concern: [`sessions`] (records, indexes), [`coordination`]
+//! (locks, running commands, leases), [`pool`], [`values`]; [`scripts`] holds
+//! the Lua.
+//!
+//! Every call has a deadline, so an unreachable Redis turns into
+//! [`StoreError::Unavailable`] within [`CALL_TIMEOUT`], and the connection
+//! manager reconnects by itself once Redis is back.
+
+use std::time::Duration;
+
+mod coordination;
+mod pool;
+mod scripts;
+mod sessions;
+mod values;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Mutex;
+
+use super::{Quota, Reservation, SessionStore, StoreError};
+use crate::session::{Owner, SessionId, SessionRecord};
+
+/// Longest a store call may take before it counts as unavailable.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+
+pub struct RedisStore {
+    client: redis::Client,
+    prefix: String,
+    /// Created on first use, so brig-api starts (and reports not-ready) while
+    /// Redis is still down.
+    manager: Mutex<Option<ConnectionManager>>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+impl RedisStore {
+    /// `url` like `redis://host:6379/0`; keys go under `brig:<instance>:`.
+    pub fn new(url: &str, instance: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        Ok(RedisStore {
+            client,
+            prefix: format!("brig:{instance}:"),
+            manager: Mutex::new(None),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let mut manager = self.manager.lock().await;
+        if let Some(manager) = manager.as_ref() {
+            return Ok(manager.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(1000)))
+            .set_response_timeout(Some(Duration::from_millis(1000)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connected = tokio::time::timeout(CALL_TIMEOUT, self.client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| unavailable("connect timed out"))?
+            .map_err(unavailable)?;
+        *manager = Some(connected.clone());
+        Ok(connected)
+    }
+
+    /// Runs one store operation under the call deadline.
+    async fn call<T, F, Fut>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let connection = self.connection().await?;
+            operation(connection).await.map_err(unavailable)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, work)
+            .await
+            .map_err(|_| unavailable("call timed out"))?
+    }
+
+    fn session_key(&self, owner: &Owner, id: &str) -> String {
+        format!("{}session:{}:{}", self.prefix, owner.as_str(), id)
+    }
+
+    fn owner_key(&self, owner: &Owner) -> String {
+        format!("{}owner:{}", self.prefix, owner.as_str())
+    }
+}
+
+impl RedisStore {
+    fn instance_key(&self) -> String {
+        format!("{}sessions", self.prefix)
+    }
+
+    fn lock_key(&self, owner: &Owner, id: &str) -> String {
+        format!("{}lock:{}:{}", self.prefix, owner.as_str(), id)
+    }
+
+    fn pool_key(&self) -> String {
+        format!("{}pool", self.prefix)
+    }
+
+    fn running_key(&self, container: &str) -> String {
+        format!("{}running:{container}", self.prefix)
+    }
+}
+
+/// Each operation lives in the module of its concern; these are the inherent
+/// methods of the same names (inherent methods win method resolution).
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn get(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        RedisStore::get(self, owner, id).await
+    }
+
+    async fn reserve(&self, record: &SessionRecord, ttl: Duration, quota: Quota) -> Result<Reservation, StoreError> {
+        RedisStore::reserve(self, record, ttl, quota).await
+    }
+
+    async fn replace(&self, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError> {
+        RedisStore::replace(self, record, ttl).await
+    }
+
+    async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {
+        RedisStore::touch(self, owner, id, ttl).await
+    }
+
+    async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        RedisStore::delete(self, owner, id).await
+    }
+
+    async fn list(&self, owner: &Owner) -> Result<Vec<SessionRecord>, StoreError> {
+        RedisStore::list(self, owner).await
+    }
+
+    async fn list_all(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        RedisStore::list_all(self).await
+    }
+
+    async fn try_lock(&self, owner: &Owner, id: &SessionId, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        RedisStore::try_lock(self, owner, id, token, ttl).await
+    }
+
+    async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError> {
+        RedisStore::unlock(self, owner, id, token).await
+    }
+
+    async fn command_started(&self, container: &str, token: &str, deadline_ms: i64) -> Result<(), StoreError> {
+        RedisStore::command_started(self, container, token, deadline_ms).await
+    }
+
+    async fn command_finished(&self, container: &str, token: &str) -> Result<(), StoreError> {
+        RedisStore::command_finished(self, container, token).await
+    }
+
+    async fn command_running(&self, container: &str) -> Result<bool, StoreError> {
+        RedisStore::command_running(self, container).await
+    }
+
+    async fn lease_channel(&self, container: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        RedisStore::lease_channel(self, container, holder, ttl).await
+    }
+
+    async fn pool_add(&self, container: &str) -> Result<(), StoreError> {
+        RedisStore::pool_add(self, container).await
+    }
+
+    async fn pool_take(&self) -> Result<Option<String>, StoreError> {
+        RedisStore::pool_take(self).await
+    }
+
+    async fn pool_claimed(&self, container: &str) -> Result<bool, StoreError> {
+        RedisStore::pool_claimed(self, container).await
+    }
+
+    async fn pool_remove(&self, container: &str) -> Result<bool, StoreError> {
+        RedisStore::pool_remove(self, container).await
+    }
+
+    async fn pool_members(&self) -> Result<Vec<String>, StoreError> {
+        RedisStore::pool_members(self).await
+    }
+
+    async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        RedisStore::put_value(self, key, value, ttl).await
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        RedisStore::get_value(self, key).await
+    }
+
+    async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError> {
+        RedisStore::set_once(self, key, ttl).await
+    }
+
+    async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        RedisStore::delete_value(self, key).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .map(drop)
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -1,0 +1,57 @@
+//! Free-form values with a TTL (`value:<key>`), for the typed facades in
+//! [`crate::store::facades`].
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::RedisStore;
+use crate::store::{ttl_ms, StoreError};
+
+impl RedisStore {
+    pub(super) async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let (key, value, ttl) = (
+            format!("{}value:{key}", self.prefix),
+            value.to_string(),
+            ttl_ms(ttl).max(1),
+        );
+        self.call(|mut c| async move { c.pset_ex::<_, _, ()>(&key, value, ttl as u64).await })
+            .await
+    }
+
+    pub(super) async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("{}value:{key}", self.prefix);
+        self.call(|mut c| async move { c.get(&key).await }).await
+    }
+
+    pub(super) async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError> {
+        let (key, ttl) = (format!("{}value:{key}", self.prefix), ttl_ms(ttl).max(1));
+        let set: bool = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg("")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async::<Option<String>>(&mut c)
+                        .await
+                        .map(|reply| reply.is_some())
+                }
+            })
+            .await?;
+        if set {
+            return Ok(None);
+        }
+        let left: i64 = self.call(|mut c| async move { c.pttl(&key).await }).await?;
+        // -2: expired between the two calls; -1 cannot happen (always set with PX).
+        Ok(Some(Duration::from_millis(left.max(1) as u64)))
+    }
+
+    pub(super) async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        let key = format!("{}value:{key}", self.prefix);
+        self.call(|mut c| async move { c.del::<_, ()>(&key).await }).await
+    }
+}
