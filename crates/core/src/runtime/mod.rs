@@ -1,6 +1,8 @@
 //! The seam between brig and whatever runs sandboxes.
 
 pub mod docker;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 
 use async_trait::async_trait;
 use brig_protocol::{FileReply, FileRequest};

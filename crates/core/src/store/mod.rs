@@ -1,6 +1,8 @@
 //! Where session records live: Redis (shared by replicas and the cleanup
 //! worker) or memory (the embedded, single-process default).
 
+#[cfg(test)]
+mod contract;
 pub mod facades;
 mod memory;
 mod redis;

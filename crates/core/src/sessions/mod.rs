@@ -4,7 +4,9 @@
 //! container. A record whose container is gone is repaired on next use.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use brig_protocol::{FileReply, FileRequest};
 use chrono::{DateTime, Utc};
@@ -261,7 +263,9 @@ impl Sessions {
                 self.store
                     .command_started(&record.container_id, &token, deadline_ms)
                     .await?;
-                self.runtime.exec_with(&record.container_id, request, hooks).await
+                // Through the lease like any command: another replica may hold
+                // the channel of the container that replaced the lost one.
+                self.run_in(&record.container_id, request, hooks).await
             }
             other => other,
         };
@@ -311,14 +315,21 @@ impl Sessions {
         request: ExecRequest,
         hooks: ExecHooks,
     ) -> Result<ExecOutcome, RuntimeError> {
-        match self.store.lease_channel(container, &self.replica, CHANNEL_LEASE).await {
-            Ok(true) => self.runtime.exec_with(container, request, hooks).await,
-            Ok(false) => {
-                tracing::debug!(container, "channel leased by another replica; using docker exec");
-                self.runtime.exec_detached(container, request, hooks).await
-            }
-            Err(err) => Err(RuntimeError::EngineUnavailable(format!("channel lease: {err}"))),
+        if self.holds_channel(container).await? {
+            self.runtime.exec_with(container, request, hooks).await
+        } else {
+            tracing::debug!(container, "channel leased by another replica; using docker exec");
+            self.runtime.exec_detached(container, request, hooks).await
         }
+    }
+
+    /// Takes or renews this process's lease of `container`'s channel: `false`
+    /// while another replica writes to it.
+    async fn holds_channel(&self, container: &str) -> Result<bool, RuntimeError> {
+        self.store
+            .lease_channel(container, &self.replica, CHANNEL_LEASE)
+            .await
+            .map_err(|err| RuntimeError::EngineUnavailable(format!("channel lease: {err}")))
     }
 
     /// A file operation in the session's `/workspace` (the session must exist;
@@ -332,12 +343,12 @@ impl Sessions {
             .filter(SessionRecord::is_ready)
             .ok_or(SessionError::NotFound)?;
         let container = &record.container_id;
-        let reply = match self.store.lease_channel(container, &self.replica, CHANNEL_LEASE).await {
-            Ok(true) => self.runtime.file(container, request).await,
-            Ok(false) => self.runtime.file_detached(container, request).await,
-            Err(err) => Err(RuntimeError::EngineUnavailable(format!("channel lease: {err}"))),
+        let reply = if self.holds_channel(container).await? {
+            self.runtime.file(container, request).await?
+        } else {
+            self.runtime.file_detached(container, request).await?
         };
-        Ok(reply?)
+        Ok(reply)
     }
 
     /// The session's record, without refreshing it.
@@ -358,3 +369,6 @@ impl Sessions {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! The session flow against the in-process fake runtime and the memory store,
+//! under paused tokio time: failures that are slow or hard to provoke against
+//! a real engine (a lost container, a wedged agent, another replica's lease,
+//! racing creations, cancellation). The same paths against Docker and Redis
+//! are in the end-to-end suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::runtime::fake::{FakeRuntime, Path};
+use crate::store::MemoryStore;
+
+const QUOTA: Quota = Quota {
+    per_owner: 3,
+    total: 10,
+};
+
+/// One replica: its own `Sessions` (and so its own lease holder id) over a
+/// shared store and runtime.
+fn replica(store: &Arc<MemoryStore>, runtime: &Arc<FakeRuntime>) -> Sessions {
+    Sessions::new(store.clone(), runtime.clone(), Duration::from_secs(600), QUOTA)
+}
+
+fn setup() -> (Arc<MemoryStore>, Arc<FakeRuntime>, Sessions) {
+    let (store, runtime) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()));
+    let sessions = replica(&store, &runtime);
+    (store, runtime, sessions)
+}
+
+fn alice() -> Owner {
+    Owner::of_principal("alice")
+}
+
+fn sid(id: &str) -> SessionId {
+    SessionId::parse(id).unwrap()
+}
+
+fn echo(text: &str) -> ExecRequest {
+    ExecRequest::new(["echo", text])
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_command_creates_the_session_and_the_next_reuses_it() {
+    let (_, runtime, sessions) = setup();
+    let first = sessions.execute(&alice(), &sid("s"), echo("one")).await.unwrap();
+    assert!(first.created);
+    assert_eq!(first.outcome.stdout, b"one\n");
+    let second = sessions.execute(&alice(), &sid("s"), echo("two")).await.unwrap();
+    assert!(!second.created);
+    assert_eq!(second.record.container_id, first.record.container_id);
+    assert_eq!(runtime.creations(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_container_is_replaced_and_the_command_runs_in_the_new_one() {
+    let (_, runtime, sessions) = setup();
+    let first = sessions.execute(&alice(), &sid("s"), echo("one")).await.unwrap();
+    runtime.lose(&first.record.container_id);
+    let again = sessions.execute(&alice(), &sid("s"), echo("two")).await.unwrap();
+    assert!(again.created, "the lost container should have been recreated");
+    assert_ne!(again.record.container_id, first.record.container_id);
+    assert_eq!(again.outcome.stdout, b"two\n");
+    assert_eq!(
+        sessions.get(&alice(), &sid("s")).await.unwrap().container_id,
+        again.record.container_id
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wedged_agent_costs_its_container_and_the_next_command_gets_a_new_one() {
+    let (_, runtime, sessions) = setup();
+    let first = sessions.execute(&alice(), &sid("s"), echo("one")).await.unwrap();
+    runtime.wedge(&first.record.container_id);
+    let request = echo("stuck").timeout(Duration::from_secs(2));
+    match sessions.execute(&alice(), &sid("s"), request).await {
+        Err(SessionError::Runtime(RuntimeError::AgentUnresponsive)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !runtime.sandbox_ids().contains(&first.record.container_id),
+        "the wedged container is still there"
+    );
+    assert!(matches!(
+        sessions.get(&alice(), &sid("s")).await,
+        Err(SessionError::NotFound)
+    ));
+    let next = sessions.execute(&alice(), &sid("s"), echo("fresh")).await.unwrap();
+    assert!(next.created);
+    assert_eq!(next.outcome.stdout, b"fresh\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_channel_leased_by_another_replica_is_reached_through_the_engines_exec() {
+    let (store, runtime, first) = setup();
+    let second = replica(&store, &runtime);
+    let created = first.execute(&alice(), &sid("s"), echo("a")).await.unwrap();
+    let container = created.record.container_id;
+    second.execute(&alice(), &sid("s"), echo("b")).await.unwrap();
+    first.execute(&alice(), &sid("s"), echo("c")).await.unwrap();
+    assert_eq!(
+        runtime.commands(),
+        vec![
+            (container.clone(), Path::Channel),
+            (container.clone(), Path::Detached),
+            (container, Path::Channel),
+        ]
+    );
+}
+
+/// The retry after a lost container used to call the channel directly: when
+/// another replica re-created the container (and holds its lease), this one
+/// became a second writer on that channel.
+#[tokio::test(start_paused = true)]
+async fn the_retry_after_a_lost_container_respects_the_new_containers_lease() {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Arc::new(FakeRuntime::with_create_delay(Duration::from_millis(210)));
+    let (one, two) = (replica(&store, &runtime), replica(&store, &runtime));
+    let lost = one.execute(&alice(), &sid("s"), echo("a")).await.unwrap();
+    runtime.lose(&lost.record.container_id);
+    // Both replicas find the lost container; one of them re-creates it.
+    let (owner, id) = (alice(), sid("s"));
+    let (a, b) = tokio::join!(
+        one.execute(&owner, &id, echo("one")),
+        two.execute(&owner, &id, echo("two")),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.record.container_id, b.record.container_id);
+    let replacement = a.record.container_id;
+    let writers: Vec<Path> = runtime
+        .commands()
+        .into_iter()
+        .filter(|(id, _)| *id == replacement)
+        .map(|(_, path)| path)
+        .collect();
+    assert_eq!(writers.len(), 2, "{writers:?}");
+    assert_eq!(
+        writers.iter().filter(|path| **path == Path::Channel).count(),
+        1,
+        "two replicas wrote to one channel: {writers:?}"
+    );
+    assert_eq!(runtime.creations(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_first_commands_share_one_container() {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Arc::new(FakeRuntime::with_create_delay(Duration::from_millis(500)));
+    let sessions = Arc::new(replica(&store, &runtime));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let sessions = sessions.clone();
+            tokio::spawn(async move { sessions.execute(&alice(), &sid("race"), echo(&i.to_string())).await })
+        })
+        .collect();
+    let mut containers = Vec::new();
+    let mut created = 0;
+    for task in tasks {
+        let executed = task.await.unwrap().unwrap();
+        created += usize::from(executed.created);
+        containers.push(executed.record.container_id);
+    }
+    containers.dedup();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!((created, runtime.creations()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_ends_a_running_command_with_cancelled() {
+    let (_, _, sessions) = setup();
+    let cancel = CancellationToken::new();
+    let hooks = ExecHooks {
+        cancel: Some(cancel.clone()),
+        output: None,
+    };
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cancel.cancel();
+    });
+    let request = ExecRequest::new(["sleep", "60"]).timeout(Duration::from_secs(120));
+    let started = tokio::time::Instant::now();
+    let executed = sessions
+        .execute_with(&alice(), &sid("s"), request, hooks)
+        .await
+        .unwrap();
+    canceller.await.unwrap();
+    assert!(executed.outcome.cancelled && !executed.outcome.timed_out);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_owner_quota_counts_sessions_and_deleting_one_frees_a_place() {
+    let (_, runtime, sessions) = setup();
+    for i in 0..QUOTA.per_owner {
+        sessions.open(&alice(), &sid(&format!("s{i}"))).await.unwrap();
+    }
+    assert!(matches!(
+        sessions.open(&alice(), &sid("one-too-many")).await,
+        Err(SessionError::OwnerQuotaExceeded)
+    ));
+    // Another owner is not affected.
+    sessions
+        .open(&Owner::of_principal("bob"), &sid("s0"))
+        .await
+        .unwrap();
+    sessions.delete(&alice(), &sid("s0")).await.unwrap();
+    sessions.open(&alice(), &sid("one-too-many")).await.unwrap();
+    assert_eq!(runtime.sandbox_ids().len(), QUOTA.per_owner as usize + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn files_need_an_existing_session() {
+    let (_, _, sessions) = setup();
+    let write = FileRequest::Write {
+        path: "a".into(),
+        data: b"x".to_vec(),
+    };
+    assert!(matches!(
+        sessions.file(&alice(), &sid("none"), write.clone()).await,
+        Err(SessionError::NotFound)
+    ));
+    sessions.open(&alice(), &sid("s")).await.unwrap();
+    sessions.file(&alice(), &sid("s"), write).await.unwrap();
+    let read = sessions
+        .file(&alice(), &sid("s"), FileRequest::Read { path: "a".into() })
+        .await
+        .unwrap();
+    assert_eq!(read, FileReply::Data(b"x".to_vec()));
+}

@@ -1,0 +1,277 @@
+//! The store contract: one list of cases, run against [`MemoryStore`] and
+//! against [`RedisStore`] on a real `redis-server` that each case starts (the
+//! two implement the same concurrent semantics twice: Rust under one mutex,
+//! and Lua). A missing `redis-server` fails these tests loudly.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::*;
+use crate::session::{Owner, SessionId, SessionRecord};
+
+/// A `redis-server` on a free loopback port, killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed by the store contract tests (apt-get install redis-server)");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return RedisServer { child, port };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {}", port);
+    }
+
+    fn store(&self) -> RedisStore {
+        RedisStore::new(&format!("redis://127.0.0.1:{}/", self.port), "contract").unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every case runs once per store.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&super::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let server = super::RedisServer::start();
+                    super::$case(&server.store()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    reserve_checks_both_quotas_and_a_ready_record_wins,
+    touch_extends_a_record_and_finds_nothing_for_a_missing_one,
+    delete_returns_the_record_once,
+    listings_are_per_owner_and_sorted,
+    records_expire_with_their_ttl,
+    a_creation_lock_is_exclusive_and_released_only_by_its_holder,
+    a_channel_lease_has_one_holder_who_renews_it,
+    running_commands_are_counted_until_finished_or_past_their_deadline,
+    each_spare_is_taken_once_and_marked_claimed,
+    values_expire_set_once_tells_the_time_left_and_delete_frees_them,
+);
+
+const TTL: Duration = Duration::from_secs(600);
+
+fn owner(name: &str) -> Owner {
+    Owner::of_principal(name)
+}
+
+fn record(owner: &Owner, id: &str, container: &str) -> SessionRecord {
+    SessionRecord {
+        owner: owner.clone(),
+        session_id: id.into(),
+        container_id: container.into(),
+        created_at_ms: now_ms(),
+        expires_at_ms: now_ms(),
+        options: Default::default(),
+    }
+}
+
+fn sid(id: &str) -> SessionId {
+    SessionId::parse(id).unwrap()
+}
+
+async fn reserve_checks_both_quotas_and_a_ready_record_wins(store: &dyn SessionStore) {
+    let quota = Quota {
+        per_owner: 2,
+        total: 3,
+    };
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    for id in ["a", "b"] {
+        assert_eq!(
+            store.reserve(&record(&alice, id, ""), TTL, quota).await.unwrap(),
+            Reservation::Reserved
+        );
+    }
+    assert_eq!(
+        store.reserve(&record(&alice, "c", ""), TTL, quota).await.unwrap(),
+        Reservation::OwnerQuotaExceeded
+    );
+    // A pending record of the same session is overwritten, not counted twice.
+    assert_eq!(
+        store.reserve(&record(&alice, "a", ""), TTL, quota).await.unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(
+        store.reserve(&record(&bob, "a", ""), TTL, quota).await.unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(
+        store.reserve(&record(&bob, "b", ""), TTL, quota).await.unwrap(),
+        Reservation::CapacityExhausted
+    );
+    let ready = record(&alice, "a", "container-1");
+    store.replace(&ready, TTL).await.unwrap();
+    match store.reserve(&record(&alice, "a", ""), TTL, quota).await.unwrap() {
+        Reservation::Exists(existing) => assert_eq!(existing.container_id, "container-1"),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn touch_extends_a_record_and_finds_nothing_for_a_missing_one(store: &dyn SessionStore) {
+    let alice = owner("alice");
+    assert_eq!(store.touch(&alice, &sid("none"), TTL).await.unwrap(), None);
+    store.replace(&record(&alice, "s", "c1"), Duration::from_secs(5)).await.unwrap();
+    let before = store.get(&alice, &sid("s")).await.unwrap().unwrap().expires_at_ms;
+    let touched = store.touch(&alice, &sid("s"), TTL).await.unwrap().unwrap();
+    assert_eq!(touched.container_id, "c1");
+    assert!(touched.expires_at_ms >= before + 590_000, "{before} → {}", touched.expires_at_ms);
+    assert_eq!(store.get(&alice, &sid("s")).await.unwrap().unwrap(), touched);
+}
+
+async fn delete_returns_the_record_once(store: &dyn SessionStore) {
+    let alice = owner("alice");
+    store.replace(&record(&alice, "s", "c1"), TTL).await.unwrap();
+    let deleted = store.delete(&alice, &sid("s")).await.unwrap().unwrap();
+    assert_eq!(deleted.container_id, "c1");
+    assert_eq!(store.delete(&alice, &sid("s")).await.unwrap(), None);
+    assert_eq!(store.get(&alice, &sid("s")).await.unwrap(), None);
+    assert!(store.list_all().await.unwrap().is_empty());
+}
+
+async fn listings_are_per_owner_and_sorted(store: &dyn SessionStore) {
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    for id in ["b", "a", "c"] {
+        store.replace(&record(&alice, id, "c"), TTL).await.unwrap();
+    }
+    store.replace(&record(&bob, "z", "c"), TTL).await.unwrap();
+    let ids: Vec<String> = store
+        .list(&alice)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.session_id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(store.list(&bob).await.unwrap().len(), 1);
+    assert_eq!(store.list_all().await.unwrap().len(), 4);
+}
+
+async fn records_expire_with_their_ttl(store: &dyn SessionStore) {
+    let alice = owner("alice");
+    store
+        .replace(&record(&alice, "short", "c"), Duration::from_millis(50))
+        .await
+        .unwrap();
+    store.replace(&record(&alice, "long", "c"), TTL).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.get(&alice, &sid("short")).await.unwrap(), None);
+    let live: Vec<String> = store.list(&alice).await.unwrap().into_iter().map(|r| r.session_id).collect();
+    assert_eq!(live, ["long"]);
+    // An expired session no longer counts against the quota.
+    let quota = Quota {
+        per_owner: 2,
+        total: 10,
+    };
+    assert_eq!(
+        store.reserve(&record(&alice, "new", ""), TTL, quota).await.unwrap(),
+        Reservation::Reserved
+    );
+}
+
+async fn a_creation_lock_is_exclusive_and_released_only_by_its_holder(store: &dyn SessionStore) {
+    let (alice, id) = (owner("alice"), sid("s"));
+    assert!(store.try_lock(&alice, &id, "t1", TTL).await.unwrap());
+    assert!(!store.try_lock(&alice, &id, "t2", TTL).await.unwrap());
+    // Another owner's session of the same id has its own lock.
+    assert!(store.try_lock(&owner("bob"), &id, "t3", TTL).await.unwrap());
+    store.unlock(&alice, &id, "t2").await.unwrap();
+    assert!(!store.try_lock(&alice, &id, "t2", TTL).await.unwrap());
+    store.unlock(&alice, &id, "t1").await.unwrap();
+    assert!(store.try_lock(&alice, &id, "t2", TTL).await.unwrap());
+    // A crashed holder's lock frees itself.
+    assert!(store.try_lock(&alice, &sid("x"), "t", Duration::from_millis(50)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(store.try_lock(&alice, &sid("x"), "u", TTL).await.unwrap());
+}
+
+async fn a_channel_lease_has_one_holder_who_renews_it(store: &dyn SessionStore) {
+    let short = Duration::from_millis(100);
+    assert!(store.lease_channel("c1", "replica-a", short).await.unwrap());
+    assert!(!store.lease_channel("c1", "replica-b", short).await.unwrap());
+    assert!(store.lease_channel("c2", "replica-b", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(store.lease_channel("c1", "replica-a", short).await.unwrap(), "renewal");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(!store.lease_channel("c1", "replica-b", short).await.unwrap(), "renewed lease lapsed");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(store.lease_channel("c1", "replica-b", short).await.unwrap(), "lapsed lease not free");
+}
+
+async fn running_commands_are_counted_until_finished_or_past_their_deadline(store: &dyn SessionStore) {
+    assert!(!store.command_running("c1").await.unwrap());
+    store.command_started("c1", "t1", now_ms() + 60_000).await.unwrap();
+    store.command_started("c1", "t2", now_ms() + 60_000).await.unwrap();
+    store.command_finished("c1", "t1").await.unwrap();
+    assert!(store.command_running("c1").await.unwrap());
+    store.command_finished("c1", "t2").await.unwrap();
+    assert!(!store.command_running("c1").await.unwrap());
+    store.command_started("c2", "t", now_ms() + 50).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!store.command_running("c2").await.unwrap(), "a command past its deadline still counts");
+}
+
+async fn each_spare_is_taken_once_and_marked_claimed(store: &dyn SessionStore) {
+    for spare in ["s1", "s2"] {
+        store.pool_add(spare).await.unwrap();
+    }
+    let mut members = store.pool_members().await.unwrap();
+    members.sort();
+    assert_eq!(members, ["s1", "s2"]);
+    let first = store.pool_take().await.unwrap().unwrap();
+    assert!(store.pool_claimed(&first).await.unwrap());
+    let second = store.pool_take().await.unwrap().unwrap();
+    assert_ne!(first, second);
+    assert_eq!(store.pool_take().await.unwrap(), None);
+    store.pool_add("s3").await.unwrap();
+    assert!(store.pool_remove("s3").await.unwrap());
+    assert!(!store.pool_remove("s3").await.unwrap());
+    assert!(!store.pool_claimed("s3").await.unwrap());
+}
+
+async fn values_expire_set_once_tells_the_time_left_and_delete_frees_them(store: &dyn SessionStore) {
+    store.put_value("k", "v", TTL).await.unwrap();
+    assert_eq!(store.get_value("k").await.unwrap().as_deref(), Some("v"));
+    store.delete_value("k").await.unwrap();
+    assert_eq!(store.get_value("k").await.unwrap(), None);
+    store.delete_value("k").await.unwrap();
+    store.put_value("brief", "v", Duration::from_millis(50)).await.unwrap();
+    assert_eq!(store.set_once("once", Duration::from_secs(30)).await.unwrap(), None);
+    let left = store.set_once("once", Duration::from_secs(30)).await.unwrap().unwrap();
+    assert!(left > Duration::from_secs(25) && left <= Duration::from_secs(30), "{left:?}");
+    store.delete_value("once").await.unwrap();
+    assert_eq!(store.set_once("once", Duration::from_secs(30)).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.get_value("brief").await.unwrap(), None);
+}
