@@ -95,6 +95,56 @@ async fn sigterm_stops_accepting_and_lets_in_flight_commands_finish() {
     );
 }
 
+/// SHUTDOWN_GRACE_SECONDS bounds a drain: what finishes within it is
+/// answered, what does not is cancelled (its processes killed in the
+/// sandbox) and the process exits soon after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_commands_still_running_at_the_grace_and_exits_soon_after() {
+    let redis = RedisServer::start();
+    let mut api = BrigApi::start(&[("REDIS_URL", &redis.url()), ("SHUTDOWN_GRACE_SECONDS", "3")]);
+    let instance = api.instance.clone();
+    run(&api, ALICE_KEY, "short", "echo warm").await;
+    run(&api, ALICE_KEY, "long", "echo warm").await;
+    let request = |session: &'static str, command: &'static str| {
+        let base = api.base.clone();
+        tokio::spawn(async move {
+            let body = serde_json::json!({"command": command, "session_id": session, "timeout": 60});
+            post(&base, "/execute", ALICE_KEY, &body).await
+        })
+    };
+    let short = request("short", "sh -c 'sleep 1; echo finished'");
+    let long = request("long", "sh -c 'sleep 8; echo late > /workspace/late'");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let terminated = Instant::now();
+    let terminating = std::thread::spawn(move || {
+        let code = api.service.terminate(Duration::from_secs(20));
+        (api, code, terminated.elapsed())
+    });
+    let short = short.await.unwrap().expect("the short command was cut off");
+    assert_eq!(short.status, StatusCode::OK);
+    assert_eq!(short.body["stdout"], "finished\n");
+    let (api, code, took) = terminating.join().unwrap();
+    assert_eq!(code, Some(0), "brig-api did not exit cleanly after SIGTERM");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM; the grace is 3 s"
+    );
+    assert!(took >= Duration::from_millis(2500), "exited before the grace: {took:?}");
+    // The long command was answered as cancelled, or cut off; either way its
+    // process is gone: the file it would write after 8 s never appears.
+    if let Ok(reply) = long.await.unwrap() {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_ne!(reply.body["exit_code"], 0, "{}", reply.body);
+    }
+    let restarted = BrigApi::start_in(&instance, &[("REDIS_URL", &redis.url())]);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let after = run(&restarted, ALICE_KEY, "long", "ls -A /workspace").await;
+    assert_eq!(after["session_created"], false, "{after}");
+    assert_eq!(after["stdout"], "", "the cancelled command kept running: {after}");
+    drop(restarted);
+    drop(api);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_loses_its_data_sessions_start_clean_and_stay_with_their_principal() {
     let redis = RedisServer::start();

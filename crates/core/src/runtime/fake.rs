@@ -117,7 +117,13 @@ impl FakeRuntime {
         info
     }
 
-    async fn run(&self, id: &str, request: ExecRequest, hooks: ExecHooks, path: Path) -> Result<ExecOutcome, RuntimeError> {
+    async fn run(
+        &self,
+        id: &str,
+        request: ExecRequest,
+        hooks: ExecHooks,
+        path: Path,
+    ) -> Result<ExecOutcome, RuntimeError> {
         let wedged = {
             let mut state = self.state();
             if !state.sandboxes.contains_key(id) {
@@ -205,7 +211,12 @@ impl SandboxRuntime for FakeRuntime {
         self.run(id, request, hooks, Path::Channel).await
     }
 
-    async fn exec_detached(&self, id: &str, request: ExecRequest, hooks: ExecHooks) -> Result<ExecOutcome, RuntimeError> {
+    async fn exec_detached(
+        &self,
+        id: &str,
+        request: ExecRequest,
+        hooks: ExecHooks,
+    ) -> Result<ExecOutcome, RuntimeError> {
         self.run(id, request, hooks, Path::Detached).await
     }
 

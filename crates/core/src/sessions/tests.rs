@@ -201,10 +201,7 @@ async fn the_owner_quota_counts_sessions_and_deleting_one_frees_a_place() {
         Err(SessionError::OwnerQuotaExceeded)
     ));
     // Another owner is not affected.
-    sessions
-        .open(&Owner::of_principal("bob"), &sid("s0"))
-        .await
-        .unwrap();
+    sessions.open(&Owner::of_principal("bob"), &sid("s0")).await.unwrap();
     sessions.delete(&alice(), &sid("s0")).await.unwrap();
     sessions.open(&alice(), &sid("one-too-many")).await.unwrap();
     assert_eq!(runtime.sandbox_ids().len(), QUOTA.per_owner as usize + 1);

@@ -19,8 +19,17 @@ struct RedisServer {
 impl RedisServer {
     fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is needed by the store contract tests (apt-get install redis-server)");
@@ -30,7 +39,9 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("redis-server did not start on port {}", port);
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on port {port}");
     }
 
     fn store(&self) -> RedisStore {
@@ -103,10 +114,7 @@ fn sid(id: &str) -> SessionId {
 }
 
 async fn reserve_checks_both_quotas_and_a_ready_record_wins(store: &dyn SessionStore) {
-    let quota = Quota {
-        per_owner: 2,
-        total: 3,
-    };
+    let quota = Quota { per_owner: 2, total: 3 };
     let (alice, bob) = (owner("alice"), owner("bob"));
     for id in ["a", "b"] {
         assert_eq!(
@@ -142,11 +150,18 @@ async fn reserve_checks_both_quotas_and_a_ready_record_wins(store: &dyn SessionS
 async fn touch_extends_a_record_and_finds_nothing_for_a_missing_one(store: &dyn SessionStore) {
     let alice = owner("alice");
     assert_eq!(store.touch(&alice, &sid("none"), TTL).await.unwrap(), None);
-    store.replace(&record(&alice, "s", "c1"), Duration::from_secs(5)).await.unwrap();
+    store
+        .replace(&record(&alice, "s", "c1"), Duration::from_secs(5))
+        .await
+        .unwrap();
     let before = store.get(&alice, &sid("s")).await.unwrap().unwrap().expires_at_ms;
     let touched = store.touch(&alice, &sid("s"), TTL).await.unwrap().unwrap();
     assert_eq!(touched.container_id, "c1");
-    assert!(touched.expires_at_ms >= before + 590_000, "{before} → {}", touched.expires_at_ms);
+    assert!(
+        touched.expires_at_ms >= before + 590_000,
+        "{before} → {}",
+        touched.expires_at_ms
+    );
     assert_eq!(store.get(&alice, &sid("s")).await.unwrap().unwrap(), touched);
 }
 
@@ -187,7 +202,13 @@ async fn records_expire_with_their_ttl(store: &dyn SessionStore) {
     store.replace(&record(&alice, "long", "c"), TTL).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(store.get(&alice, &sid("short")).await.unwrap(), None);
-    let live: Vec<String> = store.list(&alice).await.unwrap().into_iter().map(|r| r.session_id).collect();
+    let live: Vec<String> = store
+        .list(&alice)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.session_id)
+        .collect();
     assert_eq!(live, ["long"]);
     // An expired session no longer counts against the quota.
     let quota = Quota {
@@ -211,7 +232,10 @@ async fn a_creation_lock_is_exclusive_and_released_only_by_its_holder(store: &dy
     store.unlock(&alice, &id, "t1").await.unwrap();
     assert!(store.try_lock(&alice, &id, "t2", TTL).await.unwrap());
     // A crashed holder's lock frees itself.
-    assert!(store.try_lock(&alice, &sid("x"), "t", Duration::from_millis(50)).await.unwrap());
+    assert!(store
+        .try_lock(&alice, &sid("x"), "t", Duration::from_millis(50))
+        .await
+        .unwrap());
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(store.try_lock(&alice, &sid("x"), "u", TTL).await.unwrap());
 }
@@ -224,9 +248,15 @@ async fn a_channel_lease_has_one_holder_who_renews_it(store: &dyn SessionStore) 
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert!(store.lease_channel("c1", "replica-a", short).await.unwrap(), "renewal");
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert!(!store.lease_channel("c1", "replica-b", short).await.unwrap(), "renewed lease lapsed");
+    assert!(
+        !store.lease_channel("c1", "replica-b", short).await.unwrap(),
+        "renewed lease lapsed"
+    );
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(store.lease_channel("c1", "replica-b", short).await.unwrap(), "lapsed lease not free");
+    assert!(
+        store.lease_channel("c1", "replica-b", short).await.unwrap(),
+        "lapsed lease not free"
+    );
 }
 
 async fn running_commands_are_counted_until_finished_or_past_their_deadline(store: &dyn SessionStore) {
@@ -239,7 +269,10 @@ async fn running_commands_are_counted_until_finished_or_past_their_deadline(stor
     assert!(!store.command_running("c1").await.unwrap());
     store.command_started("c2", "t", now_ms() + 50).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(!store.command_running("c2").await.unwrap(), "a command past its deadline still counts");
+    assert!(
+        !store.command_running("c2").await.unwrap(),
+        "a command past its deadline still counts"
+    );
 }
 
 async fn each_spare_is_taken_once_and_marked_claimed(store: &dyn SessionStore) {
@@ -269,7 +302,10 @@ async fn values_expire_set_once_tells_the_time_left_and_delete_frees_them(store:
     store.put_value("brief", "v", Duration::from_millis(50)).await.unwrap();
     assert_eq!(store.set_once("once", Duration::from_secs(30)).await.unwrap(), None);
     let left = store.set_once("once", Duration::from_secs(30)).await.unwrap().unwrap();
-    assert!(left > Duration::from_secs(25) && left <= Duration::from_secs(30), "{left:?}");
+    assert!(
+        left > Duration::from_secs(25) && left <= Duration::from_secs(30),
+        "{left:?}"
+    );
     store.delete_value("once").await.unwrap();
     assert_eq!(store.set_once("once", Duration::from_secs(30)).await.unwrap(), None);
     tokio::time::sleep(Duration::from_millis(150)).await;
