@@ -1,6 +1,6 @@
 //! Who is calling: `X-API-Key` (compared in constant time) or
 //! `Authorization: Bearer <JWT>` (HS256 only, `exp` and `sub` required, small
-//! explicit leeway). The extractor (in [`crate::extract`]) also charges the
+//! explicit leeway). The extractor (in `extract.rs`) also charges the
 //! principal's rate limit, so limits apply only to authenticated callers.
 
 use axum::http::{header, HeaderMap};

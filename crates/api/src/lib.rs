@@ -3,9 +3,9 @@
 //! # Layout (top to bottom: a module uses only those below it)
 //!
 //! - [`routes`]: the router and one module per resource (`execute`,
-//!   `execute_stream`, `executions`, `sessions`, `files`, `generate`, `health`);
-//!   [`mcp`] (the MCP tools), [`metrics`] (`/metrics` and request counting) and
-//!   [`openapi`] (the document) are transports beside them.
+//!   `execute_stream`, `executions`, `sessions`, `files`, `generate`, `health`,
+//!   `openapi`); [`mcp`] (the MCP tools) and [`metrics`] (`/metrics` and
+//!   request counting) are transports beside them.
 //! - [`state`]: what handlers share, and how it is assembled.
 //! - [`service`]: the use cases every transport calls: execute, executions,
 //!   idempotency.
@@ -29,7 +29,6 @@ pub mod json;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;
-pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod service;

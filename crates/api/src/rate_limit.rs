@@ -42,7 +42,7 @@ impl RateInfo {
     }
 }
 
-/// Where the [`Principal`](crate::auth::Principal) extractor leaves the quota
+/// Where the `Principal` extractor leaves the quota
 /// state, for [`headers`] to copy onto the response.
 #[derive(Clone, Default)]
 pub struct RateSlot(Arc<std::sync::Mutex<Option<RateInfo>>>);

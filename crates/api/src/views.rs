@@ -5,8 +5,6 @@ use brig_core::sessions::Executed;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::service::execute::ExecuteInput;
-
 /// Timestamps as clients see them: RFC 3339, milliseconds, `Z`.
 pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -27,20 +25,6 @@ pub struct ExecuteBody {
     pub timeout: Option<f64>,
     pub working_dir: Option<String>,
     pub stdin: Option<String>,
-}
-
-impl From<ExecuteBody> for ExecuteInput {
-    fn from(body: ExecuteBody) -> Self {
-        ExecuteInput {
-            session_id: body.session_id,
-            command: body.command,
-            code: body.code,
-            language: body.language,
-            timeout: body.timeout,
-            working_dir: body.working_dir,
-            stdin: body.stdin,
-        }
-    }
 }
 
 /// What came of a command: the body of `/execute`, the `exit` event of a

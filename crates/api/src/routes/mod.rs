@@ -6,6 +6,7 @@ pub(crate) mod executions;
 pub(crate) mod files;
 pub(crate) mod generate;
 pub(crate) mod health;
+pub mod openapi;
 pub(crate) mod sessions;
 
 use axum::extract::DefaultBodyLimit;
@@ -44,7 +45,7 @@ pub fn router(state: AppState) -> Router {
             get(files::get).put(files::put).delete(files::delete),
         )
         .route("/metrics", get(crate::metrics::scrape))
-        .route("/openapi.json", get(crate::openapi::document))
+        .route("/openapi.json", get(openapi::document))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -16,7 +16,7 @@ use brig_core::{Config, ExecRequest};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::views::{ExecuteResponse, ExecutionResult};
+use crate::views::{ExecuteBody, ExecuteResponse, ExecutionResult};
 
 /// Largest `stdin` (or `code`) accepted (the agent protocol's bound).
 const MAX_STDIN_BYTES: usize = 1024 * 1024;
@@ -35,6 +35,20 @@ pub struct ExecuteInput {
     pub timeout: Option<f64>,
     pub working_dir: Option<String>,
     pub stdin: Option<String>,
+}
+
+impl From<ExecuteBody> for ExecuteInput {
+    fn from(body: ExecuteBody) -> Self {
+        ExecuteInput {
+            session_id: body.session_id,
+            command: body.command,
+            code: body.code,
+            language: body.language,
+            timeout: body.timeout,
+            working_dir: body.working_dir,
+            stdin: body.stdin,
+        }
+    }
 }
 
 /// A checked request, ready for the runtime.

@@ -7,14 +7,15 @@
 
 mod auth;
 mod llm;
+mod metrics;
 mod sandbox;
 
 use std::time::Duration;
 
 pub use self::auth::{ApiKey, AuthConfig};
 pub use self::llm::LlmConfig;
+pub use self::metrics::MetricsConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
-use crate::metrics::MetricsConfig;
 use crate::policy::{CommandPolicy, Languages};
 use crate::rules::{PolicyFile, Rules};
 use crate::store::Quota;

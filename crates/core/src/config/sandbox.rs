@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{parse_instance, parse_size, Env};
-use crate::runtime::docker::spec::pinnable_bytes;
+use crate::sandbox::budget::{pinnable_bytes, PROCESS_HEADROOM};
 use crate::sandbox::SandboxOptions;
 
 /// How to reach the Docker engine.
@@ -153,7 +153,7 @@ impl SandboxConfig {
         // container's memory and are not freed by killing a process: if they
         // could fill the memory limit, a tenant could leave the agent nothing
         // and get the whole sandbox OOM-killed.
-        let pinnable = pinnable_bytes(&config);
+        let pinnable = pinnable_bytes(config.tmp_bytes, config.workspace_bytes);
         if (config.memory_bytes as u64) < pinnable + PROCESS_HEADROOM {
             env.error(
                 "CONTAINER_MEM_LIMIT",
@@ -225,7 +225,7 @@ impl SandboxConfig {
             None => None,
             Some(raw) => {
                 let asked = parse_size("memory_limit", raw).map_err(|err| OptionsError::Memory(err.message))?;
-                let floor = pinnable_bytes(self) + PROCESS_HEADROOM;
+                let floor = pinnable_bytes(self.tmp_bytes, self.workspace_bytes) + PROCESS_HEADROOM;
                 Some(asked.clamp(floor, self.memory_bytes as u64) as i64).filter(|m| *m != self.memory_bytes)
             }
         };
@@ -245,9 +245,6 @@ impl SandboxConfig {
         })
     }
 }
-
-/// Memory kept free of tmpfs for the agent and the tenant's processes.
-const PROCESS_HEADROOM: u64 = 24 << 20;
 
 fn positive_i64(raw: &str) -> Result<i64, String> {
     raw.parse::<i64>()

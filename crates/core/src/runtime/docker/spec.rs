@@ -11,38 +11,11 @@ use bollard::models::{
 
 use crate::agent_binary::{AGENT_MOUNT, AGENT_PATH};
 use crate::config::SandboxConfig;
+use crate::sandbox::budget::{tmpfs_inodes, SHM_BYTES, SYSV_SHM_BYTES};
 use crate::sandbox::{labels, CreateSandbox, SandboxOptions};
 
-/// Size of `/dev/shm`. Like the tmpfs mounts it is charged to the container's
-/// memory, so it is kept small and counted when the limits are validated.
-pub const SHM_BYTES: u64 = 16 << 20;
-
-/// Total SysV shared memory of a sandbox (`kernel.shmall`/`shmmax`, namespaced
-/// with IPC). Segments outlive the process that made them and are charged to
-/// the container's memory, so they are capped and counted like a tmpfs.
-pub const SYSV_SHM_BYTES: u64 = 8 << 20;
-
-/// Every tmpfs gets one inode per this many bytes of its size. Without a cap a
-/// tmpfs allows millions of empty files, each ~1 KiB of kernel memory charged
-/// to the container: filling inodes would OOM-kill the agent.
-pub const TMPFS_BYTES_PER_INODE: u64 = 16 << 10;
-
-/// Kernel memory one tmpfs inode costs (inode + dentry, measured ~1 KiB).
-pub const INODE_COST_BYTES: u64 = 1 << 10;
-
-/// The memory a sandbox's tmpfs mounts and shared memory can pin: their sizes
-/// plus the kernel memory of every inode they allow. None of it is freed by
-/// killing a process.
-pub fn pinnable_bytes(config: &SandboxConfig) -> u64 {
-    let tmpfs = config.tmp_bytes + config.workspace_bytes + SHM_BYTES;
-    tmpfs + tmpfs / TMPFS_BYTES_PER_INODE * INODE_COST_BYTES + SYSV_SHM_BYTES
-}
-
 fn tmpfs_options(access: &str, size: u64) -> String {
-    format!(
-        "rw,{access},nosuid,nodev,size={size},nr_inodes={}",
-        size / TMPFS_BYTES_PER_INODE
-    )
+    format!("rw,{access},nosuid,nodev,size={size},nr_inodes={}", tmpfs_inodes(size))
 }
 
 /// Whether `runtime` is gVisor, by the name it is registered under (`runsc`,

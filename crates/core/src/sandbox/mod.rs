@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub mod budget;
+
 /// Labels every brig container carries (design.md: hardening contract).
 pub mod labels {
     pub const MANAGED: &str = "brig.managed";

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::routes::{execute, executions, files, generate, health, sessions};
+use super::{execute, executions, files, generate, health, sessions};
 
 /// Every error: a stable code and a message.
 #[derive(ToSchema)]
