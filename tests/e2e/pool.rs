@@ -79,7 +79,7 @@ fn deterministic_name(instance: &str, owner: &str, session: &str) -> String {
         instance: instance.into(),
         ..Default::default()
     };
-    let runtime = brig_core::DockerRuntime::new(brig_core::DockerConfig::default().client().unwrap(), config);
+    let runtime = brig_core::DockerRuntime::new(brig_core::DockerConfig::default().client().unwrap(), config, None);
     let request = brig_core::CreateSandbox {
         owner: owner.into(),
         session_id: session.into(),

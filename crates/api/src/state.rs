@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
+use brig_core::agent_binary::AgentBinary;
 use brig_core::config::StoreConfig;
 use brig_core::pool::WarmPool;
 use brig_core::reaper::Reaper;
@@ -79,7 +80,8 @@ impl AppState {
             host: config.docker.host.clone().unwrap_or_else(|| "the local socket".into()),
             source: RuntimeError::EngineUnavailable(err.to_string()),
         })?;
-        let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone()));
+        let agent = AgentBinary::new(brig_agent_embed::AGENT_BINARY);
+        let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone(), Some(agent)));
         if let Err(err) = runtime.publish_agent().await {
             tracing::error!(%err, "publishing the sandbox agent failed; /ready reports it until it works");
         }

@@ -141,7 +141,7 @@ async fn run(
         image: options.image.clone(),
         ..SandboxConfig::default()
     };
-    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config).await?);
+    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config, agent()).await?);
     let sandbox = bench_sandbox(&runtime, "bench-direct").await?;
 
     println!(
@@ -349,7 +349,7 @@ async fn gvisor(
         runtime: "runsc".into(),
         ..SandboxConfig::default()
     };
-    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config).await?);
+    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config, agent()).await?);
     let sandbox = bench_sandbox(&runtime, "gvisor-direct").await?;
     let measured = async {
         let raw = series(options.warm.min(300), |_| raw_exec(docker, &sandbox)).await?;
@@ -425,4 +425,9 @@ async fn reaping(options: &Options, redis: &RedisServer, client: &reqwest::Clien
         "{left} containers were never reaped"
     );
     Ok(Latency::of(gone.into_iter().flatten().collect()))
+}
+
+/// The agent the benchmark's own runtimes publish into sandboxes.
+fn agent() -> brig_core::agent_binary::AgentBinary {
+    brig_core::agent_binary::AgentBinary::new(brig_agent_embed::AGENT_BINARY)
 }

@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .connect()
         .await
         .context("connecting to the Docker engine")?;
-    let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone()));
+    let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone(), None));
     serve_metrics(&config.metrics).await?;
     tracing::info!(
         instance = %config.sandbox.instance,

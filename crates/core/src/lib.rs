@@ -5,7 +5,8 @@
 //!   ([`ExecRequest`], [`ExecOutcome`]).
 //! - [`runtime`]: the [`SandboxRuntime`] seam and its Docker implementation
 //!   (hardened container spec, agent volume, attach channel).
-//! - [`agent_binary`]: the static brig-agent embedded at build time.
+//! - [`agent_binary`]: the agent as the runtime sees it (bytes handed in by
+//!   brig-agent-embed, the volume they are published into).
 //! - [`policy`]: argv parsing, the command allowlist, working directories.
 //! - [`session`], [`store`], [`sessions`]: session ids and owners, the
 //!   [`SessionStore`](store::SessionStore) seam (Redis, memory), and the execute flow.

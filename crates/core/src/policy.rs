@@ -25,7 +25,7 @@ pub enum PolicyError {
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Most words a command may have (the agent protocol's list bound).
-pub const MAX_ARGS: usize = 4096;
+pub const MAX_ARGS: usize = brig_protocol::MAX_LIST_LEN;
 
 fn has_control(text: &str) -> bool {
     text.chars().any(char::is_control)

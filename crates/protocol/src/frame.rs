@@ -54,7 +54,7 @@ pub enum FileRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileReply {
     Data(Vec<u8>),
-    /// At most [`MAX_LIST_LEN`](crate::MAX_DIR_ENTRIES) entries, sorted by name; `truncated` if there were more.
+    /// At most [`MAX_DIR_ENTRIES`](crate::MAX_DIR_ENTRIES) entries, sorted by name; `truncated` if there were more.
     Entries {
         entries: Vec<DirEntry>,
         truncated: bool,

@@ -2,7 +2,8 @@
 //! sandbox container's attached stdin/stdout.
 //!
 //! - [`frame`]: the [`Frame`] enum, its requests and results.
-//! - [`wire`]: the byte encoding and the incremental [`FrameDecoder`].
+//! - [`wire`]: the byte encoding of one frame.
+//! - [`decoder`]: the incremental [`FrameDecoder`].
 //!
 //! Wire format, all integers big-endian:
 //!
@@ -18,13 +19,15 @@
 //! strictly: a short, overlong or ill-typed payload is an error, never a guess.
 //! No tokio and no allocation beyond the frame being decoded: the agent is std-only.
 
+mod decoder;
 mod frame;
 mod wire;
 
+pub use decoder::FrameDecoder;
 pub use frame::{
     DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, RunRequest, RunResult, Stream, Termination,
 };
-pub use wire::{DecodeError, FrameDecoder};
+pub use wire::DecodeError;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -41,6 +44,9 @@ pub const MAX_OUTPUT_CHUNK: usize = 32 * 1024;
 
 /// Largest file a `File` request writes or reads: one frame, with room for the path.
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// Most argv entries or env pairs one `Run` may carry.
+pub const MAX_LIST_LEN: usize = 4096;
 
 /// Most entries one directory listing returns.
 pub const MAX_DIR_ENTRIES: usize = 4096;

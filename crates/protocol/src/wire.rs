@@ -1,9 +1,10 @@
-//! Byte encoding of frames, and the incremental decoder both peers use.
+//! Byte encoding of frames: one frame's payload, encoded and strictly decoded.
+//! The incremental reassembly of frames from a byte stream is [`crate::decoder`].
 
 use crate::frame::{
     DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, RunRequest, RunResult, Stream, Termination,
 };
-use crate::{HEADER_LEN, MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_FRAME_LEN, MAX_STDIN_BYTES};
+use crate::{MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES};
 
 const KIND_HELLO: u8 = 0x01;
 const KIND_RUN: u8 = 0x02;
@@ -31,9 +32,6 @@ const FLAG_TIMED_OUT: u8 = 1;
 const FLAG_CANCELLED: u8 = 1 << 1;
 const FLAG_STDOUT_TRUNCATED: u8 = 1 << 2;
 const FLAG_STDERR_TRUNCATED: u8 = 1 << 3;
-
-/// Most argv entries or env pairs one `Run` may carry.
-const MAX_LIST_LEN: u32 = 4096;
 
 /// Why bytes did not decode into a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +206,7 @@ fn encode_result(w: &mut Writer<'_>, result: &RunResult) {
     w.u64(result.duration_us);
 }
 
-fn decode_payload(kind: u8, id: u32, payload: &[u8]) -> Result<Frame, DecodeError> {
+pub(crate) fn decode_payload(kind: u8, id: u32, payload: &[u8]) -> Result<Frame, DecodeError> {
     match decode_fields(kind, id, payload) {
         Ok(Some(frame)) => Ok(frame),
         Ok(None) => Err(DecodeError::UnknownKind { kind, id }),
@@ -403,80 +401,17 @@ impl Reader<'_> {
     }
     fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T, &'static str>) -> Result<Vec<T>, &'static str> {
         let count = self.u32()?;
-        if count > MAX_LIST_LEN {
+        if count as usize > MAX_LIST_LEN {
             return Err("list too long");
         }
         (0..count).map(|_| item(self)).collect()
     }
 }
 
-/// Incremental decoder: feed it bytes as they arrive, in chunks of any size, and
-/// take frames out. Its buffer never holds more than one frame plus one read.
-#[derive(Debug, Default)]
-pub struct FrameDecoder {
-    buf: Vec<u8>,
-    /// Bytes still to discard from an oversized frame.
-    skip: usize,
-}
-
-impl FrameDecoder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends received bytes.
-    pub fn push(&mut self, mut bytes: &[u8]) {
-        if self.skip > 0 {
-            let dropped = self.skip.min(bytes.len());
-            self.skip -= dropped;
-            bytes = &bytes[dropped..];
-        }
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Bytes buffered but not yet decoded (for tests and diagnostics).
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Discards any partial frame (after the byte stream was interrupted).
-    pub fn reset(&mut self) {
-        self.buf.clear();
-        self.skip = 0;
-    }
-
-    /// The next complete frame, `None` when more bytes are needed. After an error
-    /// the offending frame has been consumed (or is being skipped) and decoding
-    /// can continue.
-    pub fn next_frame(&mut self) -> Option<Result<Frame, DecodeError>> {
-        if self.skip > 0 || self.buf.len() < 4 {
-            return None;
-        }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if !(HEADER_LEN - 4..=MAX_FRAME_LEN).contains(&len) {
-            let available = self.buf.len() - 4;
-            if available >= len {
-                self.buf.drain(..4 + len);
-            } else {
-                self.skip = len - available;
-                self.buf.clear();
-            }
-            return Some(Err(DecodeError::BadLength { len }));
-        }
-        if self.buf.len() < 4 + len {
-            return None;
-        }
-        let kind = self.buf[4];
-        let id = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]);
-        let result = decode_payload(kind, id, &self.buf[HEADER_LEN..4 + len]);
-        self.buf.drain(..4 + len);
-        Some(result)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{FrameDecoder, HEADER_LEN};
 
     fn sample_frames() -> Vec<Frame> {
         vec![
@@ -699,6 +634,7 @@ mod fuzz {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::{FrameDecoder, HEADER_LEN};
 
     fn run_request() -> impl Strategy<Value = RunRequest> {
         (

@@ -41,7 +41,7 @@ pub struct Entry {
 pub struct Listing {
     pub dir: String,
     pub entries: Vec<Entry>,
-    /// More than 4096 entries: the first 4096 by name are listed.
+    /// More than `MAX_DIR_ENTRIES` (4096) entries: the first 4096 by name are listed.
     pub truncated: bool,
 }
 

@@ -13,8 +13,9 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use brig_api::AppState;
 use brig_core::config::Env;
+use brig_core::runtime::fake::FakeRuntime;
 use brig_core::store::MemoryStore;
-use brig_core::{Config, DockerRuntime};
+use brig_core::Config;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -34,11 +35,8 @@ pub fn app(extra: &[(&str, &str)]) -> Router {
     vars.extend_from_slice(extra);
     let env = Env::from_fn(|name| vars.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
     let config = Config::from(env).expect("test config");
-    // Never used by these tests: every request is refused before a sandbox.
-    let runtime = Arc::new(DockerRuntime::new(
-        config.docker.client().unwrap(),
-        config.sandbox.clone(),
-    ));
+    // No engine: these tests stop before a sandbox, or use the fake runtime's.
+    let runtime = Arc::new(FakeRuntime::new());
     brig_api::router(AppState::from_parts(config, Arc::new(MemoryStore::new()), runtime))
 }
 

@@ -65,7 +65,7 @@ impl TestRuntime {
 
     pub async fn with_config(config: SandboxConfig) -> Self {
         let instance = config.instance.clone();
-        let runtime = DockerRuntime::connect(&DockerConfig::from_env(), config)
+        let runtime = DockerRuntime::connect(&DockerConfig::from_env(), config, agent())
             .await
             .unwrap_or_else(|err| {
                 panic!(
@@ -82,7 +82,7 @@ impl TestRuntime {
 
     /// A second runtime over the same instance, as after an API restart.
     pub async fn restarted(&self) -> Arc<DockerRuntime> {
-        let runtime = DockerRuntime::connect(&DockerConfig::from_env(), self.runtime.config().clone())
+        let runtime = DockerRuntime::connect(&DockerConfig::from_env(), self.runtime.config().clone(), agent())
             .await
             .expect("second runtime");
         Arc::new(runtime)
@@ -169,4 +169,9 @@ pub fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
         .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
         .map(str::trim)
         .unwrap_or_else(|| panic!("no {field} in:\n{status}"))
+}
+
+/// The agent the runtime publishes into sandboxes.
+pub fn agent() -> brig_core::agent_binary::AgentBinary {
+    brig_core::agent_binary::AgentBinary::new(brig_agent_embed::AGENT_BINARY)
 }

@@ -327,7 +327,7 @@ async fn created_container_matches_the_hardening_contract_field_by_field(runtime
     assert_eq!(mounts.len(), 1);
     assert_eq!(mounts[0].target.as_deref(), Some("/opt/brig"));
     assert_eq!(mounts[0].read_only, Some(true));
-    assert_eq!(mounts[0].source.as_deref(), Some(t.runtime.agent_volume()));
+    assert_eq!(mounts[0].source.as_deref(), t.runtime.agent_volume());
 
     let listed = t.runtime.list().await.unwrap();
     assert_eq!(listed.len(), 1);

@@ -17,7 +17,7 @@ use bollard::query_parameters::AttachContainerOptionsBuilder;
 use bollard::Docker;
 use brig_protocol::{
     ErrorCode, FileReply, FileRequest, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN,
-    MAX_STDIN_BYTES, PROTOCOL_VERSION,
+    MAX_LIST_LEN, MAX_STDIN_BYTES, PROTOCOL_VERSION,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -310,8 +310,8 @@ pub(crate) fn check_fits(request: &RunRequest) -> Result<(), RuntimeError> {
     let strings = request.argv.iter().map(|a| a.len() + 4).sum::<usize>()
         + request.env.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
         + request.cwd.len();
-    let fits = request.argv.len() <= 4096
-        && request.env.len() <= 4096
+    let fits = request.argv.len() <= MAX_LIST_LEN
+        && request.env.len() <= MAX_LIST_LEN
         && request.stdin.len() <= MAX_STDIN_BYTES
         && strings + request.stdin.len() + 64 <= MAX_FRAME_LEN;
     if fits {

@@ -1,23 +1,26 @@
 //! [`DockerRuntime`]: sandboxes as hardened Docker containers, reached through
 //! the agent over the container's attached stdio.
 //!
-//! - [`spec`]: the hardened container spec.
+//! - [`spec`]: the hardened container spec, its labels written and read.
 //! - [`publish`]: the agent volume.
-//! - [`channel`]: the attach channel and request multiplexing.
+//! - [`channel`]: the attach channel and request multiplexing;
+//!   [`channels`]: the registry of one channel per container.
+//! - [`errors`]: engine answers as [`RuntimeError`]s.
 //! - [`fallback`]: one command through `docker exec` and the agent's `run` mode.
 
 mod channel;
+mod channels;
+mod errors;
 mod fallback;
 mod publish;
 pub mod spec;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bollard::errors::Error as BollardError;
 use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -29,7 +32,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use self::channel::Channel;
-use crate::agent_binary::agent_volume_name;
+pub(crate) use self::errors::{engine_error, is_status};
+use self::spec::{info_from_labels, sandbox_info};
+use crate::agent_binary::AgentBinary;
 use crate::config::{DockerConfig, SandboxConfig};
 use crate::runtime::{RuntimeError, SandboxRuntime};
 use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo, SandboxOptions};
@@ -47,7 +52,9 @@ type ChannelSlot = Arc<tokio::sync::Mutex<Option<Arc<Channel>>>>;
 pub struct DockerRuntime {
     docker: Docker,
     config: SandboxConfig,
-    agent_volume: String,
+    /// The agent sandboxes run, and the volume it is published into; `None`
+    /// in processes that never create a sandbox (the cleanup worker).
+    agent: Option<(AgentBinary, String)>,
     published: OnceCell<()>,
     /// Engine id → the one channel to that container (one writer per channel).
     channels: Mutex<HashMap<String, ChannelSlot>>,
@@ -56,21 +63,26 @@ pub struct DockerRuntime {
 }
 
 impl DockerRuntime {
-    /// Connects to the engine (negotiating the API version) and publishes the agent.
-    pub async fn connect(docker: &DockerConfig, config: SandboxConfig) -> Result<Self, RuntimeError> {
+    /// Connects to the engine (negotiating the API version) and publishes `agent`.
+    pub async fn connect(
+        docker: &DockerConfig,
+        config: SandboxConfig,
+        agent: AgentBinary,
+    ) -> Result<Self, RuntimeError> {
         let docker = docker.connect().await.map_err(engine_error)?;
-        let runtime = DockerRuntime::new(docker, config);
+        let runtime = DockerRuntime::new(docker, config, Some(agent));
         runtime.publish_agent().await?;
         Ok(runtime)
     }
 
     /// A runtime over an already connected client; the agent is published on
-    /// first use (or by [`publish_agent`](Self::publish_agent)).
-    pub fn new(docker: Docker, config: SandboxConfig) -> Self {
+    /// first use (or by [`publish_agent`](Self::publish_agent)). Without an
+    /// agent it lists, inspects and removes sandboxes but cannot create them.
+    pub fn new(docker: Docker, config: SandboxConfig, agent: Option<AgentBinary>) -> Self {
         DockerRuntime {
             docker,
             config,
-            agent_volume: agent_volume_name(),
+            agent: agent.map(|agent| (agent, agent.volume_name())),
             published: OnceCell::new(),
             channels: Mutex::default(),
             sweep_at: AtomicUsize::new(64),
@@ -92,21 +104,21 @@ impl DockerRuntime {
         &self.docker
     }
 
-    /// The volume sandboxes mount the agent from.
-    pub fn agent_volume(&self) -> &str {
-        &self.agent_volume
+    /// The volume sandboxes mount the agent from (`None` without an agent).
+    pub fn agent_volume(&self) -> Option<&str> {
+        self.agent.as_ref().map(|(_, volume)| volume.as_str())
     }
 
-    /// Publishes the embedded agent into its volume, once per runtime.
+    /// Publishes the agent into its volume, once per runtime.
     pub async fn publish_agent(&self) -> Result<(), RuntimeError> {
+        let Some((agent, volume)) = &self.agent else {
+            return Err(RuntimeError::NotReady(
+                "this process carries no sandbox agent, so it cannot create sandboxes".into(),
+            ));
+        };
         self.published
             .get_or_try_init(|| {
-                publish::publish_agent(
-                    &self.docker,
-                    &self.config.image,
-                    &self.agent_volume,
-                    &self.config.instance,
-                )
+                publish::publish_agent(&self.docker, *agent, &self.config.image, volume, &self.config.instance)
             })
             .await
             .map(drop)
@@ -127,94 +139,6 @@ impl DockerRuntime {
         )
     }
 
-    fn slot(&self, id: &str) -> ChannelSlot {
-        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Containers removed elsewhere (another process's reaper, by hand) leave
-        // closed channels behind; sweep them now and then so the map stays the
-        // size of the live sandboxes this process serves.
-        if channels.len() >= self.sweep_at.load(Ordering::Relaxed) {
-            // Only slots holding a closed channel go; a locked slot is in use.
-            channels.retain(|_, slot| {
-                slot.try_lock()
-                    .map_or(true, |c| c.as_ref().is_none_or(|c| !c.is_closed()))
-            });
-            self.sweep_at.store((channels.len() * 2).max(64), Ordering::Relaxed);
-        }
-        Arc::clone(channels.entry(id.to_string()).or_default())
-    }
-
-    /// The open channel to container `id` (its full engine id), attaching (again)
-    /// if there is none or the last one closed.
-    async fn channel(&self, id: &str) -> Result<Arc<Channel>, RuntimeError> {
-        let mut current = loop {
-            let slot = self.slot(id);
-            let current = Arc::clone(&slot).lock_owned().await;
-            // A sweep may have dropped this slot from the map while we waited:
-            // only the slot in the map may open a channel (one writer each).
-            if self.is_current_slot(id, &slot) {
-                break current;
-            }
-        };
-        if let Some(channel) = current.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(Arc::clone(channel));
-        }
-        if current.take().is_some() {
-            // This process had a channel to it, which closed: a re-attach.
-            metrics::counter!(crate::metrics::CHANNEL_REATTACHES).increment(1);
-        }
-        // The engine accepts an attach to a stopped container and then waits for
-        // it to start: check first, so a dead sandbox is "not found", not a hang.
-        let running = self
-            .inspect_raw(id)
-            .await?
-            .and_then(|raw| raw.state?.running)
-            .unwrap_or(false);
-        if !running {
-            drop(current);
-            self.forget_channel(id);
-            return Err(RuntimeError::SandboxNotFound);
-        }
-        // A container dying just now still shows as running for a moment, and an
-        // attach to it never answers: race the greeting against its death.
-        let opened = tokio::select! {
-            opened = Channel::open(&self.docker, id) => opened,
-            () = self.until_stopped(id) => Err(RuntimeError::Engine("the container stopped".into())),
-        };
-        let channel = match opened {
-            Ok(channel) => channel,
-            // The engine refuses to attach to a removed or stopped container.
-            Err(RuntimeError::Engine(_)) => {
-                drop(current);
-                self.forget_channel(id);
-                return Err(RuntimeError::SandboxNotFound);
-            }
-            Err(other) => return Err(other),
-        };
-        *current = Some(Arc::clone(&channel));
-        Ok(channel)
-    }
-
-    fn is_current_slot(&self, id: &str, slot: &ChannelSlot) -> bool {
-        let channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        channels.get(id).is_some_and(|current| Arc::ptr_eq(current, slot))
-    }
-
-    /// Resolves once container `id` is no longer running (or cannot be inspected).
-    async fn until_stopped(&self, id: &str) {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            match self.inspect_raw(id).await {
-                Ok(Some(raw)) if raw.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {}
-                _ => return,
-            }
-        }
-    }
-
-    fn forget_channel(&self, id: &str) {
-        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        channels.remove(id);
-    }
-
     async fn inspect_raw(&self, id: &str) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
         match self.docker.inspect_container(id, None).await {
             Ok(info) => Ok(Some(info)),
@@ -232,7 +156,8 @@ impl DockerRuntime {
         labels: HashMap<String, String>,
     ) -> Result<(SandboxInfo, bool), RuntimeError> {
         self.publish_agent().await?;
-        let body = spec::sandbox_container(&self.config, options, &self.agent_volume, labels);
+        let volume = self.agent_volume().unwrap_or_default();
+        let body = spec::sandbox_container(&self.config, options, volume, labels);
         let image = body.image.clone().unwrap_or_default();
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         let (id, created) = match self.docker.create_container(Some(options), body).await {
@@ -438,39 +363,6 @@ impl SandboxRuntime for DockerRuntime {
     }
 }
 
-/// A brig sandbox of `instance`, or `None` for any other container.
-fn sandbox_info(raw: &ContainerInspectResponse, instance: &str) -> Option<SandboxInfo> {
-    let labels = raw.config.as_ref()?.labels.clone().unwrap_or_default();
-    if labels.get(labels::INSTANCE).map(String::as_str) != Some(instance) {
-        return None;
-    }
-    let running = raw.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-    info_from_labels(raw.id.clone()?, raw.name.clone().unwrap_or_default(), running, labels)
-}
-
-fn info_from_labels(id: String, name: String, running: bool, labels: HashMap<String, String>) -> Option<SandboxInfo> {
-    if labels.get(labels::MANAGED).map(String::as_str) != Some("true") {
-        return None;
-    }
-    let pool = labels.get(labels::POOL).map(String::as_str) == Some("true");
-    let label = |key| labels.get(key).cloned();
-    let (owner, session_id) = match (label(labels::OWNER), label(labels::SESSION)) {
-        (Some(owner), Some(session)) => (owner, session),
-        _ if pool => (String::new(), String::new()),
-        _ => return None,
-    };
-    Some(SandboxInfo {
-        id,
-        name: name.trim_start_matches('/').to_string(),
-        owner,
-        session_id,
-        pool,
-        created_unix: labels.get(labels::CREATED)?.parse().ok()?,
-        running,
-        labels,
-    })
-}
-
 fn run_request(request: ExecRequest) -> RunRequest {
     RunRequest {
         argv: request.argv,
@@ -484,18 +376,4 @@ fn run_request(request: ExecRequest) -> RunRequest {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-pub(crate) fn is_status(err: &BollardError, status: u16) -> bool {
-    matches!(err, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
-}
-
-/// Engine 5xx and transport failures mean "unavailable"; other answers are refusals.
-pub(crate) fn engine_error(err: BollardError) -> RuntimeError {
-    match err {
-        BollardError::DockerResponseServerError { status_code, message } if status_code < 500 => {
-            RuntimeError::Engine(format!("{status_code}: {message}"))
-        }
-        other => RuntimeError::EngineUnavailable(other.to_string()),
-    }
 }

@@ -16,12 +16,18 @@ use bollard::{body_full, Docker};
 use futures_util::TryStreamExt;
 
 use super::{engine_error, is_status, spec};
-use crate::agent_binary::{AGENT_BINARY, AGENT_MOUNT, AGENT_PATH};
+use crate::agent_binary::{AgentBinary, AGENT_MOUNT, AGENT_PATH};
 use crate::runtime::RuntimeError;
 use crate::sandbox::labels;
 
 /// Makes sure volume `volume` holds the embedded agent.
-pub async fn publish_agent(docker: &Docker, image: &str, volume: &str, instance: &str) -> Result<(), RuntimeError> {
+pub async fn publish_agent(
+    docker: &Docker,
+    agent: AgentBinary,
+    image: &str,
+    volume: &str,
+    instance: &str,
+) -> Result<(), RuntimeError> {
     docker
         .create_volume(VolumeCreateRequest {
             name: Some(volume.into()),
@@ -48,7 +54,7 @@ pub async fn publish_agent(docker: &Docker, image: &str, volume: &str, instance:
             }
         })?
         .id;
-    let outcome = upload_unless_present(docker, &helper).await;
+    let outcome = upload_unless_present(docker, agent, &helper).await;
     let removed = docker
         .remove_container(
             &helper,
@@ -65,19 +71,20 @@ pub async fn publish_agent(docker: &Docker, image: &str, volume: &str, instance:
     })
 }
 
-async fn upload_unless_present(docker: &Docker, helper: &str) -> Result<(), RuntimeError> {
-    if published_copy(docker, helper).await?.as_deref() == Some(AGENT_BINARY) {
+async fn upload_unless_present(docker: &Docker, agent: AgentBinary, helper: &str) -> Result<(), RuntimeError> {
+    let agent = agent.bytes();
+    if published_copy(docker, helper, agent.len()).await?.as_deref() == Some(agent) {
         return Ok(());
     }
     let mut header = tar::Header::new_gnu();
-    header.set_size(AGENT_BINARY.len() as u64);
+    header.set_size(agent.len() as u64);
     header.set_mode(0o755);
     header.set_uid(0);
     header.set_gid(0);
     header.set_mtime(0);
-    let mut archive = tar::Builder::new(Vec::with_capacity(AGENT_BINARY.len() + 2048));
+    let mut archive = tar::Builder::new(Vec::with_capacity(agent.len() + 2048));
     archive
-        .append_data(&mut header, "brig-agent", AGENT_BINARY)
+        .append_data(&mut header, "brig-agent", agent)
         .and_then(|()| archive.finish())
         .map_err(|err| RuntimeError::Engine(format!("building the agent archive: {err}")))?;
     let tarball = archive
@@ -90,10 +97,11 @@ async fn upload_unless_present(docker: &Docker, helper: &str) -> Result<(), Runt
         .map_err(engine_error)
 }
 
-/// The agent binary currently in the volume, if any.
-async fn published_copy(docker: &Docker, helper: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
+/// The agent binary currently in the volume, if any (read up to about twice
+/// the size of ours, `expected_len`).
+async fn published_copy(docker: &Docker, helper: &str, expected_len: usize) -> Result<Option<Vec<u8>>, RuntimeError> {
     let options = DownloadFromContainerOptionsBuilder::default().path(AGENT_PATH).build();
-    let limit = AGENT_BINARY.len() * 2 + 64 * 1024;
+    let limit = expected_len * 2 + 64 * 1024;
     let mut stream = docker.download_from_container(helper, Some(options));
     let mut tarball = Vec::new();
     loop {

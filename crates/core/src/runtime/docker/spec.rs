@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use bollard::models::ContainerInspectResponse;
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits, RestartPolicy,
     RestartPolicyNameEnum,
@@ -12,7 +13,7 @@ use bollard::models::{
 use crate::agent_binary::{AGENT_MOUNT, AGENT_PATH};
 use crate::config::SandboxConfig;
 use crate::sandbox::budget::{tmpfs_inodes, SHM_BYTES, SYSV_SHM_BYTES};
-use crate::sandbox::{labels, CreateSandbox, SandboxOptions};
+use crate::sandbox::{labels, CreateSandbox, SandboxInfo, SandboxOptions};
 
 fn tmpfs_options(access: &str, size: u64) -> String {
     format!("rw,{access},nosuid,nodev,size={size},nr_inodes={}", tmpfs_inodes(size))
@@ -212,4 +213,42 @@ fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
         soft: Some(value),
         hard: Some(value),
     }
+}
+
+/// A brig sandbox of `instance`, or `None` for any other container.
+pub(super) fn sandbox_info(raw: &ContainerInspectResponse, instance: &str) -> Option<SandboxInfo> {
+    let labels = raw.config.as_ref()?.labels.clone().unwrap_or_default();
+    if labels.get(labels::INSTANCE).map(String::as_str) != Some(instance) {
+        return None;
+    }
+    let running = raw.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    info_from_labels(raw.id.clone()?, raw.name.clone().unwrap_or_default(), running, labels)
+}
+
+pub(super) fn info_from_labels(
+    id: String,
+    name: String,
+    running: bool,
+    labels: HashMap<String, String>,
+) -> Option<SandboxInfo> {
+    if labels.get(labels::MANAGED).map(String::as_str) != Some("true") {
+        return None;
+    }
+    let pool = labels.get(labels::POOL).map(String::as_str) == Some("true");
+    let label = |key| labels.get(key).cloned();
+    let (owner, session_id) = match (label(labels::OWNER), label(labels::SESSION)) {
+        (Some(owner), Some(session)) => (owner, session),
+        _ if pool => (String::new(), String::new()),
+        _ => return None,
+    };
+    Some(SandboxInfo {
+        id,
+        name: name.trim_start_matches('/').to_string(),
+        owner,
+        session_id,
+        pool,
+        created_unix: labels.get(labels::CREATED)?.parse().ok()?,
+        running,
+        labels,
+    })
 }

@@ -1,4 +1,4 @@
-//! Builds the static brig-agent and hands it to `include_bytes!` (src/agent_binary.rs).
+//! Builds the static brig-agent and hands it to `include_bytes!` (src/lib.rs).
 //!
 //! The agent must be linked with `+crt-static`, which cannot be set for the whole
 //! workspace (proc-macro crates would stop building), so we run a nested cargo
