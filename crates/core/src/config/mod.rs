@@ -2,94 +2,35 @@
 //! seed-compatible names first) and validated at start-up: every invalid value
 //! is reported by its variable name.
 //!
-//! - [`sandbox`]: the container limits and the engine connection.
-//! - [`auth`]: JWT secret and API keys.
+//! This file assembles [`Config`] (brig-api) and [`WorkerConfig`] (the cleanup
+//! worker); each concern parses its own variables:
+//!
+//! - `env`: [`Env`] (every bad value reported at once) and the shared parsers.
+//! - `sandbox`: the container limits and the engine connection ([`DockerConfig`]).
+//! - `auth`: JWT secret and API keys; `llm`: the model of `/generate`.
+//! - `store`, `cleanup`, `metrics`: Redis or memory, the reaper, who may scrape.
 
 mod auth;
+mod cleanup;
+mod env;
 mod llm;
 mod metrics;
 mod sandbox;
+mod store;
 
 use std::time::Duration;
 
 pub use self::auth::{ApiKey, AuthConfig};
+pub use self::cleanup::CleanupConfig;
+pub use self::env::{parse_instance, parse_size, ConfigError, ConfigErrors, Env};
+pub(crate) use self::env::{positive, seconds};
 pub use self::llm::LlmConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
+pub use self::store::StoreConfig;
 use crate::policy::{CommandPolicy, Languages};
 use crate::rules::{PolicyFile, Rules};
 use crate::store::Quota;
-
-/// A configuration value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(variable: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            variable,
-            message: message.into(),
-        }
-    }
-}
-
-/// Every problem found, one per line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-/// Where sessions are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreConfig {
-    Redis { url: String },
-    Memory,
-}
-
-impl StoreConfig {
-    fn from(env: &mut Env<'_>) -> Self {
-        match env.get("SESSION_STORE").as_deref().map(str::trim) {
-            None | Some("redis") => {
-                let url = env.get("REDIS_URL").unwrap_or_else(|| {
-                    let host = env.get("REDIS_HOST").unwrap_or_else(|| "localhost".into());
-                    let port = env.get("REDIS_PORT").unwrap_or_else(|| "6379".into());
-                    format!("redis://{host}:{port}/")
-                });
-                StoreConfig::Redis { url }
-            }
-            Some("memory") => StoreConfig::Memory,
-            Some(_) => {
-                env.error("SESSION_STORE", "must be redis or memory");
-                StoreConfig::Memory
-            }
-        }
-    }
-}
-
-/// The reaper's schedule and limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CleanupConfig {
-    /// `CLEANUP_INTERVAL_SECONDS`: time between passes.
-    pub interval: Duration,
-    /// `CLEANUP_MAX_CONTAINER_AGE_SECONDS`: containers older than this go, busy or not.
-    pub max_age: Duration,
-    /// `CLEANUP_GRACE_SECONDS`: containers and pending records younger than this
-    /// are left alone, so a creation in flight is never raced.
-    pub grace: Duration,
-}
-
-impl CleanupConfig {
-    fn from(env: &mut Env<'_>) -> Self {
-        CleanupConfig {
-            interval: env.parse("CLEANUP_INTERVAL_SECONDS", Duration::from_secs(60), seconds),
-            max_age: env.parse("CLEANUP_MAX_CONTAINER_AGE_SECONDS", Duration::from_secs(900), seconds),
-            grace: env.parse("CLEANUP_GRACE_SECONDS", Duration::from_secs(30), seconds),
-        }
-    }
-}
 
 /// What brig-cleanup-worker needs: no auth, no HTTP.
 #[derive(Debug, Clone)]
@@ -110,9 +51,7 @@ impl WorkerConfig {
             metrics: MetricsConfig::from_env(&mut env),
             cleanup: CleanupConfig::from(&mut env),
             sandbox: SandboxConfig::from(&mut env),
-            docker: DockerConfig {
-                host: env.get("DOCKER_HOST"),
-            },
+            docker: DockerConfig::from(&mut env),
         };
         if config.store == StoreConfig::Memory {
             env.error(
@@ -164,72 +103,6 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub sandbox: SandboxConfig,
     pub docker: DockerConfig,
-}
-
-type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
-
-/// Reads variables from a source (the process environment, or a map in tests)
-/// and collects every error instead of stopping at the first.
-pub struct Env<'a> {
-    lookup: Lookup<'a>,
-    errors: Vec<ConfigError>,
-}
-
-impl<'a> Env<'a> {
-    pub fn process() -> Self {
-        Env::from_fn(|name| std::env::var(name).ok())
-    }
-
-    pub fn from_fn(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
-        Env {
-            lookup: Box::new(lookup),
-            errors: Vec::new(),
-        }
-    }
-
-    /// A set, non-blank variable.
-    pub fn get(&self, name: &str) -> Option<String> {
-        (self.lookup)(name).filter(|v| !v.trim().is_empty())
-    }
-
-    /// Parses `name` with `parse`, or returns `default` when unset. A bad value
-    /// is recorded and `default` returned so parsing can go on.
-    pub fn parse<T>(&mut self, name: &'static str, default: T, parse: impl FnOnce(&str) -> Result<T, String>) -> T {
-        match self.get(name) {
-            None => default,
-            Some(raw) => parse(raw.trim()).unwrap_or_else(|message| {
-                self.errors.push(ConfigError::new(name, message));
-                default
-            }),
-        }
-    }
-
-    pub fn error(&mut self, variable: &'static str, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(variable, message));
-    }
-
-    pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
-        if self.errors.is_empty() {
-            Ok(value)
-        } else {
-            Err(ConfigErrors(self.errors))
-        }
-    }
-}
-
-fn positive<T: std::str::FromStr + PartialOrd + Default>(raw: &str) -> Result<T, String> {
-    raw.parse::<T>()
-        .ok()
-        .filter(|n| *n > T::default())
-        .ok_or_else(|| "must be a positive integer".into())
-}
-
-fn seconds(raw: &str) -> Result<Duration, String> {
-    raw.parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 365.0 * 86400.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| "must be a positive number of seconds".into())
 }
 
 impl Config {
@@ -303,9 +176,7 @@ impl Config {
             seconds,
         );
         let sandbox = SandboxConfig::from(&mut env);
-        let docker = DockerConfig {
-            host: env.get("DOCKER_HOST"),
-        };
+        let docker = DockerConfig::from(&mut env);
         let config = Config {
             host,
             port,
@@ -336,64 +207,9 @@ impl Config {
     }
 }
 
-/// Instance names end up in labels and container names: keep them plain.
-pub fn parse_instance(value: &str) -> Result<String, ConfigError> {
-    let ok = !value.is_empty()
-        && value.len() <= 32
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(ConfigError::new(
-            "BRIG_INSTANCE",
-            "use 1-32 characters of a-z, 0-9 and '-'",
-        ))
-    }
-}
-
-/// Docker-style sizes: `256m`, `1g`, `512k`, `1048576` (bytes). Binary units.
-pub fn parse_size(variable: &'static str, value: &str) -> Result<u64, ConfigError> {
-    let value = value.trim().to_ascii_lowercase();
-    let value = value.strip_suffix('b').unwrap_or(&value);
-    let (digits, shift) = match value.char_indices().last() {
-        Some((i, 'k')) => (&value[..i], 10),
-        Some((i, 'm')) => (&value[..i], 20),
-        Some((i, 'g')) => (&value[..i], 30),
-        _ => (value, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .and_then(|n| n.checked_mul(1 << shift))
-        .filter(|n| *n <= i64::MAX as u64)
-        .ok_or_else(|| ConfigError::new(variable, format!("{value:?} is not a size like 256m or 1g")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("X", "256m").unwrap(), 256 << 20);
-        assert_eq!(parse_size("X", "1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("X", "512kb").unwrap(), 512 << 10);
-        assert_eq!(parse_size("X", "4096").unwrap(), 4096);
-        for bad in ["", "m", "-1m", "0", "1.5g", "99999999999999g", "12q"] {
-            assert!(parse_size("X", bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn instance_names_are_restricted() {
-        assert!(parse_instance("test-1a").is_ok());
-        for bad in ["", "UPPER", "a b", "x/y", &"a".repeat(33)] {
-            assert!(parse_instance(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn every_invalid_value_is_reported_by_name() {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{parse_instance, parse_size, Env};
+use super::{parse_instance, parse_size, positive, Env};
 use crate::sandbox::budget::{pinnable_bytes, PROCESS_HEADROOM};
 use crate::sandbox::SandboxOptions;
 
@@ -14,10 +14,16 @@ pub struct DockerConfig {
 }
 
 impl DockerConfig {
-    pub fn from_env() -> Self {
+    /// `DOCKER_HOST`; unset or blank: the local socket.
+    pub fn from(env: &mut Env<'_>) -> Self {
         DockerConfig {
-            host: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+            host: env.get("DOCKER_HOST"),
         }
+    }
+
+    /// [`from`](Self::from) the process environment (tools and tests).
+    pub fn from_env() -> Self {
+        Self::from(&mut Env::process())
     }
 
     /// Connects and negotiates the API version (our engines speak 1.41, older
@@ -128,14 +134,14 @@ impl SandboxConfig {
                     .filter(|c| c.is_finite() && *c >= 0.01 && *c <= 1024.0)
                     .ok_or_else(|| "must be a number of CPUs, at least 0.01".into())
             }),
-            pids_limit: env.parse("CONTAINER_PIDS_LIMIT", defaults.pids_limit, positive_i64),
+            pids_limit: env.parse("CONTAINER_PIDS_LIMIT", defaults.pids_limit, positive::<i64>),
             tmp_bytes: env.parse("CONTAINER_TMP_SIZE", defaults.tmp_bytes, size("CONTAINER_TMP_SIZE")),
             workspace_bytes: env.parse(
                 "CONTAINER_WORKSPACE_SIZE",
                 defaults.workspace_bytes,
                 size("CONTAINER_WORKSPACE_SIZE"),
             ),
-            nofile: env.parse("CONTAINER_NOFILE", defaults.nofile, positive_i64),
+            nofile: env.parse("CONTAINER_NOFILE", defaults.nofile, positive::<i64>),
             fsize_bytes: env.parse(
                 "CONTAINER_FSIZE_BYTES",
                 defaults.fsize_bytes as u64,
@@ -244,11 +250,4 @@ impl SandboxConfig {
             nano_cpus,
         })
     }
-}
-
-fn positive_i64(raw: &str) -> Result<i64, String> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| "must be a positive integer".into())
 }
