@@ -18,7 +18,7 @@ use brig_core::config::OptionsError;
 use brig_core::policy::PolicyError;
 use brig_core::runtime::RuntimeError;
 use brig_core::session::InvalidSessionId;
-use brig_core::sessions::SessionError;
+use brig_core::session::SessionError;
 use brig_core::store::StoreError;
 
 use crate::views::Failure;

@@ -49,7 +49,7 @@ async fn serve() -> anyhow::Result<()> {
 
 /// SIGHUP re-reads `ALLOWED_COMMANDS_PATH`; requests in flight keep the
 /// version they started with, and an invalid file leaves the old one in force.
-fn reload_policy_on_sighup(rules: std::sync::Arc<brig_core::rules::LiveRules>) -> anyhow::Result<()> {
+fn reload_policy_on_sighup(rules: std::sync::Arc<brig_core::policy::rules::LiveRules>) -> anyhow::Result<()> {
     let mut hangups =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
     tokio::spawn(async move {

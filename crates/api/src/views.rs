@@ -1,7 +1,7 @@
 //! Bodies that several transports share (JSON, SSE, MCP, executions): the
 //! execute request, what came of a command, how an execution looks to clients.
 
-use brig_core::sessions::Executed;
+use brig_core::session::Executed;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 

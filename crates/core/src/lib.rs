@@ -18,11 +18,11 @@ pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod reaper;
-pub mod rules;
+
 pub mod runtime;
 pub mod sandbox;
 pub mod session;
-pub mod sessions;
+
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -57,10 +57,16 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            // The route's pattern, never the raw path: session ids and file
+            // names stay out of every span.
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("unmatched", |path| path.as_str());
             tracing::info_span!(
                 "http",
                 method = %request.method(),
-                path = %request.uri().path(),
+                route,
                 request_id = request_id(request.headers()),
             )
         }))

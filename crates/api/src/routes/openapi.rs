@@ -28,7 +28,7 @@ pub struct ErrorBody {
     info(
         title = "brig",
         description = "Runs untrusted commands in hardened, per-session Docker sandboxes.",
-        license(name = "MIT")
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
         execute::execute,

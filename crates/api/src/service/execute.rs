@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use brig_core::policy::rules::{Cooldown, LiveRules, Rule, Scope};
 use brig_core::policy::{Languages, WorkingDir};
-use brig_core::rules::{Cooldown, LiveRules, Rule, Scope};
 use brig_core::sandbox::ExecHooks;
 use brig_core::session::SessionId;
-use brig_core::sessions::{Executed, SessionError, Sessions};
+use brig_core::session::{Executed, SessionError, Sessions};
 use brig_core::store::{CooldownScope, Cooldowns};
 use brig_core::{Config, ExecRequest};
 

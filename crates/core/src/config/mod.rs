@@ -28,8 +28,8 @@ pub use self::llm::LlmConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
 pub use self::store::StoreConfig;
+use crate::policy::rules::{PolicyFile, Rules};
 use crate::policy::{CommandPolicy, Languages};
-use crate::rules::{PolicyFile, Rules};
 use crate::store::Quota;
 
 /// What brig-cleanup-worker needs: no auth, no HTTP.
@@ -153,8 +153,8 @@ impl Config {
             None => Rules::List(commands.clone()),
             Some(path) => match PolicyFile::load(path) {
                 Ok(file) => Rules::File(Box::new(file)),
-                Err(message) => {
-                    env.error("ALLOWED_COMMANDS_PATH", message);
+                Err(err) => {
+                    env.error("ALLOWED_COMMANDS_PATH", err.to_string());
                     Rules::List(commands.clone())
                 }
             },

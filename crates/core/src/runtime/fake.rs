@@ -6,7 +6,7 @@
 //!
 //! Commands it understands: `echo ARGS...` (prints them), `sleep SECONDS`
 //! (honours the deadline and cancellation), anything else exits 0 silently.
-//! Every `exec_with` (the channel) and `exec_detached` (the engine's exec) is
+//! Every `exec_with` (the channel) and `exec_via_engine` (the engine's exec) is
 //! recorded, so tests can see which path a command took.
 
 use std::collections::{HashMap, HashSet};
@@ -24,7 +24,7 @@ use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, Sandbox
 pub enum Path {
     /// This process's channel (`exec_with`).
     Channel,
-    /// The engine's exec (`exec_detached`).
+    /// The engine's exec (`exec_via_engine`).
     Detached,
 }
 
@@ -211,7 +211,7 @@ impl SandboxRuntime for FakeRuntime {
         self.run(id, request, hooks, Path::Channel).await
     }
 
-    async fn exec_detached(
+    async fn exec_via_engine(
         &self,
         id: &str,
         request: ExecRequest,
@@ -247,7 +247,7 @@ impl SandboxRuntime for FakeRuntime {
         }
     }
 
-    async fn file_detached(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
+    async fn file_via_engine(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
         self.file(id, request).await
     }
 

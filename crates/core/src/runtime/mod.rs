@@ -95,7 +95,7 @@ pub trait SandboxRuntime: Send + Sync {
     /// channel another API process owns (one writer per channel). Slower (an
     /// engine exec per command) but with the same deadline, caps, kill, output
     /// streaming and cancellation.
-    async fn exec_detached(
+    async fn exec_via_engine(
         &self,
         id: &str,
         request: ExecRequest,
@@ -105,8 +105,8 @@ pub trait SandboxRuntime: Send + Sync {
     /// A file operation under `/workspace` of sandbox `id`, through the agent.
     async fn file(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError>;
 
-    /// [`file`](Self::file) without this process's channel (see `exec_detached`).
-    async fn file_detached(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError>;
+    /// [`file`](Self::file) without this process's channel (see `exec_via_engine`).
+    async fn file_via_engine(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError>;
 
     /// Removes sandbox `id` with everything in it. Removing a missing sandbox succeeds.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;

@@ -274,7 +274,7 @@ impl SandboxRuntime for DockerRuntime {
     }
 
     #[tracing::instrument(skip_all, fields(sandbox = %id))]
-    async fn exec_detached(
+    async fn exec_via_engine(
         &self,
         id: &str,
         request: ExecRequest,
@@ -292,7 +292,7 @@ impl SandboxRuntime for DockerRuntime {
         self.channel(&id).await?.file(request, FILE_WAIT).await
     }
 
-    async fn file_detached(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
+    async fn file_via_engine(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
         let id = self.resolve(id).await?;
         fallback::file(&self.docker, &id, request, FILE_WAIT).await
     }

@@ -1,7 +1,12 @@
-//! The session flow shared by every front end: get-or-create a session's
-//! sandbox, run commands in it, keep its record's TTL fresh, tear it down.
+//! Sessions: the flow shared by every front end ([`Sessions`]: get-or-create a
+//! session's sandbox, run commands in it, keep its record's TTL fresh, tear it
+//! down), who owns them and what they are called (`ids`), and the record the
+//! store keeps (`record`).
 //! Redis (or memory) holds the truth about liveness; the engine holds the
 //! container. A record whose container is gone is repaired on next use.
+
+mod ids;
+mod record;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +16,11 @@ use tokio::time::Instant;
 use brig_protocol::{FileReply, FileRequest};
 use chrono::{DateTime, Utc};
 
+pub use self::ids::{InvalidSessionId, Owner, SessionId};
+pub use self::record::SessionRecord;
 use crate::pool::WarmPool;
 use crate::runtime::{RuntimeError, SandboxRuntime};
 use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxOptions};
-use crate::session::{Owner, SessionId, SessionRecord};
 use crate::store::{Quota, Reservation, SessionStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -319,7 +325,7 @@ impl Sessions {
             self.runtime.exec_with(container, request, hooks).await
         } else {
             tracing::debug!(container, "channel leased by another replica; using docker exec");
-            self.runtime.exec_detached(container, request, hooks).await
+            self.runtime.exec_via_engine(container, request, hooks).await
         }
     }
 
@@ -346,7 +352,7 @@ impl Sessions {
         let reply = if self.holds_channel(container).await? {
             self.runtime.file(container, request).await?
         } else {
-            self.runtime.file_detached(container, request).await?
+            self.runtime.file_via_engine(container, request).await?
         };
         Ok(reply)
     }

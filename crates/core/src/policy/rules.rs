@@ -179,28 +179,63 @@ pub struct PolicyFile {
     cooldowns: BTreeMap<Rule, Cooldown>,
 }
 
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyFileError {
+    #[error("{path}: {source}")]
+    Unreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: larger than 1 MiB")]
+    TooLarge { path: String },
+    /// The file's content is not a valid policy.
+    #[error("{path}: {source}")]
+    InFile {
+        path: String,
+        #[source]
+        source: Box<PolicyFileError>,
+    },
+    /// Not TOML (or JSON) of the policy's shape.
+    #[error("{0}")]
+    Syntax(String),
+    /// An entry that cannot work: the message names it (`aliases.x: ...`).
+    #[error("{0}")]
+    Invalid(String),
+}
+
 impl PolicyFile {
     /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, PolicyFileError> {
         use std::io::Read;
+        let shown = || path.display().to_string();
         let mut text = String::new();
         std::fs::File::open(path)
             .and_then(|file| file.take(MAX_POLICY_BYTES + 1).read_to_string(&mut text))
-            .map_err(|err| format!("{}: {err}", path.display()))?;
+            .map_err(|source| PolicyFileError::Unreadable { path: shown(), source })?;
         if text.len() as u64 > MAX_POLICY_BYTES {
-            return Err(format!("{}: larger than 1 MiB", path.display()));
+            return Err(PolicyFileError::TooLarge { path: shown() });
         }
         let json = path.extension().is_some_and(|ext| ext == "json");
-        Self::parse(&text, json).map_err(|err| format!("{}: {err}", path.display()))
+        Self::parse(&text, json).map_err(|source| PolicyFileError::InFile {
+            path: shown(),
+            source: Box::new(source),
+        })
     }
 
     /// Parses and validates a policy; `json` selects JSON instead of TOML.
-    pub fn parse(text: &str, json: bool) -> Result<Self, String> {
+    pub fn parse(text: &str, json: bool) -> Result<Self, PolicyFileError> {
         let raw: RawPolicy = if json {
-            serde_json::from_str(text).map_err(|err| err.to_string())?
+            serde_json::from_str(text).map_err(|err| PolicyFileError::Syntax(err.to_string()))?
         } else {
-            toml::from_str(text).map_err(|err| err.to_string())?
+            toml::from_str(text).map_err(|err| PolicyFileError::Syntax(err.to_string()))?
         };
+        Self::compile(raw).map_err(PolicyFileError::Invalid)
+    }
+
+    /// Checks every entry of a parsed policy and compiles its patterns.
+    fn compile(raw: RawPolicy) -> Result<Self, String> {
         let mut commands = BTreeSet::new();
         for (i, command) in raw.commands.iter().enumerate() {
             if !is_bare_name(command) {
@@ -414,7 +449,7 @@ impl LiveRules {
     /// Re-reads the policy file. An invalid file changes nothing: the error
     /// is returned and the previous rules stay in force. `Ok(false)` when
     /// there is no file to reload.
-    pub fn reload(&self) -> Result<bool, String> {
+    pub fn reload(&self) -> Result<bool, PolicyFileError> {
         let Some(path) = &self.path else {
             return Ok(false);
         };
@@ -531,7 +566,7 @@ scope = "global"
             ("comands = [\"ls\"]", "unknown field"),
         ] {
             let err = PolicyFile::parse(policy, false).unwrap_err();
-            assert!(err.contains(expected), "{policy:?}: {err}");
+            assert!(err.to_string().contains(expected), "{policy:?}: {err}");
         }
         let json = r#"{"commands": ["ls"], "patterns": [{"name": "p", "regex": "echo [0-9]+"}]}"#;
         assert!(PolicyFile::parse(json, true).is_ok());

@@ -1,5 +1,11 @@
-//! What a client may run: the command line split into argv, the allowlist, and
-//! the working directory. Parsed once into validated types.
+//! What a client may run: the command line split into argv, the allowlist
+//! (`ALLOWED_COMMANDS`), the working directory and workspace paths, the
+//! languages of `code` requests. Parsed once into validated types.
+//!
+//! [`rules`]: the policy file (`ALLOWED_COMMANDS_PATH`: patterns, aliases,
+//! roles, cooldowns), reloaded on SIGHUP, and the rules in force.
+
+pub mod rules;
 
 use std::collections::BTreeSet;
 
