@@ -1,6 +1,8 @@
 //! brig-api: parse the configuration, set up logging, serve.
 
 use anyhow::Context;
+use brig_core::config::{ConfigError, ConfigErrors};
+use brig_core::policy::rules::LiveRules;
 use brig_core::{telemetry, Config};
 use tokio::net::TcpListener;
 
@@ -25,8 +27,20 @@ async fn serve() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // The policy file is part of the configuration: invalid, it stops start-up
+    // the same way (exit 2, naming the variable and the entry).
+    let rules = match LiveRules::load(config.policy_path.clone(), &config.commands) {
+        Ok(rules) => rules,
+        Err(err) => {
+            let errors = ConfigErrors(vec![ConfigError::new("ALLOWED_COMMANDS_PATH", err.to_string())]);
+            eprintln!("brig-api: {errors}");
+            std::process::exit(2);
+        }
+    };
     let address = (config.host.clone(), config.port);
-    let mut state = brig_api::AppState::build(config).await.context("starting brig-api")?;
+    let mut state = brig_api::AppState::build(config, rules)
+        .await
+        .context("starting brig-api")?;
     state.metrics = brig_api::metrics::install();
     if let Some(port) = state.config.metrics.port {
         let host = state.config.metrics.host.clone();

@@ -75,7 +75,7 @@ impl AppState {
     /// store; Redis is connected on first use, so the API starts, and says it is
     /// not ready, while Redis is down. Publishing the agent is attempted here
     /// and retried by `/ready` until it succeeds.
-    pub async fn build(config: Config) -> Result<Self, StartError> {
+    pub async fn build(config: Config, rules: LiveRules) -> Result<Self, StartError> {
         let docker = config.docker.connect().await.map_err(|err| StartError::Engine {
             host: config.docker.host.clone().unwrap_or_else(|| "the local socket".into()),
             source: RuntimeError::EngineUnavailable(err.to_string()),
@@ -89,7 +89,7 @@ impl AppState {
             StoreConfig::Redis { url } => Arc::new(RedisStore::new(url, &config.sandbox.instance)?),
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
         };
-        let state = Self::from_parts(config, store, runtime);
+        let state = Self::from_parts(config, rules, store, runtime);
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.
         if state.config.store == StoreConfig::Memory {
@@ -108,9 +108,15 @@ impl AppState {
     }
 
     /// Assembles the state from ready parts (tests use this with the memory
-    /// store and a fake runtime). Must run inside a tokio runtime: it starts
-    /// the warm pool's refill and the rate limiter's pruning.
-    pub fn from_parts(config: Config, store: Arc<dyn SessionStore>, runtime: Arc<dyn SandboxRuntime>) -> Self {
+    /// store and a fake runtime; `rules` come from [`LiveRules::load`]). Must
+    /// run inside a tokio runtime: it starts the warm pool's refill and the
+    /// rate limiter's pruning.
+    pub fn from_parts(
+        config: Config,
+        rules: LiveRules,
+        store: Arc<dyn SessionStore>,
+        runtime: Arc<dyn SandboxRuntime>,
+    ) -> Self {
         let shutdown = Shutdown::new();
         let mut sessions = Sessions::new(store.clone(), runtime.clone(), config.session_ttl, config.quota);
         if config.sandbox.warm_pool_size > 0 {
@@ -124,7 +130,7 @@ impl AppState {
             shutdown.spawn(async move { pool.run_until_stopped(stop.stopping()).await });
         }
         let sessions = Arc::new(sessions);
-        let rules = Arc::new(LiveRules::new(config.policy_path.clone(), config.rules.clone()));
+        let rules = Arc::new(rules);
         let execute = Arc::new(ExecuteService::new(
             sessions.clone(),
             rules.clone(),

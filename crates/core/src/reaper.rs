@@ -18,7 +18,8 @@ use serde::Serialize;
 use crate::config::CleanupConfig;
 use crate::runtime::SandboxRuntime;
 use crate::sandbox::SandboxInfo;
-use crate::session::{SessionId, SessionRecord};
+use crate::session::ids::SessionId;
+use crate::session::record::SessionRecord;
 use crate::store::SessionStore;
 
 /// Containers removed concurrently within one pass.

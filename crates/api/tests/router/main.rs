@@ -13,6 +13,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use brig_api::AppState;
 use brig_core::config::Env;
+use brig_core::policy::rules::LiveRules;
 use brig_core::runtime::fake::FakeRuntime;
 use brig_core::store::MemoryStore;
 use brig_core::Config;
@@ -37,7 +38,13 @@ pub fn app(extra: &[(&str, &str)]) -> Router {
     let config = Config::from(env).expect("test config");
     // No engine: these tests stop before a sandbox, or use the fake runtime's.
     let runtime = Arc::new(FakeRuntime::new());
-    brig_api::router(AppState::from_parts(config, Arc::new(MemoryStore::new()), runtime))
+    let rules = LiveRules::load(config.policy_path.clone(), &config.commands).expect("test policy");
+    brig_api::router(AppState::from_parts(
+        config,
+        rules,
+        Arc::new(MemoryStore::new()),
+        runtime,
+    ))
 }
 
 pub struct Reply {

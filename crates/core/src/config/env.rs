@@ -12,7 +12,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(variable: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
         ConfigError {
             variable,
             message: message.into(),

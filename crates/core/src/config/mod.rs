@@ -28,9 +28,14 @@ pub use self::llm::LlmConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
 pub use self::store::StoreConfig;
-use crate::policy::rules::{PolicyFile, Rules};
 use crate::policy::{CommandPolicy, Languages};
-use crate::store::Quota;
+
+/// Limits on live sessions (pending ones count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub per_owner: u32,
+    pub total: u32,
+}
 
 /// What brig-cleanup-worker needs: no auth, no HTTP.
 #[derive(Debug, Clone)]
@@ -88,10 +93,8 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     pub commands: CommandPolicy,
     /// `ALLOWED_COMMANDS_PATH`: the policy file that supersedes `ALLOWED_COMMANDS`
-    /// (reloaded on SIGHUP).
+    /// (loaded, and reloaded on SIGHUP, by `policy::rules::LiveRules`).
     pub policy_path: Option<std::path::PathBuf>,
-    /// The rules in force at start-up: the file's if there is one, else the list.
-    pub rules: Rules,
     /// `LANGUAGES`: the interpreters `{"code", "language"}` requests use.
     pub languages: Languages,
     /// Largest request body accepted.
@@ -149,16 +152,6 @@ impl Config {
         if policy_path.is_none() && commands.allowed().next().is_none() {
             env.error("ALLOWED_COMMANDS", "allows nothing");
         }
-        let rules = match &policy_path {
-            None => Rules::List(commands.clone()),
-            Some(path) => match PolicyFile::load(path) {
-                Ok(file) => Rules::File(Box::new(file)),
-                Err(err) => {
-                    env.error("ALLOWED_COMMANDS_PATH", err.to_string());
-                    Rules::List(commands.clone())
-                }
-            },
-        };
         let languages = env.parse(
             "LANGUAGES",
             Languages::parse("python=python3 -,sh=sh -s").unwrap_or_default(),
@@ -194,7 +187,6 @@ impl Config {
             idempotency_ttl,
             commands,
             policy_path,
-            rules,
             languages,
             max_body_bytes,
             quota,

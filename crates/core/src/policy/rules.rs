@@ -442,6 +442,16 @@ impl LiveRules {
         }
     }
 
+    /// The rules of `ALLOWED_COMMANDS_PATH` if it is set (the file must be
+    /// valid), else the `ALLOWED_COMMANDS` list.
+    pub fn load(path: Option<std::path::PathBuf>, commands: &CommandPolicy) -> Result<Self, PolicyFileError> {
+        let rules = match &path {
+            None => Rules::List(commands.clone()),
+            Some(path) => Rules::File(Box::new(PolicyFile::load(path)?)),
+        };
+        Ok(Self::new(path, rules))
+    }
+
     pub fn current(&self) -> std::sync::Arc<Rules> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -5,8 +5,8 @@
 //! Redis (or memory) holds the truth about liveness; the engine holds the
 //! container. A record whose container is gone is repaired on next use.
 
-mod ids;
-mod record;
+pub mod ids;
+pub mod record;
 
 use std::sync::Arc;
 use std::time::Duration;

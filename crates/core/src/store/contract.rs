@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::*;
-use crate::session::{Owner, SessionId, SessionRecord};
+use crate::session::ids::{Owner, SessionId};
+use crate::session::record::SessionRecord;
 
 /// A `redis-server` on a free loopback port, killed on drop.
 struct RedisServer {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{SessionStore, StoreError};
-use crate::session::{Owner, SessionId};
+use crate::session::ids::{Owner, SessionId};
 
 /// Who shares a cooldown.
 #[derive(Debug, Clone, Copy)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{now_ms, ttl_ms, Quota, Reservation, SessionStore, StoreError, CLAIM_MARK_MS};
-use crate::session::{Owner, SessionId, SessionRecord};
+use crate::session::ids::{Owner, SessionId};
+use crate::session::record::SessionRecord;
 
 type Key = (Owner, String);
 

@@ -14,9 +14,11 @@ use async_trait::async_trait;
 pub use self::facades::{CooldownScope, Cooldowns, ExecutionId, ExecutionRecords, IdempotencyRecords, SavedAnswer};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
-use crate::session::{Owner, SessionId, SessionRecord};
+use crate::session::ids::{Owner, SessionId};
+use crate::session::record::SessionRecord;
 
 pub use self::redis::CALL_TIMEOUT;
+pub use crate::config::Quota;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -107,13 +109,6 @@ pub trait SessionStore: Send + Sync {
 
     /// Short name for readiness messages.
     fn name(&self) -> &'static str;
-}
-
-/// Limits on live sessions (pending ones count).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub per_owner: u32,
-    pub total: u32,
 }
 
 /// What [`SessionStore::reserve`] did.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::{scripts, RedisStore};
-use crate::session::{Owner, SessionId};
+use crate::session::ids::{Owner, SessionId};
 use crate::store::{now_ms, ttl_ms, StoreError};
 
 impl RedisStore {

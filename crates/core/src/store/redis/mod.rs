@@ -32,7 +32,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
 use super::{Quota, Reservation, SessionStore, StoreError};
-use crate::session::{Owner, SessionId, SessionRecord};
+use crate::session::ids::{Owner, SessionId};
+use crate::session::record::SessionRecord;
 
 /// Longest a store call may take before it counts as unavailable.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(1500);

@@ -6,7 +6,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::{scripts, RedisStore};
-use crate::session::{Owner, SessionId, SessionRecord};
+use crate::session::ids::{Owner, SessionId};
+use crate::session::record::SessionRecord;
 use crate::store::{now_ms, ttl_ms, Quota, Reservation, StoreError};
 
 impl RedisStore {
