@@ -11,7 +11,6 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::sync::{RwLock, Semaphore};
 
-use crate::lifecycle::eventually;
 use crate::*;
 
 const SESSIONS: usize = 300;

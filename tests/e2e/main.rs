@@ -4,34 +4,35 @@
 
 mod auth;
 mod churn;
+mod cleanup;
 mod cli;
 mod code;
 mod compose;
+mod creation;
 mod executions;
 mod faults;
 mod files;
 mod generate;
 mod gvisor;
 mod idempotency;
-mod lifecycle;
 mod mcp;
 mod metrics;
 mod openapi;
 mod policy;
 mod pool;
+mod redis_outage;
 mod replicas;
 mod security;
 mod sessions;
-mod store;
 mod streaming;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-pub use brig_e2e::*;
+pub use brig_testkit::*;
 
 pub struct Reply {
     pub status: StatusCode,
@@ -109,4 +110,13 @@ pub fn jwt(claims: Value) -> String {
         &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
     )
     .unwrap()
+}
+
+/// Waits until `done` holds, at most `within`.
+pub async fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

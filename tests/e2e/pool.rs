@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::lifecycle::eventually;
 use crate::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

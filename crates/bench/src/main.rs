@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use brig_core::config::{DockerConfig, SandboxConfig};
 use brig_core::DockerRuntime;
-use brig_e2e::{env_refs, instance_containers, remove_instance_containers, BrigApi, CleanupWorker, RedisServer};
+use brig_testkit::{env_refs, instance_containers, remove_instance_containers, BrigApi, CleanupWorker, RedisServer};
 use serde_json::{json, Value};
 
 use crate::scenarios::*;
@@ -410,7 +410,7 @@ async fn reaping(options: &Options, redis: &RedisServer, client: &reqwest::Clien
     while gone.iter().any(Option::is_none) && Instant::now() < deadline {
         let now = Instant::now();
         for (i, (session, expiry)) in expiries.iter().enumerate() {
-            if gone[i].is_none() && brig_e2e::session_containers(&api.instance, session).is_empty() {
+            if gone[i].is_none() && brig_testkit::session_containers(&api.instance, session).is_empty() {
                 gone[i] = Some(now.saturating_duration_since(*expiry));
             }
         }
