@@ -22,9 +22,9 @@ done
 command -v redis-server >/dev/null || { echo "redis-server missing (apt-get install redis-server)" >&2; exit 1; }
 
 echo "==> local base images"
-images/local-base.sh brig-runtime-base:local
-images/local-base.sh brig-redis:local "$(command -v redis-server)" "$(command -v redis-cli)"
-images/sandbox/build-local.sh brig-sandbox:latest >/dev/null   # also makes brig-busybox:local
+images/lib/local-base.sh brig-runtime-base:local
+images/lib/local-base.sh brig-redis:local "$(command -v redis-server)" "$(command -v redis-cli)"
+images/sandbox/build.sh brig-sandbox:latest >/dev/null   # also makes brig-busybox:local
 
 env_file=$(mktemp)
 trap 'rm -f "$env_file"' EXIT

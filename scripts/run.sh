@@ -35,7 +35,7 @@ if ! docker image inspect "$CONTAINER_IMAGE" >/dev/null 2>&1; then
   echo "building the sandbox image $CONTAINER_IMAGE"
   if ! docker build -q -t "$CONTAINER_IMAGE" images/sandbox >/dev/null 2>&1; then
     echo "no registry reachable: building it from Debian's busybox-static instead"
-    images/sandbox/build-local.sh "$CONTAINER_IMAGE"
+    images/sandbox/build.sh "$CONTAINER_IMAGE"
   fi
 fi
 echo "building brig (cargo build --release)"

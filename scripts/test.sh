@@ -33,7 +33,7 @@ scripts/gvisor.sh
 
 log "building sandbox images"
 images/sandbox-test/build.sh
-images/sandbox-python/build-local.sh
+images/sandbox-python/build.sh
 
 log "installing schemathesis (PyPI) into target/schemathesis"
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || {

@@ -3,13 +3,13 @@
 # probe binary (images/sandbox-test/probe.c) for attempts busybox cannot make.
 # Usage: images/sandbox-test/build.sh [TAG]   (default brig-sandbox-test:latest)
 set -euo pipefail
-# shellcheck source=images/lib.sh
-. "$(dirname "$0")/../lib.sh"
+# shellcheck source=images/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 tag=${1:-brig-sandbox-test:latest}
 base=brig-sandbox:latest
 
-"$here/../sandbox/build-local.sh" "$base"
+"$here/../sandbox/build.sh" "$base"
 command -v cc >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null; }
 
 ctx=$(mktemp -d)

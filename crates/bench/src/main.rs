@@ -3,7 +3,7 @@
 //!
 //!   cargo build --release --workspace --bins && target/release/brig-bench [--quick] [--json FILE]
 //!
-//! Needs the sandbox image (images/sandbox/build-local.sh), redis-server and a
+//! Needs the sandbox image (images/sandbox/build.sh), redis-server and a
 //! Docker engine. Starts its own redis-server, brig-api (one without and one
 //! with a warm pool) and brig-cleanup-worker, on a throwaway BRIG_INSTANCE that
 //! it removes afterwards.

@@ -2,10 +2,10 @@
 # Builds the sandbox image on a machine with a Docker engine but no image
 # registry: a FROM-scratch base with Debian's static busybox (installed with
 # apt-get when missing), then images/sandbox/Dockerfile on top of it.
-# Usage: images/sandbox/build-local.sh [TAG]   (default brig-sandbox:latest)
+# Usage: images/sandbox/build.sh [TAG]   (default brig-sandbox:latest)
 set -euo pipefail
-# shellcheck source=images/lib.sh
-. "$(dirname "$0")/../lib.sh"
+# shellcheck source=images/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 tag=${1:-brig-sandbox:latest}
 base=brig-busybox:local

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Makes a FROM-scratch image holding the given host binaries and exactly the
 # shared libraries they load (per ldd): a distroless-style base without a
-# registry. Usage: images/local-base.sh TAG [BINARY...]
-#   images/local-base.sh brig-runtime-base:local                 # glibc + libgcc only
-#   images/local-base.sh brig-redis:local /usr/bin/redis-server /usr/bin/redis-cli
+# registry. Usage: images/lib/local-base.sh TAG [BINARY...]
+#   images/lib/local-base.sh brig-runtime-base:local                 # glibc + libgcc only
+#   images/lib/local-base.sh brig-redis:local /usr/bin/redis-server /usr/bin/redis-cli
 set -euo pipefail
-# shellcheck source=images/lib.sh
-. "$(dirname "$0")/lib.sh"
+# shellcheck source=images/lib/common.sh
+. "$(dirname "$0")/common.sh"
 tag=$1
 shift
 ctx=$(mktemp -d)
