@@ -5,6 +5,7 @@
 
 use axum::http::{header, HeaderMap};
 use brig_core::config::AuthConfig;
+use brig_core::policy::rules::Caller;
 use brig_core::session::Owner;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::ExposeSecret;
@@ -17,19 +18,37 @@ use crate::error::ApiError;
 /// Longest `sub` accepted.
 const MAX_SUBJECT_LEN: usize = 256;
 
+/// How a principal authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `X-API-Key`: roles come from the policy file's `api_key_roles`.
+    ApiKey,
+    /// A bearer JWT, with the roles its `role`/`roles` claims carry.
+    Token { roles: Vec<String> },
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The API key's name, or the token's `sub`.
     pub name: String,
-    /// Authenticated by an API key (its roles come from the policy file).
-    pub api_key: bool,
-    /// From the JWT's `role`/`roles` claims; select grants in the policy file.
-    pub roles: Vec<String>,
+    pub credential: Credential,
 }
 
 impl Principal {
+    /// Whose sessions, rate limit and quotas these are. By decision, the name
+    /// alone: an API key named `ci` and a token with `sub: "ci"` are the same
+    /// principal (operators name keys after the subjects they stand for).
     pub fn owner(&self) -> Owner {
         Owner::of_principal(&self.name)
+    }
+
+    /// The caller as the command rules see it.
+    pub fn caller(&self) -> Caller<'_> {
+        match &self.credential {
+            Credential::ApiKey => Caller::ApiKey { name: &self.name },
+            Credential::Token { roles } => Caller::Token { roles },
+        }
     }
 }
 
@@ -116,8 +135,7 @@ impl Authenticator {
         found
             .map(|name| Principal {
                 name: name.clone(),
-                api_key: true,
-                roles: Vec::new(),
+                credential: Credential::ApiKey,
             })
             .ok_or(ApiError::Unauthorized("invalid API key"))
     }
@@ -147,8 +165,7 @@ impl Authenticator {
         }
         Ok(Principal {
             name: claims.sub,
-            api_key: false,
-            roles,
+            credential: Credential::Token { roles },
         })
     }
 }

@@ -104,8 +104,18 @@ fn path(raw: &str) -> Result<String, ApiError> {
     workspace_path(raw, false)
 }
 
-/// Turns an API result into a tool result.
-fn answer(result: Result<serde_json::Value, ApiError>) -> Result<CallToolResult, ErrorData> {
+/// Runs a tool as the request's principal (put there by [`authenticate`]),
+/// turning its outcome into a tool result: a refusal is a result with
+/// `isError`, never a protocol error.
+async fn as_principal<F, Fut>(parts: &Parts, tool: F) -> Result<CallToolResult, ErrorData>
+where
+    F: FnOnce(Principal) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+{
+    let result = match principal(parts) {
+        Ok(principal) => tool(principal).await,
+        Err(err) => Err(err),
+    };
     Ok(match result {
         Ok(value) => CallToolResult::structured(value),
         Err(err) => refused(err),
@@ -130,28 +140,25 @@ impl BrigMcp {
         Parameters(args): Parameters<ExecuteArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let state = &self.state;
-        answer(
-            async {
-                let principal = principal(&parts)?;
-                let input = ExecuteInput {
-                    session_id: args.session_id,
-                    command: args.command,
-                    code: args.code,
-                    language: args.language,
-                    timeout: args.timeout,
-                    working_dir: args.working_dir,
-                    stdin: None,
-                };
-                let validated = state.execute.validate(&principal, input)?;
-                let hooks = ExecHooks {
-                    cancel: Some(state.shutdown.token()),
-                    output: None,
-                };
-                let response = state.execute.run(&principal, validated, hooks).await?;
-                serde_json::to_value(response).map_err(|err| ApiError::Internal(err.to_string()))
-            }
-            .await,
-        )
+        as_principal(&parts, |principal| async move {
+            let input = ExecuteInput {
+                session_id: args.session_id,
+                command: args.command,
+                code: args.code,
+                language: args.language,
+                timeout: args.timeout,
+                working_dir: args.working_dir,
+                stdin: None,
+            };
+            let validated = state.execute.validate(&principal, input)?;
+            let hooks = ExecHooks {
+                cancel: Some(state.shutdown.token()),
+                output: None,
+            };
+            let response = state.execute.run(&principal, validated, hooks).await?;
+            serde_json::to_value(response).map_err(|err| ApiError::Internal(err.to_string()))
+        })
+        .await
     }
 
     #[tool(description = "Create a brig sandbox session (idempotent); returns its id and expiry.")]
@@ -160,18 +167,15 @@ impl BrigMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<NewSessionArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(
-            async {
-                let principal = principal(&parts)?;
-                let id = match args.session_id {
-                    Some(id) => session(&id)?,
-                    None => SessionId::random(),
-                };
-                let (record, created) = self.state.sessions.open(&principal.owner(), &id).await?;
-                Ok(json!({"session_id": record.session_id, "created": created}))
-            }
-            .await,
-        )
+        as_principal(&parts, |principal| async move {
+            let id = match args.session_id {
+                Some(id) => session(&id)?,
+                None => SessionId::random(),
+            };
+            let (record, created) = self.state.sessions.open(&principal.owner(), &id).await?;
+            Ok(json!({"session_id": record.session_id, "created": created}))
+        })
+        .await
     }
 
     #[tool(description = "Delete a brig session and its sandbox.")]
@@ -180,15 +184,12 @@ impl BrigMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<SessionArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(
-            async {
-                let principal = principal(&parts)?;
-                let id = session(&args.session_id)?;
-                self.state.sessions.delete(&principal.owner(), &id).await?;
-                Ok(json!({"session_id": id.to_string(), "deleted": true}))
-            }
-            .await,
-        )
+        as_principal(&parts, |principal| async move {
+            let id = session(&args.session_id)?;
+            self.state.sessions.delete(&principal.owner(), &id).await?;
+            Ok(json!({"session_id": id.to_string(), "deleted": true}))
+        })
+        .await
     }
 
     #[tool(description = "List the caller's brig sessions.")]
@@ -197,15 +198,12 @@ impl BrigMcp {
         Extension(parts): Extension<Parts>,
         Parameters(_): Parameters<EmptyArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(
-            async {
-                let principal = principal(&parts)?;
-                let records = self.state.sessions.list(&principal.owner()).await?;
-                let ids: Vec<&str> = records.iter().map(|r| r.session_id.as_str()).collect();
-                Ok(json!({"sessions": ids}))
-            }
-            .await,
-        )
+        as_principal(&parts, |principal| async move {
+            let records = self.state.sessions.list(&principal.owner()).await?;
+            let ids: Vec<&str> = records.iter().map(|r| r.session_id.as_str()).collect();
+            Ok(json!({"sessions": ids}))
+        })
+        .await
     }
 
     #[tool(description = "Read a text file under /workspace of a session (at most 1 MiB).")]
@@ -214,24 +212,21 @@ impl BrigMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<ReadFileArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(
-            async {
-                let principal = principal(&parts)?;
-                let request = FileRequest::Read {
-                    path: path(&args.path)?,
-                };
-                match self
-                    .state
-                    .sessions
-                    .file(&principal.owner(), &session(&args.session_id)?, request)
-                    .await?
-                {
-                    FileReply::Data(data) => Ok(json!({"path": args.path, "content": String::from_utf8_lossy(&data)})),
-                    other => Err(ApiError::SandboxProtocol(format!("unexpected file reply {other:?}"))),
-                }
+        as_principal(&parts, |principal| async move {
+            let request = FileRequest::Read {
+                path: path(&args.path)?,
+            };
+            match self
+                .state
+                .sessions
+                .file(&principal.owner(), &session(&args.session_id)?, request)
+                .await?
+            {
+                FileReply::Data(data) => Ok(json!({"path": args.path, "content": String::from_utf8_lossy(&data)})),
+                other => Err(ApiError::SandboxProtocol(format!("unexpected file reply {other:?}"))),
             }
-            .await,
-        )
+        })
+        .await
     }
 
     #[tool(description = "Write a text file under /workspace of an existing session (at most 1 MiB).")]
@@ -240,25 +235,22 @@ impl BrigMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<WriteFileArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(
-            async {
-                let principal = principal(&parts)?;
-                let data = args.content.into_bytes();
-                if data.len() > brig_protocol::MAX_FILE_BYTES {
-                    return Err(ApiError::invalid("file_too_large", "files are limited to 1 MiB"));
-                }
-                let request = FileRequest::Write {
-                    path: path(&args.path)?,
-                    data,
-                };
-                self.state
-                    .sessions
-                    .file(&principal.owner(), &session(&args.session_id)?, request)
-                    .await?;
-                Ok(json!({"path": args.path, "written": true}))
+        as_principal(&parts, |principal| async move {
+            let data = args.content.into_bytes();
+            if data.len() > brig_protocol::MAX_FILE_BYTES {
+                return Err(ApiError::invalid("file_too_large", "files are limited to 1 MiB"));
             }
-            .await,
-        )
+            let request = FileRequest::Write {
+                path: path(&args.path)?,
+                data,
+            };
+            self.state
+                .sessions
+                .file(&principal.owner(), &session(&args.session_id)?, request)
+                .await?;
+            Ok(json!({"path": args.path, "written": true}))
+        })
+        .await
     }
 }
 

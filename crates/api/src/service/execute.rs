@@ -134,10 +134,7 @@ impl ExecuteService {
                 ))
             }
         };
-        let allowed = self
-            .rules
-            .current()
-            .check(&argv, &principal.name, principal.api_key, &principal.roles)?;
+        let allowed = self.rules.current().check(&argv, principal.caller())?;
         let max = self.limits.max_timeout;
         let timeout = match input.timeout {
             None => self.limits.default_timeout,

@@ -404,7 +404,7 @@ pub enum Rules {
 impl Rules {
     /// Whether `line` may run for a principal with `roles` (the roles an
     /// API-key principal gets from the policy file are added here).
-    pub fn check(&self, line: &str, principal: &str, api_key: bool, roles: &[String]) -> Result<Allowed, PolicyError> {
+    pub fn check(&self, line: &str, caller: Caller<'_>) -> Result<Allowed, PolicyError> {
         match self {
             Rules::List(list) => {
                 let argv = Argv::parse(line)?;
@@ -417,14 +417,23 @@ impl Rules {
                 })
             }
             Rules::File(file) => {
-                let mut roles = roles.to_vec();
-                if api_key {
-                    roles.extend(file.api_key_roles.get(principal).into_iter().flatten().cloned());
-                }
+                let roles = match caller {
+                    Caller::ApiKey { name } => file.api_key_roles.get(name).cloned().unwrap_or_default(),
+                    Caller::Token { roles } => roles.to_vec(),
+                };
                 file.check(line, &roles)
             }
         }
     }
+}
+
+/// Who asks, as the rules see it: the credential decides where roles come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// An API key's principal: its roles are the file's `api_key_roles` entry.
+    ApiKey { name: &'a str },
+    /// A token's subject: its roles are the token's claims.
+    Token { roles: &'a [String] },
 }
 
 /// The rules in force, swapped whole on reload: a request checks against one
@@ -502,7 +511,7 @@ scope = "global"
 
     fn check(line: &str, roles: &[&str]) -> Result<Allowed, PolicyError> {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        Rules::File(Box::new(PolicyFile::parse(POLICY, false).unwrap())).check(line, "jwt-user", false, &roles)
+        Rules::File(Box::new(PolicyFile::parse(POLICY, false).unwrap())).check(line, Caller::Token { roles: &roles })
     }
 
     #[test]
@@ -540,12 +549,12 @@ scope = "global"
     #[test]
     fn api_key_principals_get_their_configured_roles() {
         let rules = Rules::File(Box::new(PolicyFile::parse(POLICY, false).unwrap()));
-        assert!(rules.check("cat x", "ci-bot", true, &[]).is_ok());
+        assert!(rules.check("cat x", Caller::ApiKey { name: "ci-bot" }).is_ok());
         assert!(
-            rules.check("cat x", "ci-bot", false, &[]).is_err(),
+            rules.check("cat x", Caller::Token { roles: &[] }).is_err(),
             "a JWT subject is not an API key"
         );
-        assert!(rules.check("cat x", "other", true, &[]).is_err());
+        assert!(rules.check("cat x", Caller::ApiKey { name: "other" }).is_err());
     }
 
     #[test]
