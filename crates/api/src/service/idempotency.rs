@@ -152,3 +152,136 @@ impl Idempotency {
         Ok((status, Json(answer.body)).into_response())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use brig_core::store::MemoryStore;
+    use serde_json::json;
+
+    use super::*;
+
+    fn service() -> Arc<Idempotency> {
+        Arc::new(Idempotency::new(
+            IdempotencyRecords::new(Arc::new(MemoryStore::new())),
+            Duration::from_secs(3600),
+        ))
+    }
+
+    fn request(key: &str, body: serde_json::Value) -> IdempotentRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER, key.parse().unwrap());
+        IdempotentRequest::from_headers(&headers, "/execute", &body)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn owner() -> Owner {
+        Owner::of_principal("alice")
+    }
+
+    const WAIT: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_gets_the_first_answer_marked_as_a_replay() {
+        let idempotency = service();
+        let first = request("k", json!({"command": "ls"}));
+        assert!(matches!(
+            idempotency.try_processing(&owner(), &first, WAIT).await.unwrap(),
+            NextAction::StartProcessing
+        ));
+        let answered = idempotency
+            .save(&owner(), first, StatusCode::ACCEPTED, Ok(json!({"n": 1})))
+            .await
+            .unwrap();
+        assert!(answered.headers().get(REPLAYED).is_none());
+        let retry = request("k", json!({"command": "ls"}));
+        match idempotency.try_processing(&owner(), &retry, WAIT).await.unwrap() {
+            NextAction::ReturnSavedResponse(saved) => {
+                assert_eq!(saved.status(), StatusCode::ACCEPTED);
+                assert_eq!(saved.headers()[REPLAYED], "true");
+            }
+            NextAction::StartProcessing => panic!("the retry ran again"),
+        }
+        // Another principal's key of the same name is its own.
+        assert!(matches!(
+            idempotency
+                .try_processing(&Owner::of_principal("bob"), &retry, WAIT)
+                .await
+                .unwrap(),
+            NextAction::StartProcessing
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_key_with_another_body_is_refused() {
+        let idempotency = service();
+        let first = request("k", json!({"command": "ls"}));
+        idempotency.try_processing(&owner(), &first, WAIT).await.unwrap();
+        idempotency
+            .save(&owner(), first, StatusCode::OK, Ok(json!({})))
+            .await
+            .unwrap();
+        let other = request("k", json!({"command": "id"}));
+        match idempotency.try_processing(&owner(), &other, WAIT).await {
+            Err(ApiError::Invalid { code, .. }) => assert_eq!(code, "idempotency_key_reused"),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("accepted another body under the same key"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_duplicate_waits_for_the_first_and_gives_up_at_its_limit() {
+        let idempotency = service();
+        let first = request("k", json!({}));
+        idempotency.try_processing(&owner(), &first, WAIT).await.unwrap();
+        // The first never finishes: a duplicate gives up with a 409.
+        let started = tokio::time::Instant::now();
+        match idempotency
+            .try_processing(&owner(), &request("k", json!({})), Duration::from_secs(5))
+            .await
+        {
+            Err(ApiError::IdempotencyInProgress) => {}
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("ran while the first still runs"),
+        }
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        // The first finishes while another duplicate waits: it gets the answer.
+        let waiting = tokio::spawn({
+            let idempotency = idempotency.clone();
+            async move {
+                idempotency
+                    .try_processing(&owner(), &request("k", json!({})), WAIT)
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        idempotency
+            .save(&owner(), first, StatusCode::OK, Ok(json!({"done": true})))
+            .await
+            .unwrap();
+        assert!(matches!(
+            waiting.await.unwrap().unwrap(),
+            NextAction::ReturnSavedResponse(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_first_is_not_kept_and_its_retry_runs_afresh() {
+        let idempotency = service();
+        let first = request("k", json!({}));
+        idempotency.try_processing(&owner(), &first, WAIT).await.unwrap();
+        let failed = idempotency
+            .save::<serde_json::Value>(&owner(), first, StatusCode::OK, Err(ApiError::SandboxBusy))
+            .await;
+        assert!(matches!(failed, Err(ApiError::SandboxBusy)));
+        assert!(matches!(
+            idempotency
+                .try_processing(&owner(), &request("k", json!({})), WAIT)
+                .await
+                .unwrap(),
+            NextAction::StartProcessing
+        ));
+    }
+}
