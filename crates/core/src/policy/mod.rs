@@ -2,9 +2,10 @@
 //! (`ALLOWED_COMMANDS`), the working directory and workspace paths, the
 //! languages of `code` requests. Parsed once into validated types.
 //!
-//! [`rules`]: the policy file (`ALLOWED_COMMANDS_PATH`: patterns, aliases,
-//! roles, cooldowns), reloaded on SIGHUP, and the rules in force.
+//! [`file`]: the policy file (`ALLOWED_COMMANDS_PATH`: patterns, aliases,
+//! roles, cooldowns); [`rules`]: the rules in force, reloaded on SIGHUP.
 
+pub mod file;
 pub mod rules;
 
 use std::collections::BTreeSet;
