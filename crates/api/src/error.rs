@@ -293,7 +293,7 @@ impl From<OptionsError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(cause) => ApiError::StoreUnavailable(cause),
+            StoreError::Unavailable(cause) => ApiError::StoreUnavailable(cause.to_string()),
             err @ StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),
         }
     }
@@ -302,7 +302,7 @@ impl From<StoreError> for ApiError {
 impl From<RuntimeError> for ApiError {
     fn from(err: RuntimeError) -> Self {
         match err {
-            RuntimeError::EngineUnavailable(cause) => ApiError::EngineUnavailable(cause),
+            RuntimeError::EngineUnavailable(cause) => ApiError::EngineUnavailable(cause.to_string()),
             RuntimeError::ImageMissing(image) => ApiError::ImageMissing(image),
             RuntimeError::SandboxNotFound | RuntimeError::ChannelClosed => ApiError::SandboxUnavailable,
             RuntimeError::AgentUnresponsive => ApiError::SandboxUnresponsive,

@@ -78,7 +78,7 @@ impl AppState {
     pub async fn build(config: Config, rules: LiveRules) -> Result<Self, StartError> {
         let docker = config.docker.connect().await.map_err(|err| StartError::Engine {
             host: config.docker.host.clone().unwrap_or_else(|| "the local socket".into()),
-            source: RuntimeError::EngineUnavailable(err.to_string()),
+            source: RuntimeError::EngineUnavailable(err.into()),
         })?;
         let agent = AgentBinary::new(brig_agent_embed::AGENT_BINARY);
         let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone(), Some(agent)));

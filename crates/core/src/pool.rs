@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::runtime::{RuntimeError, SandboxRuntime};
 use crate::sandbox::{CreateSandbox, ExecRequest};
-use crate::store::SessionStore;
+use crate::store::{SessionStore, StoreError};
 
 /// A refill pass also runs this often without being asked (a spare may have
 /// been reaped or removed by hand).
@@ -102,7 +102,7 @@ impl WarmPool {
     /// (left by an earlier process with the memory store, or after Redis lost
     /// its data) are not adopted: one may be mid-claim elsewhere; the reaper
     /// removes them as surplus instead.
-    pub async fn refill_once(&self) -> Result<usize, RuntimeError> {
+    pub async fn refill_once(&self) -> Result<usize, PoolError> {
         let running: HashSet<String> = self
             .runtime
             .list()
@@ -111,13 +111,13 @@ impl WarmPool {
             .filter(|s| s.running && self.runtime.is_spare(s))
             .map(|s| s.id)
             .collect();
-        let members = self.store.pool_members().await.map_err(store_error)?;
+        let members = self.store.pool_members().await?;
         let mut count = 0;
         for member in &members {
             if running.contains(member) {
                 count += 1;
             } else {
-                self.store.pool_remove(member).await.map_err(store_error)?;
+                self.store.pool_remove(member).await?;
             }
         }
         let mut started = 0;
@@ -131,7 +131,7 @@ impl WarmPool {
             if let Err(err) = self.runtime.exec(&spare.id, warm_up).await {
                 tracing::debug!(%err, "warming up a spare failed");
             }
-            self.store.pool_add(&spare.id).await.map_err(store_error)?;
+            self.store.pool_add(&spare.id).await?;
             count += 1;
             started += 1;
         }
@@ -139,6 +139,11 @@ impl WarmPool {
     }
 }
 
-fn store_error(err: crate::store::StoreError) -> RuntimeError {
-    RuntimeError::EngineUnavailable(format!("warm pool: {err}"))
+/// Why a refill stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
 }

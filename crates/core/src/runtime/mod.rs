@@ -9,15 +9,19 @@ use brig_protocol::{FileReply, FileRequest};
 
 use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
 
+/// The cause of a failure, as reported by whatever runs sandboxes (the engine
+/// client's error, or our own account of a step).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The engine could not be reached or answered with a server error.
     #[error("container engine unavailable: {0}")]
-    EngineUnavailable(String),
+    EngineUnavailable(#[source] Cause),
     /// The engine refused an operation (a client-side problem of ours).
     #[error("container engine refused the request: {0}")]
-    Engine(String),
+    Engine(#[source] Cause),
     /// The sandbox image is not present on the engine.
     #[error("sandbox image {0} not found on the engine")]
     ImageMissing(String),

@@ -252,7 +252,7 @@ impl Sessions {
             // The record outlived its container (removed or killed from outside,
             // lost with the engine): start over with a fresh one, through the
             // same locked path as any creation.
-            Err(RuntimeError::SandboxNotFound) => {
+            Err(SessionError::Runtime(RuntimeError::SandboxNotFound)) => {
                 tracing::warn!(container = %record.container_id, "sandbox not found; recreating the session's container");
                 let _ = self.store.command_finished(&record.container_id, &token).await;
                 self.runtime.remove(&record.container_id).await?;
@@ -279,20 +279,20 @@ impl Sessions {
             Ok(outcome) => outcome,
             // Like a shell: an allowed command missing from the image, or a
             // working directory that does not exist, is exit 127 with a message.
-            Err(RuntimeError::SpawnFailed(message)) => ExecOutcome::spawn_failure(&message),
+            Err(SessionError::Runtime(RuntimeError::SpawnFailed(message))) => ExecOutcome::spawn_failure(&message),
             // A wedged agent: replace the container on next use rather than keep
             // sending it work.
-            Err(err @ RuntimeError::AgentUnresponsive) => {
+            Err(err @ SessionError::Runtime(RuntimeError::AgentUnresponsive)) => {
                 tracing::warn!(session = %id, "sandbox agent unresponsive; removing the container");
                 crate::metrics::command_failed();
                 crate::metrics::container_removed("agent_unresponsive", 1);
                 let _ = self.runtime.remove(&record.container_id).await;
                 let _ = self.store.delete(owner, id).await;
-                return Err(err.into());
+                return Err(err);
             }
             Err(err) => {
                 crate::metrics::command_failed();
-                return Err(err.into());
+                return Err(err);
             }
         };
         let elapsed = started.elapsed();
@@ -320,22 +320,20 @@ impl Sessions {
         container: &str,
         request: ExecRequest,
         hooks: ExecHooks,
-    ) -> Result<ExecOutcome, RuntimeError> {
-        if self.holds_channel(container).await? {
+    ) -> Result<ExecOutcome, SessionError> {
+        let outcome = if self.holds_channel(container).await? {
             self.runtime.exec_with(container, request, hooks).await
         } else {
             tracing::debug!(container, "channel leased by another replica; using docker exec");
             self.runtime.exec_via_engine(container, request, hooks).await
-        }
+        };
+        Ok(outcome?)
     }
 
     /// Takes or renews this process's lease of `container`'s channel: `false`
     /// while another replica writes to it.
-    async fn holds_channel(&self, container: &str) -> Result<bool, RuntimeError> {
-        self.store
-            .lease_channel(container, &self.replica, CHANNEL_LEASE)
-            .await
-            .map_err(|err| RuntimeError::EngineUnavailable(format!("channel lease: {err}")))
+    async fn holds_channel(&self, container: &str) -> Result<bool, StoreError> {
+        self.store.lease_channel(container, &self.replica, CHANNEL_LEASE).await
     }
 
     /// A file operation in the session's `/workspace` (the session must exist;

@@ -24,7 +24,7 @@ pub use crate::config::Quota;
 pub enum StoreError {
     /// The store did not answer (in time); retry later.
     #[error("session store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store answered with something that is not a record of ours.
     #[error("session store holds an unreadable record: {0}")]
     Corrupt(String),

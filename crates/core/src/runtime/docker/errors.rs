@@ -12,8 +12,8 @@ pub(crate) fn is_status(err: &BollardError, status: u16) -> bool {
 pub(crate) fn engine_error(err: BollardError) -> RuntimeError {
     match err {
         BollardError::DockerResponseServerError { status_code, message } if status_code < 500 => {
-            RuntimeError::Engine(format!("{status_code}: {message}"))
+            RuntimeError::Engine(format!("{status_code}: {message}").into())
         }
-        other => RuntimeError::EngineUnavailable(other.to_string()),
+        other => RuntimeError::EngineUnavailable(other.into()),
     }
 }

@@ -195,9 +195,9 @@ impl DockerRuntime {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        Err(RuntimeError::Engine(format!(
-            "container {name} is reserved but never appeared"
-        )))
+        Err(RuntimeError::Engine(
+            format!("container {name} is reserved but never appeared").into(),
+        ))
     }
 
     /// A running sandbox of this instance: its full id.

@@ -86,10 +86,10 @@ async fn upload_unless_present(docker: &Docker, agent: AgentBinary, helper: &str
     archive
         .append_data(&mut header, "brig-agent", agent)
         .and_then(|()| archive.finish())
-        .map_err(|err| RuntimeError::Engine(format!("building the agent archive: {err}")))?;
+        .map_err(|err| RuntimeError::Engine(format!("building the agent archive: {err}").into()))?;
     let tarball = archive
         .into_inner()
-        .map_err(|err| RuntimeError::Engine(format!("building the agent archive: {err}")))?;
+        .map_err(|err| RuntimeError::Engine(format!("building the agent archive: {err}").into()))?;
     let options = UploadToContainerOptionsBuilder::default().path(AGENT_MOUNT).build();
     docker
         .upload_to_container(helper, Some(options), body_full(tarball.into()))

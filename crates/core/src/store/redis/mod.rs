@@ -46,8 +46,8 @@ pub struct RedisStore {
     manager: Mutex<Option<ConnectionManager>>,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(err.to_string())
+fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::Unavailable(err.into())
 }
 
 impl RedisStore {
