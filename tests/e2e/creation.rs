@@ -11,7 +11,7 @@ use crate::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_parallel_creates_across_two_replicas_yield_one_container() {
     let redis = RedisServer::start();
-    let log = ("RUST_LOG", "info,brig_core::sessions=debug");
+    let log = ("RUST_LOG", "info,brig_core::session=debug");
     let first = BrigApi::start(&[("REDIS_URL", &redis.url()), log]);
     let second = BrigApi::start_in(&first.instance, &[("REDIS_URL", &redis.url()), log]);
     let tasks: Vec<_> = (0..20)

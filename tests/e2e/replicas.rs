@@ -15,7 +15,7 @@ async fn a_second_replica_serves_the_same_session_without_a_second_writer() {
         &first.instance,
         &[
             ("REDIS_URL", &redis.url()),
-            ("RUST_LOG", "info,brig_core::sessions=debug"),
+            ("RUST_LOG", "info,brig_core::session=debug"),
         ],
     );
     run(&first, ALICE_KEY, "shared", "sh -c 'echo from-first > /workspace/f'").await;
