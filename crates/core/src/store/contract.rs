@@ -1,60 +1,19 @@
 //! The store contract: one list of cases, run against [`MemoryStore`] and
 //! against [`RedisStore`] on a real `redis-server` that each case starts (the
 //! two implement the same concurrent semantics twice: Rust under one mutex,
-//! and Lua). A missing `redis-server` fails these tests loudly.
+//! and Lua). A missing `redis-server` fails these tests loudly (the test
+//! kit's server, as in the end-to-end suite).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use brig_testkit::RedisServer;
 
 use super::*;
 use crate::session::ids::{Owner, SessionId};
 use crate::session::record::SessionRecord;
 
-/// A `redis-server` on a free loopback port, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed by the store contract tests (apt-get install redis-server)");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return RedisServer { child, port };
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn store(&self) -> RedisStore {
-        RedisStore::new(&format!("redis://127.0.0.1:{}/", self.port), "contract").unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn redis_store(server: &RedisServer) -> RedisStore {
+    RedisStore::new(&server.url(), "contract").unwrap()
 }
 
 /// Every case runs once per store.
@@ -73,7 +32,7 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $case() {
                     let server = super::RedisServer::start();
-                    super::$case(&server.store()).await;
+                    super::$case(&super::redis_store(&server)).await;
                 }
             )*
         }
