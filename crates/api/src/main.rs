@@ -41,16 +41,15 @@ async fn serve() -> anyhow::Result<()> {
     let mut state = brig_api::AppState::build(config, rules)
         .await
         .context("starting brig-api")?;
-    state.metrics = brig_api::metrics::install();
-    if let Some(port) = state.config.metrics.port {
-        let host = state.config.metrics.host.clone();
-        let listener = TcpListener::bind((host.as_str(), port))
-            .await
-            .with_context(|| format!("binding METRICS_PORT {host}:{port}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "serving metrics");
-        let router = brig_api::metrics::port_router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-    }
+    state.metrics = brig_core::metrics::exporter::install();
+    brig_api::metrics::serve_port(&state).await.with_context(|| {
+        let metrics = &state.config.metrics;
+        format!(
+            "binding METRICS_PORT {}:{}",
+            metrics.host,
+            metrics.port.unwrap_or_default()
+        )
+    })?;
     reload_policy_on_sighup(state.rules.clone())?;
     let listener = TcpListener::bind(&address)
         .await

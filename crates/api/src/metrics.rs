@@ -10,21 +10,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use brig_core::metrics as names;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use brig_core::metrics::exporter;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Installs the process-wide Prometheus recorder (once; `None` if another is installed).
-pub fn install() -> Option<PrometheusHandle> {
-    PrometheusBuilder::new()
-        .set_buckets(&[
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-        ])
-        .ok()?
-        .install_recorder()
-        .ok()
-}
 
 /// Middleware: requests by route and status, and their latency by route.
 pub async fn track(request: Request, next: Next) -> Response {
@@ -56,21 +45,17 @@ pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Result
     Ok(render(&state).await)
 }
 
-/// `GET /metrics` on `METRICS_PORT`: the token too, if one is set.
-pub async fn scrape_port(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if state.config.metrics.token.is_some() && !state.config.metrics.allows(authorization) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    render(&state).await
-}
-
 async fn render(state: &AppState) -> Response {
     let Some(handle) = &state.metrics else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    // Gauges read from the store at scrape time (best effort: a store that is
-    // down leaves them as they were, and counts as a store error).
+    refresh_gauges(state).await;
+    exporter::exposition(handle)
+}
+
+/// Gauges read from the store at scrape time (best effort: a store that is
+/// down leaves them as they were, and counts as a store error).
+async fn refresh_gauges(state: &AppState) {
     let store = state.sessions.store();
     match store.list_all().await {
         Ok(sessions) => metrics::gauge!(names::SESSIONS_LIVE).set(sessions.len() as f64),
@@ -79,17 +64,17 @@ async fn render(state: &AppState) -> Response {
     if let Ok(spares) = store.pool_members().await {
         metrics::gauge!(names::POOL_SIZE).set(spares.len() as f64);
     }
-    handle.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        handle.render(),
-    )
-        .into_response()
 }
 
-/// The router of `METRICS_PORT`: `/metrics` and nothing else.
-pub fn port_router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", axum::routing::get(scrape_port))
-        .with_state(state)
+/// Serves `/metrics` on `METRICS_PORT`, if set, with this state's gauges.
+pub async fn serve_port(state: &AppState) -> std::io::Result<()> {
+    let Some(handle) = state.metrics.clone() else {
+        return Ok(());
+    };
+    let refreshed = state.clone();
+    let refresh: exporter::Refresh = std::sync::Arc::new(move || {
+        let state = refreshed.clone();
+        Box::pin(async move { refresh_gauges(&state).await })
+    });
+    exporter::serve_port(&state.config.metrics, handle, Some(refresh)).await
 }

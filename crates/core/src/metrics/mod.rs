@@ -6,6 +6,8 @@
 //! `Authorization: Bearer <token>`; with `METRICS_PORT`, it is served on that
 //! port (only); with neither, it is not served at all.
 
+pub mod exporter;
+
 use std::time::Duration;
 
 use crate::sandbox::ExecOutcome;
