@@ -93,7 +93,7 @@ impl Reaper {
         };
         summary.found = sandboxes.len();
         let now = unix_now();
-        let live: HashSet<&str> = records.iter().map(|r| r.container_id.as_str()).collect();
+        let live: HashSet<&str> = records.iter().filter_map(SessionRecord::container).collect();
         // Sessions whose container is being created right now (pending record):
         // a slow creation can outlast the grace period.
         let pending: HashSet<(&str, &str)> = records
@@ -140,7 +140,7 @@ impl Reaper {
             }
             *counter(&mut summary) += 1;
             // An over-age container takes its record along.
-            if let Some(record) = records.iter().find(|r| r.container_id == id) {
+            if let Some(record) = records.iter().find(|r| r.container() == Some(id.as_str())) {
                 self.delete_record(record, &mut summary).await;
             }
         }
@@ -149,7 +149,7 @@ impl Reaper {
         for record in &records {
             let settled = now as i64 * 1000 - record.created_at_ms >= grace_ms;
             if settled
-                && !existing.contains(record.container_id.as_str())
+                && record.container().is_none_or(|container| !existing.contains(container))
                 && self.delete_record(record, &mut summary).await
             {
                 summary.records_repaired += 1;

@@ -76,6 +76,14 @@ pub struct Sessions {
 /// How long a channel lease lasts without use; each command renews it.
 const CHANNEL_LEASE: Duration = Duration::from_secs(120);
 
+/// The container of a record that `open` returned (so ready): a record
+/// without one here is not ours to trust.
+fn ready_container(record: &SessionRecord) -> Result<String, SessionError> {
+    record.container.clone().ok_or_else(|| {
+        StoreError::Corrupt(format!("session {} is ready without a container", record.session_id)).into()
+    })
+}
+
 fn random_token() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
@@ -161,7 +169,7 @@ impl Sessions {
         let pending = SessionRecord {
             owner: owner.clone(),
             session_id: id.as_str().into(),
-            container_id: String::new(),
+            container: None,
             created_at_ms: now,
             expires_at_ms: now,
             options: options.clone(),
@@ -184,7 +192,7 @@ impl Sessions {
         if let Some(pool) = self.pool.as_ref().filter(|_| options.is_default()) {
             if let Some(spare) = pool.take().await {
                 let record = SessionRecord {
-                    container_id: spare.clone(),
+                    container: Some(spare.clone()),
                     ..pending
                 };
                 if let Err(err) = self.store.replace(&record, self.ttl).await {
@@ -206,12 +214,12 @@ impl Sessions {
             Ok::<_, RuntimeError>((sandbox.id, created))
         };
         match created.await {
-            Ok((container_id, created)) => {
+            Ok((container, created)) => {
                 if created {
                     crate::metrics::container_created("new");
                 }
                 let record = SessionRecord {
-                    container_id,
+                    container: Some(container),
                     ..pending
                 };
                 self.store.replace(&record, self.ttl).await?;
@@ -239,39 +247,37 @@ impl Sessions {
         hooks: ExecHooks,
     ) -> Result<Executed, SessionError> {
         let (mut record, mut created) = self.open(owner, id).await?;
+        let mut container = ready_container(&record)?;
         let started_at = Utc::now();
         let started = Instant::now();
         // Tell the reaper (possibly another process) that this container is busy.
         let token = random_token();
         let deadline_ms =
             started_at.timestamp_millis() + (request.timeout + Duration::from_secs(10)).as_millis() as i64;
-        self.store
-            .command_started(&record.container_id, &token, deadline_ms)
-            .await?;
-        let outcome = match self.run_in(&record.container_id, request.clone(), hooks.clone()).await {
+        self.store.command_started(&container, &token, deadline_ms).await?;
+        let outcome = match self.run_in(&container, request.clone(), hooks.clone()).await {
             // The record outlived its container (removed or killed from outside,
             // lost with the engine): start over with a fresh one, through the
             // same locked path as any creation.
             Err(SessionError::Runtime(RuntimeError::SandboxNotFound)) => {
-                tracing::warn!(container = %record.container_id, "sandbox not found; recreating the session's container");
-                let _ = self.store.command_finished(&record.container_id, &token).await;
-                self.runtime.remove(&record.container_id).await?;
+                tracing::warn!(%container, "sandbox not found; recreating the session's container");
+                let _ = self.store.command_finished(&container, &token).await;
+                self.runtime.remove(&container).await?;
                 // Unless a concurrent request has already replaced it.
                 if self
                     .store
                     .get(owner, id)
                     .await?
-                    .is_some_and(|now| now.container_id == record.container_id)
+                    .is_some_and(|now| now.container() == Some(container.as_str()))
                 {
                     self.store.delete(owner, id).await?;
                 }
                 (record, created) = self.open_with(owner, id, &record.options).await?;
-                self.store
-                    .command_started(&record.container_id, &token, deadline_ms)
-                    .await?;
+                container = ready_container(&record)?;
+                self.store.command_started(&container, &token, deadline_ms).await?;
                 // Through the lease like any command: another replica may hold
                 // the channel of the container that replaced the lost one.
-                self.run_in(&record.container_id, request, hooks).await
+                self.run_in(&container, request, hooks).await
             }
             other => other,
         };
@@ -286,7 +292,7 @@ impl Sessions {
                 tracing::warn!(session = %id, "sandbox agent unresponsive; removing the container");
                 crate::metrics::command_failed();
                 crate::metrics::container_removed("agent_unresponsive", 1);
-                let _ = self.runtime.remove(&record.container_id).await;
+                let _ = self.runtime.remove(&container).await;
                 let _ = self.store.delete(owner, id).await;
                 return Err(err);
             }
@@ -298,7 +304,7 @@ impl Sessions {
         let elapsed = started.elapsed();
         crate::metrics::command_finished(&outcome, elapsed);
         let finished_at = Utc::now();
-        let _ = self.store.command_finished(&record.container_id, &token).await;
+        let _ = self.store.command_finished(&container, &token).await;
         if let Some(touched) = self.store.touch(owner, id, self.ttl).await? {
             record = touched;
         }
@@ -346,7 +352,7 @@ impl Sessions {
             .await?
             .filter(SessionRecord::is_ready)
             .ok_or(SessionError::NotFound)?;
-        let container = &record.container_id;
+        let container = &ready_container(&record)?;
         let reply = if self.holds_channel(container).await? {
             self.runtime.file(container, request).await?
         } else {
@@ -368,8 +374,11 @@ impl Sessions {
     #[tracing::instrument(skip_all, fields(session = %id))]
     pub async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<(), SessionError> {
         let record = self.store.delete(owner, id).await?.ok_or(SessionError::NotFound)?;
-        self.runtime.remove(&record.container_id).await?;
-        crate::metrics::container_removed("deleted", 1);
+        // A pending record has no container yet: its creator owns what comes.
+        if let Some(container) = record.container() {
+            self.runtime.remove(container).await?;
+            crate::metrics::container_removed("deleted", 1);
+        }
         Ok(())
     }
 }

@@ -50,7 +50,10 @@ async fn the_first_command_creates_the_session_and_the_next_reuses_it() {
     assert_eq!(first.outcome.stdout, b"one\n");
     let second = sessions.execute(&alice(), &sid("s"), echo("two")).await.unwrap();
     assert!(!second.created);
-    assert_eq!(second.record.container_id, first.record.container_id);
+    assert_eq!(
+        second.record.container.clone().unwrap(),
+        first.record.container.clone().unwrap()
+    );
     assert_eq!(runtime.creations(), 1);
 }
 
@@ -58,14 +61,17 @@ async fn the_first_command_creates_the_session_and_the_next_reuses_it() {
 async fn a_lost_container_is_replaced_and_the_command_runs_in_the_new_one() {
     let (_, runtime, sessions) = setup();
     let first = sessions.execute(&alice(), &sid("s"), echo("one")).await.unwrap();
-    runtime.lose(&first.record.container_id);
+    runtime.lose(&first.record.container.clone().unwrap());
     let again = sessions.execute(&alice(), &sid("s"), echo("two")).await.unwrap();
     assert!(again.created, "the lost container should have been recreated");
-    assert_ne!(again.record.container_id, first.record.container_id);
+    assert_ne!(
+        again.record.container.clone().unwrap(),
+        first.record.container.clone().unwrap()
+    );
     assert_eq!(again.outcome.stdout, b"two\n");
     assert_eq!(
-        sessions.get(&alice(), &sid("s")).await.unwrap().container_id,
-        again.record.container_id
+        sessions.get(&alice(), &sid("s")).await.unwrap().container.unwrap(),
+        again.record.container.clone().unwrap()
     );
 }
 
@@ -73,14 +79,14 @@ async fn a_lost_container_is_replaced_and_the_command_runs_in_the_new_one() {
 async fn a_wedged_agent_costs_its_container_and_the_next_command_gets_a_new_one() {
     let (_, runtime, sessions) = setup();
     let first = sessions.execute(&alice(), &sid("s"), echo("one")).await.unwrap();
-    runtime.wedge(&first.record.container_id);
+    runtime.wedge(&first.record.container.clone().unwrap());
     let request = echo("stuck").timeout(Duration::from_secs(2));
     match sessions.execute(&alice(), &sid("s"), request).await {
         Err(SessionError::Runtime(RuntimeError::AgentUnresponsive)) => {}
         other => panic!("{other:?}"),
     }
     assert!(
-        !runtime.sandbox_ids().contains(&first.record.container_id),
+        !runtime.sandbox_ids().contains(&first.record.container.clone().unwrap()),
         "the wedged container is still there"
     );
     assert!(matches!(
@@ -97,7 +103,7 @@ async fn a_channel_leased_by_another_replica_is_reached_through_the_engines_exec
     let (store, runtime, first) = setup();
     let second = replica(&store, &runtime);
     let created = first.execute(&alice(), &sid("s"), echo("a")).await.unwrap();
-    let container = created.record.container_id;
+    let container = created.record.container.clone().unwrap();
     second.execute(&alice(), &sid("s"), echo("b")).await.unwrap();
     first.execute(&alice(), &sid("s"), echo("c")).await.unwrap();
     assert_eq!(
@@ -119,7 +125,7 @@ async fn the_retry_after_a_lost_container_respects_the_new_containers_lease() {
     let runtime = Arc::new(FakeRuntime::with_create_delay(Duration::from_millis(210)));
     let (one, two) = (replica(&store, &runtime), replica(&store, &runtime));
     let lost = one.execute(&alice(), &sid("s"), echo("a")).await.unwrap();
-    runtime.lose(&lost.record.container_id);
+    runtime.lose(&lost.record.container.clone().unwrap());
     // Both replicas find the lost container; one of them re-creates it.
     let (owner, id) = (alice(), sid("s"));
     let (a, b) = tokio::join!(
@@ -127,8 +133,8 @@ async fn the_retry_after_a_lost_container_respects_the_new_containers_lease() {
         two.execute(&owner, &id, echo("two")),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.record.container_id, b.record.container_id);
-    let replacement = a.record.container_id;
+    assert_eq!(a.record.container.clone().unwrap(), b.record.container.clone().unwrap());
+    let replacement = a.record.container.clone().unwrap();
     let writers: Vec<Path> = runtime
         .commands()
         .into_iter()
@@ -160,7 +166,7 @@ async fn concurrent_first_commands_share_one_container() {
     for task in tasks {
         let executed = task.await.unwrap().unwrap();
         created += usize::from(executed.created);
-        containers.push(executed.record.container_id);
+        containers.push(executed.record.container.clone().unwrap());
     }
     containers.dedup();
     assert_eq!(containers.len(), 1, "{containers:?}");

@@ -62,7 +62,7 @@ fn record(owner: &Owner, id: &str, container: &str) -> SessionRecord {
     SessionRecord {
         owner: owner.clone(),
         session_id: id.into(),
-        container_id: container.into(),
+        container: (!container.is_empty()).then(|| container.to_string()),
         created_at_ms: now_ms(),
         expires_at_ms: now_ms(),
         options: Default::default(),
@@ -102,7 +102,7 @@ async fn reserve_checks_both_quotas_and_a_ready_record_wins(store: &dyn SessionS
     let ready = record(&alice, "a", "container-1");
     store.replace(&ready, TTL).await.unwrap();
     match store.reserve(&record(&alice, "a", ""), TTL, quota).await.unwrap() {
-        Reservation::Exists(existing) => assert_eq!(existing.container_id, "container-1"),
+        Reservation::Exists(existing) => assert_eq!(existing.container(), Some("container-1")),
         other => panic!("{other:?}"),
     }
 }
@@ -116,7 +116,7 @@ async fn touch_extends_a_record_and_finds_nothing_for_a_missing_one(store: &dyn 
         .unwrap();
     let before = store.get(&alice, &sid("s")).await.unwrap().unwrap().expires_at_ms;
     let touched = store.touch(&alice, &sid("s"), TTL).await.unwrap().unwrap();
-    assert_eq!(touched.container_id, "c1");
+    assert_eq!(touched.container(), Some("c1"));
     assert!(
         touched.expires_at_ms >= before + 590_000,
         "{before} → {}",
@@ -129,7 +129,7 @@ async fn delete_returns_the_record_once(store: &dyn SessionStore) {
     let alice = owner("alice");
     store.replace(&record(&alice, "s", "c1"), TTL).await.unwrap();
     let deleted = store.delete(&alice, &sid("s")).await.unwrap().unwrap();
-    assert_eq!(deleted.container_id, "c1");
+    assert_eq!(deleted.container(), Some("c1"));
     assert_eq!(store.delete(&alice, &sid("s")).await.unwrap(), None);
     assert_eq!(store.get(&alice, &sid("s")).await.unwrap(), None);
     assert!(store.list_all().await.unwrap().is_empty());
