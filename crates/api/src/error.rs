@@ -73,6 +73,9 @@ pub enum ApiError {
     NotEnabled(&'static str),
     /// The first request with this `Idempotency-Key` still runs.
     IdempotencyInProgress,
+    /// The process stopped waiting for the command (shutdown grace over) and
+    /// cancelled it; another replica, or this one restarted, can run it.
+    ShuttingDown,
     /// The language model did not answer in time.
     LlmTimeout,
     LlmUnavailable(String),
@@ -101,7 +104,7 @@ impl ApiError {
             FileRefused(_) | IdempotencyInProgress => StatusCode::CONFLICT,
             RateLimited { .. } | QuotaExceeded | SandboxBusy | Cooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
             CapacityExhausted | SessionBusy | StoreUnavailable(_) | EngineUnavailable(_) | ImageMissing(_)
-            | SandboxUnavailable | SandboxUnresponsive | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | SandboxUnavailable | SandboxUnresponsive | NotReady(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             SandboxProtocol(_) | LlmUnavailable(_) | LlmBadReply(_) => StatusCode::BAD_GATEWAY,
             LlmTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -136,6 +139,7 @@ impl ApiError {
             FileTooLarge(_) => "file_too_large",
             NotEnabled(_) => "not_enabled",
             IdempotencyInProgress => "idempotency_in_progress",
+            ShuttingDown => "shutting_down",
             LlmTimeout => "llm_timeout",
             LlmUnavailable(_) => "llm_unavailable",
             LlmBadReply(_) => "llm_bad_reply",
@@ -170,6 +174,7 @@ impl ApiError {
             SandboxProtocol(_) => "the sandbox answered incorrectly".into(),
             NotEnabled(detail) => detail.to_string(),
             IdempotencyInProgress => "a request with this Idempotency-Key is still running".into(),
+            ShuttingDown => "brig-api stopped before the command finished and cancelled it; retry".into(),
             LlmTimeout => "the language model did not answer in time".into(),
             LlmUnavailable(detail) => detail.clone(),
             LlmBadReply(detail) => format!("the language model's reply held no usable code: {detail}"),
@@ -182,7 +187,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             RateLimited { retry_after_secs } | Cooldown { retry_after_secs, .. } => Some(*retry_after_secs),
-            SandboxBusy | SessionBusy | SandboxUnavailable | SandboxUnresponsive => Some(1),
+            SandboxBusy | SessionBusy | SandboxUnavailable | SandboxUnresponsive | ShuttingDown => Some(1),
             StoreUnavailable(_) | NotReady(_) => Some(2),
             EngineUnavailable(_) => Some(5),
             QuotaExceeded | CapacityExhausted | ImageMissing(_) => Some(30),

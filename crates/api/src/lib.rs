@@ -77,31 +77,59 @@ pub async fn run(
         served = &mut server => Some(served),
     };
     shutdown.stop();
-    let deadline = tokio::time::Instant::now() + grace;
+    // Two deadlines for everything that follows: the grace, then a last
+    // moment for the cancelled to answer. The process is gone by the second.
+    let grace_over = tokio::time::Instant::now() + grace;
+    let last = grace_over + SHUTDOWN_FINAL_WAIT;
     let served = match served {
         Some(served) => served,
-        None => match tokio::time::timeout_at(deadline, &mut server).await {
+        None => match tokio::time::timeout_at(grace_over, &mut server).await {
             Ok(served) => served,
             Err(_) => {
                 tracing::warn!("shutdown grace over: cancelling the commands still running");
                 shutdown.cancel();
-                tokio::time::timeout(SHUTDOWN_FINAL_WAIT, &mut server)
-                    .await
-                    .unwrap_or_else(|_| {
-                        tracing::warn!("requests still open after the grace; closing them");
-                        Ok(())
-                    })
+                tokio::time::timeout_at(last, &mut server).await.unwrap_or_else(|_| {
+                    tracing::warn!("requests still open after the grace; closing them");
+                    Ok(())
+                })
             }
         },
     };
     // Executions may outlive the requests that started them.
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    if !shutdown.drain(left).await {
+    if !shutdown.drain_until(grace_over).await {
         tracing::warn!("shutdown grace over: cancelling the executions still running");
         shutdown.cancel();
-        if !shutdown.drain(SHUTDOWN_FINAL_WAIT).await {
+        if !shutdown.drain_until(last).await {
             tracing::warn!("background tasks still running at exit");
         }
     }
     served
+}
+
+#[cfg(test)]
+mod layering {
+    /// The levels of the map above (higher uses lower).
+    const LEVELS: &[(&str, u32)] = &[
+        ("main", 10),
+        ("healthcheck", 9),
+        ("routes", 8),
+        ("mcp", 8),
+        ("metrics", 8),
+        ("state", 7),
+        ("service", 6),
+        ("extract", 5),
+        ("auth", 4),
+        ("rate_limit", 4),
+        ("llm", 4),
+        ("json", 4),
+        ("error", 3),
+        ("views", 3),
+    ];
+
+    #[test]
+    fn no_module_uses_one_above_it() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let violations = brig_testkit::layering::violations(&src, LEVELS);
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
 }

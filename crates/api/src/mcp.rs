@@ -10,7 +10,6 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use brig_core::sandbox::ExecHooks;
 use brig_core::session::SessionId;
 use brig_protocol::{FileReply, FileRequest};
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -151,11 +150,7 @@ impl BrigMcp {
                 stdin: None,
             };
             let validated = state.execute.validate(&principal, input)?;
-            let hooks = ExecHooks {
-                cancel: Some(state.shutdown.token()),
-                output: None,
-            };
-            let response = state.execute.run(&principal, validated, hooks).await?;
+            let response = state.execute.run(&principal, validated, state.shutdown.token()).await?;
             serde_json::to_value(response).map_err(|err| ApiError::Internal(err.to_string()))
         })
         .await

@@ -129,15 +129,11 @@ impl RateLimiter {
     /// Prunes every `every` until the limiter is dropped or `shutdown` cancels.
     pub fn spawn_pruner(self: &Arc<Self>, every: Duration, shutdown: &Shutdown) {
         let weak = Arc::downgrade(self);
-        let stop = shutdown.clone();
-        shutdown.spawn(async move {
+        shutdown.spawn_loop(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
-                tokio::select! {
-                    _ = stop.stopping() => return,
-                    _ = tick.tick() => {}
-                }
+                tick.tick().await;
                 match weak.upgrade() {
                     Some(limiter) => limiter.prune(),
                     None => return,

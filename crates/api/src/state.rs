@@ -60,13 +60,13 @@ impl FromRef<AppState> for Arc<RateLimiter> {
 /// Why the state could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot reach the Docker engine at {host}: {source}")]
+    #[error("cannot reach the Docker engine at {host}")]
     Engine {
         host: String,
         #[source]
         source: RuntimeError,
     },
-    #[error("REDIS_URL: {0}")]
+    #[error("REDIS_URL")]
     Store(#[from] StoreError),
 }
 
@@ -99,10 +99,9 @@ impl AppState {
                 state.config.cleanup.clone(),
                 state.config.sandbox.warm_pool_size,
             );
-            let stop = state.shutdown.clone();
             state
                 .shutdown
-                .spawn(async move { reaper.run_until_stopped(stop.stopping()).await });
+                .spawn_loop(async move { reaper.run_until_stopped(std::future::pending()).await });
         }
         Ok(state)
     }
@@ -126,8 +125,7 @@ impl AppState {
                 config.sandbox.warm_pool_size,
             ));
             sessions = sessions.with_pool(pool.clone());
-            let stop = shutdown.clone();
-            shutdown.spawn(async move { pool.run_until_stopped(stop.stopping()).await });
+            shutdown.spawn_loop(async move { pool.run_until_stopped(std::future::pending()).await });
         }
         let sessions = Arc::new(sessions);
         let rules = Arc::new(rules);

@@ -1,27 +1,31 @@
 //! brig-core: the domain of brig, shared by brig-api, brig-cleanup-worker and
 //! brig-bench.
 //!
-//! # Layout (top to bottom: a module uses only those below it)
+//! # Layout
 //!
-//! - [`session`]: the execute flow ([`Sessions`](session::Sessions): get-or-create
-//!   a session's sandbox, run in it under the channel lease, repair, delete),
-//!   session ids and owners, the record the store keeps.
-//! - [`pool`], [`reaper`]: the warm pool of spares; the reaper of expired,
-//!   over-age and orphaned sandboxes.
-//! - [`policy`]: argv parsing, the allowlist, working directories, languages;
-//!   `policy::rules`: the policy file and the rules in force.
-//! - [`runtime`]: the [`SandboxRuntime`] seam; `runtime::docker` (hardened
-//!   containers, the agent volume, the attach channel), `runtime::fake`
-//!   (in-process, for tests; feature `testing`).
-//! - [`store`]: the [`SessionStore`](store::SessionStore) seam (Redis, memory)
-//!   and its typed facades (cooldowns, idempotency records, execution records).
-//! - [`sandbox`]: what a sandbox is and what running a command in it means
-//!   ([`ExecRequest`], [`ExecOutcome`]); `sandbox::budget`: the memory it can pin.
-//! - [`agent_binary`]: the agent as the runtime sees it (bytes handed in by
-//!   brig-agent-embed; the volume they are published into).
-//! - [`config`]: typed configuration parsed from the environment.
-//! - [`metrics`], [`telemetry`], [`shutdown`]: metric names and recorders,
-//!   bunyan logging, the stop signal and the task tracker.
+//! Each line uses only the lines below it (and the ones beside it on its own
+//! line); nothing reaches up.
+//!
+//! 1. [`session`]: the execute flow ([`Sessions`](session::Sessions): get-or-create
+//!    a session's sandbox, run in it under the channel lease, repair, delete).
+//! 2. [`pool`], [`reaper`]: the warm pool of spares; the reaper of expired,
+//!    over-age and orphaned sandboxes.
+//! 3. [`runtime`]: the [`SandboxRuntime`] seam, `runtime::docker` (hardened
+//!    containers, the agent volume, the attach channel) and `runtime::fake`
+//!    (in-process, for tests; feature `testing`). [`store`]: the
+//!    [`SessionStore`](store::SessionStore) seam (Redis, memory) and its typed
+//!    facades (cooldowns, idempotency and execution records).
+//!    `policy::file` and `policy::rules`: the policy file and the rules in force.
+//! 4. [`config`]: typed configuration from the environment;
+//!    `metrics::exporter`: the Prometheus exporter both binaries serve.
+//! 5. [`metrics`]: metric names and recorders.
+//! 6. [`policy`] (argv, the allowlist, working directories, languages),
+//!    [`sandbox`] (what a sandbox is, [`ExecRequest`], [`ExecOutcome`], and
+//!    `sandbox::budget`, the memory it can pin), [`agent_binary`] (the agent
+//!    as the runtime sees it), `session::record` (what the store keeps).
+//! 7. `session::ids`: session ids and owners.
+//! 8. [`telemetry`], [`shutdown`]: bunyan logging; the stop signal and the
+//!    task tracker.
 //!
 //! What came of a command, layer by layer: the agent's `RunResult` (protocol)
 //! → [`ExecOutcome`] (runtime) → `Executed` (session flow, with timing and
@@ -44,3 +48,34 @@ pub use config::{Config, ConfigError, DockerConfig, SandboxConfig};
 pub use runtime::docker::DockerRuntime;
 pub use runtime::{RuntimeError, SandboxRuntime};
 pub use sandbox::{CreateSandbox, ExecOutcome, ExecRequest, SandboxInfo};
+
+#[cfg(test)]
+mod layering {
+    /// The levels of the map above (higher uses lower).
+    const LEVELS: &[(&str, u32)] = &[
+        ("session", 8),
+        ("pool", 7),
+        ("reaper", 7),
+        ("runtime", 6),
+        ("store", 6),
+        ("policy::file", 6),
+        ("policy::rules", 6),
+        ("config", 5),
+        ("metrics::exporter", 5),
+        ("metrics", 4),
+        ("policy", 3),
+        ("sandbox", 3),
+        ("agent_binary", 3),
+        ("session::record", 3),
+        ("session::ids", 2),
+        ("telemetry", 1),
+        ("shutdown", 1),
+    ];
+
+    #[test]
+    fn no_module_uses_one_above_it() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let violations = brig_testkit::layering::violations(&src, LEVELS);
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
+}

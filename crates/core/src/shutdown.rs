@@ -86,8 +86,29 @@ impl Shutdown {
     /// Accepts no more tasks and waits up to `limit` for the tracked ones;
     /// `false` if some were still running at the limit.
     pub async fn drain(&self, limit: Duration) -> bool {
+        self.drain_until(tokio::time::Instant::now() + limit).await
+    }
+
+    /// [`drain`](Self::drain) until `deadline`.
+    pub async fn drain_until(&self, deadline: tokio::time::Instant) -> bool {
         self.tracker.close();
-        tokio::time::timeout(limit, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_ok()
+    }
+
+    /// Runs the loop `task` as a tracked task that ends when the process
+    /// starts stopping, wherever the loop is (a pass in flight is dropped:
+    /// loops here are passes that the next process repeats).
+    pub fn spawn_loop<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = stop.stopping() => {}
+                () = task => {}
+            }
+        });
     }
 }
 
@@ -101,6 +122,17 @@ mod tests {
         shutdown.spawn(tokio::time::sleep(Duration::from_secs(5)));
         assert!(!shutdown.drain(Duration::from_secs(1)).await);
         assert!(shutdown.drain(Duration::from_secs(10)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loop_ends_at_stop_even_in_the_middle_of_a_pass() {
+        let shutdown = Shutdown::new();
+        shutdown.spawn_loop(async {
+            // A pass that would take an hour (a hung engine call).
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        });
+        shutdown.stop();
+        assert!(shutdown.drain(Duration::from_millis(10)).await);
     }
 
     #[tokio::test(start_paused = true)]

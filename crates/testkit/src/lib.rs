@@ -3,6 +3,8 @@
 //! `BRIG_INSTANCE` (so tests run in parallel and clean up only their own
 //! containers). Missing prerequisites fail loudly, naming the fix.
 
+pub mod layering;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

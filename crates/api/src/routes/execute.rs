@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use brig_core::sandbox::ExecHooks;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -47,13 +46,9 @@ pub async fn execute(
         }
         return super::execute_stream::stream(&state, principal, validated).await;
     }
-    // Cancelled only when a shutdown's grace runs out.
-    let hooks = ExecHooks {
-        cancel: Some(state.shutdown.token()),
-        output: None,
-    };
+    let stop = state.shutdown.token();
     let Some(request) = idempotent else {
-        return Ok(Json(state.execute.run(&principal, validated, hooks).await?).into_response());
+        return Ok(Json(state.execute.run(&principal, validated, stop).await?).into_response());
     };
     let owner = principal.owner();
     let running_for = state.config.max_exec_timeout + IDEMPOTENT_SLACK;
@@ -62,7 +57,7 @@ pub async fn execute(
     {
         return Ok(saved);
     }
-    let result = state.execute.run(&principal, validated, hooks).await;
+    let result = state.execute.run(&principal, validated, stop).await;
     state.idempotency.save(&owner, request, StatusCode::OK, result).await
 }
 

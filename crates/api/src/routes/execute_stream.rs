@@ -71,6 +71,9 @@ pub(super) async fn stream(state: &AppState, principal: Principal, validated: Va
             }
         }
         let event = match result {
+            // Cancelled here means the process stopped waiting (a client that
+            // went away reads no more events).
+            Ok(Ok(executed)) if executed.outcome.cancelled => json_event("error", &ApiError::ShuttingDown.failure()),
             Ok(Ok(executed)) => json_event(
                 "exit",
                 &ExecuteResponse {

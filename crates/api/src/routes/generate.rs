@@ -5,7 +5,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use brig_core::sandbox::ExecHooks;
 use brig_core::session::SessionId;
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +79,12 @@ async fn generate_code(
         ));
     }
     let language = language.unwrap_or_else(|| "python".into());
-    state.execute.interpreter(&language)?;
+    if state.execute.limits().languages.interpreter(&language).is_none() {
+        return Err(ApiError::invalid(
+            "invalid_language",
+            format!("unknown language {language:?} (LANGUAGES)"),
+        ));
+    }
     let generated = llm.generate(query, &language).await?;
     Ok((language, generated))
 }
@@ -141,11 +145,7 @@ pub async fn generate_and_execute(
             .open_with(&principal.owner(), &validated.session_id, &options)
             .await?;
     }
-    let hooks = ExecHooks {
-        cancel: Some(state.shutdown.token()),
-        output: None,
-    };
-    let executed = state.execute.run(&principal, validated, hooks).await?;
+    let executed = state.execute.run(&principal, validated, state.shutdown.token()).await?;
     let result = executed.result;
     Ok(Json(GenerateAndExecuteResponse {
         query: body.query,

@@ -13,6 +13,7 @@ use brig_core::session::SessionId;
 use brig_core::session::{Executed, SessionError, Sessions};
 use brig_core::store::{CooldownScope, Cooldowns};
 use brig_core::{Config, ExecRequest};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -228,16 +229,26 @@ impl ExecuteService {
     }
 
     /// Charges the cooldown, runs the command and answers with its result.
+    /// `stop` is cancelled when the process stops waiting (shutdown grace
+    /// over): the command is then killed and the answer is `shutting_down`,
+    /// never a result that looks like the command's own.
     pub async fn run(
         &self,
         principal: &Principal,
         validated: Validated,
-        hooks: ExecHooks,
+        stop: CancellationToken,
     ) -> Result<ExecuteResponse, ApiError> {
         self.admit(principal, &validated).await?;
+        let hooks = ExecHooks {
+            cancel: Some(stop),
+            output: None,
+        };
         let executed = self
             .run_admitted(principal, &validated.session_id, validated.request, hooks)
             .await?;
+        if executed.outcome.cancelled {
+            return Err(ApiError::ShuttingDown);
+        }
         Ok(ExecuteResponse {
             session_id: validated.session_id.to_string(),
             result: ExecutionResult::from(&executed),

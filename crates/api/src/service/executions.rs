@@ -130,6 +130,11 @@ impl Executions {
             poller.abort();
             let mut stored = stored;
             match result {
+                // Cancelled by the process, not by a client: it stopped waiting.
+                Ok(executed) if executed.outcome.cancelled && executions.shutdown.is_cancelled() => {
+                    stored.view.status = Status::Failed;
+                    stored.view.failure = Some(ApiError::ShuttingDown.failure());
+                }
                 Ok(executed) => {
                     let outcome = &executed.outcome;
                     stored.view.status = if outcome.cancelled {

@@ -255,32 +255,37 @@ impl Sessions {
         let deadline_ms =
             started_at.timestamp_millis() + (request.timeout + Duration::from_secs(10)).as_millis() as i64;
         self.store.command_started(&container, &token, deadline_ms).await?;
-        let outcome = match self.run_in(&container, request.clone(), hooks.clone()).await {
-            // The record outlived its container (removed or killed from outside,
-            // lost with the engine): start over with a fresh one, through the
-            // same locked path as any creation.
-            Err(SessionError::Runtime(RuntimeError::SandboxNotFound)) => {
-                tracing::warn!(%container, "sandbox not found; recreating the session's container");
-                let _ = self.store.command_finished(&container, &token).await;
-                self.runtime.remove(&container).await?;
-                // Unless a concurrent request has already replaced it.
-                if self
-                    .store
-                    .get(owner, id)
-                    .await?
-                    .is_some_and(|now| now.container() == Some(container.as_str()))
-                {
-                    self.store.delete(owner, id).await?;
+        let outcome = async {
+            match self.run_in(&container, request.clone(), hooks.clone()).await {
+                // The record outlived its container (removed or killed from
+                // outside, lost with the engine): start over with a fresh one,
+                // through the same locked path as any creation.
+                Err(SessionError::Runtime(RuntimeError::SandboxNotFound)) => {
+                    tracing::warn!(%container, "sandbox not found; recreating the session's container");
+                    let _ = self.store.command_finished(&container, &token).await;
+                    self.runtime.remove(&container).await?;
+                    // Unless a concurrent request has already replaced it.
+                    if self
+                        .store
+                        .get(owner, id)
+                        .await?
+                        .is_some_and(|now| now.container() == Some(container.as_str()))
+                    {
+                        self.store.delete(owner, id).await?;
+                    }
+                    (record, created) = self.open_with(owner, id, &record.options).await?;
+                    container = ready_container(&record)?;
+                    self.store.command_started(&container, &token, deadline_ms).await?;
+                    // Through the lease like any command: another replica may
+                    // hold the channel of the container that replaced the lost one.
+                    self.run_in(&container, request, hooks).await
                 }
-                (record, created) = self.open_with(owner, id, &record.options).await?;
-                container = ready_container(&record)?;
-                self.store.command_started(&container, &token, deadline_ms).await?;
-                // Through the lease like any command: another replica may hold
-                // the channel of the container that replaced the lost one.
-                self.run_in(&container, request, hooks).await
+                other => other,
             }
-            other => other,
-        };
+        }
+        .await;
+        // Whatever happened, the container is no longer busy with this command.
+        let _ = self.store.command_finished(&container, &token).await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             // Like a shell: an allowed command missing from the image, or a
@@ -304,7 +309,6 @@ impl Sessions {
         let elapsed = started.elapsed();
         crate::metrics::command_finished(&outcome, elapsed);
         let finished_at = Utc::now();
-        let _ = self.store.command_finished(&container, &token).await;
         if let Some(touched) = self.store.touch(owner, id, self.ttl).await? {
             record = touched;
         }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Owner;
+use super::ids::Owner;
 
 /// What the store keeps per session. A record without a container is
 /// pending: its container is being created by whoever holds the session's lock.

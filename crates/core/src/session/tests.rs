@@ -77,7 +77,7 @@ async fn a_lost_container_is_replaced_and_the_command_runs_in_the_new_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wedged_agent_costs_its_container_and_the_next_command_gets_a_new_one() {
-    let (_, runtime, sessions) = setup();
+    let (store, runtime, sessions) = setup();
     let first = sessions.execute(&alice(), &sid("s"), echo("one")).await.unwrap();
     runtime.wedge(&first.record.container.clone().unwrap());
     let request = echo("stuck").timeout(Duration::from_secs(2));
@@ -85,10 +85,14 @@ async fn a_wedged_agent_costs_its_container_and_the_next_command_gets_a_new_one(
         Err(SessionError::Runtime(RuntimeError::AgentUnresponsive)) => {}
         other => panic!("{other:?}"),
     }
+    let wedged = first.record.container.clone().unwrap();
     assert!(
-        !runtime.sandbox_ids().contains(&first.record.container.clone().unwrap()),
+        !runtime.sandbox_ids().contains(&wedged),
         "the wedged container is still there"
     );
+    // A command that failed is not left counted as running (the reaper would
+    // treat the container as busy until its deadline).
+    assert!(!store.command_running(&wedged).await.unwrap());
     assert!(matches!(
         sessions.get(&alice(), &sid("s")).await,
         Err(SessionError::NotFound)
