@@ -10,12 +10,16 @@ cd "$(dirname "$0")/.."
 
 if [ ! -f .env ]; then
   key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  umask 077
-  cat > .env <<ENV
+  # Only .env is private: a umask left in force here would make the image
+  # build and the binaries unusable by anyone else (uid 1000 in the sandbox).
+  (
+    umask 077
+    cat > .env <<ENV
 # Written by scripts/run.sh; see .env.example for every setting.
 API_KEYS=local:$key
 SESSION_STORE=memory
 ENV
+  )
   echo "wrote .env with a new API key (principal \"local\")"
 fi
 set -a
@@ -23,9 +27,11 @@ set -a
 . ./.env
 set +a
 : "${SESSION_STORE:=redis}"
+# Loopback unless told otherwise: the process holds the Docker socket.
+: "${HOST:=127.0.0.1}"
 : "${PORT:=8000}"
 : "${CONTAINER_IMAGE:=brig-sandbox:latest}"
-export SESSION_STORE PORT CONTAINER_IMAGE
+export SESSION_STORE HOST PORT CONTAINER_IMAGE
 
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
   echo "no Docker engine reachable: brig runs commands in Docker containers" >&2
@@ -33,19 +39,42 @@ docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
 }
 if ! docker image inspect "$CONTAINER_IMAGE" >/dev/null 2>&1; then
   echo "building the sandbox image $CONTAINER_IMAGE"
-  if ! docker build -q -t "$CONTAINER_IMAGE" images/sandbox >/dev/null 2>&1; then
-    echo "no registry reachable: building it from Debian's busybox-static instead"
+  log=$(mktemp)
+  if ! docker build -q -t "$CONTAINER_IMAGE" images/sandbox >"$log" 2>&1; then
+    echo "docker build failed (last lines below); building it from Debian's busybox-static instead"
+    tail -n 5 "$log" | sed 's/^/  | /'
     images/sandbox/build.sh "$CONTAINER_IMAGE"
   fi
+  rm -f "$log"
 fi
-echo "building brig (cargo build --release)"
-cargo build --release --locked -q -p brig-api -p brig-cleanup-worker -p brig-cli
+echo "building brig (cargo build --release; the first build takes a few minutes)"
+cargo build --release --locked -p brig-api -p brig-cleanup-worker -p brig-cli
 
 first_key=${API_KEYS%%,*}
 first_key=${first_key#*:}
+
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null' EXIT INT TERM
+if [ "$SESSION_STORE" = redis ]; then
+  # With Redis the reaper is its own process.
+  target/release/brig-cleanup-worker &
+  pids+=($!)
+fi
+target/release/brig-api &
+api=$!
+pids+=("$api")
+# "Ready" only once /ready says so (the engine, the store and the agent volume).
+# The probe asks 127.0.0.1:$PORT.
+tries=0
+until target/release/brig-api healthcheck 2>/dev/null; do
+  kill -0 "$api" 2>/dev/null || { echo "brig-api stopped; its log is above" >&2; exit 1; }
+  tries=$((tries + 1))
+  [ $((tries % 20)) -ne 0 ] || echo "still waiting for http://127.0.0.1:$PORT/ready (its answer says what is missing)"
+  sleep 0.5
+done
 cat <<HELP
 
-brig is starting on http://localhost:$PORT (session store: $SESSION_STORE). Try:
+brig is ready on http://$HOST:$PORT (session store: $SESSION_STORE). Try:
 
   curl -X POST http://localhost:$PORT/execute -H "X-API-Key: ${first_key:-<your key>}" -H "Content-Type: application/json" \\
     -d '{"command": "ls -la", "session_id": "my-session-1", "timeout": 30}'
@@ -55,12 +84,4 @@ or with the CLI:
   BRIG_URL=http://localhost:$PORT BRIG_API_KEY=${first_key:-<your key>} target/release/brig exec -s my-session-1 -- ls -la
 
 HELP
-if [ "$SESSION_STORE" = redis ]; then
-  # With Redis the reaper is its own process.
-  target/release/brig-cleanup-worker &
-  worker=$!
-  trap 'kill $worker 2>/dev/null' EXIT
-  target/release/brig-api
-else
-  exec target/release/brig-api
-fi
+wait "$api"

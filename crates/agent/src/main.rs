@@ -18,6 +18,9 @@ mod sys;
 
 use std::process::ExitCode;
 
+const USAGE: &str = "usage: brig-agent serve | brig-agent run [options] -- ARGV... | brig-agent file | \
+                     brig-agent kill-tag TAG | brig-agent --version | brig-agent --help";
+
 fn main() -> ExitCode {
     // First thing: nothing in the sandbox may ptrace us or read /proc/1/fd/*.
     if let Err(err) = sys::set_non_dumpable() {
@@ -54,12 +57,16 @@ fn main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
-        Some("--version") => {
+        Some("--version" | "-V") => {
             println!("brig-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Some("--help" | "-h") => {
+            println!("brig-agent: PID 1 of every brig sandbox (brig-api starts it; not for use by hand)\n\n{USAGE}");
+            ExitCode::SUCCESS
+        }
         _ => {
-            eprintln!("usage: brig-agent serve | brig-agent run [options] -- ARGV... | brig-agent kill-tag TAG");
+            eprintln!("{USAGE}");
             ExitCode::from(64)
         }
     }

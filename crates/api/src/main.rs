@@ -6,9 +6,27 @@ use brig_core::policy::rules::LiveRules;
 use brig_core::{telemetry, Config};
 use tokio::net::TcpListener;
 
+/// brig's HTTP API: runs untrusted commands in hardened, per-session Docker
+/// sandboxes. Configured by the environment (README, .env.example); holds the
+/// Docker socket, so listen where only your clients reach it.
+#[derive(clap::Parser)]
+#[command(name = "brig-api", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Ask the local brig-api's /ready (port PORT); exit 0 when ready, 1 if not.
+    Healthcheck,
+}
+
 fn main() -> anyhow::Result<()> {
+    // Before anything starts: `--help`, `--version` and unknown arguments end here.
+    let cli = <Cli as clap::Parser>::parse();
     // `brig-api healthcheck`: for container healthchecks in images without a shell.
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+    if let Some(Command::Healthcheck) = cli.command {
         std::process::exit(brig_api::healthcheck::probe());
     }
     tokio::runtime::Builder::new_multi_thread()

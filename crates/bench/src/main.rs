@@ -30,6 +30,21 @@ const KEY: &str = "bench-key-0123456789abcdef";
 /// start when the pool has one, which is what the pool is for.
 const POOL_PACE: Duration = Duration::from_millis(500);
 
+/// Measures brig's command paths beside the raw Docker Engine API, in one run
+/// on this machine, and prints a table (and JSON). Needs the sandbox image,
+/// redis-server and a Docker engine; starts its own brig processes on a
+/// throwaway BRIG_INSTANCE and removes it afterwards.
+#[derive(clap::Parser)]
+#[command(name = "brig-bench", version)]
+struct Cli {
+    /// Short series (a smoke run, not figures to report).
+    #[arg(long)]
+    quick: bool,
+    /// Where the results go as JSON.
+    #[arg(long, value_name = "FILE", default_value = "bench-results.json")]
+    json: String,
+}
+
 struct Options {
     warm: usize,
     cold: usize,
@@ -41,14 +56,7 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let json = args
-        .iter()
-        .position(|a| a == "--json")
-        .map(|i| args.get(i + 1).cloned().context("--json needs a file"))
-        .transpose()?
-        .unwrap_or_else(|| "bench-results.json".into());
+    let Cli { quick, json } = <Cli as clap::Parser>::parse();
     Ok(Options {
         warm: if quick { 50 } else { 500 },
         cold: if quick { 5 } else { 30 },

@@ -10,8 +10,18 @@ use brig_core::reaper::Reaper;
 use brig_core::store::RedisStore;
 use brig_core::{telemetry, DockerRuntime};
 
+/// brig's cleanup worker: every CLEANUP_INTERVAL_SECONDS, removes the expired,
+/// over-age and orphaned sandboxes of this BRIG_INSTANCE (Redis store only).
+/// Configured by the environment (README, .env.example).
+#[derive(clap::Parser)]
+#[command(name = "brig-cleanup-worker", version)]
+struct Cli {}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before anything starts (a pass removes containers): `--help`, `--version`
+    // and unknown arguments end here.
+    let Cli {} = <Cli as clap::Parser>::parse();
     telemetry::init("brig-cleanup-worker");
     let config = match WorkerConfig::from_env() {
         Ok(config) => config,
