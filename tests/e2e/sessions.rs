@@ -96,6 +96,13 @@ async fn sessions_are_created_idempotently_and_each_execute_refreshes_the_ttl() 
     )
     .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    // The creator's answer says when the session expires (RFC 3339, same
+    // format: the strings order as the times do).
+    assert!(
+        created.body["expires_at"].as_str() > created.body["created_at"].as_str(),
+        "{:?}",
+        created.body
+    );
     let again = call(
         &api,
         Method::POST,

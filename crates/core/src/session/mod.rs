@@ -171,7 +171,9 @@ impl Sessions {
             session_id: id.as_str().into(),
             container: None,
             created_at_ms: now,
-            expires_at_ms: now,
+            // What the store will keep (it sets the same TTL), so that the
+            // creator's answer says when the session expires.
+            expires_at_ms: now + self.ttl.as_millis() as i64,
             options: options.clone(),
         };
         match self.store.reserve(&pending, self.ttl, self.quota).await? {

@@ -57,6 +57,16 @@ async fn the_first_command_creates_the_session_and_the_next_reuses_it() {
     assert_eq!(runtime.creations(), 1);
 }
 
+/// A creator's answer says when the session expires (it once said "now").
+#[tokio::test(start_paused = true)]
+async fn a_new_session_expires_one_ttl_after_its_creation() {
+    let (_, _, sessions) = setup();
+    let (record, created) = sessions.open(&alice(), &sid("s")).await.unwrap();
+    assert!(created);
+    let ttl = record.expires_at_ms - record.created_at_ms;
+    assert!((599_000..=600_000).contains(&ttl), "{ttl} ms");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lost_container_is_replaced_and_the_command_runs_in_the_new_one() {
     let (_, runtime, sessions) = setup();
