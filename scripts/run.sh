@@ -31,7 +31,9 @@ set +a
 : "${HOST:=127.0.0.1}"
 : "${PORT:=8000}"
 : "${CONTAINER_IMAGE:=brig-sandbox:latest}"
-export SESSION_STORE HOST PORT CONTAINER_IMAGE
+# Readable logs at a terminal; production keeps the default, bunyan JSON.
+: "${LOG_FORMAT:=pretty}"
+export SESSION_STORE HOST PORT CONTAINER_IMAGE LOG_FORMAT
 
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
   echo "no Docker engine reachable: brig runs commands in Docker containers" >&2

@@ -177,3 +177,37 @@ async fn sessions_files_health_and_completions() {
     let completions = brig(&api, ALICE_KEY, &["completions", "bash"]);
     assert!(text(&completions.stdout).contains("complete -F _brig"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sends_piped_stdin_to_the_command_unless_told_not_to() {
+    use std::io::Write;
+    let api = cli_api();
+    let with_input = |args: &[&str], input: &'static [u8]| {
+        let mut child = Command::new(binary("brig"))
+            .env_clear()
+            .env("BRIG_URL", &api.base)
+            .env("BRIG_API_KEY", ALICE_KEY)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run brig");
+        // A child that does not read may close the pipe first: that is its business.
+        let _ = child.stdin.take().unwrap().write_all(input);
+        child.wait_with_output().unwrap()
+    };
+    let piped = with_input(&["exec", "-s", "in", "--", "cat"], b"piped in\n");
+    assert_eq!(piped.status.code(), Some(0), "{}", text(&piped.stderr));
+    assert_eq!(text(&piped.stdout), "piped in\n");
+    let ignored = with_input(&["exec", "-n", "-s", "in", "--", "cat"], b"not sent\n");
+    assert_eq!(ignored.status.code(), Some(0), "{}", text(&ignored.stderr));
+    assert_eq!(text(&ignored.stdout), "");
+    let binary_input = with_input(&["exec", "-s", "in", "--", "cat"], b"\xff\xfe");
+    assert_ne!(binary_input.status.code(), Some(0));
+    assert!(
+        text(&binary_input.stderr).contains("not UTF-8"),
+        "{}",
+        text(&binary_input.stderr)
+    );
+}

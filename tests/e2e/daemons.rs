@@ -92,3 +92,50 @@ fn an_unknown_argument_is_an_error_naming_it() {
         );
     }
 }
+
+#[test]
+fn log_format_pretty_gives_readable_lines_and_json_stays_the_default() {
+    for (format, want_json) in [("pretty", false), ("json", true)] {
+        let mut child = Command::new(api_binary())
+            .env_clear()
+            .env("API_KEYS", "k:daemons-test-key-0123456789")
+            .env("SESSION_STORE", "memory")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("BRIG_INSTANCE", new_instance())
+            .env("CONTAINER_IMAGE", test_image())
+            .env("LOG_FORMAT", format)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start brig-api");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let listening = loop {
+            match received.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains("listening") => break line,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("LOG_FORMAT={format}: no `listening` line within 30 s");
+                }
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&listening).is_ok(),
+            want_json,
+            "LOG_FORMAT={format}: {listening}"
+        );
+        assert!(listening.contains("127.0.0.1:"), "{listening}");
+    }
+}

@@ -142,3 +142,23 @@ async fn a_session_whose_container_vanished_is_repaired_on_next_use() {
     assert_eq!(repaired["session_created"], true);
     assert_eq!(instance_containers(&api.instance).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_working_directory_is_named_not_blamed_on_the_program() {
+    let api = BrigApi::start(&[("SESSION_STORE", "memory")]);
+    let reply = call(
+        &api,
+        Method::POST,
+        "/execute",
+        ALICE_KEY,
+        Some(json!({"command": "ls", "session_id": "wd", "working_dir": "/workspace/nope"})),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["exit_code"], 127, "{:?}", reply.body);
+    assert_eq!(
+        reply.body["stderr"], "brig: working directory /workspace/nope does not exist\n",
+        "{:?}",
+        reply.body
+    );
+}

@@ -201,9 +201,7 @@ impl Supervisor {
                 format!("{MAX_ACTIVE} commands already running"),
             ));
         }
-        let mut child = command
-            .spawn()
-            .map_err(|err| StartError::new(ErrorCode::SpawnFailed, format!("{}: {err}", request.argv[0])))?;
+        let mut child = command.spawn().map_err(|err| spawn_error(&request, &err))?;
         let started = Instant::now();
         let pid = child.id() as i32;
         let slot = Arc::new(Slot {
@@ -294,6 +292,19 @@ impl Supervisor {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// Why a command did not start, naming the working directory when it is the
+/// cause (the spawn error alone, "ls: No such file or directory", blames the
+/// program).
+fn spawn_error(request: &RunRequest, err: &std::io::Error) -> StartError {
+    let cwd = std::path::Path::new(&request.cwd);
+    let message = match std::fs::metadata(cwd) {
+        Err(_) => format!("working directory {} does not exist", request.cwd),
+        Ok(meta) if !meta.is_dir() => format!("working directory {} is not a directory", request.cwd),
+        Ok(_) => format!("{}: {err}", request.argv[0]),
+    };
+    StartError::new(ErrorCode::SpawnFailed, message)
 }
 
 fn validate(request: &RunRequest) -> Result<(), StartError> {

@@ -39,8 +39,10 @@ pub enum ApiError {
     PayloadTooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
-    /// The owner has `MAX_SESSIONS_PER_USER` sessions.
-    QuotaExceeded,
+    /// The owner has `MAX_SESSIONS_PER_USER` sessions; the soonest expires then.
+    QuotaExceeded {
+        retry_after_secs: u64,
+    },
     /// The deployment has `MAX_SESSIONS` sessions.
     CapacityExhausted,
     /// Someone else is still creating this session.
@@ -102,7 +104,7 @@ impl ApiError {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             FileRefused(_) | IdempotencyInProgress => StatusCode::CONFLICT,
-            RateLimited { .. } | QuotaExceeded | SandboxBusy | Cooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | QuotaExceeded { .. } | SandboxBusy | Cooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
             CapacityExhausted | SessionBusy | StoreUnavailable(_) | EngineUnavailable(_) | ImageMissing(_)
             | SandboxUnavailable | SandboxUnresponsive | NotReady(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             SandboxProtocol(_) | LlmUnavailable(_) | LlmBadReply(_) => StatusCode::BAD_GATEWAY,
@@ -123,7 +125,7 @@ impl ApiError {
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
             MethodNotAllowed => "method_not_allowed",
-            QuotaExceeded => "session_quota_exceeded",
+            QuotaExceeded { .. } => "session_quota_exceeded",
             CapacityExhausted => "capacity_exhausted",
             SessionBusy => "session_busy",
             SandboxBusy => "sandbox_busy",
@@ -159,7 +161,10 @@ impl ApiError {
             PayloadTooLarge => "request body too large".into(),
             UnsupportedMediaType => "expected Content-Type: application/json".into(),
             MethodNotAllowed => "method not allowed".into(),
-            QuotaExceeded => "you have the maximum number of sessions; delete one or let it expire".into(),
+            QuotaExceeded { retry_after_secs } => format!(
+                "you have the maximum number of sessions (MAX_SESSIONS_PER_USER; every new session_id on /execute \
+                 creates one): delete one, or retry in {retry_after_secs} s when the soonest expires"
+            ),
             CapacityExhausted => "brig is at its session capacity; retry later".into(),
             SessionBusy => "the session is still being created; retry shortly".into(),
             SandboxBusy => "too many commands running in this session".into(),
@@ -186,11 +191,13 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         use ApiError::*;
         match self {
-            RateLimited { retry_after_secs } | Cooldown { retry_after_secs, .. } => Some(*retry_after_secs),
+            RateLimited { retry_after_secs }
+            | Cooldown { retry_after_secs, .. }
+            | QuotaExceeded { retry_after_secs } => Some(*retry_after_secs),
             SandboxBusy | SessionBusy | SandboxUnavailable | SandboxUnresponsive | ShuttingDown => Some(1),
             StoreUnavailable(_) | NotReady(_) => Some(2),
             EngineUnavailable(_) => Some(5),
-            QuotaExceeded | CapacityExhausted | ImageMissing(_) => Some(30),
+            CapacityExhausted | ImageMissing(_) => Some(30),
             _ => None,
         }
     }
@@ -211,7 +218,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             RateLimited { .. } => metrics::counter!(names::RATE_LIMITED).increment(1),
-            QuotaExceeded => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "per_user").increment(1),
+            QuotaExceeded { .. } => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "per_user").increment(1),
             CapacityExhausted => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "total").increment(1),
             StoreUnavailable(cause) => {
                 metrics::counter!(names::STORE_ERRORS).increment(1);
@@ -327,7 +334,9 @@ impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match err {
             SessionError::NotFound => ApiError::NotFound("session"),
-            SessionError::OwnerQuotaExceeded => ApiError::QuotaExceeded,
+            SessionError::OwnerQuotaExceeded { frees_in } => ApiError::QuotaExceeded {
+                retry_after_secs: frees_in.as_secs_f64().ceil().max(1.0) as u64,
+            },
             SessionError::CapacityExhausted => ApiError::CapacityExhausted,
             SessionError::CreationContended => ApiError::SessionBusy,
             SessionError::Store(err) => err.into(),

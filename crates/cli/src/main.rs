@@ -60,6 +60,10 @@ enum Command {
         /// Working directory inside the sandbox.
         #[arg(short = 'w', long)]
         workdir: Option<String>,
+        /// Do not send stdin. Without this, stdin is sent to the command when it
+        /// is a pipe or a file (at most 1 MiB of text), never when it is a terminal.
+        #[arg(short = 'n', long)]
+        no_stdin: bool,
         /// The command and its arguments (joined with shell quoting, run without a shell).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -102,6 +106,36 @@ enum FilesAction {
     Ls { dir: Option<String> },
 }
 
+/// The API's bound on `stdin`.
+const MAX_STDIN_BYTES: u64 = 1 << 20;
+
+/// This process's stdin when it is a pipe or a file (a terminal is never
+/// read): at most `MAX_STDIN_BYTES` of UTF-8 text, `None` when empty.
+fn piped_stdin() -> Result<Option<String>, Failure> {
+    use std::io::{IsTerminal, Read};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok(None);
+    }
+    let mut data = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_STDIN_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(|err| Failure::Local(format!("reading stdin: {err}")))?;
+    if data.len() as u64 > MAX_STDIN_BYTES {
+        return Err(Failure::Local(
+            "stdin is larger than 1 MiB, the API's limit: upload it with `brig files put - PATH` instead".into(),
+        ));
+    }
+    if data.is_empty() {
+        return Ok(None);
+    }
+    String::from_utf8(data).map(Some).map_err(|_| {
+        Failure::Local("stdin is not UTF-8 text: upload binary data with `brig files put - PATH` instead".into())
+    })
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -126,9 +160,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             timeout,
             stream,
             workdir,
+            no_stdin,
             command,
         } => {
             let mut body = json!({"command": shell_words::join(&command), "session_id": session});
+            if !no_stdin {
+                if let Some(stdin) = piped_stdin()? {
+                    body["stdin"] = json!(stdin);
+                }
+            }
             if let Some(timeout) = timeout {
                 body["timeout"] = json!(timeout);
             }

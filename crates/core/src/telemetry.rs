@@ -1,18 +1,62 @@
-//! Logging for the binaries: bunyan JSON lines on stdout, filtered by `RUST_LOG`
-//! (default `info`). Secrets never reach a span or an event: they live in
-//! `secrecy` types and are never passed to `tracing` macros.
+//! Logging for the binaries, filtered by `RUST_LOG` (default `info`), on
+//! stdout. `LOG_FORMAT` picks the shape: `json` (the default: bunyan JSON
+//! lines, what log pipelines read) or `pretty` (one readable line per event,
+//! for a person at a terminal; `scripts/run.sh` uses it). Secrets never reach
+//! a span or an event: they live in `secrecy` types and are never passed to
+//! `tracing` macros.
 
 use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorageLayer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber; `name` becomes bunyan's `name` field.
+/// The shapes `LOG_FORMAT` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl LogFormat {
+    /// From `LOG_FORMAT`; unset or blank is `json`.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value.map(str::trim).unwrap_or("") {
+            "" | "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            other => Err(format!("LOG_FORMAT must be json or pretty, not {other:?}")),
+        }
+    }
+}
+
+/// Installs the global subscriber; `name` becomes bunyan's `name` field. An
+/// unknown `LOG_FORMAT` is said on stderr and JSON is used.
 pub fn init(name: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(JsonStorageLayer)
-        .with(BunyanFormattingLayer::new(name.into(), std::io::stdout))
-        .try_init();
+    let format = LogFormat::parse(std::env::var("LOG_FORMAT").ok().as_deref()).unwrap_or_else(|message| {
+        eprintln!("{name}: {message}; logging JSON");
+        LogFormat::Json
+    });
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(JsonStorageLayer)
+            .with(BunyanFormattingLayer::new(name.into(), std::io::stdout))
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
+            .try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_is_json_unless_pretty_is_asked_for() {
+        assert_eq!(LogFormat::parse(None), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::parse(Some(" ")), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::parse(Some("pretty")), Ok(LogFormat::Pretty));
+        assert!(LogFormat::parse(Some("yaml")).unwrap_err().contains("LOG_FORMAT"));
+    }
 }

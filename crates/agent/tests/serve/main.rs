@@ -220,6 +220,30 @@ fn invalid_requests_are_refused_by_id() {
 }
 
 #[test]
+fn a_missing_working_directory_is_named_not_blamed_on_the_program() {
+    let mut agent = Agent::start();
+    agent.send(Frame::Run {
+        id: 1,
+        request: RunRequest {
+            argv: vec!["ls".into()],
+            cwd: "/no/such/working/dir".into(),
+            timeout_ms: 1000,
+            output_cap: 1024,
+            ..RunRequest::default()
+        },
+    });
+    match agent.next() {
+        Frame::Error {
+            id: 1,
+            code: ErrorCode::SpawnFailed,
+            message,
+        } => assert_eq!(message, "working directory /no/such/working/dir does not exist"),
+        other => panic!("{other:?}"),
+    }
+    agent.assert_alive();
+}
+
+#[test]
 fn a_duplicate_id_is_refused_and_cancel_kills_the_running_one() {
     let mut agent = Agent::start();
     agent.run(1, &["sleep", "30"], 60_000);

@@ -28,9 +28,10 @@ pub enum SessionError {
     /// No such session for this owner (also: someone else's session).
     #[error("session not found")]
     NotFound,
-    /// The owner already has `MAX_SESSIONS_PER_USER` sessions.
+    /// The owner already has `MAX_SESSIONS_PER_USER` sessions; the soonest
+    /// of them expires in `frees_in`.
     #[error("session quota exceeded")]
-    OwnerQuotaExceeded,
+    OwnerQuotaExceeded { frees_in: Duration },
     /// The instance already runs `MAX_SESSIONS` sessions.
     #[error("capacity exhausted")]
     CapacityExhausted,
@@ -179,7 +180,7 @@ impl Sessions {
         match self.store.reserve(&pending, self.ttl, self.quota).await? {
             Reservation::Reserved => tracing::debug!(session = %id, "reserved; creating the session's container"),
             Reservation::Exists(record) => return Ok((record, false)),
-            Reservation::OwnerQuotaExceeded => return Err(SessionError::OwnerQuotaExceeded),
+            Reservation::OwnerQuotaExceeded { frees_in } => return Err(SessionError::OwnerQuotaExceeded { frees_in }),
             Reservation::CapacityExhausted => return Err(SessionError::CapacityExhausted),
         }
         let request = CreateSandbox {

@@ -218,7 +218,7 @@ async fn the_owner_quota_counts_sessions_and_deleting_one_frees_a_place() {
     }
     assert!(matches!(
         sessions.open(&alice(), &sid("one-too-many")).await,
-        Err(SessionError::OwnerQuotaExceeded)
+        Err(SessionError::OwnerQuotaExceeded { .. })
     ));
     // Another owner is not affected.
     sessions.open(&Owner::of_principal("bob"), &sid("s0")).await.unwrap();

@@ -82,10 +82,16 @@ async fn reserve_checks_both_quotas_and_a_ready_record_wins(store: &dyn SessionS
             Reservation::Reserved
         );
     }
-    assert_eq!(
-        store.reserve(&record(&alice, "c", ""), TTL, quota).await.unwrap(),
-        Reservation::OwnerQuotaExceeded
-    );
+    // Refused, saying when the soonest of the owner's sessions frees a place.
+    match store.reserve(&record(&alice, "c", ""), TTL, quota).await.unwrap() {
+        Reservation::OwnerQuotaExceeded { frees_in } => {
+            assert!(
+                frees_in > TTL - Duration::from_secs(10) && frees_in <= TTL,
+                "{frees_in:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     // A pending record of the same session is overwritten, not counted twice.
     assert_eq!(
         store.reserve(&record(&alice, "a", ""), TTL, quota).await.unwrap(),

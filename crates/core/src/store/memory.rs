@@ -89,7 +89,16 @@ impl SessionStore for MemoryStore {
             None => {
                 let owned = state.records.keys().filter(|(owner, _)| owner == &record.owner).count();
                 if owned >= quota.per_owner as usize {
-                    return Ok(Reservation::OwnerQuotaExceeded);
+                    let soonest = state
+                        .records
+                        .values()
+                        .filter(|r| r.owner == record.owner)
+                        .map(|r| r.expires_at_ms)
+                        .min()
+                        .unwrap_or_default();
+                    return Ok(Reservation::OwnerQuotaExceeded {
+                        frees_in: Duration::from_millis((soonest - now_ms()).max(0) as u64),
+                    });
                 }
                 if state.records.len() >= quota.total as usize {
                     return Ok(Reservation::CapacityExhausted);

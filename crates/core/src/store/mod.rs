@@ -118,8 +118,9 @@ pub enum Reservation {
     Reserved,
     /// The session already has a ready record.
     Exists(SessionRecord),
-    /// The owner has `per_owner` live sessions.
-    OwnerQuotaExceeded,
+    /// The owner has `per_owner` live sessions; the soonest of them expires
+    /// in `frees_in` (unless it is used meanwhile).
+    OwnerQuotaExceeded { frees_in: Duration },
     /// The instance has `total` live sessions.
     CapacityExhausted,
 }

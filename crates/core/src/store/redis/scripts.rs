@@ -10,7 +10,8 @@ use redis::Script;
 /// dropped first) and the record is stored and indexed.
 /// KEYS: session, owner index, instance index.
 /// ARGV: record json, ttl ms, now ms, expires ms, session id, "owner:session id",
-/// per-owner quota, total quota. Returns {status, existing json}.
+/// per-owner quota, total quota. Returns {status, existing json} (status 2:
+/// {2, the soonest expiry in ms of the owner's sessions}).
 pub(super) static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -22,7 +23,8 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
 if not redis.call('ZSCORE', KEYS[2], ARGV[5]) and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[7]) then
-  return {2, ''}
+  local soonest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return {2, soonest[2] or ''}
 end
 if not redis.call('ZSCORE', KEYS[3], ARGV[6]) and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[8]) then
   return {3, ''}

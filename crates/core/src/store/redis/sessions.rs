@@ -59,7 +59,12 @@ impl RedisStore {
         match status {
             0 => Ok(Reservation::Reserved),
             1 => Ok(decode(Some(existing))?.map_or(Reservation::Reserved, Reservation::Exists)),
-            2 => Ok(Reservation::OwnerQuotaExceeded),
+            2 => {
+                let soonest = existing.parse::<i64>().unwrap_or(now);
+                Ok(Reservation::OwnerQuotaExceeded {
+                    frees_in: Duration::from_millis((soonest - now).max(0) as u64),
+                })
+            }
             _ => Ok(Reservation::CapacityExhausted),
         }
     }
