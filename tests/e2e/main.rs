@@ -22,6 +22,7 @@ mod metrics;
 mod openapi;
 mod policy;
 mod pool;
+mod readme;
 mod redis_outage;
 mod replicas;
 mod security;
