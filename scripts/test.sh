@@ -35,16 +35,20 @@ log "building sandbox images"
 images/sandbox-test/build.sh
 images/sandbox-python/build.sh
 
-log "installing schemathesis (PyPI) into target/schemathesis"
+log "installing schemathesis, openapi-spec-validator and openapi-python-client (PyPI) into target/schemathesis"
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq python3-venv >/dev/null
 }
-[ -x target/schemathesis/bin/schemathesis ] || {
-  python3 -m venv target/schemathesis
-  target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5'
-}
+for tool in schemathesis openapi-spec-validator openapi-python-client; do
+  [ -x "target/schemathesis/bin/$tool" ] || {
+    python3 -m venv target/schemathesis
+    target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5' 'openapi-spec-validator>=0.7,<1' \
+      'openapi-python-client>=0.29,<1'
+    break
+  }
+done
 target/schemathesis/bin/schemathesis --version
 
 log "checking format and lints"

@@ -65,6 +65,91 @@ async fn the_document_names_every_route_and_both_security_schemes() {
     assert!(spec["components"]["schemas"]["ExecuteResponse"].is_object());
 }
 
+/// The document is valid OpenAPI (openapi-spec-validator, which scripts/test.sh
+/// installs beside schemathesis), every operation has its own descriptive
+/// operationId, and query parameters are declared in the query: what client
+/// generators need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_is_valid_with_unique_operation_ids() {
+    let validator = schemathesis().with_file_name("openapi-spec-validator");
+    assert!(
+        validator.exists(),
+        "no {}: scripts/test.sh installs it",
+        validator.display()
+    );
+    let api = BrigApi::start(&[("SESSION_STORE", "memory")]);
+    let spec = call(&api, Method::GET, "/openapi.json", "", None).await.body;
+    let mut ids = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap_or_default().to_string();
+            assert!(id.len() > 3, "{method} {path}: operationId {id:?}");
+            ids.push(id);
+        }
+    }
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operationIds repeat: {ids:?}");
+    let listing = &spec["paths"]["/sessions/{session_id}/files"]["get"]["parameters"];
+    let dir = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "dir")
+        .expect("the dir parameter");
+    assert_eq!(dir["in"], "query", "{dir}");
+
+    let dir = std::env::temp_dir().join(format!("brig-openapi-{}", new_instance()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let checked = Command::new(&validator)
+        .arg(&file)
+        .output()
+        .expect("run openapi-spec-validator");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // A client generated from it has every operation, named for it.
+    let generator = validator.with_file_name("openapi-python-client");
+    let venv_bin = generator.parent().unwrap().to_path_buf();
+    let generated = Command::new(&generator)
+        .args(["generate", "--path", "openapi.json", "--meta", "none"])
+        .current_dir(&dir)
+        .env(
+            "PATH",
+            format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .output()
+        .expect("run openapi-python-client");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&generated.stdout),
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    assert!(generated.status.success() && !output.contains("Warning"), "{output}");
+    let mut modules = Vec::new();
+    let tags = std::fs::read_dir(dir.join("brig_client/api")).unwrap();
+    for tag in tags.map(|tag| tag.unwrap().path()).filter(|tag| tag.is_dir()) {
+        for module in std::fs::read_dir(tag).unwrap() {
+            let name = module.unwrap().file_name().to_string_lossy().into_owned();
+            if name != "__init__.py" {
+                modules.push(name.trim_end_matches(".py").replace('_', ""));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut wanted: Vec<String> = ids.iter().map(|id| id.to_lowercase()).collect();
+    modules.sort();
+    wanted.sort();
+    assert_eq!(modules, wanted, "the generated client lacks operations");
+}
+
 #[test]
 fn schemathesis_finds_nothing_wrong_with_any_operation() {
     let schemathesis = schemathesis();

@@ -21,7 +21,7 @@ use crate::views::{ExecuteBody, ExecuteResponse};
 const IDEMPOTENT_SLACK: Duration = Duration::from_secs(60);
 
 #[utoipa::path(
-    post, path = "/execute", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    post, path = "/execute", operation_id = "execute", tag = "execute", security(("api_key" = []), ("bearer" = [])),
     request_body = ExecuteBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "replay the first answer to a retry")),
     responses(

@@ -19,7 +19,7 @@ const START_WAIT: Duration = Duration::from_secs(30);
 
 /// `POST /executions`: the body of `/execute`; 202 with the execution's id.
 #[utoipa::path(
-    post, path = "/executions", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    post, path = "/executions", operation_id = "startExecution", tag = "execute", security(("api_key" = []), ("bearer" = [])),
     request_body = ExecuteBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "replay the first answer to a retry")),
     responses((status = 202, description = "Started in the background", body = ExecutionView))
@@ -51,7 +51,7 @@ pub async fn start(
 
 /// `GET /executions/{id}`: status, and the result once finished.
 #[utoipa::path(
-    get, path = "/executions/{execution_id}", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    get, path = "/executions/{execution_id}", operation_id = "getExecution", tag = "execute", security(("api_key" = []), ("bearer" = [])),
     params(("execution_id" = String, Path)),
     responses((status = 200, description = "Status, and the result once finished", body = ExecutionView))
 )]
@@ -65,7 +65,7 @@ pub async fn get(
 
 /// `POST /executions/{id}/cancel`: kills the command's process tree.
 #[utoipa::path(
-    post, path = "/executions/{execution_id}/cancel", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    post, path = "/executions/{execution_id}/cancel", operation_id = "cancelExecution", tag = "execute", security(("api_key" = []), ("bearer" = [])),
     params(("execution_id" = String, Path)),
     responses((status = 200, description = "Cancelled (or already finished)", body = ExecutionView))
 )]

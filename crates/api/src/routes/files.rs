@@ -20,6 +20,7 @@ use crate::extract::{session_in_path, workspace_path};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Relative to `/workspace`; empty or absent: `/workspace` itself.
@@ -59,7 +60,7 @@ fn unexpected(reply: FileReply) -> ApiError {
     ApiError::SandboxProtocol(format!("unexpected file reply {reply:?}"))
 }
 
-#[utoipa::path(put, path = "/sessions/{session_id}/files/{path}", tag = "files", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(put, path = "/sessions/{session_id}/files/{path}", operation_id = "writeFile", tag = "files", security(("api_key" = []), ("bearer" = [])),
     params(("session_id" = String, Path), ("path" = String, Path, description = "relative to /workspace")),
     request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "the file (empty: an empty file)"),
     responses((status = 204, description = "Written")))]
@@ -85,7 +86,7 @@ pub async fn put(
     }
 }
 
-#[utoipa::path(get, path = "/sessions/{session_id}/files/{path}", tag = "files", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(get, path = "/sessions/{session_id}/files/{path}", operation_id = "readFile", tag = "files", security(("api_key" = []), ("bearer" = [])),
     params(("session_id" = String, Path), ("path" = String, Path, description = "relative to /workspace")),
     responses((status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream")))]
 pub async fn get(
@@ -102,7 +103,7 @@ pub async fn get(
     }
 }
 
-#[utoipa::path(delete, path = "/sessions/{session_id}/files/{path}", tag = "files", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(delete, path = "/sessions/{session_id}/files/{path}", operation_id = "deleteFile", tag = "files", security(("api_key" = []), ("bearer" = [])),
     params(("session_id" = String, Path), ("path" = String, Path, description = "relative to /workspace")),
     responses((status = 204, description = "Removed")))]
 pub async fn delete(
@@ -119,7 +120,7 @@ pub async fn delete(
     }
 }
 
-#[utoipa::path(get, path = "/sessions/{session_id}/files", tag = "files", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(get, path = "/sessions/{session_id}/files", operation_id = "listFiles", tag = "files", security(("api_key" = []), ("bearer" = [])),
     params(("session_id" = String, Path), ListQuery),
     responses((status = 200, description = "The directory's entries", body = Listing)))]
 pub async fn list(

@@ -89,7 +89,7 @@ async fn generate_code(
     Ok((language, generated))
 }
 
-#[utoipa::path(post, path = "/generate", tag = "generate", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(post, path = "/generate", operation_id = "generateCode", tag = "generate", security(("api_key" = []), ("bearer" = [])),
     request_body = GenerateBody,
     responses((status = 200, description = "Code from the LLM, not run", body = GenerateResponse)))]
 pub async fn generate(
@@ -111,7 +111,7 @@ pub async fn generate(
     }))
 }
 
-#[utoipa::path(post, path = "/generate-and-execute", tag = "generate", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(post, path = "/generate-and-execute", operation_id = "generateAndExecute", tag = "generate", security(("api_key" = []), ("bearer" = [])),
     request_body = GenerateAndExecuteBody,
     responses((status = 200, description = "Code from the LLM, run in the sandbox", body = GenerateAndExecuteResponse)))]
 pub async fn generate_and_execute(

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-#[utoipa::path(get, path = "/health", tag = "health",
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "health",
     responses((status = 200, description = "The process answers", body = Object)))]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
@@ -15,7 +15,7 @@ pub async fn health() -> Json<Value> {
 
 /// 200 when the session store and the runtime (engine, OCI runtime, agent
 /// volume) are usable; otherwise 503 naming the first that is not.
-#[utoipa::path(get, path = "/ready", tag = "health",
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "health",
     responses((status = 200, description = "Store, engine, runtime and agent volume are usable", body = Object)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.sessions.store();

@@ -165,14 +165,14 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
 }
 
 /// `GET /openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "health",
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapiDocument", tag = "health",
     responses((status = 200, description = "This document", body = Object)))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
 /// `POST /mcp` is served by the MCP service (crate::mcp); this only describes it.
-#[utoipa::path(post, path = "/mcp", tag = "mcp", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(post, path = "/mcp", operation_id = "callMcp", tag = "mcp", security(("api_key" = []), ("bearer" = [])),
     request_body(content = Object, description = "A JSON-RPC 2.0 message of the Model Context Protocol \
         (initialize, tools/list, tools/call with execute, create_session, delete_session, list_sessions, \
         read_file, write_file); send Accept: application/json, text/event-stream"),
@@ -184,7 +184,7 @@ pub async fn document() -> Json<utoipa::openapi::OpenApi> {
 fn mcp() {}
 
 /// `GET /metrics` (crate::metrics); this only describes it.
-#[utoipa::path(get, path = "/metrics", tag = "health", security(("metrics_token" = [])),
+#[utoipa::path(get, path = "/metrics", operation_id = "scrapeMetrics", tag = "health", security(("metrics_token" = [])),
     responses((status = 200, description = "Prometheus text format; 404 unless METRICS_TOKEN is set \
         (or on METRICS_PORT)", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]

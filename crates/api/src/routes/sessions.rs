@@ -79,7 +79,7 @@ fn parse_create_body(headers: &HeaderMap, body: &Bytes) -> Result<CreateSessionB
 }
 
 #[utoipa::path(
-    post, path = "/sessions", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    post, path = "/sessions", operation_id = "createSession", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
     request_body(content = Option<CreateSessionBody>, description = "optional; empty: a random id"),
     responses(
         (status = 201, description = "Created", body = SessionView),
@@ -108,7 +108,7 @@ pub async fn create(
     Ok((status, Json(SessionView::of(&record, &state.config.sandbox))))
 }
 
-#[utoipa::path(get, path = "/sessions", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(get, path = "/sessions", operation_id = "listSessions", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "The caller's sessions", body = SessionList)))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>, ApiError> {
     let records = state.sessions.list(&principal.owner()).await?;
@@ -120,7 +120,7 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
     }))
 }
 
-#[utoipa::path(get, path = "/sessions/{session_id}", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(get, path = "/sessions/{session_id}", operation_id = "getSession", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
     params(("session_id" = String, Path)),
     responses((status = 200, description = "The session", body = SessionView)))]
 pub async fn get(
@@ -132,7 +132,7 @@ pub async fn get(
     Ok(Json(SessionView::of(&record, &state.config.sandbox)))
 }
 
-#[utoipa::path(delete, path = "/sessions/{session_id}", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+#[utoipa::path(delete, path = "/sessions/{session_id}", operation_id = "deleteSession", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
     params(("session_id" = String, Path)),
     responses((status = 204, description = "Removed with its sandbox")))]
 pub async fn delete(
