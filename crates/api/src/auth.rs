@@ -1,6 +1,7 @@
 //! Who is calling: `X-API-Key` (compared in constant time) or
-//! `Authorization: Bearer <JWT>` (HS256 only, `exp` and `sub` required, small
-//! explicit leeway). The extractor (in `extract.rs`) also charges the
+//! `Authorization: Bearer` with an API key (for clients that can send nothing
+//! else) or a JWT (HS256 only, `exp` and `sub` required, small explicit
+//! leeway). The extractor (in `extract.rs`) also charges the
 //! principal's rate limit, so limits apply only to authenticated callers.
 
 use axum::http::{header, HeaderMap};
@@ -120,10 +121,21 @@ impl Authenticator {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(ApiError::Unauthorized("Authorization must use the Bearer scheme")),
         };
+        // Many MCP clients can send nothing but a bearer: an API key is accepted
+        // there too (compared the same way, in constant time).
+        if let Some(principal) = self.match_api_key(token.as_bytes()) {
+            return Ok(principal);
+        }
         self.jwt(token)
     }
 
     fn api_key(&self, presented: &[u8]) -> Result<Principal, ApiError> {
+        self.match_api_key(presented)
+            .ok_or(ApiError::Unauthorized("invalid API key"))
+    }
+
+    /// The principal of the API key `presented`, if it is one.
+    fn match_api_key(&self, presented: &[u8]) -> Option<Principal> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         // Check every key, whatever matches, so timing does not tell which did.
         let mut found = None;
@@ -132,17 +144,17 @@ impl Authenticator {
                 found = Some(principal);
             }
         }
-        found
-            .map(|name| Principal {
-                name: name.clone(),
-                credential: Credential::ApiKey,
-            })
-            .ok_or(ApiError::Unauthorized("invalid API key"))
+        found.map(|name| Principal {
+            name: name.clone(),
+            credential: Credential::ApiKey,
+        })
     }
 
     fn jwt(&self, token: &str) -> Result<Principal, ApiError> {
         let Some((key, validation)) = &self.jwt else {
-            return Err(ApiError::Unauthorized("bearer tokens are not accepted here"));
+            return Err(ApiError::Unauthorized(
+                "invalid bearer: not an API key, and JWTs are not enabled here (JWT_SECRET)",
+            ));
         };
         let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?

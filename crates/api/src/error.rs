@@ -278,7 +278,7 @@ pub async fn observe_errors(request: axum::extract::Request, next: axum::middlew
 impl From<PolicyError> for ApiError {
     fn from(err: PolicyError) -> Self {
         match err {
-            PolicyError::NotAllowed(_) => ApiError::CommandNotAllowed(err.to_string()),
+            PolicyError::NotAllowed { .. } => ApiError::CommandNotAllowed(err.to_string()),
             PolicyError::WorkingDir => ApiError::invalid("invalid_working_dir", err.to_string()),
             _ => ApiError::invalid("invalid_command", err.to_string()),
         }

@@ -64,7 +64,10 @@ async fn malformed_forged_and_confused_credentials_are_all_401() {
             vec![("authorization", format!("Bearer {resigned}"))],
         ),
         ("not yet valid", vec![("authorization", format!("Bearer {not_yet}"))]),
-        ("key as bearer", vec![("authorization", format!("Bearer {ALICE_KEY}"))]),
+        (
+            "wrong key as bearer",
+            vec![("authorization", format!("Bearer {ALICE_KEY}x"))],
+        ),
         (
             "basic auth",
             vec![(
@@ -81,6 +84,15 @@ async fn malformed_forged_and_confused_credentials_are_all_401() {
         let reply = request.send().await.unwrap();
         assert_eq!(reply.status(), StatusCode::UNAUTHORIZED, "{name}");
     }
+    // A right key as a bearer is that key's principal (MCP clients can send
+    // nothing else), exactly as in X-API-Key.
+    let as_bearer = reqwest::Client::new()
+        .get(api.url("/sessions"))
+        .header("authorization", format!("Bearer {ALICE_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_bearer.status(), StatusCode::OK);
     // Keys in the query string are not credentials.
     for query in [
         format!("/sessions?api_key={ALICE_KEY}"),

@@ -94,6 +94,10 @@ async fn a_valid_jwt_or_api_key_is_admitted() {
     assert_eq!(reply.body, json!({"sessions": []}));
     let reply = send(&app, get("/sessions", "bob-key")).await;
     assert_eq!(reply.status, StatusCode::OK);
+    // An API key as a bearer (MCP clients that can send nothing else), and
+    // not a wrong one.
+    assert_eq!(send(&app, bearer("bob-key")).await.status, StatusCode::OK);
+    assert_eq!(send(&app, bearer("bob-key-not")).await.status, StatusCode::UNAUTHORIZED);
     // Within the explicit leeway (5 s by default) an expired token still passes.
     let just_expired = token(Algorithm::HS256, SECRET, json!({"sub": "carol", "exp": now() - 2}));
     assert_eq!(send(&app, bearer(&just_expired)).await.status, StatusCode::OK);

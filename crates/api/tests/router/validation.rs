@@ -53,11 +53,14 @@ async fn commands_off_the_allowlist_are_forbidden() {
     let app = app(&[]);
     for command in ["id", "sh -c ls", "/bin/ls", "LS", "ls; id", "ls&&id", "./ls", "ｌｓ"] {
         let body = serde_json::json!({"command": command, "session_id": "s"}).to_string();
-        assert_error(
-            &send(&app, execute(&body)).await,
-            StatusCode::FORBIDDEN,
-            "command_not_allowed",
-        );
+        let reply = send(&app, execute(&body)).await;
+        assert_error(&reply, StatusCode::FORBIDDEN, "command_not_allowed");
+        // The refusal says what is allowed and which setting changes it.
+        let detail = reply.body["detail"].as_str().unwrap();
+        assert!(detail.contains("allowed: cat, echo, ls (ALLOWED_COMMANDS)"), "{detail}");
+        if command.contains([';', '&']) {
+            assert!(detail.contains("sh -c"), "{command}: {detail}");
+        }
     }
 }
 

@@ -369,10 +369,10 @@ impl PolicyFile {
         }
         let argv = Argv::parse(line)?;
         if self.aliases.contains_key(argv.program()) && argv.as_slice().len() > 1 {
-            return Err(PolicyError::NotAllowed(format!(
-                "{} (an alias takes no arguments)",
-                argv.program()
-            )));
+            return Err(PolicyError::NotAllowed {
+                program: argv.program().to_string(),
+                hint: "an alias takes no arguments".into(),
+            });
         }
         let program = argv.program().to_string();
         if self.commands.contains(&program) && grant.commands.contains(&program) {
@@ -383,7 +383,13 @@ impl PolicyFile {
                 return Ok(allowed(argv, Rule::Pattern(name.clone())));
             }
         }
-        Err(PolicyError::NotAllowed(program))
+        Err(PolicyError::NotAllowed {
+            hint: format!(
+                "not granted to your roles by the policy file (ALLOWED_COMMANDS_PATH){}",
+                super::shell_hint(&argv)
+            ),
+            program,
+        })
     }
 }
 

@@ -21,8 +21,10 @@ pub enum PolicyError {
     ControlCharacter,
     #[error("command cannot be split into words: {0}")]
     Unparsable(String),
-    #[error("command {0:?} is not allowed")]
-    NotAllowed(String),
+    /// argv[0] (or the line) is not allowed; `hint` says what is, and how to
+    /// change it.
+    #[error("command {program:?} is not allowed; {hint}")]
+    NotAllowed { program: String, hint: String },
     #[error("working_dir must be an absolute path inside /workspace or /tmp")]
     WorkingDir,
 }
@@ -102,9 +104,27 @@ impl CommandPolicy {
     pub fn check(&self, argv: &Argv) -> Result<(), PolicyError> {
         let program = argv.program();
         if program.contains('/') || !self.allowed.contains(program) {
-            return Err(PolicyError::NotAllowed(program.to_string()));
+            let allowed: Vec<&str> = self.allowed().collect();
+            return Err(PolicyError::NotAllowed {
+                program: program.to_string(),
+                hint: format!("allowed: {} (ALLOWED_COMMANDS){}", allowed.join(", "), shell_hint(argv)),
+            });
         }
         Ok(())
+    }
+}
+
+/// A hint for a command that looks like it expected a shell (`ls; id`,
+/// `ls | wc -l`): none runs it.
+pub(crate) fn shell_hint(argv: &Argv) -> &'static str {
+    let shellish = argv
+        .as_slice()
+        .iter()
+        .any(|word| word.contains([';', '|', '&', '<', '>', '$', '`']));
+    if shellish {
+        "; no shell runs commands, so shell syntax is just arguments: send `sh -c '…'` if sh is allowed"
+    } else {
+        ""
     }
 }
 
@@ -263,7 +283,23 @@ mod tests {
         assert!(check("ls -la").is_ok());
         assert!(check("cat /etc/passwd").is_ok());
         for refused in ["id", "LS", "/bin/ls", "./ls", "ls/", "ｌｓ", "ls\u{200b}", "sh -c ls"] {
-            assert!(matches!(check(refused), Err(PolicyError::NotAllowed(_))), "{refused:?}");
+            assert!(
+                matches!(check(refused), Err(PolicyError::NotAllowed { .. })),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_what_is_allowed_and_hints_at_the_missing_shell() {
+        let policy = CommandPolicy::from_list("ls,echo");
+        let refused = |line: &str| policy.check(&Argv::parse(line).unwrap()).unwrap_err().to_string();
+        assert_eq!(
+            refused("id"),
+            "command \"id\" is not allowed; allowed: echo, ls (ALLOWED_COMMANDS)"
+        );
+        for shellish in ["ls; id", "cat x | wc -l", "id $(whoami)"] {
+            assert!(refused(shellish).contains("sh -c"), "{shellish}: {}", refused(shellish));
         }
     }
 
