@@ -8,7 +8,6 @@
 //! over) cancels those commands too.
 
 use std::future::Future;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +44,7 @@ impl Shutdown {
         Self::default()
     }
 
-    /// Spawns `task` so that [`drain`](Self::drain) waits for it.
+    /// Spawns `task` so that [`drain_until`](Self::drain_until) waits for it.
     pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -55,17 +54,15 @@ impl Shutdown {
     }
 
     /// A token cancelled when the process gives up waiting: commands hang
-    /// their own cancellation on it (a child token), loops stop on it.
+    /// their own cancellation on it (a child token).
     pub fn token(&self) -> CancellationToken {
         self.token.child_token()
     }
 
-    /// Resolves once the process starts stopping (or cancels): loops run until this.
+    /// Resolves once the process starts stopping ([`cancel`](Self::cancel)
+    /// stops too): loops run until this.
     pub async fn stopping(&self) {
-        tokio::select! {
-            _ = self.stop.cancelled() => {}
-            _ = self.token.cancelled() => {}
-        }
+        self.stop.cancelled().await
     }
 
     /// Ends the loops; running commands go on.
@@ -83,13 +80,8 @@ impl Shutdown {
         self.token.is_cancelled()
     }
 
-    /// Accepts no more tasks and waits up to `limit` for the tracked ones;
-    /// `false` if some were still running at the limit.
-    pub async fn drain(&self, limit: Duration) -> bool {
-        self.drain_until(tokio::time::Instant::now() + limit).await
-    }
-
-    /// [`drain`](Self::drain) until `deadline`.
+    /// Accepts no more tasks and waits until `deadline` for the tracked ones;
+    /// `false` if some were still running then.
     pub async fn drain_until(&self, deadline: tokio::time::Instant) -> bool {
         self.tracker.close();
         tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_ok()
@@ -114,14 +106,18 @@ impl Shutdown {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
     async fn drain_waits_for_tracked_tasks_until_its_limit() {
         let shutdown = Shutdown::new();
         shutdown.spawn(tokio::time::sleep(Duration::from_secs(5)));
-        assert!(!shutdown.drain(Duration::from_secs(1)).await);
-        assert!(shutdown.drain(Duration::from_secs(10)).await);
+        assert!(!shutdown.drain_until(Instant::now() + Duration::from_secs(1)).await);
+        assert!(shutdown.drain_until(Instant::now() + Duration::from_secs(10)).await);
     }
 
     #[tokio::test(start_paused = true)]
@@ -132,7 +128,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         });
         shutdown.stop();
-        assert!(shutdown.drain(Duration::from_millis(10)).await);
+        assert!(shutdown.drain_until(Instant::now() + Duration::from_millis(10)).await);
     }
 
     #[tokio::test(start_paused = true)]
@@ -154,6 +150,6 @@ mod tests {
         let task = shutdown.spawn(async move { token.cancelled().await });
         shutdown.cancel();
         task.await.unwrap();
-        assert!(shutdown.drain(Duration::from_secs(1)).await);
+        assert!(shutdown.drain_until(Instant::now() + Duration::from_secs(1)).await);
     }
 }

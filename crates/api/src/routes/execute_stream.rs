@@ -18,7 +18,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::service::execute::Validated;
 use crate::state::AppState;
-use crate::views::{ExecuteResponse, ExecutionResult, Failure};
+use crate::views::{ExecuteResponse, ExecutionResult};
 
 /// Events queued for a client that reads slowly (output beyond is held by
 /// the producer, bounded by the command's output cap).
@@ -86,13 +86,11 @@ pub(super) async fn stream(state: &AppState, principal: Principal, validated: Va
                 err.observe();
                 json_event("error", &err.failure())
             }
-            Err(_) => json_event(
-                "error",
-                &Failure {
-                    error: "internal_error".into(),
-                    detail: "internal error".into(),
-                },
-            ),
+            Err(_) => {
+                let err = ApiError::Internal("the command's task ended without a result".into());
+                err.observe();
+                json_event("error", &err.failure())
+            }
         };
         let _ = events.send(event).await;
     });

@@ -98,10 +98,6 @@ impl ExecuteService {
         }
     }
 
-    pub fn sessions(&self) -> &Arc<Sessions> {
-        &self.sessions
-    }
-
     pub fn limits(&self) -> &ExecLimits {
         &self.limits
     }

@@ -124,6 +124,21 @@ async fn rate_limit_applies_per_principal_with_retry_after() {
     assert_eq!(send(&app, get("/sessions", "bob-key")).await.status, StatusCode::OK);
 }
 
+/// Readiness goes through the runtime seam: what the runtime says is missing
+/// is what `/ready` reports.
+#[tokio::test]
+async fn ready_reports_what_the_runtime_lacks() {
+    let runtime = std::sync::Arc::new(brig_core::runtime::fake::FakeRuntime::new());
+    let app = crate::app_on(&[], runtime.clone());
+    let ready = || Request::get("/ready").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, ready()).await.status, StatusCode::OK);
+    runtime.set_not_ready(Some("docker: no answer within 2 s"));
+    let reply = send(&app, ready()).await;
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert_eq!(reply.body["detail"], "docker: no answer within 2 s");
+    assert!(reply.headers.contains_key(header::RETRY_AFTER));
+}
+
 #[tokio::test]
 async fn health_needs_no_credentials() {
     let reply = send(&app(&[]), Request::get("/health").body(Body::empty()).unwrap()).await;

@@ -26,6 +26,11 @@ pub const SECRET: &str = "router-test-secret-of-at-least-32-bytes!";
 /// The app with `extra` environment on top of API keys `alice:alice-key`,
 /// `bob:bob-key`, the JWT secret above and the memory store.
 pub fn app(extra: &[(&str, &str)]) -> Router {
+    app_on(extra, Arc::new(FakeRuntime::new()))
+}
+
+/// [`app`] over a given fake runtime (to steer what it answers).
+pub fn app_on(extra: &[(&str, &str)], runtime: Arc<FakeRuntime>) -> Router {
     let mut vars = vec![
         ("API_KEYS", "alice:alice-key,bob:bob-key"),
         ("JWT_SECRET", SECRET),
@@ -37,7 +42,6 @@ pub fn app(extra: &[(&str, &str)]) -> Router {
     let env = Env::from_fn(|name| vars.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
     let config = Config::from(env).expect("test config");
     // No engine: these tests stop before a sandbox, or use the fake runtime's.
-    let runtime = Arc::new(FakeRuntime::new());
     let rules = LiveRules::load(config.policy_path.clone(), &config.commands).expect("test policy");
     brig_api::router(AppState::from_parts(
         config,
