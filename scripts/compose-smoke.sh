@@ -24,7 +24,7 @@ command -v redis-server >/dev/null || { echo "redis-server missing (apt-get inst
 echo "==> local base images"
 images/lib/local-base.sh brig-runtime-base:local
 images/lib/local-base.sh brig-redis:local "$(command -v redis-server)" "$(command -v redis-cli)"
-images/sandbox/build.sh brig-sandbox:latest >/dev/null   # also makes brig-busybox:local
+images/sandbox/build.sh >/dev/null   # brig-sandbox-minimal, and brig-busybox:local on the way
 
 env_file=$(mktemp)
 trap 'rm -f "$env_file"' EXIT

@@ -40,17 +40,19 @@ docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
   exit 1
 }
 if ! docker image inspect "$CONTAINER_IMAGE" >/dev/null 2>&1; then
-  echo "building the sandbox image $CONTAINER_IMAGE"
+  # With Python: LANGUAGES offers it, and agents write it.
+  echo "building the sandbox image $CONTAINER_IMAGE (with Python)"
   log=$(mktemp)
   if ! docker build -q -t "$CONTAINER_IMAGE" images/sandbox >"$log" 2>&1; then
-    echo "docker build failed (last lines below); building it from Debian's busybox-static instead"
+    echo "docker build failed (last lines below); building it from Debian's busybox-static and python3 instead"
     tail -n 5 "$log" | sed 's/^/  | /'
-    images/sandbox/build.sh "$CONTAINER_IMAGE"
+    images/sandbox-python/build.sh "$CONTAINER_IMAGE"
   fi
   rm -f "$log"
 fi
 echo "building brig (cargo build --release; the first build takes a few minutes)"
 cargo build --release --locked -p brig-api -p brig-cleanup-worker -p brig-cli
+bin=${CARGO_TARGET_DIR:-target}/release
 
 first_key=${API_KEYS%%,*}
 first_key=${first_key#*:}
@@ -59,16 +61,16 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null' EXIT INT TERM
 if [ "$SESSION_STORE" = redis ]; then
   # With Redis the reaper is its own process.
-  target/release/brig-cleanup-worker &
+  "$bin/brig-cleanup-worker" &
   pids+=($!)
 fi
-target/release/brig-api &
+"$bin/brig-api" &
 api=$!
 pids+=("$api")
 # "Ready" only once /ready says so (the engine, the store and the agent volume).
 # The probe asks 127.0.0.1:$PORT.
 tries=0
-until target/release/brig-api healthcheck 2>/dev/null; do
+until "$bin/brig-api" healthcheck 2>/dev/null; do
   kill -0 "$api" 2>/dev/null || { echo "brig-api stopped; its log is above" >&2; exit 1; }
   tries=$((tries + 1))
   [ $((tries % 20)) -ne 0 ] || echo "still waiting for http://127.0.0.1:$PORT/ready (its answer says what is missing)"
@@ -81,9 +83,12 @@ brig is ready on http://$HOST:$PORT (session store: $SESSION_STORE). Try:
   curl -X POST http://localhost:$PORT/execute -H "X-API-Key: ${first_key:-<your key>}" -H "Content-Type: application/json" \\
     -d '{"command": "ls -la", "session_id": "my-session-1", "timeout": 30}'
 
+  curl -X POST http://localhost:$PORT/execute -H "X-API-Key: ${first_key:-<your key>}" -H "Content-Type: application/json" \\
+    -d '{"code": "print(6*7)", "language": "python", "session_id": "my-session-1"}'
+
 or with the CLI:
 
-  BRIG_URL=http://localhost:$PORT BRIG_API_KEY=${first_key:-<your key>} target/release/brig exec -s my-session-1 -- ls -la
+  BRIG_URL=http://localhost:$PORT BRIG_API_KEY=${first_key:-<your key>} $bin/brig exec -s my-session-1 -- ls -la
 
 HELP
 wait "$api"

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Builds a sandbox image with Python on a machine without an image registry:
-# the offline sandbox image (images/sandbox/build.sh) plus Debian's
+# the minimal offline sandbox image (images/sandbox/build.sh) plus Debian's
 # python3 (installed with apt-get when missing) with exactly the shared
-# libraries it loads and its standard library.
-# With a registry, the same image is simply:
-#   docker build --build-arg BASE_IMAGE=python:3.12-slim -t brig-sandbox-python images/sandbox
+# libraries it loads and its standard library. scripts/run.sh builds its
+# default image this way when no registry is reachable.
+# With a registry, the same kind of image is simply (python:3.12-alpine is the
+# Dockerfile's default base):
+#   docker build -t brig-sandbox-python images/sandbox
 # Usage: images/sandbox-python/build.sh [TAG]   (default brig-sandbox-python:latest)
 set -euo pipefail
 # shellcheck source=images/lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 tag=${1:-brig-sandbox-python:latest}
-base=brig-sandbox:latest
+base=brig-sandbox-minimal:latest
 
 docker image inspect "$base" >/dev/null 2>&1 || "$here/../sandbox/build.sh" "$base"
 # Debian's own interpreter, whatever else PATH may offer first.

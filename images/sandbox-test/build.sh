@@ -7,7 +7,7 @@ set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 tag=${1:-brig-sandbox-test:latest}
-base=brig-sandbox:latest
+base=brig-sandbox-minimal:latest
 
 "$here/../sandbox/build.sh" "$base"
 command -v cc >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null; }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Builds the sandbox image on a machine with a Docker engine but no image
-# registry: a FROM-scratch base with Debian's static busybox (installed with
-# apt-get when missing), then images/sandbox/Dockerfile on top of it.
-# Usage: images/sandbox/build.sh [TAG]   (default brig-sandbox:latest)
+# Builds the minimal sandbox image on a machine with a Docker engine but no
+# image registry: a FROM-scratch base with Debian's static busybox (installed
+# with apt-get when missing), then images/sandbox/Dockerfile on top of it. No
+# Python: the test and benchmark images start from it, and
+# images/sandbox-python/build.sh adds Python (what scripts/run.sh builds offline).
+# Usage: images/sandbox/build.sh [TAG]   (default brig-sandbox-minimal:latest)
 set -euo pipefail
 # shellcheck source=images/lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 here=$(cd "$(dirname "$0")" && pwd)
-tag=${1:-brig-sandbox:latest}
+tag=${1:-brig-sandbox-minimal:latest}
 base=brig-busybox:local
 busybox=/bin/busybox
 

@@ -51,6 +51,11 @@ async fn exec_mirrors_the_commands_streams_and_exit_code() {
         &["exec", "-s", "c", "--timeout", "1", "--", "sh", "-c", "sleep 5"],
     );
     assert_eq!(out.status.code(), Some(124));
+    assert!(
+        text(&out.stderr).contains("timed out after 1s"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = brig(&api, ALICE_KEY, &["--json", "exec", "-s", "c", "--", "echo", "hi"]);
     assert_eq!(out.status.code(), Some(0));
@@ -127,20 +132,55 @@ async fn errors_are_one_clear_line_and_exit_125() {
         .output()
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(125));
-    assert!(text(&unreachable.stderr).contains("cannot talk to the brig API"));
-    let no_key = Command::new(binary("brig")).env_clear().arg("health").output().unwrap();
+    let stderr = text(&unreachable.stderr);
     assert!(
-        text(&no_key.stderr).contains("BRIG_API_KEY"),
+        stderr.contains("cannot talk to the brig API") && stderr.contains("is brig-api running there? (BRIG_URL)"),
+        "{stderr}"
+    );
+    let without = |env: &[(&str, &str)], args: &[&str]| {
+        Command::new(binary("brig"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // No key: what to set, not the server's 401.
+    let no_key = without(&[("BRIG_URL", &api.base)], &["sessions"]);
+    assert_eq!(no_key.status.code(), Some(125));
+    assert!(
+        text(&no_key.stderr).contains("set BRIG_API_KEY"),
         "{}",
         text(&no_key.stderr)
     );
+    // A URL without its scheme is named as such.
+    let bare = api.base.trim_start_matches("http://").to_string();
+    let schemeless = without(&[("BRIG_URL", &bare), ("BRIG_API_KEY", ALICE_KEY)], &["sessions"]);
+    assert!(
+        text(&schemeless.stderr).contains("must start with http:// or https://"),
+        "{}",
+        text(&schemeless.stderr)
+    );
+    // Health needs no credentials.
+    let health = without(&[("BRIG_URL", &api.base)], &["health"]);
+    assert!(health.status.success(), "{}", text(&health.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_files_health_and_completions() {
     let api = cli_api();
     let created = brig(&api, ALICE_KEY, &["sessions", "create", "work"]);
-    assert_eq!(text(&created.stdout), "work\n");
+    assert!(
+        text(&created.stdout).starts_with("created: work (expires "),
+        "{}",
+        text(&created.stdout)
+    );
+    let again = brig(&api, ALICE_KEY, &["sessions", "create", "work"]);
+    assert!(
+        text(&again.stdout).starts_with("exists: work (expires "),
+        "{}",
+        text(&again.stdout)
+    );
     let listed = brig(&api, ALICE_KEY, &["--json", "sessions", "ls"]);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed["sessions"][0]["session_id"], "work");
@@ -158,8 +198,16 @@ async fn sessions_files_health_and_completions() {
     assert!(put.status.success(), "{}", text(&put.stderr));
     let got = brig(&api, ALICE_KEY, &["files", "-s", "work", "get", "sub/data bin"]);
     assert!(got.stdout == data, "downloaded bytes differ");
-    let ls = brig(&api, ALICE_KEY, &["files", "-s", "work", "ls", "sub"]);
+    // The session goes before or after the action.
+    let ls = brig(&api, ALICE_KEY, &["files", "ls", "sub", "-s", "work"]);
     assert_eq!(text(&ls.stdout), "file\t70000\tdata bin\n");
+    // A relative working directory is under /workspace.
+    let pwd = brig(
+        &api,
+        ALICE_KEY,
+        &["exec", "-s", "work", "-w", "sub", "--", "sh", "-c", "pwd"],
+    );
+    assert_eq!(text(&pwd.stdout), "/workspace/sub\n", "{}", text(&pwd.stderr));
     let seen = brig(
         &api,
         ALICE_KEY,
@@ -209,5 +257,81 @@ async fn exec_sends_piped_stdin_to_the_command_unless_told_not_to() {
         text(&binary_input.stderr).contains("not UTF-8"),
         "{}",
         text(&binary_input.stderr)
+    );
+}
+
+/// `brig mcp` with `lines` on its stdin; its stdout lines as JSON, and stderr.
+fn mcp_bridge(env: &[(&str, &str)], lines: &[&str]) -> (Vec<serde_json::Value>, String) {
+    use std::io::Write;
+    let mut child = Command::new(binary("brig"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run brig mcp");
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin); // EOF: the bridge answers what it read, then ends
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "brig mcp failed: {}", text(&out.stderr));
+    let answers = text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    (answers, text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brig_mcp_bridges_stdio_to_the_apis_mcp_server() {
+    let api = cli_api();
+    let env = [("BRIG_URL", api.base.as_str()), ("BRIG_API_KEY", ALICE_KEY)];
+    let (mut answers, stderr) = mcp_bridge(
+        &env,
+        &[
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"execute","arguments":{"session_id":"bridge","command":"echo through stdio"}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"#,
+        ],
+    );
+    // Answers come as they finish: match them by id (the broken line has none).
+    answers.sort_by_key(|answer| answer["id"].as_i64().unwrap_or(0));
+    assert_eq!(
+        answers.len(),
+        4,
+        "one answer per request, none for the notification: {answers:?}\n{stderr}"
+    );
+    assert_eq!(answers[0]["error"]["code"], -32700, "{}", answers[0]);
+    assert_eq!(answers[1]["result"]["serverInfo"]["name"], "brig");
+    assert_eq!(answers[2]["result"]["tools"].as_array().unwrap().len(), 6);
+    assert_eq!(answers[3]["result"]["structuredContent"]["stdout"], "through stdio\n");
+
+    // What the bridge cannot deliver is an error for that request, with its id.
+    let (answers, _) = mcp_bridge(
+        &[("BRIG_URL", api.base.as_str()), ("BRIG_API_KEY", "wrong-key")],
+        &[r#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#],
+    );
+    assert_eq!(answers[0]["id"], "a");
+    let message = answers[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("401 unauthorized"), "{message}");
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let (answers, _) = mcp_bridge(
+        &[("BRIG_URL", nowhere.as_str()), ("BRIG_API_KEY", ALICE_KEY)],
+        &[r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#],
+    );
+    assert_eq!(answers[0]["id"], 9);
+    assert!(
+        answers[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is brig-api running there?"),
+        "{}",
+        answers[0]
     );
 }

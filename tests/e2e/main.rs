@@ -19,6 +19,7 @@ mod idempotency;
 mod images;
 mod mcp;
 mod metrics;
+mod newcomer;
 mod openapi;
 mod policy;
 mod pool;

@@ -91,6 +91,16 @@ async fn an_mcp_client_initializes_lists_the_tools_and_calls_them() {
     )
     .await;
     assert_eq!(written["isError"], false, "{written}");
+    // Like execute, write_file creates the session it names.
+    let fresh = call_tool(
+        &api,
+        ALICE_KEY,
+        40,
+        "write_file",
+        json!({"session_id": "scratch", "path": "main.sh", "content": "echo made"}),
+    )
+    .await;
+    assert_eq!(fresh["isError"], false, "{fresh}");
     let read = call_tool(
         &api,
         ALICE_KEY,
@@ -110,8 +120,18 @@ async fn an_mcp_client_initializes_lists_the_tools_and_calls_them() {
     .await;
     assert_eq!(cat["structuredContent"]["stdout"], "from mcp");
 
+    // The shapes of GET /sessions.
     let listed = call_tool(&api, ALICE_KEY, 7, "list_sessions", json!({})).await;
-    assert_eq!(listed["structuredContent"]["sessions"], json!(["agent"]));
+    let http = call(&api, reqwest::Method::GET, "/sessions", ALICE_KEY, None).await;
+    assert_eq!(listed["structuredContent"], http.body, "{listed}");
+    let mut ids: Vec<&str> = http.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["agent", "scratch"]);
     // Another principal sees none of it.
     let bobs = call_tool(
         &api,
@@ -157,4 +177,156 @@ async fn an_mcp_client_initializes_lists_the_tools_and_calls_them() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_problems_are_json_rpc_errors_and_json_only_clients_are_served() {
+    let api = BrigApi::start(&[("SESSION_STORE", "memory")]);
+    let json_type = ("content-type", "application/json");
+    let list = r#"{"jsonrpc": "2.0", "id": 7, "method": "tools/list"}"#;
+    // Method, headers, body → HTTP status and JSON-RPC error code.
+    type Case<'a> = (reqwest::Method, Vec<(&'a str, &'a str)>, &'a str, u16, i64);
+    let cases: [Case; 5] = [
+        (
+            reqwest::Method::POST,
+            vec![json_type],
+            r#"{"jsonrpc": "2.0", "id": "#,
+            400,
+            -32700,
+        ),
+        (
+            reqwest::Method::POST,
+            vec![json_type],
+            r#"{"hello": "world"}"#,
+            400,
+            -32600,
+        ),
+        (
+            reqwest::Method::POST,
+            vec![("content-type", "text/plain")],
+            list,
+            415,
+            -32600,
+        ),
+        (
+            reqwest::Method::POST,
+            vec![json_type, ("accept", "text/html")],
+            list,
+            406,
+            -32600,
+        ),
+        (
+            reqwest::Method::GET,
+            vec![("accept", "text/event-stream")],
+            "",
+            405,
+            -32600,
+        ),
+    ];
+    for (method, headers, body, status, code) in cases {
+        let mut request = reqwest::Client::new()
+            .request(method.clone(), api.url("/mcp"))
+            .header("x-api-key", ALICE_KEY)
+            .body(body.to_string());
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {headers:?} {body}");
+        if status == 405 {
+            assert_eq!(response.headers()["allow"], "POST");
+        }
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["jsonrpc"], "2.0", "{error}");
+        assert_eq!(error["error"]["code"], code, "{error}");
+        assert!(
+            error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+    }
+    // A client that lists only application/json, or nothing, is answered.
+    for accept in [Some("application/json"), None] {
+        let mut request = reqwest::Client::new()
+            .post(api.url("/mcp"))
+            .header("x-api-key", ALICE_KEY)
+            .header("content-type", "application/json")
+            .body(list);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "Accept: {accept:?}");
+        let listed: Value = response.json().await.unwrap();
+        assert_eq!(listed["id"], 7);
+        assert!(
+            listed["result"]["tools"].as_array().is_some_and(|t| t.len() == 6),
+            "{listed}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_is_offered_where_it_runs_and_a_session_can_choose_its_image() {
+    const PYTHON_IMAGE: &str = "brig-sandbox-python:latest";
+    let api = BrigApi::start(&[
+        ("SESSION_STORE", "memory"),
+        ("ALLOWED_COMMANDS", "sh,python3"),
+        ("LANGUAGES", "python=python3 -,sh=sh -s,ruby=ruby -"),
+        ("ALLOWED_IMAGES", PYTHON_IMAGE),
+    ]);
+    let (_, listed) = rpc(
+        &api,
+        ALICE_KEY,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    let execute = tools.iter().find(|t| t["name"] == "execute").unwrap();
+    // ruby is configured but its interpreter is not allowed: not offered.
+    assert_eq!(
+        execute["inputSchema"]["properties"]["language"]["enum"],
+        json!(["python", "sh"]),
+        "{execute}"
+    );
+    let create = tools.iter().find(|t| t["name"] == "create_session").unwrap();
+    assert!(create["inputSchema"]["properties"]["image"].is_object(), "{create}");
+
+    let created = call_tool(
+        &api,
+        ALICE_KEY,
+        2,
+        "create_session",
+        json!({"session_id": "py", "image": PYTHON_IMAGE}),
+    )
+    .await;
+    assert_eq!(created["isError"], false, "{created}");
+    let session = &created["structuredContent"];
+    assert_eq!(session["image"], PYTHON_IMAGE);
+    assert_eq!(session["created"], true);
+    let (created_at, expires_at) = (
+        session["created_at"].as_str().unwrap(),
+        session["expires_at"].as_str().unwrap(),
+    );
+    assert!(expires_at > created_at, "{session}");
+
+    let ran = call_tool(
+        &api,
+        ALICE_KEY,
+        3,
+        "execute",
+        json!({"session_id": "py", "code": "print(6*7)", "language": "python"}),
+    )
+    .await;
+    assert_eq!(ran["structuredContent"]["stdout"], "42\n", "{ran}");
+    let other = call_tool(
+        &api,
+        ALICE_KEY,
+        4,
+        "create_session",
+        json!({"session_id": "other", "image": "not-allowed:latest"}),
+    )
+    .await;
+    assert_eq!(other["isError"], true);
+    assert_eq!(other["structuredContent"]["error"], "image_not_allowed");
 }

@@ -47,6 +47,8 @@ fn readme_api() -> BrigApi {
         ("API_KEYS", "dev:dev-key"),
         ("SESSION_STORE", "memory"),
         ("METRICS_TOKEN", METRICS_TOKEN),
+        // What scripts/run.sh makes the default: an image with Python.
+        ("CONTAINER_IMAGE", "brig-sandbox-python:latest"),
     ])
 }
 
@@ -75,13 +77,18 @@ async fn every_curl_example_answers_2xx() {
     let api = readme_api();
     let dir = std::env::temp_dir();
     for example in examples {
-        let out = sh(&api, &format!("{example} -sS -o /dev/null -w '%{{http_code}}'"), &dir);
-        let status = String::from_utf8_lossy(&out.stdout).to_string();
+        let out = sh(&api, &format!("{example} -sS -w '\n%{{http_code}}'"), &dir);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, status) = stdout.rsplit_once('\n').unwrap_or_default();
         assert!(
             status.starts_with('2'),
-            "{example}\nanswered {status}: {}",
+            "{example}\nanswered {status}: {body} {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The Python example runs Python.
+        if example.contains("print(6*7)") {
+            assert!(body.contains(r#""stdout":"42\n""#), "{body}");
+        }
     }
 }
 

@@ -55,6 +55,16 @@ async fn serve() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // What LANGUAGES offers but the allowlist refuses is not advertised (MCP):
+    // say so once, where the operator looks.
+    let runnable = rules.current().runnable_languages(&config.languages);
+    for (language, interpreter) in config.languages.iter().filter(|(name, _)| !runnable.contains(name)) {
+        tracing::warn!(
+            language,
+            interpreter = interpreter.program(),
+            "LANGUAGES offers {language}, but ALLOWED_COMMANDS does not allow its interpreter: its code is refused (403) and MCP does not offer it"
+        );
+    }
     let address = (config.host.clone(), config.port);
     let mut state = brig_api::AppState::build(config, rules)
         .await

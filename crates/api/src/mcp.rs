@@ -15,18 +15,21 @@ use brig_protocol::{FileReply, FileRequest};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{CallToolResult, Implementation, JsonObject, ServerCapabilities, ServerConfig};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler};
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::workspace_path;
 use crate::service::execute::ExecuteInput;
+use crate::service::sessions::open_session;
 use crate::state::AppState;
+use crate::views::{CreateSessionBody, SessionList, SessionView};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ExecuteArgs {
@@ -36,7 +39,7 @@ pub struct ExecuteArgs {
     pub command: Option<String>,
     /// Source code fed on stdin to the interpreter of `language`.
     pub code: Option<String>,
-    /// A language configured in LANGUAGES (e.g. python, sh).
+    /// The language of `code`: one of LANGUAGES whose interpreter is allowed (the schema lists them).
     pub language: Option<String>,
     /// Deadline in seconds.
     pub timeout: Option<f64>,
@@ -54,6 +57,26 @@ pub struct SessionArgs {
 pub struct NewSessionArgs {
     /// The session id; omitted: a random one.
     pub session_id: Option<String>,
+    /// The sandbox image: CONTAINER_IMAGE (the default) or one of ALLOWED_IMAGES.
+    pub image: Option<String>,
+    /// The OCI runtime: CONTAINER_RUNTIME (the default) or one of ALLOWED_RUNTIMES (e.g. runsc).
+    pub runtime: Option<String>,
+    /// Memory, like `200m`; clamped to CONTAINER_MEM_LIMIT.
+    pub memory_limit: Option<String>,
+    /// CPUs; clamped to CONTAINER_CPU_LIMIT.
+    pub cpu_limit: Option<f64>,
+}
+
+impl From<NewSessionArgs> for CreateSessionBody {
+    fn from(args: NewSessionArgs) -> Self {
+        CreateSessionBody {
+            session_id: args.session_id,
+            memory_limit: args.memory_limit,
+            cpu_limit: args.cpu_limit,
+            image: args.image,
+            runtime: args.runtime,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -95,6 +118,10 @@ fn principal(parts: &Parts) -> Result<Principal, ApiError> {
         .ok_or(ApiError::Unauthorized("missing credentials"))
 }
 
+fn to_value(value: impl serde::Serialize) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value).map_err(|err| ApiError::Internal(err.to_string()))
+}
+
 fn session(id: &str) -> Result<SessionId, ApiError> {
     Ok(SessionId::parse(id)?)
 }
@@ -123,13 +150,6 @@ where
 
 #[tool_router]
 impl BrigMcp {
-    pub fn new(state: AppState) -> Self {
-        BrigMcp {
-            state,
-            tool_router: Self::tool_router(),
-        }
-    }
-
     #[tool(
         description = "Run a command (or code in a configured language) in a brig sandbox session; returns exit_code, stdout, stderr, timed_out and timing. The session is created if needed and keeps its /workspace between calls."
     )]
@@ -151,24 +171,25 @@ impl BrigMcp {
             };
             let validated = state.execute.validate(&principal, input)?;
             let response = state.execute.run(&principal, validated, state.shutdown.token()).await?;
-            serde_json::to_value(response).map_err(|err| ApiError::Internal(err.to_string()))
+            to_value(response)
         })
         .await
     }
 
-    #[tool(description = "Create a brig sandbox session (idempotent); returns its id and expiry.")]
+    #[tool(
+        description = "Create a brig sandbox session (idempotent), optionally with another image (e.g. one with more tools), runtime or limits; returns what GET /sessions/{id} does (session_id, created_at, expires_at, image, runtime, memory_limit, cpu_limit) and whether it was created. execute creates sessions with the defaults by itself."
+    )]
     async fn create_session(
         &self,
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<NewSessionArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        let state = &self.state;
         as_principal(&parts, |principal| async move {
-            let id = match args.session_id {
-                Some(id) => session(&id)?,
-                None => SessionId::random(),
-            };
-            let (record, created) = self.state.sessions.open(&principal.owner(), &id).await?;
-            Ok(json!({"session_id": record.session_id, "created": created}))
+            let (view, created) = open_session(&state.sessions, &state.config.sandbox, &principal, args.into()).await?;
+            let mut value = to_value(view)?;
+            value["created"] = created.into();
+            Ok(value)
         })
         .await
     }
@@ -187,7 +208,7 @@ impl BrigMcp {
         .await
     }
 
-    #[tool(description = "List the caller's brig sessions.")]
+    #[tool(description = "List the caller's brig sessions, as GET /sessions does.")]
     async fn list_sessions(
         &self,
         Extension(parts): Extension<Parts>,
@@ -195,8 +216,10 @@ impl BrigMcp {
     ) -> Result<CallToolResult, ErrorData> {
         as_principal(&parts, |principal| async move {
             let records = self.state.sessions.list(&principal.owner()).await?;
-            let ids: Vec<&str> = records.iter().map(|r| r.session_id.as_str()).collect();
-            Ok(json!({"sessions": ids}))
+            let sandbox = &self.state.config.sandbox;
+            to_value(SessionList {
+                sessions: records.iter().map(|record| SessionView::of(record, sandbox)).collect(),
+            })
         })
         .await
     }
@@ -224,7 +247,9 @@ impl BrigMcp {
         .await
     }
 
-    #[tool(description = "Write a text file under /workspace of an existing session (at most 1 MiB).")]
+    #[tool(
+        description = "Write a text file under /workspace of a session (at most 1 MiB), creating the session if needed, as execute does."
+    )]
     async fn write_file(
         &self,
         Extension(parts): Extension<Parts>,
@@ -239,10 +264,10 @@ impl BrigMcp {
                 path: path(&args.path)?,
                 data,
             };
-            self.state
-                .sessions
-                .file(&principal.owner(), &session(&args.session_id)?, request)
-                .await?;
+            let id = session(&args.session_id)?;
+            let sessions = &self.state.sessions;
+            sessions.open(&principal.owner(), &id).await?;
+            sessions.file(&principal.owner(), &id, request).await?;
             Ok(json!({"path": args.path, "written": true}))
         })
         .await
@@ -263,13 +288,46 @@ impl ServerHandler for BrigMcp {
 
 /// The MCP service for `/mcp`: stateless, JSON answers; Host validation off
 /// (every request must authenticate, which a rebinding attacker cannot do).
-pub fn service(state: AppState) -> StreamableHttpService<BrigMcp, NeverSessionManager> {
+/// `execute` advertises exactly the languages that can run (`languages`).
+pub fn service(state: AppState, languages: &[&str]) -> StreamableHttpService<BrigMcp, NeverSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
+        .with_max_request_body_bytes(state.config.max_body_bytes)
         .disable_allowed_hosts();
-    StreamableHttpService::new(move || Ok(BrigMcp::new(state.clone())), Default::default(), config)
+    let mut tools = BrigMcp::tool_router();
+    if let Some(execute) = tools.map.get_mut("execute") {
+        execute.attr.input_schema = Arc::new(with_languages(&execute.attr.input_schema, languages));
+    }
+    StreamableHttpService::new(
+        move || {
+            Ok(BrigMcp {
+                state: state.clone(),
+                tool_router: tools.clone(),
+            })
+        },
+        Default::default(),
+        config,
+    )
+}
+
+/// `execute`'s input schema with `language` limited to `languages`.
+fn with_languages(schema: &JsonObject, languages: &[&str]) -> JsonObject {
+    let mut schema = schema.clone();
+    if let Some(language) = schema
+        .get_mut("properties")
+        .and_then(|properties| properties.get_mut("language"))
+        .and_then(|language| language.as_object_mut())
+    {
+        language.insert("type".into(), json!("string"));
+        language.insert("enum".into(), json!(languages));
+        language.insert(
+            "description".into(),
+            json!(format!("The language of `code`: {}.", languages.join(", "))),
+        );
+    }
+    schema
 }
 
 /// Layer of `/mcp`: authenticates and rate-limits like every endpoint, and
@@ -283,5 +341,158 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             next.run(request).await
         }
         Err(err) => err.into_response(),
+    }
+}
+
+/// JSON-RPC 2.0's codes for a body that is not JSON and for one that is not a
+/// request this server takes.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const INTERNAL_ERROR: i64 = -32603;
+
+/// Layer of `/mcp` in front of the MCP service: whatever the transport refuses
+/// is answered as a JSON-RPC error (`{"jsonrpc", "id", "error": {"code",
+/// "message"}}`) with the HTTP status that fits, never as plain text: a
+/// method other than POST (405), a client that does not take JSON (406),
+/// another content type (415), a body over `MAX_REQUEST_BYTES` (413), a body
+/// that is not JSON (400, -32700) or not a JSON-RPC message (400, -32600).
+/// brig answers JSON whatever else the client takes, so `Accept` need not
+/// also list `text/event-stream`.
+pub async fn protocol(State(body_limit): State<usize>, request: Request, next: Next) -> Response {
+    use axum::http::{header, HeaderValue, Method, StatusCode};
+
+    if request.method() != Method::POST {
+        let mut response = jsonrpc_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            INVALID_REQUEST,
+            "MCP here is POST only (a stateless server: no GET stream, no DELETE)",
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let (mut parts, body) = request.into_parts();
+    if !accepts_json(&parts.headers) {
+        return jsonrpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            INVALID_REQUEST,
+            "answers are application/json: Accept must allow it",
+            None,
+        );
+    }
+    parts.headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    if !crate::json::is_json(&parts.headers) {
+        return jsonrpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_REQUEST,
+            "Content-Type must be application/json",
+            None,
+        );
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, body_limit).await else {
+        return jsonrpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            format!("the body is over {body_limit} bytes (MAX_REQUEST_BYTES)"),
+            None,
+        );
+    };
+    let message: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(message) => message,
+        Err(err) => {
+            return jsonrpc_error(StatusCode::BAD_REQUEST, PARSE_ERROR, format!("not JSON: {err}"), None);
+        }
+    };
+    let id = message.get("id").cloned();
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    let status = response.status();
+    if status.is_success() || crate::json::is_json(response.headers()) {
+        return response;
+    }
+    // The transport's other refusals are plain text: carry them over.
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|text| String::from_utf8_lossy(&text).into_owned())
+        .unwrap_or_default();
+    match status {
+        // A well-formed JSON body the transport could not take as a message.
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            format!("not a JSON-RPC 2.0 request or notification: {text}"),
+            id,
+        ),
+        status if status.is_client_error() => jsonrpc_error(status, INVALID_REQUEST, text, id),
+        status => jsonrpc_error(status, INTERNAL_ERROR, text, id),
+    }
+}
+
+fn jsonrpc_error(
+    status: axum::http::StatusCode,
+    code: i64,
+    message: impl Into<String>,
+    id: Option<serde_json::Value>,
+) -> Response {
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id.unwrap_or(serde_json::Value::Null),
+        "error": {"code": code, "message": message.into()},
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Whether `Accept` (absent: anything) allows `application/json`.
+fn accepts_json(headers: &axum::http::HeaderMap) -> bool {
+    let mut ranges = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|range| range.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .peekable();
+    ranges.peek().is_none()
+        || ranges.any(|range| matches!(range.as_str(), "application/json" | "application/*" | "*/*"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_allows_json_when_absent_or_listed_with_or_without_wildcards() {
+        let headers = |values: &[&str]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for value in values {
+                headers.append(axum::http::header::ACCEPT, value.parse().unwrap());
+            }
+            headers
+        };
+        assert!(accepts_json(&headers(&[])));
+        assert!(accepts_json(&headers(&["application/json"])));
+        assert!(accepts_json(&headers(&[
+            "text/event-stream",
+            "Application/JSON; q=0.5"
+        ])));
+        assert!(accepts_json(&headers(&["text/html, */*;q=0.1"])));
+        assert!(accepts_json(&headers(&["application/*"])));
+        assert!(!accepts_json(&headers(&["text/event-stream"])));
+        assert!(!accepts_json(&headers(&["text/html, application/xml"])));
+    }
+
+    #[test]
+    fn execute_advertises_only_the_languages_given() {
+        let tools = BrigMcp::tool_router();
+        let schema = with_languages(&tools.map["execute"].attr.input_schema, &["python", "sh"]);
+        let language = &schema["properties"]["language"];
+        assert_eq!(language["enum"], json!(["python", "sh"]));
+        assert_eq!(language["type"], "string");
+        assert!(language["description"].as_str().unwrap().contains("python, sh"));
     }
 }

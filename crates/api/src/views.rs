@@ -1,8 +1,10 @@
 //! Bodies that several transports share (JSON, SSE, MCP, executions): the
-//! execute request, what came of a command, how an execution looks to clients.
+//! execute request, what came of a command, how an execution looks to clients,
+//! a session.
 
-use brig_core::session::Executed;
-use chrono::{DateTime, SecondsFormat, Utc};
+use brig_core::session::{Executed, SessionRecord};
+use brig_core::SandboxConfig;
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Timestamps as clients see them: RFC 3339, milliseconds, `Z`.
@@ -97,4 +99,52 @@ pub struct ExecutionView {
     /// Why an execution failed (`status: failed`): the error `/execute` would have answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+}
+
+/// The body of `POST /sessions` (and MCP's `create_session`).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionBody {
+    pub session_id: Option<String>,
+    /// Like `CONTAINER_MEM_LIMIT` (`200m`); clamped to it.
+    pub memory_limit: Option<String>,
+    /// CPUs; clamped to `CONTAINER_CPU_LIMIT`.
+    pub cpu_limit: Option<f64>,
+    /// `CONTAINER_IMAGE` or one of `ALLOWED_IMAGES`.
+    pub image: Option<String>,
+    /// `CONTAINER_RUNTIME` or one of `ALLOWED_RUNTIMES` (e.g. `runsc`).
+    pub runtime: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub session_id: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub image: String,
+    pub runtime: String,
+    /// Bytes.
+    pub memory_limit: i64,
+    pub cpu_limit: f64,
+}
+
+impl SessionView {
+    pub fn of(record: &SessionRecord, sandbox: &SandboxConfig) -> Self {
+        let at = |ms: i64| rfc3339(Utc.timestamp_millis_opt(ms).single().unwrap_or_default());
+        let options = &record.options;
+        SessionView {
+            session_id: record.session_id.clone(),
+            created_at: at(record.created_at_ms),
+            expires_at: at(record.expires_at_ms),
+            image: options.image.clone().unwrap_or_else(|| sandbox.image.clone()),
+            runtime: options.runtime.clone().unwrap_or_else(|| sandbox.runtime.clone()),
+            memory_limit: options.memory_bytes.unwrap_or(sandbox.memory_bytes),
+            cpu_limit: options.nano_cpus.map_or(sandbox.cpus, |n| n as f64 / 1e9),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
 }

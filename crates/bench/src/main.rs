@@ -64,7 +64,7 @@ fn options() -> anyhow::Result<Options> {
         memory_sessions: if quick { 10 } else { 100 },
         reap_sessions: if quick { 10 } else { 50 },
         json,
-        image: std::env::var("CONTAINER_IMAGE").unwrap_or_else(|_| "brig-sandbox:latest".into()),
+        image: std::env::var("CONTAINER_IMAGE").unwrap_or_else(|_| "brig-sandbox-minimal:latest".into()),
     })
 }
 

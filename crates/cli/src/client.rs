@@ -34,6 +34,7 @@ impl std::fmt::Display for Failure {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -63,11 +64,14 @@ pub fn query_value(value: &str) -> String {
 }
 
 impl Client {
+    /// Credentials may be missing: `/health` and `/ready` need none, and any
+    /// other call then fails saying what to set.
     pub fn new(base: &str, api_key: Option<&str>, token: Option<&str>) -> Result<Self, Failure> {
-        if api_key.is_none() && token.is_none() {
-            return Err(Failure::Local(
-                "no credentials: set BRIG_API_KEY (or BRIG_TOKEN for a JWT)".into(),
-            ));
+        let scheme = base.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("http" | "https")) {
+            return Err(Failure::Local(format!(
+                "BRIG_URL (--url) must start with http:// or https://, e.g. http://localhost:8000; got {base:?}"
+            )));
         }
         Ok(Client {
             http: reqwest::Client::new(),
@@ -75,6 +79,24 @@ impl Client {
             api_key: api_key.map(String::from),
             token: token.map(String::from),
         })
+    }
+
+    /// What went wrong on the way, with what to check.
+    fn transport(&self, err: &reqwest::Error) -> Failure {
+        let mut causes = vec![err.to_string()];
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        let hint = if err.is_connect() {
+            ": is brig-api running there? (BRIG_URL)"
+        } else if err.is_timeout() {
+            ": it did not answer in time"
+        } else {
+            ""
+        };
+        Failure::Transport(format!("{}: {}{hint}", self.base, causes.join(": ")))
     }
 
     fn builder(&self, method: Method, path: &str) -> RequestBuilder {
@@ -87,14 +109,16 @@ impl Client {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, Failure> {
-        let response = request
-            .send()
-            .await
-            .map_err(|err| Failure::Transport(err.to_string()))?;
+        let response = request.send().await.map_err(|err| self.transport(&err))?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
+        if status == StatusCode::UNAUTHORIZED && self.api_key.is_none() && self.token.is_none() {
+            return Err(Failure::Local(
+                "no credentials: set BRIG_API_KEY (or BRIG_TOKEN for a JWT)".into(),
+            ));
+        }
         let body: Value = response.json().await.unwrap_or_default();
         Err(Failure::Api {
             status,
@@ -105,19 +129,46 @@ impl Client {
 
     /// A JSON request; the JSON answer (`null` for an empty one).
     pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+        self.request_with_status(method, path, body)
+            .await
+            .map(|(_, value)| value)
+    }
+
+    /// [`Client::request`], with the answer's status.
+    pub async fn request_with_status(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), Failure> {
         let mut request = self.builder(method, path);
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = self.send(request).await?;
-        let text = response
-            .text()
-            .await
-            .map_err(|err| Failure::Transport(err.to_string()))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|err| self.transport(&err))?;
         if text.is_empty() {
-            return Ok(Value::Null);
+            return Ok((status, Value::Null));
         }
-        serde_json::from_str(&text).map_err(|err| Failure::Transport(format!("not JSON: {err}")))
+        let value = serde_json::from_str(&text).map_err(|err| Failure::Transport(format!("not JSON: {err}")))?;
+        Ok((status, value))
+    }
+
+    /// Posts one JSON-RPC message to `/mcp` as it is; the status and body,
+    /// whatever they are (the MCP bridge reads both).
+    pub async fn mcp(&self, message: String) -> Result<(StatusCode, Vec<u8>), Failure> {
+        let response = self
+            .builder(Method::POST, "/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(message)
+            .send()
+            .await
+            .map_err(|err| self.transport(&err))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|err| self.transport(&err))?;
+        Ok((status, body.to_vec()))
     }
 
     pub async fn put_file(&self, path: &str, data: Vec<u8>) -> Result<(), Failure> {
@@ -126,10 +177,7 @@ impl Client {
 
     pub async fn get_file(&self, path: &str) -> Result<Vec<u8>, Failure> {
         let response = self.send(self.builder(Method::GET, path)).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| Failure::Transport(err.to_string()))?;
+        let bytes = response.bytes().await.map_err(|err| self.transport(&err))?;
         Ok(bytes.to_vec())
     }
 
@@ -173,7 +221,7 @@ impl Client {
             match response.chunk().await {
                 Ok(Some(chunk)) => buffer.extend_from_slice(&chunk),
                 Ok(None) => return Err(Failure::Transport("the stream ended without a result".into())),
-                Err(err) => return Err(Failure::Transport(err.to_string())),
+                Err(err) => return Err(self.transport(&err)),
             }
         }
     }

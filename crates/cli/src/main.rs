@@ -2,8 +2,9 @@
 //!
 //!   brig exec [-s SESSION] [--timeout S] [--stream] -- CMD ARGS...
 //!   brig sessions [ls | create [ID] | rm ID]
-//!   brig files [put LOCAL PATH | get PATH [LOCAL] | ls [DIR]] -s SESSION
+//!   brig files [-s SESSION] [put LOCAL PATH | get PATH [LOCAL] | ls [DIR]]
 //!   brig health
+//!   brig mcp                 (MCP over stdio, for clients that start servers)
 //!   brig completions SHELL
 //!
 //! Reads `BRIG_URL` (default `http://localhost:8000`) and `BRIG_API_KEY` or
@@ -13,6 +14,7 @@
 //! or could not be reached) exit 125 with the API's error code on stderr.
 
 mod client;
+mod mcp;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -55,9 +57,9 @@ enum Command {
         #[arg(long)]
         timeout: Option<f64>,
         /// Print output as it is produced (Server-Sent Events).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         stream: bool,
-        /// Working directory inside the sandbox.
+        /// Working directory inside the sandbox (relative: under /workspace).
         #[arg(short = 'w', long)]
         workdir: Option<String>,
         /// Do not send stdin. Without this, stdin is sent to the command when it
@@ -75,13 +77,17 @@ enum Command {
     },
     /// Files in a session's /workspace.
     Files {
-        #[arg(short, long, env = "BRIG_SESSION", default_value = "cli")]
+        /// The session (before or after the action).
+        #[arg(short, long, env = "BRIG_SESSION", default_value = "cli", global = true)]
         session: String,
         #[command(subcommand)]
         action: FilesAction,
     },
-    /// Whether the API is alive and ready.
+    /// Whether the API is alive and ready (no credentials needed).
     Health,
+    /// Serve brig's MCP tools over stdio (one JSON-RPC message per line), for
+    /// MCP clients that start their servers as processes.
+    Mcp,
     /// Shell completions for bash, zsh, fish, elvish or powershell.
     Completions { shell: clap_complete::Shell },
 }
@@ -173,6 +179,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 body["timeout"] = json!(timeout);
             }
             if let Some(dir) = workdir {
+                // Relative, like `docker exec -w`'s users expect: under /workspace.
+                let dir = if dir.starts_with('/') {
+                    dir
+                } else {
+                    format!("/workspace/{dir}")
+                };
                 body["working_dir"] = json!(dir);
             }
             let result = if stream && !cli.json {
@@ -187,6 +199,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 }
                 result
             };
+            if result["timed_out"] == true && !cli.json {
+                eprintln!(
+                    "brig: the command timed out after {}s and was killed (exit 124; --timeout sets the deadline)",
+                    timeout.map_or_else(|| "the default".to_string(), |t| t.to_string())
+                );
+            }
             Ok(result["exit_code"]
                 .as_i64()
                 .unwrap_or(i64::from(BRIG_FAILED))
@@ -210,11 +228,22 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 }
                 SessionsAction::Create { id } => {
                     let body = id.map_or_else(|| json!({}), |id| json!({"session_id": id}));
-                    let created = client.request(reqwest::Method::POST, "/sessions", Some(&body)).await?;
+                    let (status, created) = client
+                        .request_with_status(reqwest::Method::POST, "/sessions", Some(&body))
+                        .await?;
                     if cli.json {
                         print_json(&created);
                     } else {
-                        println!("{}", created["session_id"].as_str().unwrap_or_default());
+                        let what = if status == reqwest::StatusCode::CREATED {
+                            "created"
+                        } else {
+                            "exists"
+                        };
+                        println!(
+                            "{what}: {} (expires {})",
+                            created["session_id"].as_str().unwrap_or_default(),
+                            created["expires_at"].as_str().unwrap_or_default()
+                        );
                     }
                 }
                 SessionsAction::Rm { id } => {
@@ -288,6 +317,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+        Command::Mcp => mcp::bridge(client).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

@@ -23,8 +23,11 @@ pub use crate::views::{ExecuteBody, ExecuteResponse};
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let rules = state.rules.current();
+    let languages = rules.runnable_languages(&state.config.languages);
     let mcp = Router::new()
-        .nest_service("/mcp", crate::mcp::service(state.clone()))
+        .nest_service("/mcp", crate::mcp::service(state.clone(), &languages))
+        .layer(axum::middleware::from_fn_with_state(body_limit, crate::mcp::protocol))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::mcp::authenticate,

@@ -1,4 +1,4 @@
-//! Typed configuration, parsed once from the environment (design.md's table;
+//! Typed configuration, parsed once from the environment (README's table;
 //! seed-compatible names first) and validated at start-up: every invalid value
 //! is reported by its variable name.
 //!
@@ -146,7 +146,7 @@ impl Config {
         let execution_retention = env.parse("EXECUTION_RESULT_TTL_SECONDS", Duration::from_secs(3600), seconds);
         let commands = CommandPolicy::from_list(
             &env.get("ALLOWED_COMMANDS")
-                .unwrap_or_else(|| "ls,cat,echo,pwd,id,whoami,sh".into()),
+                .unwrap_or_else(|| "ls,cat,echo,pwd,id,whoami,sh,python3".into()),
         );
         let policy_path = env.get("ALLOWED_COMMANDS_PATH").map(std::path::PathBuf::from);
         if policy_path.is_none() && commands.allowed().next().is_none() {

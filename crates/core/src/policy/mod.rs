@@ -161,6 +161,11 @@ impl Languages {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }
+
+    /// Each language with its interpreter, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Argv)> {
+        self.0.iter().map(|(name, argv)| (name.as_str(), argv))
+    }
 }
 
 /// A file's path under `/workspace`, as the files endpoints take it: relative,

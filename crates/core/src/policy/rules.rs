@@ -4,7 +4,7 @@
 
 use super::file::PolicyFileError;
 pub use super::file::{Allowed, Cooldown, PolicyFile, Rule, Scope};
-use crate::policy::{Argv, CommandPolicy, PolicyError};
+use crate::policy::{Argv, CommandPolicy, Languages, PolicyError};
 
 /// The rules in force: the plain allowlist, or a policy file.
 #[derive(Debug, Clone)]
@@ -36,6 +36,23 @@ impl Rules {
                 file.check(line, &roles)
             }
         }
+    }
+}
+
+impl Rules {
+    /// The configured languages whose interpreter these rules let run, as
+    /// brig advertises them (MCP's tool schema): with the plain list, those
+    /// whose interpreter it allows; with a policy file, every one (the
+    /// caller's roles decide at request time).
+    pub fn runnable_languages<'a>(&self, languages: &'a Languages) -> Vec<&'a str> {
+        languages
+            .iter()
+            .filter(|(_, interpreter)| match self {
+                Rules::List(list) => list.check(interpreter).is_ok(),
+                Rules::File(_) => true,
+            })
+            .map(|(name, _)| name)
+            .collect()
     }
 }
 
@@ -87,5 +104,21 @@ impl LiveRules {
         let file = PolicyFile::load(path)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(Rules::File(Box::new(file)));
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn languages_are_advertised_only_when_the_list_lets_their_interpreter_run() {
+        let languages = Languages::parse("python=python3 -,sh=sh -s,ruby=ruby -").unwrap();
+        let list = Rules::List(CommandPolicy::from_list("sh,python3"));
+        assert_eq!(list.runnable_languages(&languages), ["python", "sh"]);
+        let none = Rules::List(CommandPolicy::from_list("ls"));
+        assert!(none.runnable_languages(&languages).is_empty());
+        let file = Rules::File(Box::new(PolicyFile::parse("commands = [\"ls\"]", false).unwrap()));
+        assert_eq!(file.runnable_languages(&languages), ["python", "ruby", "sh"]);
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 pub mod budget;
 
-/// Labels every brig container carries (design.md: hardening contract).
+/// Labels every brig container carries (README: "Security model").
 pub mod labels {
     pub const MANAGED: &str = "brig.managed";
     pub const INSTANCE: &str = "brig.instance";

@@ -1,5 +1,5 @@
-//! Publishing the embedded agent into its named volume (design.md: "The sandbox
-//! channel"): create the volume, create a never-started helper container that
+//! Publishing the embedded agent into its named volume (README: "How a command
+//! runs"): create the volume, create a never-started helper container that
 //! mounts it writable, upload the binary with the archive API unless it is
 //! already there byte for byte, remove the helper. Needs no host path, so it
 //! works against any engine reachable over the API.

@@ -1,4 +1,4 @@
-//! The hardened container spec (design.md: "the hardening contract"). Every
+//! The hardened container spec (README: "Security model", the hardening contract). Every
 //! security-relevant field is set explicitly, even where it equals the engine's
 //! default, so that a changed default can never loosen a sandbox.
 
