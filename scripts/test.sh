@@ -35,20 +35,23 @@ log "building sandbox images"
 images/sandbox-test/build.sh
 images/sandbox-python/build.sh
 
-log "installing schemathesis, openapi-spec-validator and openapi-python-client (PyPI) into target/schemathesis"
+log "installing schemathesis, openapi-spec-validator, openapi-python-client and the MCP SDK (PyPI) into target/schemathesis"
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq python3-venv >/dev/null
 }
-for tool in schemathesis openapi-spec-validator openapi-python-client; do
-  [ -x "target/schemathesis/bin/$tool" ] || {
-    python3 -m venv target/schemathesis
-    target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5' 'openapi-spec-validator>=0.7,<1' \
-      'openapi-python-client>=0.29,<1'
-    break
-  }
-done
+installed() {
+  for tool in schemathesis openapi-spec-validator openapi-python-client; do
+    [ -x "target/schemathesis/bin/$tool" ] || return 1
+  done
+  target/schemathesis/bin/python -c 'import mcp' 2>/dev/null
+}
+installed || {
+  python3 -m venv target/schemathesis
+  target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5' 'openapi-spec-validator>=0.7,<1' \
+    'openapi-python-client>=0.29,<1' 'mcp>=1.9,<2'
+}
 target/schemathesis/bin/schemathesis --version
 
 log "checking format and lints"

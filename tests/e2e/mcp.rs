@@ -181,12 +181,17 @@ async fn an_mcp_client_initializes_lists_the_tools_and_calls_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_problems_are_json_rpc_errors_and_json_only_clients_are_served() {
-    let api = BrigApi::start(&[("SESSION_STORE", "memory")]);
+    let api = BrigApi::start(&[("SESSION_STORE", "memory"), ("MAX_REQUEST_BYTES", "4096")]);
     let json_type = ("content-type", "application/json");
+    // Red team L7: /mcp read bodies past MAX_REQUEST_BYTES.
+    let big = format!(
+        r#"{{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {{"pad": "{}"}}}}"#,
+        "x".repeat(5000)
+    );
     let list = r#"{"jsonrpc": "2.0", "id": 7, "method": "tools/list"}"#;
     // Method, headers, body → HTTP status and JSON-RPC error code.
     type Case<'a> = (reqwest::Method, Vec<(&'a str, &'a str)>, &'a str, u16, i64);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             reqwest::Method::POST,
             vec![json_type],
@@ -222,6 +227,7 @@ async fn transport_problems_are_json_rpc_errors_and_json_only_clients_are_served
             405,
             -32600,
         ),
+        (reqwest::Method::POST, vec![json_type], &big, 413, -32600),
     ];
     for (method, headers, body, status, code) in cases {
         let mut request = reqwest::Client::new()
@@ -329,4 +335,81 @@ async fn python_is_offered_where_it_runs_and_a_session_can_choose_its_image() {
     .await;
     assert_eq!(other["isError"], true);
     assert_eq!(other["structuredContent"]["error"], "image_not_allowed");
+}
+
+/// What the official MCP Python SDK (`mcp`, installed by scripts/test.sh into
+/// target/schemathesis) sees through `transport`: the tool names and the
+/// output of one `execute`.
+const SDK_CLIENT: &str = r#"
+import asyncio, json, sys
+import httpx
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+async def use(read, write):
+    async with ClientSession(read, write) as session:
+        await session.initialize()
+        tools = sorted(tool.name for tool in (await session.list_tools()).tools)
+        ran = await session.call_tool("execute", {"session_id": "sdk", "command": "echo from the sdk"})
+        refused = await session.call_tool("execute", {"session_id": "sdk", "command": "id"})
+        return {"tools": tools, "stdout": ran.structuredContent["stdout"], "error": ran.isError,
+                "refused": refused.isError, "refused_code": (refused.structuredContent or {}).get("error")}
+
+async def main(transport, url, key, brig):
+    if transport == "http":
+        # An API key as a bearer token: what many MCP clients can send.
+        headers = {"Authorization": "Bearer " + key}
+        async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30, read=60)) as http:
+            async with streamable_http_client(url + "/mcp", http_client=http) as (r, w, _):
+                print(json.dumps(await use(r, w)))
+    else:
+        server = StdioServerParameters(command=brig, args=["mcp"], env={"BRIG_URL": url, "BRIG_API_KEY": key})
+        async with stdio_client(server) as (r, w):
+            print(json.dumps(await use(r, w)))
+
+asyncio.run(asyncio.wait_for(main(*sys.argv[1:]), 60))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_works_over_http_and_through_brig_mcp() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = repo.join("target/schemathesis/bin/python");
+    assert!(
+        python.exists(),
+        "no venv at {}: scripts/test.sh makes it and installs the MCP SDK",
+        python.display()
+    );
+    let api = BrigApi::start(&[("SESSION_STORE", "memory"), ("ALLOWED_COMMANDS", "echo")]);
+    for transport in ["http", "stdio"] {
+        // Blocking is fine here: the server is another process.
+        let out = std::process::Command::new(&python)
+            .args(["-c", SDK_CLIENT, transport, &api.base, ALICE_KEY])
+            .arg(binary("brig"))
+            .output()
+            .expect("run the SDK client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{transport}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|err| panic!("{err}: {stdout}"));
+        assert_eq!(
+            seen["tools"],
+            json!([
+                "create_session",
+                "delete_session",
+                "execute",
+                "list_sessions",
+                "read_file",
+                "write_file"
+            ]),
+            "{transport}"
+        );
+        assert_eq!(seen["stdout"], "from the sdk\n", "{transport}: {seen}");
+        assert_eq!(seen["error"], false, "{transport}");
+        assert_eq!(seen["refused"], true, "{transport}");
+        assert_eq!(seen["refused_code"], "command_not_allowed", "{transport}");
+    }
 }

@@ -148,3 +148,31 @@ async fn without_a_token_metrics_live_only_on_their_own_port_and_the_worker_has_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Red team H1: any method string became a label value, a series kept forever
+/// (1,500 requests with 100 kB methods: +146 MiB). Labels come from a fixed set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_chosen_methods_and_paths_never_become_series() {
+    let api = BrigApi::start(&[("SESSION_STORE", "memory"), ("METRICS_TOKEN", TOKEN)]);
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let method = Method::from_bytes(format!("BRIGX{i}{}", "Z".repeat(2000)).as_bytes()).unwrap();
+        for path in ["/execute", "/sessions/s", &format!("/nowhere-{i}")] {
+            let response = client.request(method.clone(), api.url(path)).send().await.unwrap();
+            assert!(response.status().is_client_error(), "{path}: {}", response.status());
+        }
+    }
+    let (status, series) = scrape(&api.url("/metrics"), Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    let leaked: Vec<&String> = series
+        .keys()
+        .filter(|name| name.contains("BRIGX") || name.contains("nowhere"))
+        .collect();
+    assert!(leaked.is_empty(), "client input became series: {leaked:?}");
+    let other: f64 = series
+        .iter()
+        .filter(|(name, _)| name.starts_with("brig_http_requests_total") && name.contains(r#"method="other""#))
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(other, 40.0, "the 40 requests to known routes count as method=\"other\"");
+}

@@ -21,7 +21,7 @@ pub async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
@@ -29,6 +29,25 @@ pub async fn track(request: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!(names::HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A request's method as a label: the standard ones by name, any other as
+/// `other`. Clients choose the method: taken as it came, every new string
+/// would be a series kept forever (1,500 requests with 100 kB methods held
+/// 146 MiB).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics` on the API port: only with the token.
@@ -77,4 +96,18 @@ pub async fn serve_port(state: &AppState) -> std::io::Result<()> {
         Box::pin(async move { refresh_gauges(&state).await })
     });
     exporter::serve_port(&state.config.metrics, handle, Some(refresh)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_labelled_from_a_fixed_set() {
+        let method = |name: &str| axum::http::Method::from_bytes(name.as_bytes()).unwrap();
+        assert_eq!(method_label(&method("GET")), "GET");
+        assert_eq!(method_label(&method("DELETE")), "DELETE");
+        assert_eq!(method_label(&method("get")), "other");
+        assert_eq!(method_label(&method(&"X".repeat(100_000))), "other");
+    }
 }

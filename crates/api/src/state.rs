@@ -21,14 +21,17 @@ use crate::rate_limit::RateLimiter;
 use crate::service::execute::{ExecLimits, ExecuteService};
 use crate::service::executions::Executions;
 use crate::service::idempotency::Idempotency;
+use crate::service::readiness::Readiness;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     /// The session flow (store and runtime behind it).
     pub sessions: Arc<Sessions>,
-    /// Whatever runs sandboxes; `/ready` asks it.
+    /// Whatever runs sandboxes.
     pub runtime: Arc<dyn SandboxRuntime>,
+    /// `/ready`'s check of the store and the runtime (cached for a second).
+    pub readiness: Arc<Readiness>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
     /// The execute use case every transport runs.
@@ -140,6 +143,7 @@ impl AppState {
             config.execution_retention,
             shutdown.clone(),
         ));
+        let readiness = Arc::new(Readiness::new(store.clone(), runtime.clone()));
         let idempotency = Arc::new(Idempotency::new(IdempotencyRecords::new(store), config.idempotency_ttl));
         let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
         limiter.spawn_pruner(Duration::from_secs(60), &shutdown);
@@ -149,6 +153,7 @@ impl AppState {
             config: Arc::new(config),
             sessions,
             runtime,
+            readiness,
             limiter,
             execute,
             executions,

@@ -14,19 +14,12 @@ pub async fn health() -> Json<Value> {
 }
 
 /// 200 when the session store and the runtime (engine, OCI runtime, agent
-/// volume) are usable; otherwise 503 naming the first that is not.
+/// volume) are usable; otherwise 503 naming the first that is not. Checked at
+/// most once a second.
 #[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "health",
     responses((status = 200, description = "Store, engine, runtime and agent volume are usable", body = Object)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let store = state.sessions.store();
-    store
-        .ping()
-        .await
-        .map_err(|err| ApiError::NotReady(format!("{}: {err}", store.name())))?;
-    state
-        .runtime
-        .ready()
-        .await
-        .map_err(|err| ApiError::NotReady(err.to_string()))?;
-    Ok(Json(json!({ "status": "ready", "store": store.name() })))
+    let readiness = &state.readiness;
+    readiness.check().await.map_err(ApiError::NotReady)?;
+    Ok(Json(json!({ "status": "ready", "store": readiness.store_name() })))
 }

@@ -5,9 +5,11 @@
 //! - [`execute`]: validate, charge the cooldown, run, audit.
 //! - [`executions`]: commands in the background, with records any replica reads.
 //! - [`idempotency`]: `Idempotency-Key`: try → run or replay → save.
+//! - [`readiness`]: `/ready`, checked at most once a second.
 //! - [`sessions`]: opening a session with a client's options.
 
 pub mod execute;
 pub mod executions;
 pub mod idempotency;
+pub mod readiness;
 pub mod sessions;

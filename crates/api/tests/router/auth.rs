@@ -125,14 +125,21 @@ async fn rate_limit_applies_per_principal_with_retry_after() {
 }
 
 /// Readiness goes through the runtime seam: what the runtime says is missing
-/// is what `/ready` reports.
-#[tokio::test]
-async fn ready_reports_what_the_runtime_lacks() {
+/// is what `/ready` reports, checked at most once a second (red team M4: each
+/// unauthenticated call ran `docker info`).
+#[tokio::test(start_paused = true)]
+async fn ready_reports_what_the_runtime_lacks_checked_at_most_once_a_second() {
     let runtime = std::sync::Arc::new(brig_core::runtime::fake::FakeRuntime::new());
     let app = crate::app_on(&[], runtime.clone());
     let ready = || Request::get("/ready").body(Body::empty()).unwrap();
     assert_eq!(send(&app, ready()).await.status, StatusCode::OK);
     runtime.set_not_ready(Some("docker: no answer within 2 s"));
+    // The answer of a moment ago stands...
+    for _ in 0..5 {
+        assert_eq!(send(&app, ready()).await.status, StatusCode::OK);
+    }
+    // ...for a second.
+    tokio::time::advance(brig_api::service::readiness::FRESH_FOR).await;
     let reply = send(&app, ready()).await;
     assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
     assert_eq!(reply.body["detail"], "docker: no answer within 2 s");
