@@ -50,6 +50,11 @@ if ! docker image inspect "$CONTAINER_IMAGE" >/dev/null 2>&1; then
   fi
   rm -f "$log"
 fi
+# An image from before Python was the default: say so now rather than fail later.
+if ! docker run --rm --network none --entrypoint python3 "$CONTAINER_IMAGE" -c '' >/dev/null 2>&1; then
+  echo "note: $CONTAINER_IMAGE has no python3, so {\"language\": \"python\"} will fail (exit 127);" \
+    "remove it (docker rmi $CONTAINER_IMAGE) and run this again to rebuild it with Python" >&2
+fi
 echo "building brig (cargo build --release; the first build takes a few minutes)"
 cargo build --release --locked -p brig-api -p brig-cleanup-worker -p brig-cli
 bin=${CARGO_TARGET_DIR:-target}/release

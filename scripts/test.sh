@@ -45,12 +45,13 @@ installed() {
   for tool in schemathesis openapi-spec-validator openapi-python-client; do
     [ -x "target/schemathesis/bin/$tool" ] || return 1
   done
-  target/schemathesis/bin/python -c 'import mcp' 2>/dev/null
+  # streamable_http_client(http_client=...) is mcp 1.24's.
+  target/schemathesis/bin/python -c 'from mcp.client.streamable_http import streamable_http_client' 2>/dev/null
 }
 installed || {
   python3 -m venv target/schemathesis
   target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5' 'openapi-spec-validator>=0.7,<1' \
-    'openapi-python-client>=0.29,<1' 'mcp>=1.9,<2'
+    'openapi-python-client>=0.29,<1' 'mcp>=1.24,<2'
 }
 target/schemathesis/bin/schemathesis --version
 

@@ -292,7 +292,7 @@ async fn python_is_offered_where_it_runs_and_a_session_can_choose_its_image() {
     // ruby is configured but its interpreter is not allowed: not offered.
     assert_eq!(
         execute["inputSchema"]["properties"]["language"]["enum"],
-        json!(["python", "sh"]),
+        json!(["python", "sh", null]),
         "{execute}"
     );
     let create = tools.iter().find(|t| t["name"] == "create_session").unwrap();

@@ -52,9 +52,22 @@ struct RunSh {
     child: Child,
     lines: mpsc::Receiver<String>,
     output: Vec<String>,
+}
+
+/// What the test leaves behind, removed at its end: the instance's
+/// containers, the image, the copy.
+struct Leftovers {
     image: String,
     instance: String,
     clone: PathBuf,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        remove_instance_containers(&self.instance);
+        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
+        let _ = std::fs::remove_dir_all(&self.clone);
+    }
 }
 
 impl RunSh {
@@ -94,21 +107,17 @@ impl RunSh {
                 }
             });
         }
-        let value = |name: &str| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
         let run = RunSh {
             child,
             lines,
             output: Vec::new(),
-            image: value("CONTAINER_IMAGE"),
-            instance: value("BRIG_INSTANCE"),
-            clone: clone.to_path_buf(),
         };
         (run, port)
     }
 
-    /// Reads its output until a line contains `needle`; panics with the output
-    /// so far if it exits or takes longer than `within`.
-    fn wait_for(&mut self, needle: &str, within: Duration) {
+    /// Reads its output until a line contains `needle`; the reason (with the
+    /// output so far) if it exits or takes longer than `within`.
+    fn wait_for(&mut self, needle: &str, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -117,15 +126,27 @@ impl RunSh {
                     let found = line.contains(needle);
                     self.output.push(line);
                     if found {
-                        return;
+                        return Ok(());
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
                     if let Ok(Some(status)) = self.child.try_wait() {
-                        panic!("scripts/run.sh exited ({status}) before {needle:?}:\n{}", self.tail());
+                        // What it printed last may still be in the channel.
+                        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                            self.output.push(line);
+                        }
+                        return Err(format!(
+                            "scripts/run.sh exited ({status}) before {needle:?}:\n{}",
+                            self.tail()
+                        ));
                     }
                 }
-                Err(_) => panic!("no {needle:?} from scripts/run.sh within {within:?}:\n{}", self.tail()),
+                Err(_) => {
+                    return Err(format!(
+                        "no {needle:?} from scripts/run.sh within {within:?}:\n{}",
+                        self.tail()
+                    ))
+                }
             }
         }
     }
@@ -160,9 +181,6 @@ impl Drop for RunSh {
         }
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
-        remove_instance_containers(&self.instance);
-        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
-        let _ = std::fs::remove_dir_all(&self.clone);
     }
 }
 
@@ -203,16 +221,32 @@ fn the_readmes_first_command_works_on_a_fresh_clone() {
         ("BRIG_INSTANCE", instance.clone()),
         ("CARGO_TARGET_DIR", repo.join("target/newcomer").display().to_string()),
     ];
+    let _leftovers = Leftovers {
+        image: env[0].1.clone(),
+        instance: instance.clone(),
+        clone: clone.clone(),
+    };
     let (mut run, port) = RunSh::start(&clone, &env);
-
-    run.wait_for("brig is ready", READY_WITHIN);
-    assert!(
-        run.output
-            .iter()
-            .any(|line| line.contains("building the sandbox image")),
-        "the image was not built:\n{}",
-        run.tail()
-    );
+    let ready = run.wait_for("brig is ready", READY_WITHIN);
+    let built = run
+        .output
+        .iter()
+        .any(|line| line.contains("building the sandbox image"));
+    // The port was free when chosen, minutes of build ago; if something took
+    // it meanwhile, once more on another (the build is done by now).
+    let (mut run, port) = match ready {
+        Ok(()) => (run, port),
+        Err(why) if why.contains("in use") => {
+            drop(run);
+            let (mut again, port) = RunSh::start(&clone, &env);
+            again
+                .wait_for("brig is ready", READY_WITHIN)
+                .unwrap_or_else(|why| panic!("{why}"));
+            (again, port)
+        }
+        Err(why) => panic!("{why}"),
+    };
+    assert!(built, "the image was not built:\n{}", run.tail());
     let env_file = std::fs::metadata(clone.join(".env")).expect("run.sh wrote .env");
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&env_file.permissions()) & 0o777,

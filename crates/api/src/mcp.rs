@@ -312,16 +312,24 @@ pub fn service(state: AppState, languages: &[&str]) -> StreamableHttpService<Bri
     )
 }
 
-/// `execute`'s input schema with `language` limited to `languages`.
+/// `execute`'s input schema with `language` limited to `languages`, or
+/// without `code` and `language` at all when none can run.
 fn with_languages(schema: &JsonObject, languages: &[&str]) -> JsonObject {
     let mut schema = schema.clone();
-    if let Some(language) = schema
-        .get_mut("properties")
-        .and_then(|properties| properties.get_mut("language"))
-        .and_then(|language| language.as_object_mut())
-    {
-        language.insert("type".into(), json!("string"));
-        language.insert("enum".into(), json!(languages));
+    let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return schema;
+    };
+    if languages.is_empty() {
+        properties.remove("code");
+        properties.remove("language");
+        return schema;
+    }
+    if let Some(language) = properties.get_mut("language").and_then(|l| l.as_object_mut()) {
+        // Still optional: null stays valid, as schemars had it.
+        let mut allowed = json!(languages);
+        allowed.as_array_mut().expect("an array").push(serde_json::Value::Null);
+        language.insert("type".into(), json!(["string", "null"]));
+        language.insert("enum".into(), allowed);
         language.insert(
             "description".into(),
             json!(format!("The language of `code`: {}.", languages.join(", "))),
@@ -394,13 +402,24 @@ pub async fn protocol(State(body_limit): State<usize>, request: Request, next: N
             None,
         );
     }
-    let Ok(bytes) = axum::body::to_bytes(body, body_limit).await else {
-        return jsonrpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            INVALID_REQUEST,
-            format!("the body is over {body_limit} bytes (MAX_REQUEST_BYTES)"),
-            None,
-        );
+    let bytes = match axum::body::to_bytes(body, body_limit).await {
+        Ok(bytes) => bytes,
+        Err(err) if is_over_limit(&err) => {
+            return jsonrpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID_REQUEST,
+                format!("the body is over {body_limit} bytes (MAX_REQUEST_BYTES)"),
+                None,
+            );
+        }
+        Err(err) => {
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                format!("the body could not be read: {err}"),
+                None,
+            );
+        }
     };
     let message: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(message) => message,
@@ -448,6 +467,19 @@ fn jsonrpc_error(
     (status, axum::Json(body)).into_response()
 }
 
+/// Whether reading a body failed because it was over the limit (rather than
+/// cut short by the client).
+fn is_over_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// Whether `Accept` (absent: anything) allows `application/json`.
 fn accepts_json(headers: &axum::http::HeaderMap) -> bool {
     let mut ranges = headers
@@ -455,10 +487,22 @@ fn accepts_json(headers: &axum::http::HeaderMap) -> bool {
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
+        .filter(|range| !excluded(range))
         .map(|range| range.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
         .peekable();
     ranges.peek().is_none()
         || ranges.any(|range| matches!(range.as_str(), "application/json" | "application/*" | "*/*"))
+}
+
+/// A media range with weight zero (`q=0`) is one the client refuses.
+fn excluded(range: &str) -> bool {
+    range.split(';').skip(1).any(|param| {
+        param
+            .trim()
+            .strip_prefix("q=")
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .is_some_and(|q| q == 0.0)
+    })
 }
 
 #[cfg(test)]
@@ -484,15 +528,21 @@ mod tests {
         assert!(accepts_json(&headers(&["application/*"])));
         assert!(!accepts_json(&headers(&["text/event-stream"])));
         assert!(!accepts_json(&headers(&["text/html, application/xml"])));
+        assert!(!accepts_json(&headers(&["application/json;q=0, text/event-stream"])));
     }
 
     #[test]
     fn execute_advertises_only_the_languages_given() {
         let tools = BrigMcp::tool_router();
-        let schema = with_languages(&tools.map["execute"].attr.input_schema, &["python", "sh"]);
+        let original = &tools.map["execute"].attr.input_schema;
+        let schema = with_languages(original, &["python", "sh"]);
         let language = &schema["properties"]["language"];
-        assert_eq!(language["enum"], json!(["python", "sh"]));
-        assert_eq!(language["type"], "string");
+        assert_eq!(language["enum"], json!(["python", "sh", null]));
+        assert_eq!(language["type"], json!(["string", "null"]));
         assert!(language["description"].as_str().unwrap().contains("python, sh"));
+        // None can run: no code to offer at all.
+        let none = with_languages(original, &[]);
+        assert!(none["properties"].get("language").is_none() && none["properties"].get("code").is_none());
+        assert!(none["properties"].get("command").is_some());
     }
 }

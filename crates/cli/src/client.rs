@@ -38,8 +38,27 @@ impl std::fmt::Display for Failure {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// `base` as messages show it: without a `user:password@`.
+    shown: String,
     api_key: Option<String>,
     token: Option<String>,
+}
+
+/// What to do when the API wants credentials and none were given.
+pub fn no_credentials() -> Failure {
+    Failure::Local("no credentials: set BRIG_API_KEY (or BRIG_TOKEN for a JWT)".into())
+}
+
+/// A URL without the `user:password@` of its authority, for messages.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 /// Percent-encodes one path segment (a session id).
@@ -73,9 +92,11 @@ impl Client {
                 "BRIG_URL (--url) must start with http:// or https://, e.g. http://localhost:8000; got {base:?}"
             )));
         }
+        let base = base.trim_end_matches('/').to_string();
         Ok(Client {
             http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_string(),
+            shown: without_userinfo(&base),
+            base,
             api_key: api_key.map(String::from),
             token: token.map(String::from),
         })
@@ -96,7 +117,13 @@ impl Client {
         } else {
             ""
         };
-        Failure::Transport(format!("{}: {}{hint}", self.base, causes.join(": ")))
+        // reqwest's own text names the URL too: show it without credentials.
+        let causes = causes.join(": ").replace(&self.base, &self.shown);
+        Failure::Transport(format!("{}: {causes}{hint}", self.shown))
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.api_key.is_some() || self.token.is_some()
     }
 
     fn builder(&self, method: Method, path: &str) -> RequestBuilder {
@@ -114,10 +141,8 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED && self.api_key.is_none() && self.token.is_none() {
-            return Err(Failure::Local(
-                "no credentials: set BRIG_API_KEY (or BRIG_TOKEN for a JWT)".into(),
-            ));
+        if status == StatusCode::UNAUTHORIZED && !self.has_credentials() {
+            return Err(no_credentials());
         }
         let body: Value = response.json().await.unwrap_or_default();
         Err(Failure::Api {
@@ -231,4 +256,30 @@ fn print_chunk(out: &mut impl Write, data: &Value) {
     let _ = out
         .write_all(data["data"].as_str().unwrap_or_default().as_bytes())
         .and_then(|()| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_never_show_the_urls_credentials() {
+        assert_eq!(without_userinfo("http://u:p@host:8000/x@y"), "http://host:8000/x@y");
+        assert_eq!(without_userinfo("https://host"), "https://host");
+        let client = Client::new("http://me:secret@127.0.0.1:9", Some("k"), None).unwrap();
+        let err = transport_error(&client);
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    /// A transport failure's message, for a URL nothing listens on.
+    fn transport_error(client: &Client) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(client.request(Method::GET, "/sessions", None))
+            .unwrap_err()
+            .to_string()
+    }
 }

@@ -200,9 +200,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 result
             };
             if result["timed_out"] == true && !cli.json {
+                let after = timeout.map_or_else(|| "the server's default timeout".to_string(), |t| format!("{t}s"));
                 eprintln!(
-                    "brig: the command timed out after {}s and was killed (exit 124; --timeout sets the deadline)",
-                    timeout.map_or_else(|| "the default".to_string(), |t| t.to_string())
+                    "brig: the command timed out after {after} and was killed (exit 124; --timeout sets the deadline)"
                 );
             }
             Ok(result["exit_code"]

@@ -60,6 +60,9 @@ async fn forward(client: &Client, line: String) -> Vec<Value> {
         .ok()
         .and_then(|message| message.get("id").cloned());
     let failure = match client.mcp(line).await {
+        Ok((status, _)) if status == reqwest::StatusCode::UNAUTHORIZED && !client.has_credentials() => {
+            crate::client::no_credentials().to_string()
+        }
         Ok((status, body)) => match answers(&body) {
             Some(answers) => return answers,
             None if body.iter().all(u8::is_ascii_whitespace) && status.is_success() => return Vec::new(),

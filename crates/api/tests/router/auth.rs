@@ -152,3 +152,21 @@ async fn health_needs_no_credentials() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["status"], "ok");
 }
+
+/// Key rotation (newcomer trial P10): a principal's old and new keys are both
+/// accepted and are the same principal, so its sessions stay its own.
+#[tokio::test]
+async fn a_principal_with_two_keys_keeps_its_sessions_under_either() {
+    let app = app(&[("API_KEYS", "me:old-key-0123456789,me:new-key-0123456789,bob:bob-key")]);
+    let create = Request::post("/sessions")
+        .header("x-api-key", "old-key-0123456789")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"session_id": "kept"}"#))
+        .unwrap();
+    assert_eq!(send(&app, create).await.status, StatusCode::CREATED);
+    let listed = send(&app, get("/sessions", "new-key-0123456789")).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["sessions"][0]["session_id"], "kept");
+    let bobs = send(&app, get("/sessions", "bob-key")).await;
+    assert_eq!(bobs.body["sessions"], json!([]));
+}

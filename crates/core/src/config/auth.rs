@@ -31,11 +31,25 @@ pub struct AuthConfig {
     pub jwt_secret: Option<SecretString>,
     /// `JWT_LEEWAY_SECONDS`: clock skew tolerated on `exp`/`nbf` (default 5 s).
     pub jwt_leeway: Duration,
-    /// `API_KEYS`: `name:key` or bare `key`, comma-separated.
+    /// `API_KEYS`: `name:key` or bare `key`, comma-separated. A principal may
+    /// have several keys (rotation: `me:old,me:new`); a key belongs to one.
     pub api_keys: Vec<ApiKey>,
 }
 
+/// Keys shorter than this are accepted, but brig-api warns about them (they
+/// can be guessed; `openssl rand -hex 24` makes a good one).
+pub const SHORT_KEY: usize = 16;
+
 impl AuthConfig {
+    /// The principals with a key shorter than [`SHORT_KEY`] (never the keys).
+    pub fn short_keys(&self) -> Vec<&str> {
+        self.api_keys
+            .iter()
+            .filter(|k| k.key.expose_secret().chars().count() < SHORT_KEY)
+            .map(|k| k.principal.as_str())
+            .collect()
+    }
+
     pub(super) fn from_env(env: &mut Env<'_>) -> Self {
         let jwt_secret = env.get("JWT_SECRET").map(SecretString::from);
         if let Some(secret) = &jwt_secret {
@@ -94,8 +108,13 @@ fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
         if principal.is_empty() || key.is_empty() {
             return Err("entries are name:key or key, with neither part empty".into());
         }
-        if keys.iter().any(|k| k.principal == principal) {
-            return Err(format!("principal {principal:?} appears twice"));
+        // Several keys per principal are fine (rotation); one key for two
+        // principals would make the caller ambiguous.
+        if let Some(other) = keys.iter().find(|k| k.key.expose_secret() == key) {
+            return Err(format!(
+                "one key is given to two principals ({:?} and {principal:?})",
+                other.principal
+            ));
         }
         keys.push(ApiKey {
             principal,
@@ -103,4 +122,27 @@ fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
         });
     }
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_principal_may_have_several_keys_but_a_key_one_principal() {
+        let keys = parse_api_keys("me:old-key-0123456789, me:new-key-0123456789, ci:abc").unwrap();
+        let principals: Vec<&str> = keys.iter().map(|k| k.principal.as_str()).collect();
+        assert_eq!(principals, ["me", "me", "ci"]);
+        let shared = parse_api_keys("me:same-key, you:same-key").unwrap_err();
+        assert!(
+            shared.contains("two principals") && !shared.contains("same-key"),
+            "{shared}"
+        );
+        let config = AuthConfig {
+            jwt_secret: None,
+            jwt_leeway: Duration::ZERO,
+            api_keys: keys,
+        };
+        assert_eq!(config.short_keys(), ["ci"]);
+    }
 }

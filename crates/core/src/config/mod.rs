@@ -20,7 +20,7 @@ mod store;
 
 use std::time::Duration;
 
-pub use self::auth::{ApiKey, AuthConfig};
+pub use self::auth::{ApiKey, AuthConfig, SHORT_KEY};
 pub use self::cleanup::CleanupConfig;
 pub use self::env::{parse_instance, parse_size, ConfigError, ConfigErrors, Env};
 pub(crate) use self::env::{positive, seconds};
