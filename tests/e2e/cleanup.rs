@@ -163,3 +163,68 @@ async fn with_the_memory_store_brig_api_reaps_in_process() {
         .iter()
         .any(|line| line.contains("\"removed_session_gone\":1")));
 }
+
+/// Newcomer trial P16: the embedded mode's records die with its process, so
+/// its sandboxes go with it on SIGTERM instead of running on as orphans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_mode_takes_its_sandboxes_along_when_it_stops() {
+    let mut api = BrigApi::start(&[("SESSION_STORE", "memory")]);
+    for session in ["one", "two"] {
+        run(&api, ALICE_KEY, session, "echo made").await;
+    }
+    assert_eq!(instance_containers(&api.instance).len(), 2);
+    let code = api.service.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    assert!(
+        instance_containers(&api.instance).is_empty(),
+        "left running: {:?}",
+        instance_containers(&api.instance)
+    );
+}
+
+/// P16, the operator's side: `brig-cleanup-worker --purge` removes every
+/// sandbox (a busy one too) and every record of its instance, and nothing of
+/// another instance's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_everything_of_its_instance_and_nothing_else() {
+    let redis = RedisServer::start();
+    let api = BrigApi::start(&[("REDIS_URL", &redis.url())]);
+    let neighbour = BrigApi::start(&[("REDIS_URL", &redis.url())]);
+    run(&api, ALICE_KEY, "idle", "echo made").await;
+    run(&neighbour, ALICE_KEY, "theirs", "echo made").await;
+    let base = api.base.clone();
+    let busy = tokio::spawn(async move {
+        let body = serde_json::json!({"command": "sh -c 'sleep 20'", "session_id": "busy", "timeout": 30});
+        post(&base, "/execute", ALICE_KEY, &body).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while instance_containers(&api.instance).len() < 2 {
+        assert!(Instant::now() < deadline, "the busy session never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let purged = worker_command(&api.instance, &[("REDIS_URL", &redis.url())])
+        .arg("--purge")
+        .output()
+        .expect("run brig-cleanup-worker --purge");
+    let stdout = String::from_utf8_lossy(&purged.stdout);
+    assert!(
+        purged.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&purged.stderr)
+    );
+    assert!(
+        stdout.contains("2 containers removed, 2 session records deleted, 0 errors"),
+        "{stdout}"
+    );
+    assert!(instance_containers(&api.instance).is_empty());
+    assert_eq!(
+        instance_containers(&neighbour.instance).len(),
+        1,
+        "the neighbour was touched"
+    );
+    let listed = call(&api, Method::GET, "/sessions", ALICE_KEY, None).await;
+    assert_eq!(listed.body["sessions"], serde_json::json!([]), "{:?}", listed.body);
+    // The command that was running is answered, not left hanging.
+    let answered = tokio::time::timeout(Duration::from_secs(15), busy).await;
+    assert!(answered.is_ok(), "the busy request hangs after its sandbox was purged");
+}

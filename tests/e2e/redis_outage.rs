@@ -60,3 +60,18 @@ async fn ready_becomes(api: &BrigApi, status: StatusCode) -> Reply {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A Redis restart between two requests costs the next one nothing: the store
+/// reconnects and sends its call once more (before, the first request after a
+/// restart was a 503 `store_unavailable`: broken pipe). The restarted Redis
+/// is empty here, so the session starts over; what matters is the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_between_requests_costs_no_request_its_answer() {
+    let mut redis = RedisServer::start();
+    let api = BrigApi::start(&[("REDIS_URL", &redis.url())]);
+    run(&api, ALICE_KEY, "steady", "echo before").await;
+    redis.restart();
+    let after = execute(&api, ALICE_KEY, "steady", "echo after").await;
+    assert_eq!(after.status, StatusCode::OK, "{:?}", after.body);
+    assert_eq!(after.body["stdout"], "after\n");
+}

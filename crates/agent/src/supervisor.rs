@@ -185,7 +185,6 @@ impl Supervisor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        sys::prefer_oom_kill(&mut command);
         let wake = sys::eventfd().map_err(|err| StartError::new(ErrorCode::Busy, err.to_string()))?;
 
         let mut table = self.shared.lock();
@@ -202,6 +201,9 @@ impl Supervisor {
             ));
         }
         let mut child = command.spawn().map_err(|err| spawn_error(&request, &err))?;
+        // spawn returns once the command has exec'd. It fails only for a
+        // command that is already gone.
+        let _ = sys::prefer_oom_kill(child.id());
         let started = Instant::now();
         let pid = child.id() as i32;
         let slot = Arc::new(Slot {

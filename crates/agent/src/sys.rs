@@ -4,8 +4,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 use brig_protocol::Termination;
 
@@ -165,24 +163,15 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<()> {
     }
 }
 
-/// Makes the command, between fork and exec, the first candidate of the OOM
-/// killer (so a memory bomb never takes the agent down). Raising the score needs
-/// no privilege.
-pub fn prefer_oom_kill(command: &mut Command) {
-    // SAFETY: the closure runs between fork and exec and uses only async-signal-safe
-    // calls (open, write, close) on a static path; it allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            let path = c"/proc/self/oom_score_adj";
-            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd >= 0 {
-                let value = b"1000";
-                libc::write(fd, value.as_ptr().cast(), value.len());
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
+/// Makes a started command the first candidate of the OOM killer, so that
+/// memory no RSS shows (socket buffers, tmpfs) never gets the agent killed
+/// instead. Called once the command has exec'd: only then is it dumpable and
+/// are its `/proc` files its uid's (ours). From the forked child before exec
+/// the write cannot work (the child is still non-dumpable like the agent, its
+/// `/proc` files root's: EACCES). Raising the score needs no privilege; what
+/// the command forks from then on inherits it.
+pub fn prefer_oom_kill(pid: u32) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), b"1000")
 }
 
 /// `openat(dir, name, flags | O_CLOEXEC, mode)`: `name` is one path component.

@@ -90,10 +90,29 @@ async fn serve() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", address.0, address.1))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    brig_api::run(listener, state, brig_core::shutdown::signal())
+    // In the embedded mode the session records live in this process: its
+    // sandboxes would outlive it as orphans, so they go with it.
+    let leftovers = (state.config.store == brig_core::config::StoreConfig::Memory).then(|| {
+        brig_core::reaper::Reaper::new(
+            state.sessions.store().clone(),
+            state.runtime.clone(),
+            state.config.cleanup.clone(),
+            state.config.sandbox.warm_pool_size,
+        )
+    });
+    let served = brig_api::run(listener, state, brig_core::shutdown::signal())
         .await
-        .context("serving")
+        .context("serving");
+    if let Some(reaper) = leftovers {
+        if tokio::time::timeout(PURGE_AT_EXIT, reaper.purge()).await.is_err() {
+            tracing::warn!("sandboxes still being removed at exit; the next start's reaper removes the rest");
+        }
+    }
+    served
 }
+
+/// How long the embedded mode's exit may spend removing its sandboxes.
+const PURGE_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SIGHUP re-reads `ALLOWED_COMMANDS_PATH`; requests in flight keep the
 /// version they started with, and an invalid file leaves the old one in force.

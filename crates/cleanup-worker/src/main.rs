@@ -15,13 +15,19 @@ use brig_core::{telemetry, DockerRuntime};
 /// Configured by the environment (README, .env.example).
 #[derive(clap::Parser)]
 #[command(name = "brig-cleanup-worker", version)]
-struct Cli {}
+struct Cli {
+    /// Remove every sandbox (busy or not) and every session record of this
+    /// BRIG_INSTANCE, then exit: for taking a deployment down (e.g. before
+    /// `docker compose down`). Exits 1 if anything could not be removed.
+    #[arg(long)]
+    purge: bool,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Before anything starts (a pass removes containers): `--help`, `--version`
     // and unknown arguments end here.
-    let Cli {} = <Cli as clap::Parser>::parse();
+    let Cli { purge } = <Cli as clap::Parser>::parse();
     telemetry::init("brig-cleanup-worker");
     let config = match WorkerConfig::from_env() {
         Ok(config) => config,
@@ -40,6 +46,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to the Docker engine")?;
     let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone(), None));
+    let reaper = Reaper::new(store, runtime, config.cleanup.clone(), config.sandbox.warm_pool_size);
+    if purge {
+        let summary = reaper.purge().await;
+        println!(
+            "purged instance {}: {} containers removed, {} session records deleted, {} errors",
+            config.sandbox.instance, summary.containers_removed, summary.records_deleted, summary.errors
+        );
+        std::process::exit(i32::from(summary.errors > 0));
+    }
     // The worker's counters, on METRICS_PORT only (never without a port).
     if config.metrics.port.is_some() {
         let handle = exporter::install().context("installing the metrics recorder")?;
@@ -58,9 +73,7 @@ async fn main() -> anyhow::Result<()> {
         interval_seconds = config.cleanup.interval.as_secs_f64(),
         "cleanup worker started"
     );
-    Reaper::new(store, runtime, config.cleanup, config.sandbox.warm_pool_size)
-        .run_until_stopped(brig_core::shutdown::signal())
-        .await;
+    reaper.run_until_stopped(brig_core::shutdown::signal()).await;
     tracing::info!("cleanup worker stopped");
     Ok(())
 }

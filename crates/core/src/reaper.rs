@@ -45,6 +45,14 @@ impl PassSummary {
     }
 }
 
+/// What [`Reaper::purge`] removed; logged as one JSON line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PurgeSummary {
+    pub containers_removed: usize,
+    pub records_deleted: usize,
+    pub errors: usize,
+}
+
 pub struct Reaper {
     store: Arc<dyn SessionStore>,
     runtime: Arc<dyn SandboxRuntime>,
@@ -272,6 +280,71 @@ impl Reaper {
             errors = summary.errors,
             duration_ms = summary.duration_ms,
             "cleanup pass"
+        );
+        summary
+    }
+
+    /// Everything of this instance, busy or not: every session record, the
+    /// warm pool, and every container (sessions' and spares). For the process
+    /// whose records die with it (the embedded mode's exit) and for an
+    /// operator taking a deployment down (`brig-cleanup-worker --purge`).
+    pub async fn purge(&self) -> PurgeSummary {
+        let mut summary = PurgeSummary::default();
+        match self.store.list_all().await {
+            Ok(records) => {
+                for record in &records {
+                    let Ok(id) = SessionId::parse(&record.session_id) else {
+                        continue;
+                    };
+                    match self.store.delete(&record.owner, &id).await {
+                        Ok(_) => summary.records_deleted += 1,
+                        Err(err) => {
+                            tracing::warn!(%err, "purge: deleting a record failed");
+                            summary.errors += 1;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, "purge: listing sessions failed");
+                summary.errors += 1;
+            }
+        }
+        for spare in self.store.pool_members().await.unwrap_or_default() {
+            let _ = self.store.pool_remove(&spare).await;
+        }
+        match self.runtime.list().await {
+            Ok(sandboxes) => {
+                let removals: Vec<_> = futures_util::stream::iter(sandboxes)
+                    .map(|sandbox| {
+                        let runtime = Arc::clone(&self.runtime);
+                        async move { (runtime.remove(&sandbox.id).await, sandbox.name) }
+                    })
+                    .buffer_unordered(REMOVALS_AT_ONCE)
+                    .collect()
+                    .await;
+                for (removed, name) in removals {
+                    match removed {
+                        Ok(()) => summary.containers_removed += 1,
+                        Err(err) => {
+                            tracing::warn!(%err, container = %name, "purge: removal failed");
+                            summary.errors += 1;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, "purge: listing containers failed");
+                summary.errors += 1;
+            }
+        }
+        crate::metrics::container_removed("purged", summary.containers_removed as u64);
+        tracing::info!(
+            target: "brig::cleanup",
+            containers_removed = summary.containers_removed,
+            records_deleted = summary.records_deleted,
+            errors = summary.errors,
+            "purge"
         );
         summary
     }

@@ -311,6 +311,11 @@ impl Drop for BrigApi {
     }
 }
 
+/// brig-cleanup-worker as a one-off command (`--purge`), in the tests' environment.
+pub fn worker_command(instance: &str, env: &[(&str, &str)]) -> Command {
+    base_command(binary("brig-cleanup-worker"), instance, env)
+}
+
 /// A running brig-cleanup-worker.
 pub struct CleanupWorker {
     pub service: Service,

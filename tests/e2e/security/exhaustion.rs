@@ -23,6 +23,22 @@ async fn a_memory_bomb_is_killed_by_the_oom_killer_not_the_agent() {
     assert_eq!(outcome["exit_code"], 137, "{outcome}");
 }
 
+/// Red team M2: commands really get `oom_score_adj` 1000, and what they fork
+/// inherits it (the write used to fail silently, and memory no RSS shows got
+/// the agent OOM-killed instead of the commands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_their_children_are_the_oom_killers_first_choice() {
+    let api = hostile_api();
+    let outcome = attack(
+        &api,
+        "oom",
+        "sleep 0.2; cat /proc/$$/oom_score_adj /proc/self/oom_score_adj",
+        10,
+    )
+    .await;
+    assert_eq!(outcome["stdout"], "1000\n1000\n", "{outcome}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filling_tmpfs_stops_at_its_size() {
     // Several files, each under the fsize limit, so the mounts' sizes are what stop it.

@@ -17,7 +17,11 @@
 //!
 //! Every call has a deadline, so an unreachable Redis turns into
 //! [`StoreError::Unavailable`] within [`CALL_TIMEOUT`], and the connection
-//! manager reconnects by itself once Redis is back.
+//! manager reconnects by itself once Redis is back. An operation that is safe
+//! to repeat and meets a dead connection (Redis restarted since the last
+//! call) is sent once more ([`again_if_dropped`]), so a restart costs no
+//! request its answer; locks, reservations, claims and deletions are never
+//! repeated.
 
 use std::time::Duration;
 
@@ -103,6 +107,33 @@ impl RedisStore {
     }
 }
 
+/// Runs `operation`, a store call that is safe to repeat; if it met a dead
+/// connection, once more (the manager reconnects meanwhile).
+async fn again_if_dropped<T, F, Fut>(operation: F) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    match operation().await {
+        Err(err) if connection_dropped(&err) => {
+            tracing::info!(%err, "redis connection lost; reconnected, sending the call once more");
+            operation().await
+        }
+        done => done,
+    }
+}
+
+/// Whether the call failed because the connection was gone (not for a slow
+/// or refusing Redis, which a repeat would not help).
+fn connection_dropped(err: &StoreError) -> bool {
+    match err {
+        StoreError::Unavailable(cause) => cause
+            .downcast_ref::<redis::RedisError>()
+            .is_some_and(|err| err.is_connection_dropped() && !err.is_connection_refusal()),
+        StoreError::Corrupt(_) => false,
+    }
+}
+
 impl RedisStore {
     fn instance_key(&self) -> String {
         format!("{}sessions", self.prefix)
@@ -122,11 +153,14 @@ impl RedisStore {
 }
 
 /// Each operation lives in the module of its concern; these are the inherent
-/// methods of the same names (inherent methods win method resolution).
+/// methods of the same names (inherent methods win method resolution). Those
+/// safe to repeat go through [`again_if_dropped`]; `reserve`, `delete`,
+/// `try_lock`, `pool_take`, `pool_remove` and `set_once` do not (a repeat
+/// could take twice, or mistake its own first success for someone else's).
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn get(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        RedisStore::get(self, owner, id).await
+        again_if_dropped(|| RedisStore::get(self, owner, id)).await
     }
 
     async fn reserve(&self, record: &SessionRecord, ttl: Duration, quota: Quota) -> Result<Reservation, StoreError> {
@@ -134,11 +168,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn replace(&self, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError> {
-        RedisStore::replace(self, record, ttl).await
+        again_if_dropped(|| RedisStore::replace(self, record, ttl)).await
     }
 
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {
-        RedisStore::touch(self, owner, id, ttl).await
+        again_if_dropped(|| RedisStore::touch(self, owner, id, ttl)).await
     }
 
     async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -146,11 +180,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn list(&self, owner: &Owner) -> Result<Vec<SessionRecord>, StoreError> {
-        RedisStore::list(self, owner).await
+        again_if_dropped(|| RedisStore::list(self, owner)).await
     }
 
     async fn list_all(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        RedisStore::list_all(self).await
+        again_if_dropped(|| RedisStore::list_all(self)).await
     }
 
     async fn try_lock(&self, owner: &Owner, id: &SessionId, token: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -158,27 +192,27 @@ impl SessionStore for RedisStore {
     }
 
     async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError> {
-        RedisStore::unlock(self, owner, id, token).await
+        again_if_dropped(|| RedisStore::unlock(self, owner, id, token)).await
     }
 
     async fn command_started(&self, container: &str, token: &str, deadline_ms: i64) -> Result<(), StoreError> {
-        RedisStore::command_started(self, container, token, deadline_ms).await
+        again_if_dropped(|| RedisStore::command_started(self, container, token, deadline_ms)).await
     }
 
     async fn command_finished(&self, container: &str, token: &str) -> Result<(), StoreError> {
-        RedisStore::command_finished(self, container, token).await
+        again_if_dropped(|| RedisStore::command_finished(self, container, token)).await
     }
 
     async fn command_running(&self, container: &str) -> Result<bool, StoreError> {
-        RedisStore::command_running(self, container).await
+        again_if_dropped(|| RedisStore::command_running(self, container)).await
     }
 
     async fn lease_channel(&self, container: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        RedisStore::lease_channel(self, container, holder, ttl).await
+        again_if_dropped(|| RedisStore::lease_channel(self, container, holder, ttl)).await
     }
 
     async fn pool_add(&self, container: &str) -> Result<(), StoreError> {
-        RedisStore::pool_add(self, container).await
+        again_if_dropped(|| RedisStore::pool_add(self, container)).await
     }
 
     async fn pool_take(&self) -> Result<Option<String>, StoreError> {
@@ -186,7 +220,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn pool_claimed(&self, container: &str) -> Result<bool, StoreError> {
-        RedisStore::pool_claimed(self, container).await
+        again_if_dropped(|| RedisStore::pool_claimed(self, container)).await
     }
 
     async fn pool_remove(&self, container: &str) -> Result<bool, StoreError> {
@@ -194,15 +228,15 @@ impl SessionStore for RedisStore {
     }
 
     async fn pool_members(&self) -> Result<Vec<String>, StoreError> {
-        RedisStore::pool_members(self).await
+        again_if_dropped(|| RedisStore::pool_members(self)).await
     }
 
     async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        RedisStore::put_value(self, key, value, ttl).await
+        again_if_dropped(|| RedisStore::put_value(self, key, value, ttl)).await
     }
 
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
-        RedisStore::get_value(self, key).await
+        again_if_dropped(|| RedisStore::get_value(self, key)).await
     }
 
     async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError> {
@@ -210,11 +244,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
-        RedisStore::delete_value(self, key).await
+        again_if_dropped(|| RedisStore::delete_value(self, key)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+        again_if_dropped(|| self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }))
             .await
             .map(drop)
     }
