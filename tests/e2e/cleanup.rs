@@ -197,11 +197,19 @@ async fn purge_removes_everything_of_its_instance_and_nothing_else() {
         let body = serde_json::json!({"command": "sh -c 'sleep 20'", "session_id": "busy", "timeout": 30});
         post(&base, "/execute", ALICE_KEY, &body).await
     });
+    // Until the busy session is made and its command runs (a purge while a
+    // session is still being created races its creator, which is why the
+    // README says to stop the API first).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while instance_containers(&api.instance).len() < 2 {
+    loop {
+        let listed = call(&api, Method::GET, "/sessions", ALICE_KEY, None).await;
+        if listed.body["sessions"].as_array().is_some_and(|s| s.len() == 2) {
+            break;
+        }
         assert!(Instant::now() < deadline, "the busy session never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let purged = worker_command(&api.instance, &[("REDIS_URL", &redis.url())])
         .arg("--purge")
         .output()

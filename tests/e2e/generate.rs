@@ -24,6 +24,8 @@ enum Answer {
     Raw(u16, String),
     /// A completion, after this delay.
     Slow(Duration, String),
+    /// A 200 whose body never ends.
+    Endless,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +63,12 @@ async fn chat(State(script): State<Script>, uri: Uri, headers: HeaderMap, raw: S
         Some(Answer::Slow(delay, content)) => {
             tokio::time::sleep(delay).await;
             (json, completion(&content)).into_response()
+        }
+        Some(Answer::Endless) => {
+            static SPACES: [u8; 65536] = [b' '; 65536];
+            let chunks =
+                futures_util::stream::repeat_with(|| Ok::<_, std::io::Error>(axum::body::Bytes::from_static(&SPACES)));
+            (json, axum::body::Body::from_stream(chunks)).into_response()
         }
         None => (StatusCode::INTERNAL_SERVER_ERROR, "unscripted call").into_response(),
     }
@@ -235,13 +243,17 @@ async fn upstream_failures_map_to_clear_errors() {
     }
     assert!(session_containers(&api.instance, "errors").is_empty(), "nothing ran");
 
-    // Bad input never reaches the model.
+    // Bad input never reaches the model (red team L3: a bad timeout was
+    // refused only after the model had been paid for).
     let calls = script.seen.lock().unwrap().len();
     for body in [
         json!({"query": ""}),
         json!({"query": "x", "language": "cobol"}),
         json!({"query": "x", "session_id": "../x"}),
         json!({"query": "x", "memory_limit": "lots"}),
+        json!({"query": "x", "language": "sh", "timeout": 0}),
+        json!({"query": "x", "timeout": -1}),
+        json!({"query": "x", "timeout": 1e9}),
     ] {
         let reply = generate_and_execute(&api, body.clone()).await;
         assert_eq!(
@@ -285,4 +297,29 @@ async fn without_llm_base_url_the_endpoints_are_off() {
         assert_eq!(reply.status, reqwest::StatusCode::NOT_FOUND, "{path}");
         assert_eq!(reply.body["error"], "not_enabled");
     }
+}
+
+/// Red team L4: the reply was read whole before its 4 MiB check (a 300 MB
+/// reply took brig-api from 152 to 591 MiB). Now reading stops at the limit:
+/// an endless reply is refused as soon as it passes 4 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_past_four_mib_is_refused_without_reading_the_rest() {
+    let (script, api) = stub_and_api(&[("LLM_TIMEOUT_SECONDS", "60")]).await;
+    script.answer(Answer::Endless);
+    let started = std::time::Instant::now();
+    let reply = call(
+        &api,
+        Method::POST,
+        "/generate",
+        ALICE_KEY,
+        Some(json!({"query": "anything"})),
+    )
+    .await;
+    assert_eq!(reply.status, reqwest::StatusCode::BAD_GATEWAY, "{:?}", reply.body);
+    assert_eq!(reply.body["error"], "llm_bad_reply", "{:?}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
 }

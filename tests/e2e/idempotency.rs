@@ -101,3 +101,41 @@ async fn concurrent_duplicates_wait_for_the_first_and_executions_are_started_onc
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert_eq!(runs(&api, "dup").await, 2);
 }
+
+/// Red team L2: a first request whose client went away held its key until the
+/// marker expired (6 minutes); the retry, which is what the key is for, got
+/// no answer. Now the abandoned key is released and the retry runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_client_went_away_runs_at_once() {
+    let api = BrigApi::start(&[
+        ("SESSION_STORE", "memory"),
+        ("ALLOWED_COMMANDS", "sh,echo"),
+        ("MAX_EXEC_TIMEOUT_SECONDS", "20"),
+        ("DEFAULT_EXEC_TIMEOUT_SECONDS", "10"),
+    ]);
+    run(&api, ALICE_KEY, "gone", "echo warm").await;
+    let body = json!({"command": "sh -c 'sleep 2; echo done'", "session_id": "gone"});
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(700))
+        .build()
+        .unwrap();
+    let first = impatient
+        .post(api.url("/execute"))
+        .header("x-api-key", ALICE_KEY)
+        .header("idempotency-key", "left-early")
+        .json(&body)
+        .send()
+        .await;
+    assert!(first.is_err(), "the first request should have been cut off");
+    // The server notices the closed connection and drops the request.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let retry = post_with_key(&api, "/execute", ALICE_KEY, "left-early", &body).await;
+    assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
+    assert_eq!(retry.body["stdout"], "done\n");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "the retry waited {:?} for an abandoned key",
+        started.elapsed()
+    );
+}

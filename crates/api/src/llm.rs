@@ -56,6 +56,19 @@ pub struct Llm {
 /// Largest provider reply read.
 const MAX_REPLY_BYTES: usize = 4 << 20;
 
+/// The body, read no further than `limit` bytes: `None` past it. A provider
+/// (or whoever sits on a plain-http path to it) cannot make brig hold more.
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 #[derive(Deserialize)]
 struct Completion {
     choices: Vec<Choice>,
@@ -112,16 +125,17 @@ impl Llm {
         }
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let body = read_at_most(response, MAX_REPLY_BYTES).await.map_err(transport)?;
         if !status.is_success() {
+            let detail = body.as_deref().unwrap_or_default();
             return Err(LlmError::Unavailable {
                 status: Some(status.as_u16()),
-                detail: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                detail: String::from_utf8_lossy(&detail[..detail.len().min(200)]).into_owned(),
             });
         }
-        if bytes.len() > MAX_REPLY_BYTES {
+        let Some(bytes) = body else {
             return Err(LlmError::BadReply("reply larger than 4 MiB".into()));
-        }
+        };
         let completion: Completion = serde_json::from_slice(&bytes)
             .map_err(|err| LlmError::BadReply(format!("not a chat completion: {err}")))?;
         let content = completion

@@ -44,6 +44,26 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// Redirects are followed only within the origin they start from: the key
+/// (`X-API-Key`, which reqwest does not know to strip) must never go to
+/// another host, port or scheme.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(reqwest::Url::origin);
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if first.is_some_and(|first| first == attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            let to = without_userinfo(attempt.url().as_str());
+            attempt.error(format!(
+                "refused a redirect to another origin ({to}): your credentials would go with it; \
+                 set BRIG_URL to the address that answers"
+            ))
+        }
+    })
+}
+
 /// What to do when the API wants credentials and none were given.
 pub fn no_credentials() -> Failure {
     Failure::Local("no credentials: set BRIG_API_KEY (or BRIG_TOKEN for a JWT)".into())
@@ -93,8 +113,12 @@ impl Client {
             )));
         }
         let base = base.trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .redirect(same_origin_redirects())
+            .build()
+            .map_err(|err| Failure::Local(format!("cannot set up HTTP: {err}")))?;
         Ok(Client {
-            http: reqwest::Client::new(),
+            http,
             shown: without_userinfo(&base),
             base,
             api_key: api_key.map(String::from),
@@ -271,7 +295,36 @@ mod tests {
         assert!(!err.contains("secret"), "{err}");
     }
 
-    /// A transport failure's message, for a URL nothing listens on.
+    /// Red team L6: the key went along on a redirect to another origin.
+    #[test]
+    fn credentials_never_follow_a_redirect_to_another_origin() {
+        use std::io::{Read, Write};
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let elsewhere_port = elsewhere.local_addr().unwrap().port();
+        elsewhere.set_nonblocking(true).unwrap();
+        let redirecting = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = redirecting.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = redirecting.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{elsewhere_port}/sessions\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+        });
+        let client = Client::new(&format!("http://127.0.0.1:{port}"), Some("secret-key"), None).unwrap();
+        let err = transport_error(&client);
+        server.join().unwrap();
+        assert!(err.contains("refused a redirect to another origin"), "{err}");
+        assert!(
+            elsewhere.accept().is_err(),
+            "the other origin was contacted (with the key)"
+        );
+    }
+
+    /// The failure's message of `GET /sessions` through `client`.
     fn transport_error(client: &Client) -> String {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -52,13 +52,12 @@ pub async fn execute(
     };
     let owner = principal.owner();
     let running_for = state.config.max_exec_timeout + IDEMPOTENT_SLACK;
-    if let NextAction::ReturnSavedResponse(saved) =
-        state.idempotency.try_processing(&owner, &request, running_for).await?
-    {
-        return Ok(saved);
-    }
+    let claim = match state.idempotency.try_processing(&owner, request, running_for).await? {
+        NextAction::StartProcessing(claim) => claim,
+        NextAction::ReturnSavedResponse(saved) => return Ok(saved),
+    };
     let result = state.execute.run(&principal, validated, stop).await;
-    state.idempotency.save(&owner, request, StatusCode::OK, result).await
+    state.idempotency.save(claim, StatusCode::OK, result).await
 }
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {

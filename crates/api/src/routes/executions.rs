@@ -37,16 +37,12 @@ pub async fn start(
         return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
     };
     let owner = principal.owner();
-    if let NextAction::ReturnSavedResponse(saved) =
-        state.idempotency.try_processing(&owner, &request, START_WAIT).await?
-    {
-        return Ok(saved);
-    }
+    let claim = match state.idempotency.try_processing(&owner, request, START_WAIT).await? {
+        NextAction::StartProcessing(claim) => claim,
+        NextAction::ReturnSavedResponse(saved) => return Ok(saved),
+    };
     let result = state.executions.start(principal, validated).await;
-    state
-        .idempotency
-        .save(&owner, request, StatusCode::ACCEPTED, result)
-        .await
+    state.idempotency.save(claim, StatusCode::ACCEPTED, result).await
 }
 
 /// `GET /executions/{id}`: status, and the result once finished.

@@ -59,6 +59,9 @@ pub struct GenerateAndExecuteResponse {
     pub session_id: String,
 }
 
+/// The language of a generation request that names none.
+const DEFAULT_LANGUAGE: &str = "python";
+
 fn llm(state: &AppState) -> Result<&Llm, ApiError> {
     state.llm.as_deref().ok_or(ApiError::NotEnabled(
         "code generation is off: set LLM_BASE_URL (and LLM_MODEL) to enable it",
@@ -78,7 +81,7 @@ async fn generate_code(
             format!("query must be 1-{MAX_QUERY_BYTES} bytes"),
         ));
     }
-    let language = language.unwrap_or_else(|| "python".into());
+    let language = language.unwrap_or_else(|| DEFAULT_LANGUAGE.into());
     if state.execute.limits().languages.interpreter(&language).is_none() {
         return Err(ApiError::invalid(
             "invalid_language",
@@ -127,18 +130,24 @@ pub async fn generate_and_execute(
         .config
         .sandbox
         .session_options(None, None, body.memory_limit.as_deref(), body.cpu_limit)?;
-    // Everything the client sent is checked before the model is paid for.
+    // Everything the client sent is checked before the model is paid for:
+    // the run's own validation (session id, timeout, the interpreter against
+    // the allowlist or policy), with a stand-in for the code to come.
     llm(&state)?;
-    SessionId::parse(&session_id)?;
-    let (language, generated) = generate_code(&state, &body.query, body.language).await?;
-    let input = ExecuteInput {
-        session_id,
-        code: Some(generated.code.clone()),
-        language: Some(language),
+    let input = |code: String, language: Option<String>| ExecuteInput {
+        session_id: session_id.clone(),
+        code: Some(code),
+        language: Some(language.unwrap_or_else(|| DEFAULT_LANGUAGE.into())),
         timeout: body.timeout,
         ..ExecuteInput::default()
     };
-    let validated = state.execute.validate(&principal, input)?;
+    state
+        .execute
+        .validate(&principal, input(String::new(), body.language.clone()))?;
+    let (language, generated) = generate_code(&state, &body.query, body.language.clone()).await?;
+    let validated = state
+        .execute
+        .validate(&principal, input(generated.code.clone(), Some(language)))?;
     if !options.is_default() {
         state
             .sessions

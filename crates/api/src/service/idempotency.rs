@@ -6,7 +6,10 @@
 //! is not kept, so its retry runs afresh.
 //!
 //! A handler reads top to bottom: [`Idempotency::try_processing`] → either
-//! the saved answer, or run the request → [`Idempotency::save`].
+//! the saved answer, or a [`Claim`] on the key: run the request →
+//! [`Idempotency::save`]. A claim dropped unsaved (the client went away and
+//! its handler with it) releases the key, so the retry runs at once instead
+//! of waiting for the marker to expire.
 
 use std::time::Duration;
 
@@ -70,9 +73,36 @@ fn fingerprint(route: &str, body: &impl Serialize) -> String {
 /// What the handler does next.
 pub enum NextAction {
     /// This is the first request with the key: run it, then [`Idempotency::save`].
-    StartProcessing,
+    StartProcessing(Claim),
     /// The first request's answer, to return as it is.
     ReturnSavedResponse(Response),
+}
+
+/// The first request's hold on its key, from [`Idempotency::try_processing`]
+/// to [`Idempotency::save`]. Dropped before that (the request's future was
+/// dropped: its client disconnected, and its command was cancelled), it
+/// releases the key in the background.
+pub struct Claim {
+    records: IdempotencyRecords,
+    owner: Owner,
+    request: IdempotentRequest,
+    settled: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (records, owner, key) = (self.records.clone(), self.owner.clone(), self.request.key.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = records.release(&owner, &key).await {
+                    tracing::warn!(%err, "could not release an abandoned Idempotency-Key; a retry waits for it to expire");
+                }
+            });
+        }
+    }
 }
 
 pub struct Idempotency {
@@ -92,7 +122,7 @@ impl Idempotency {
     pub async fn try_processing(
         &self,
         owner: &Owner,
-        request: &IdempotentRequest,
+        request: IdempotentRequest,
         running_for: Duration,
     ) -> Result<NextAction, ApiError> {
         let give_up = tokio::time::Instant::now() + running_for;
@@ -112,7 +142,12 @@ impl Idempotency {
                 return Ok(NextAction::ReturnSavedResponse(response));
             }
             if self.records.begin(owner, &request.key, running_for).await? {
-                return Ok(NextAction::StartProcessing);
+                return Ok(NextAction::StartProcessing(Claim {
+                    records: self.records.clone(),
+                    owner: owner.clone(),
+                    request,
+                    settled: false,
+                }));
             }
             if tokio::time::Instant::now() >= give_up {
                 return Err(ApiError::IdempotencyInProgress);
@@ -125,30 +160,32 @@ impl Idempotency {
     /// a failure so that a retry runs afresh; answers with `result` either way.
     pub async fn save<T: Serialize>(
         &self,
-        owner: &Owner,
-        request: IdempotentRequest,
+        mut claim: Claim,
         status: StatusCode,
         result: Result<T, ApiError>,
     ) -> Result<Response, ApiError> {
+        let (owner, key) = (&claim.owner, &claim.request.key);
         let body = match result
             .and_then(|body| serde_json::to_value(body).map_err(|err| ApiError::Internal(err.to_string())))
         {
             Ok(body) => body,
             Err(err) => {
-                if let Err(release) = self.records.release(owner, &request.key).await {
+                if let Err(release) = self.records.release(owner, key).await {
                     tracing::warn!(%release, "could not release an Idempotency-Key; a retry waits for it to expire");
                 }
+                claim.settled = true;
                 return Err(err);
             }
         };
         let answer = SavedAnswer {
-            fingerprint: request.fingerprint,
+            fingerprint: claim.request.fingerprint.clone(),
             status: status.as_u16(),
             body,
         };
-        if let Err(err) = self.records.save(owner, &request.key, &answer, self.ttl).await {
+        if let Err(err) = self.records.save(owner, key, &answer, self.ttl).await {
             tracing::error!(%err, "could not keep an idempotent answer; a retry would run again");
         }
+        claim.settled = true;
         Ok((status, Json(answer.body)).into_response())
     }
 }
@@ -183,48 +220,43 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(60);
 
+    /// The claim of a request that must be the first with its key.
+    async fn claim(idempotency: &Idempotency, owner: &Owner, request: IdempotentRequest) -> Claim {
+        match idempotency.try_processing(owner, request, WAIT).await.unwrap() {
+            NextAction::StartProcessing(claim) => claim,
+            NextAction::ReturnSavedResponse(_) => panic!("not the first with its key"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_retry_gets_the_first_answer_marked_as_a_replay() {
         let idempotency = service();
-        let first = request("k", json!({"command": "ls"}));
-        assert!(matches!(
-            idempotency.try_processing(&owner(), &first, WAIT).await.unwrap(),
-            NextAction::StartProcessing
-        ));
+        let first = claim(&idempotency, &owner(), request("k", json!({"command": "ls"}))).await;
         let answered = idempotency
-            .save(&owner(), first, StatusCode::ACCEPTED, Ok(json!({"n": 1})))
+            .save(first, StatusCode::ACCEPTED, Ok(json!({"n": 1})))
             .await
             .unwrap();
         assert!(answered.headers().get(REPLAYED).is_none());
         let retry = request("k", json!({"command": "ls"}));
-        match idempotency.try_processing(&owner(), &retry, WAIT).await.unwrap() {
+        match idempotency.try_processing(&owner(), retry, WAIT).await.unwrap() {
             NextAction::ReturnSavedResponse(saved) => {
                 assert_eq!(saved.status(), StatusCode::ACCEPTED);
                 assert_eq!(saved.headers()[REPLAYED], "true");
             }
-            NextAction::StartProcessing => panic!("the retry ran again"),
+            NextAction::StartProcessing(_) => panic!("the retry ran again"),
         }
         // Another principal's key of the same name is its own.
-        assert!(matches!(
-            idempotency
-                .try_processing(&Owner::of_principal("bob"), &retry, WAIT)
-                .await
-                .unwrap(),
-            NextAction::StartProcessing
-        ));
+        let bobs = request("k", json!({"command": "ls"}));
+        claim(&idempotency, &Owner::of_principal("bob"), bobs).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_same_key_with_another_body_is_refused() {
         let idempotency = service();
-        let first = request("k", json!({"command": "ls"}));
-        idempotency.try_processing(&owner(), &first, WAIT).await.unwrap();
-        idempotency
-            .save(&owner(), first, StatusCode::OK, Ok(json!({})))
-            .await
-            .unwrap();
+        let first = claim(&idempotency, &owner(), request("k", json!({"command": "ls"}))).await;
+        idempotency.save(first, StatusCode::OK, Ok(json!({}))).await.unwrap();
         let other = request("k", json!({"command": "id"}));
-        match idempotency.try_processing(&owner(), &other, WAIT).await {
+        match idempotency.try_processing(&owner(), other, WAIT).await {
             Err(ApiError::Invalid { code, .. }) => assert_eq!(code, "idempotency_key_reused"),
             Err(other) => panic!("{other:?}"),
             Ok(_) => panic!("accepted another body under the same key"),
@@ -234,12 +266,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_duplicate_waits_for_the_first_and_gives_up_at_its_limit() {
         let idempotency = service();
-        let first = request("k", json!({}));
-        idempotency.try_processing(&owner(), &first, WAIT).await.unwrap();
+        let first = claim(&idempotency, &owner(), request("k", json!({}))).await;
         // The first never finishes: a duplicate gives up with a 409.
         let started = tokio::time::Instant::now();
         match idempotency
-            .try_processing(&owner(), &request("k", json!({})), Duration::from_secs(5))
+            .try_processing(&owner(), request("k", json!({})), Duration::from_secs(5))
             .await
         {
             Err(ApiError::IdempotencyInProgress) => {}
@@ -252,13 +283,13 @@ mod tests {
             let idempotency = idempotency.clone();
             async move {
                 idempotency
-                    .try_processing(&owner(), &request("k", json!({})), WAIT)
+                    .try_processing(&owner(), request("k", json!({})), WAIT)
                     .await
             }
         });
         tokio::time::sleep(Duration::from_secs(2)).await;
         idempotency
-            .save(&owner(), first, StatusCode::OK, Ok(json!({"done": true})))
+            .save(first, StatusCode::OK, Ok(json!({"done": true})))
             .await
             .unwrap();
         assert!(matches!(
@@ -270,18 +301,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_first_is_not_kept_and_its_retry_runs_afresh() {
         let idempotency = service();
-        let first = request("k", json!({}));
-        idempotency.try_processing(&owner(), &first, WAIT).await.unwrap();
+        let first = claim(&idempotency, &owner(), request("k", json!({}))).await;
         let failed = idempotency
-            .save::<serde_json::Value>(&owner(), first, StatusCode::OK, Err(ApiError::SandboxBusy))
+            .save::<serde_json::Value>(first, StatusCode::OK, Err(ApiError::SandboxBusy))
             .await;
         assert!(matches!(failed, Err(ApiError::SandboxBusy)));
-        assert!(matches!(
-            idempotency
-                .try_processing(&owner(), &request("k", json!({})), WAIT)
-                .await
-                .unwrap(),
-            NextAction::StartProcessing
-        ));
+        claim(&idempotency, &owner(), request("k", json!({}))).await;
+    }
+
+    /// Red team L2: a first request whose client went away (its handler, and
+    /// so its claim, dropped) held the key for minutes; its retry now runs at
+    /// once.
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_first_releases_its_key_for_the_retry() {
+        let idempotency = service();
+        let first = claim(&idempotency, &owner(), request("k", json!({}))).await;
+        drop(first);
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        claim(&idempotency, &owner(), request("k", json!({}))).await;
+        assert!(started.elapsed() < POLL * 2, "the retry waited {:?}", started.elapsed());
     }
 }
