@@ -92,14 +92,7 @@ async fn serve() -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
     // In the embedded mode the session records live in this process: its
     // sandboxes would outlive it as orphans, so they go with it.
-    let leftovers = (state.config.store == brig_core::config::StoreConfig::Memory).then(|| {
-        brig_core::reaper::Reaper::new(
-            state.sessions.store().clone(),
-            state.runtime.clone(),
-            state.config.cleanup.clone(),
-            state.config.sandbox.warm_pool_size,
-        )
-    });
+    let leftovers = state.embedded_reaper.clone();
     let served = brig_api::run(listener, state, brig_core::shutdown::signal())
         .await
         .context("serving");

@@ -46,6 +46,9 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Owns every background task; cancelled when shutdown stops waiting.
     pub shutdown: Shutdown,
+    /// The in-process reaper of the embedded mode (`SESSION_STORE=memory`),
+    /// whose records live in this process: it also purges at exit.
+    pub embedded_reaper: Option<Arc<Reaper>>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -92,19 +95,21 @@ impl AppState {
             StoreConfig::Redis { url } => Arc::new(RedisStore::new(url, &config.sandbox.instance)?),
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
         };
-        let state = Self::from_parts(config, rules, store, runtime);
+        let mut state = Self::from_parts(config, rules, store, runtime);
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.
         if state.config.store == StoreConfig::Memory {
-            let reaper = Reaper::new(
+            let reaper = Arc::new(Reaper::new(
                 state.sessions.store().clone(),
                 state.runtime.clone(),
                 state.config.cleanup.clone(),
                 state.config.sandbox.warm_pool_size,
-            );
+            ));
+            let passes = reaper.clone();
             state
                 .shutdown
-                .spawn_loop(async move { reaper.run_until_stopped(std::future::pending()).await });
+                .spawn_loop(async move { passes.run_until_stopped(std::future::pending()).await });
+            state.embedded_reaper = Some(reaper);
         }
         Ok(state)
     }
@@ -162,6 +167,7 @@ impl AppState {
             llm,
             metrics: None,
             shutdown,
+            embedded_reaper: None,
         }
     }
 }

@@ -127,20 +127,7 @@ impl Reaper {
                 }
             }
         }
-        // Removal is the slow part (tens of ms each, mostly in the engine): a few
-        // at once, so a backlog drains in seconds.
-        let removals: Vec<_> = futures_util::stream::iter(doomed)
-            .map(|(id, name, counter)| {
-                let runtime = Arc::clone(&self.runtime);
-                async move {
-                    let removed = runtime.remove(&id).await;
-                    (id, name, counter, removed)
-                }
-            })
-            .buffer_unordered(REMOVALS_AT_ONCE)
-            .collect()
-            .await;
-        for (id, name, counter, removed) in removals {
+        for ((id, name, counter), removed) in self.remove_each(doomed, |(id, _, _)| id.clone()).await {
             if let Err(err) = removed {
                 tracing::warn!(%err, container = %name, "cleanup: removal failed");
                 summary.errors += 1;
@@ -149,7 +136,7 @@ impl Reaper {
             *counter(&mut summary) += 1;
             // An over-age container takes its record along.
             if let Some(record) = records.iter().find(|r| r.container() == Some(id.as_str())) {
-                self.delete_record(record, &mut summary).await;
+                self.delete_record(record, &mut summary.errors).await;
             }
         }
         let existing: HashSet<&str> = sandboxes.iter().chain(&spares).map(|s| s.id.as_str()).collect();
@@ -158,7 +145,7 @@ impl Reaper {
             let settled = now as i64 * 1000 - record.created_at_ms >= grace_ms;
             if settled
                 && record.container().is_none_or(|container| !existing.contains(container))
-                && self.delete_record(record, &mut summary).await
+                && self.delete_record(record, &mut summary.errors).await
             {
                 summary.records_repaired += 1;
             }
@@ -245,7 +232,26 @@ impl Reaper {
         Ok(Verdict::Remove(|s| &mut s.removed_session_gone))
     }
 
-    async fn delete_record(&self, record: &SessionRecord, summary: &mut PassSummary) -> bool {
+    /// Removes the container of each item (`id_of` names it), a few at once:
+    /// removal is the slow part (tens of ms each, mostly in the engine), so a
+    /// backlog drains in seconds. Each item comes back with its outcome.
+    async fn remove_each<T>(
+        &self,
+        items: Vec<T>,
+        id_of: impl Fn(&T) -> String,
+    ) -> Vec<(T, Result<(), crate::runtime::RuntimeError>)> {
+        futures_util::stream::iter(items)
+            .map(|item| {
+                let (runtime, id) = (Arc::clone(&self.runtime), id_of(&item));
+                async move { (item, runtime.remove(&id).await) }
+            })
+            .buffer_unordered(REMOVALS_AT_ONCE)
+            .collect()
+            .await
+    }
+
+    /// Deletes `record`; a failure is logged and counted in `errors`.
+    async fn delete_record(&self, record: &SessionRecord, errors: &mut usize) -> bool {
         let Ok(id) = SessionId::parse(&record.session_id) else {
             return false;
         };
@@ -253,7 +259,7 @@ impl Reaper {
             Ok(_) => true,
             Err(err) => {
                 tracing::warn!(%err, "cleanup: deleting a record failed");
-                summary.errors += 1;
+                *errors += 1;
                 false
             }
         }
@@ -293,15 +299,8 @@ impl Reaper {
         match self.store.list_all().await {
             Ok(records) => {
                 for record in &records {
-                    let Ok(id) = SessionId::parse(&record.session_id) else {
-                        continue;
-                    };
-                    match self.store.delete(&record.owner, &id).await {
-                        Ok(_) => summary.records_deleted += 1,
-                        Err(err) => {
-                            tracing::warn!(%err, "purge: deleting a record failed");
-                            summary.errors += 1;
-                        }
+                    if self.delete_record(record, &mut summary.errors).await {
+                        summary.records_deleted += 1;
                     }
                 }
             }
@@ -315,19 +314,11 @@ impl Reaper {
         }
         match self.runtime.list().await {
             Ok(sandboxes) => {
-                let removals: Vec<_> = futures_util::stream::iter(sandboxes)
-                    .map(|sandbox| {
-                        let runtime = Arc::clone(&self.runtime);
-                        async move { (runtime.remove(&sandbox.id).await, sandbox.name) }
-                    })
-                    .buffer_unordered(REMOVALS_AT_ONCE)
-                    .collect()
-                    .await;
-                for (removed, name) in removals {
+                for (sandbox, removed) in self.remove_each(sandboxes, |s| s.id.clone()).await {
                     match removed {
                         Ok(()) => summary.containers_removed += 1,
                         Err(err) => {
-                            tracing::warn!(%err, container = %name, "purge: removal failed");
+                            tracing::warn!(%err, container = %sandbox.name, "purge: removal failed");
                             summary.errors += 1;
                         }
                     }
