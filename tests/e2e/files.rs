@@ -242,3 +242,36 @@ async fn files_work_through_a_replica_that_does_not_hold_the_channel() {
     let pw = files(&second, Method::GET, ALICE_KEY, "shared", "/missing", None).await;
     assert_eq!(pw.0, StatusCode::NOT_FOUND);
 }
+
+/// Red team L1: 3,000 names of 255 bytes that are not UTF-8. Listing them
+/// answers (cut, and saying so) instead of crashing the agent, and the
+/// session keeps its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_huge_invalid_names_is_listed_cut_and_the_session_survives() {
+    let api = hostile_api(&[]);
+    run(&api, ALICE_KEY, "bad", "echo open").await;
+    let (status, _) = files(&api, Method::PUT, ALICE_KEY, "bad", "/keep.txt", Some(b"kept".to_vec())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let script = "p=$(printf \"\\377%.0s\" $(seq 250)); mkdir d; i=0; \
+                  while [ $i -lt 3000 ]; do : > \"d/$p$i\"; i=$((i+1)); done; ls d | wc -l";
+    let body = serde_json::json!({"command": format!("sh -c '{script}'"), "session_id": "bad", "timeout": 60});
+    let made = call(&api, Method::POST, "/execute", ALICE_KEY, Some(body)).await;
+    assert_eq!(made.body["stdout"], "3000\n", "{:?}", made.body);
+    let (status, listing) = files(&api, Method::GET, ALICE_KEY, "bad", "?dir=d", None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&listing[..listing.len().min(300)])
+    );
+    let listing: serde_json::Value = serde_json::from_slice(&listing).unwrap();
+    assert_eq!(listing["truncated"], true);
+    let entries = listing["entries"].as_array().unwrap();
+    assert!(
+        entries.len() > 1000 && entries.len() < 3000,
+        "{} entries",
+        entries.len()
+    );
+    let (status, kept) = files(&api, Method::GET, ALICE_KEY, "bad", "/keep.txt", None).await;
+    assert_eq!((status, kept.as_slice()), (StatusCode::OK, b"kept".as_slice()));
+}

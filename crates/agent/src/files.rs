@@ -13,7 +13,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use brig_protocol::{DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, MAX_DIR_ENTRIES, MAX_FILE_BYTES};
+use brig_protocol::{
+    DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_LIST_BYTES,
+};
 
 use crate::sys;
 
@@ -25,6 +27,9 @@ pub type Failure = (ErrorCode, String);
 /// Longest path accepted, and longest component (Linux's limits).
 const MAX_PATH: usize = 4096;
 const MAX_NAME: usize = 255;
+
+/// An entry's bytes on the wire besides its name: length, kind, size.
+const ENTRY_OVERHEAD: usize = 4 + 1 + 8;
 
 /// `brig-agent file`: one `File` frame on stdin (up to EOF), its answer as one
 /// frame on stdout. For `docker exec`, like `run --frames`.
@@ -49,7 +54,7 @@ pub fn one_shot() -> Result<i32, String> {
         },
     };
     let mut out = io::stdout().lock();
-    out.write_all(&answer.encode())
+    out.write_all(&crate::serve::encoded(&answer))
         .and_then(|()| out.flush())
         .map_err(|err| format!("writing stdout: {err}"))?;
     Ok(0)
@@ -185,9 +190,15 @@ fn list(root: &str, path: &str) -> Result<FileReply, Failure> {
     let through = format!("/proc/self/fd/{}", dir.as_raw_fd());
     let mut entries = Vec::new();
     let mut truncated = false;
+    // What the entries cost on the wire: names are the tenant's, and one that
+    // is not UTF-8 grows when it is made one (red team L1: 3,000 such names
+    // made a frame past the limit, and the agent's assert took the sandbox).
+    let mut encoded = 0;
     for entry in std::fs::read_dir(&through).map_err(|err| failure(path, err))? {
         let entry = entry.map_err(|err| failure(path, err))?;
-        if entries.len() == MAX_DIR_ENTRIES {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        encoded += ENTRY_OVERHEAD + name.len();
+        if entries.len() == MAX_DIR_ENTRIES || encoded > MAX_LIST_BYTES {
             truncated = true;
             break;
         }
@@ -197,7 +208,7 @@ fn list(root: &str, path: &str) -> Result<FileReply, Failure> {
         };
         let kind = meta.file_type();
         entries.push(DirEntry {
-            name: entry.file_name().to_string_lossy().into_owned(),
+            name,
             kind: if kind.is_file() {
                 EntryKind::File
             } else if kind.is_dir() {
@@ -377,5 +388,97 @@ mod tests {
             Ok(FileReply::Done)
         );
         assert!(std::path::Path::new("/etc/hostname").exists());
+    }
+
+    /// Red team L1: a tenant's directory of 3,000 names of 255 bytes that are
+    /// not UTF-8. The listing is cut to what a frame carries, says so, and
+    /// encodes (it used to overflow the frame and abort PID 1).
+    #[test]
+    fn a_listing_of_huge_invalid_names_fits_a_frame_and_says_it_is_cut() {
+        use std::os::unix::ffi::OsStrExt;
+        let (_guard, root) = root();
+        for i in 0..3000 {
+            let mut name = vec![0xff_u8; 250];
+            name.extend_from_slice(format!("{i:05}").as_bytes());
+            File::create(std::path::Path::new(&root).join(std::ffi::OsStr::from_bytes(&name))).unwrap();
+        }
+        let reply = request(&root, FileRequest::List { path: String::new() }).unwrap();
+        let FileReply::Entries { entries, truncated } = &reply else {
+            panic!("no listing");
+        };
+        assert!(*truncated);
+        assert!(entries.len() > 1000, "{} entries", entries.len());
+        let frame = brig_protocol::Frame::FileDone { id: 1, reply };
+        assert!(frame.try_encode().is_ok(), "the listing does not fit a frame");
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use std::os::unix::ffi::OsStrExt;
+
+        /// A name a tenant can create: any bytes but `/` and NUL.
+        fn name() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(
+                any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0),
+                1..=255,
+            )
+            .prop_filter("not . or ..", |n| n != b"." && n != b"..")
+        }
+
+        /// A path a client can send: pieces of names, slashes, dots, NULs.
+        fn path() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("/".to_string()),
+                    Just("..".to_string()),
+                    Just(".".to_string()),
+                    Just("\0".to_string()),
+                    "[a-c\u{fffd}é]{0,4}",
+                    "\\PC{0,300}",
+                ],
+                0..6,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        fn request_for(kind: u8, path: String, data: Vec<u8>) -> FileRequest {
+            match kind % 4 {
+                0 => FileRequest::List { path },
+                1 => FileRequest::Read { path },
+                2 => FileRequest::Write { path, data },
+                _ => FileRequest::Delete { path },
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+            /// Whatever the tenant planted and whatever the client asks, the
+            /// agent answers (no panic) with a frame it can send, and nothing
+            /// outside the root changes.
+            #[test]
+            fn any_tree_and_any_request_get_an_answer_that_fits_a_frame(
+                names in proptest::collection::vec((name(), any::<bool>()), 0..20),
+                requests in proptest::collection::vec((any::<u8>(), path(), proptest::collection::vec(any::<u8>(), 0..64)), 1..8),
+            ) {
+                // The root inside a directory of its own, to see anything escape.
+                let (_guard, outside) = root();
+                let root = format!("{outside}/workspace");
+                std::fs::create_dir(&root).unwrap();
+                for (name, dir) in names {
+                    let at = std::path::Path::new(&root).join(std::ffi::OsStr::from_bytes(&name));
+                    let _ = if dir { std::fs::create_dir(&at) } else { File::create(&at).map(drop) };
+                }
+                for (kind, path, data) in requests {
+                    let answer = match handle(&root, request_for(kind, path, data)) {
+                        Ok(reply) => brig_protocol::Frame::FileDone { id: 1, reply },
+                        Err((code, message)) => brig_protocol::Frame::Error { id: 1, code, message },
+                    };
+                    prop_assert!(answer.try_encode().is_ok());
+                }
+                prop_assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+            }
+        }
     }
 }

@@ -24,13 +24,27 @@ impl FrameWriter {
     }
 
     pub fn send(&self, frame: &Frame) {
-        let bytes = frame.encode();
+        let bytes = encoded(frame);
         let out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut out = out.lock();
         // A failed write means nobody is attached; the client re-sends what it
         // still waits for after re-attaching, so there is nothing to do here.
         let _ = out.write_all(&bytes).and_then(|()| out.flush());
     }
+}
+
+/// `frame`'s bytes; an answer too large for a frame (which bounds on what
+/// the agent builds should rule out) becomes an error for its request, never
+/// a panic of PID 1.
+pub fn encoded(frame: &Frame) -> Vec<u8> {
+    frame.try_encode().unwrap_or_else(|too_large| {
+        Frame::Error {
+            id: frame.id(),
+            code: ErrorCode::FileTooLarge,
+            message: format!("the answer ({} bytes) does not fit a frame", too_large.0),
+        }
+        .encode()
+    })
 }
 
 impl OutputSink for FrameWriter {

@@ -29,6 +29,8 @@ pub enum ApiError {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// The principal leaves `MAX_UNREAD_RESPONSE_BYTES` of answers unread.
+    UnreadResponses,
     NotFound(&'static str),
     /// Invalid input (422), with its stable code.
     Invalid {
@@ -104,7 +106,9 @@ impl ApiError {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             FileRefused(_) | IdempotencyInProgress => StatusCode::CONFLICT,
-            RateLimited { .. } | QuotaExceeded { .. } | SandboxBusy | Cooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | UnreadResponses | QuotaExceeded { .. } | SandboxBusy | Cooldown { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             CapacityExhausted | SessionBusy | StoreUnavailable(_) | EngineUnavailable(_) | ImageMissing(_)
             | SandboxUnavailable | SandboxUnresponsive | NotReady(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             SandboxProtocol(_) | LlmUnavailable(_) | LlmBadReply(_) => StatusCode::BAD_GATEWAY,
@@ -119,6 +123,7 @@ impl ApiError {
         match self {
             Unauthorized(_) => "unauthorized",
             RateLimited { .. } => "rate_limited",
+            UnreadResponses => "unread_responses",
             NotFound(_) => "not_found",
             Invalid { code, .. } => code,
             CommandNotAllowed(_) => "command_not_allowed",
@@ -155,6 +160,9 @@ impl ApiError {
         match self {
             Unauthorized(detail) => detail.to_string(),
             RateLimited { retry_after_secs } => format!("rate limit exceeded; retry in {retry_after_secs} s"),
+            UnreadResponses => "your clients have not read earlier answers (MAX_UNREAD_RESPONSE_BYTES): read them or \
+                                close those connections, then retry"
+                .into(),
             NotFound(what) => format!("{what} not found"),
             Invalid { detail, .. } | CommandNotAllowed(detail) | NotReady(detail) => detail.clone(),
             FileNotFound(detail) | FileRefused(detail) | FileTooLarge(detail) => detail.clone(),
@@ -194,6 +202,7 @@ impl ApiError {
             RateLimited { retry_after_secs }
             | Cooldown { retry_after_secs, .. }
             | QuotaExceeded { retry_after_secs } => Some(*retry_after_secs),
+            UnreadResponses => Some(5),
             SandboxBusy | SessionBusy | SandboxUnavailable | SandboxUnresponsive | ShuttingDown => Some(1),
             StoreUnavailable(_) | NotReady(_) => Some(2),
             EngineUnavailable(_) => Some(5),

@@ -2,8 +2,8 @@
 //! [`Principal`] (which also charges its rate limit), and path parameters
 //! parsed into domain types.
 //!
-//! The extractor needs only the [`Authenticator`] and the [`RateLimiter`]
-//! (`FromRef`), never the whole application state.
+//! The extractor needs only the [`Authenticator`], the [`RateLimiter`] and the
+//! [`Outbox`] (`FromRef`), never the whole application state.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use brig_core::session::SessionId;
 
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
+use crate::outbox::{Outbox, OutboxSlot};
 use crate::rate_limit::{RateLimiter, RateSlot};
 
 impl<S> FromRequestParts<S> for Principal
@@ -21,6 +22,7 @@ where
     S: Send + Sync,
     Arc<Authenticator>: FromRef<S>,
     Arc<RateLimiter>: FromRef<S>,
+    Arc<Outbox>: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -32,6 +34,11 @@ where
             slot.set(info);
         }
         admitted?;
+        // The router's outbox layer counts this principal's unread answer.
+        if let Some(slot) = parts.extensions.get::<OutboxSlot>() {
+            slot.set(&principal.name);
+        }
+        Arc::<Outbox>::from_ref(state).admit(&principal.name)?;
         Ok(principal)
     }
 }

@@ -10,11 +10,14 @@
 //! - [`service`]: the use cases every transport calls: execute, executions,
 //!   idempotency.
 //! - [`extract`]: the [`Principal`](auth::Principal) extractor and path parameters.
-//! - [`auth`], [`rate_limit`], [`llm`], [`json`]: authentication, per-principal
-//!   limits, the chat-completions client, JSON bodies in our error format.
+//! - [`auth`], [`rate_limit`], [`outbox`], [`llm`], [`json`]: authentication,
+//!   per-principal limits (requests, unread answer bytes), the chat-completions
+//!   client, JSON bodies in our error format.
 //! - [`error`], [`views`]: the error type at the edge and the bodies several
 //!   transports share.
 //! - [`healthcheck`]: `brig-api healthcheck`, a probe of `/ready` for container runtimes.
+//! - [`server`]: the HTTP/1.1 server under the router, with its timeouts and
+//!   connection caps.
 //!
 //! What came of a command, layer by layer: the agent's `RunResult` (protocol)
 //! → `ExecOutcome` (runtime) → `Executed` (session flow, with timing) →
@@ -29,8 +32,10 @@ pub mod json;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;
+pub mod outbox;
 pub mod rate_limit;
 pub mod routes;
+pub mod server;
 pub mod service;
 pub mod state;
 pub mod views;
@@ -57,7 +62,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+    let limits = state.config.http.clone();
+    let stop = {
         let shutdown = shutdown.clone();
         async move {
             signal.await;
@@ -67,8 +73,8 @@ pub async fn run(
             );
             shutdown.stop();
         }
-    });
-    let server = async { server.await };
+    };
+    let server = server::serve(listener, router(state), &limits, stop);
     tokio::pin!(server);
     // Serve until the signal (or until serving fails).
     let served = tokio::select! {
@@ -112,6 +118,7 @@ mod layering {
     const LEVELS: &[(&str, u32)] = &[
         ("main", 10),
         ("healthcheck", 9),
+        ("server", 9),
         ("routes", 8),
         ("mcp", 8),
         ("metrics", 8),
@@ -120,6 +127,7 @@ mod layering {
         ("extract", 5),
         ("auth", 4),
         ("rate_limit", 4),
+        ("outbox", 4),
         ("llm", 4),
         ("json", 4),
         ("error", 3),

@@ -17,6 +17,7 @@ use brig_core::{Config, DockerRuntime, RuntimeError, SandboxRuntime};
 
 use crate::auth::Authenticator;
 use crate::llm::Llm;
+use crate::outbox::Outbox;
 use crate::rate_limit::RateLimiter;
 use crate::service::execute::{ExecLimits, ExecuteService};
 use crate::service::executions::Executions;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
+    /// Answer bytes each principal has not read yet.
+    pub outbox: Arc<Outbox>,
     /// The execute use case every transport runs.
     pub execute: Arc<ExecuteService>,
     pub executions: Arc<Executions>,
@@ -60,6 +63,12 @@ impl FromRef<AppState> for Arc<Authenticator> {
 impl FromRef<AppState> for Arc<RateLimiter> {
     fn from_ref(state: &AppState) -> Self {
         state.limiter.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Outbox> {
+    fn from_ref(state: &AppState) -> Self {
+        state.outbox.clone()
     }
 }
 
@@ -151,6 +160,7 @@ impl AppState {
         let readiness = Arc::new(Readiness::new(store.clone(), runtime.clone()));
         let idempotency = Arc::new(Idempotency::new(IdempotencyRecords::new(store), config.idempotency_ttl));
         let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
+        let outbox = Arc::new(Outbox::new(config.http.max_unread_response_bytes));
         limiter.spawn_pruner(Duration::from_secs(60), &shutdown);
         let llm = config.llm.clone().map(|llm| Arc::new(Llm::new(llm)));
         AppState {
@@ -160,6 +170,7 @@ impl AppState {
             runtime,
             readiness,
             limiter,
+            outbox,
             execute,
             executions,
             idempotency,

@@ -27,7 +27,7 @@ pub use decoder::FrameDecoder;
 pub use frame::{
     DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, RunRequest, RunResult, Stream, Termination,
 };
-pub use wire::DecodeError;
+pub use wire::{DecodeError, FrameTooLarge};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -50,6 +50,11 @@ pub const MAX_LIST_LEN: usize = 4096;
 
 /// Most entries one directory listing returns.
 pub const MAX_DIR_ENTRIES: usize = 4096;
+
+/// Most encoded bytes of the entries of one listing (names are up to 255
+/// bytes, and a name that is not UTF-8 grows by half again when made one):
+/// a listing always fits a frame.
+pub const MAX_LIST_BYTES: usize = 1024 * 1024;
 
 /// Size of the fixed frame header: len (4), kind (1), request id (4).
 pub const HEADER_LEN: usize = 9;

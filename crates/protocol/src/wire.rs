@@ -61,12 +61,33 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// A frame whose encoding (this many bytes) exceeds [`MAX_FRAME_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTooLarge(pub usize);
+
 impl Frame {
     /// Appends the frame's wire bytes to `out`.
     ///
     /// Panics only on a caller bug: a frame whose encoding exceeds [`MAX_FRAME_LEN`]
-    /// (callers bound stdin and output chunks before building frames).
+    /// (callers bound stdin and output chunks before building frames). The
+    /// agent, which must never panic, uses [`Frame::try_encode`].
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        if let Err(FrameTooLarge(len)) = self.try_encode_into(out) {
+            panic!("frame of {len} bytes exceeds MAX_FRAME_LEN");
+        }
+    }
+
+    /// The frame's wire bytes, or its encoded length if that exceeds
+    /// [`MAX_FRAME_LEN`].
+    pub fn try_encode(&self) -> Result<Vec<u8>, FrameTooLarge> {
+        let mut out = Vec::new();
+        self.try_encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the frame's wire bytes to `out`; leaves `out` as it was if
+    /// they would exceed [`MAX_FRAME_LEN`].
+    pub fn try_encode_into(&self, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
         let (kind, id) = (self.kind(), self.id());
@@ -152,8 +173,12 @@ impl Frame {
             },
         }
         let len = out.len() - start - 4;
-        assert!(len <= MAX_FRAME_LEN, "frame of {len} bytes exceeds MAX_FRAME_LEN");
+        if len > MAX_FRAME_LEN {
+            out.truncate(start);
+            return Err(FrameTooLarge(len));
+        }
         out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
     }
 
     /// The frame's wire bytes.

@@ -3,6 +3,7 @@
 //! container, not the allowlist. SECURITY.md's table names these tests.
 
 mod allowlist;
+mod connections;
 mod escape;
 mod exhaustion;
 mod input;

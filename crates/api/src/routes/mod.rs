@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, Request};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -53,11 +54,16 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.outbox.clone(),
+            crate::outbox::track,
+        ))
         .layer(axum::middleware::from_fn(crate::error::observe_errors))
         .layer(axum::middleware::from_fn(crate::rate_limit::headers))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(state.config.http.body_timeout))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             // The route's pattern, never the raw path: session ids and file

@@ -9,10 +9,12 @@
 //! - `sandbox`: the container limits and the engine connection ([`DockerConfig`]).
 //! - `auth`: JWT secret and API keys; `llm`: the model of `/generate`.
 //! - `store`, `cleanup`, `metrics`: Redis or memory, the reaper, who may scrape.
+//! - `http`: the server's timeouts and connection caps.
 
 mod auth;
 mod cleanup;
 mod env;
+mod http;
 mod llm;
 mod metrics;
 mod sandbox;
@@ -24,6 +26,7 @@ pub use self::auth::{ApiKey, AuthConfig, SHORT_KEY};
 pub use self::cleanup::CleanupConfig;
 pub use self::env::{parse_instance, parse_size, ConfigError, ConfigErrors, Env};
 pub(crate) use self::env::{positive, seconds};
+pub use self::http::HttpConfig;
 pub use self::llm::LlmConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
@@ -73,6 +76,8 @@ impl WorkerConfig {
 pub struct Config {
     pub host: String,
     pub port: u16,
+    /// Timeouts, connection caps and unread-answer bytes of the HTTP server.
+    pub http: HttpConfig,
     pub store: StoreConfig,
     pub auth: AuthConfig,
     /// `METRICS_TOKEN` / `METRICS_PORT`: who may read `/metrics`.
@@ -118,6 +123,7 @@ impl Config {
         let port = env.parse("PORT", 8000u16, |raw| {
             raw.parse().map_err(|_| "must be a port number".into())
         });
+        let http = HttpConfig::from(&mut env);
         let store = StoreConfig::from(&mut env);
         let auth = AuthConfig::from_env(&mut env);
         let llm = LlmConfig::from_env(&mut env);
@@ -173,6 +179,7 @@ impl Config {
         let config = Config {
             host,
             port,
+            http,
             store,
             auth,
             metrics,
