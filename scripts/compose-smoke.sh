@@ -29,7 +29,7 @@ images/sandbox/build.sh >/dev/null   # brig-sandbox-minimal, and brig-busybox:lo
 env_file=$(mktemp)
 trap 'rm -f "$env_file"' EXIT
 cat > "$env_file" <<ENV
-API_KEYS=dev-key
+API_KEYS=dev-key-0123456789abcdef
 BRIG_INSTANCE=$instance
 BRIG_PORT=$port
 DOCKER_GID=$(stat -c %g /var/run/docker.sock)
@@ -64,12 +64,12 @@ curl -sf "http://localhost:$port/ready" || { run_compose logs --tail 50; echo "n
 echo
 
 echo "==> the README's curl example"
-reply=$(curl -s -X POST "http://localhost:$port/execute" -H "X-API-Key: dev-key" -H "Content-Type: application/json" \
+reply=$(curl -s -X POST "http://localhost:$port/execute" -H "X-API-Key: dev-key-0123456789abcdef" -H "Content-Type: application/json" \
   -d '{"command": "ls -la", "session_id": "my-session-1", "timeout": 30}')
 echo "$reply"
 echo "$reply" | grep -q '"exit_code":0' || { echo "execute failed" >&2; exit 1; }
 echo "$reply" | grep -q '"stdout":"total ' || { echo "unexpected output" >&2; exit 1; }
-status=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://localhost:$port/sessions/my-session-1" -H "X-API-Key: dev-key")
+status=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://localhost:$port/sessions/my-session-1" -H "X-API-Key: dev-key-0123456789abcdef")
 [ "$status" = 204 ] || { echo "DELETE answered $status" >&2; exit 1; }
 
 # Only networks compose created, and sandboxes on none.

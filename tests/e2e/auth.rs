@@ -12,10 +12,16 @@ use crate::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_curl_example_works_as_written_on_the_embedded_store() {
-    let api = BrigApi::start(&[("API_KEYS", "dev-key"), ("SESSION_STORE", "memory")]);
+    // The seed's key was `dev-key`; brig refuses keys under 16 characters.
+    let api = BrigApi::start(&[("API_KEYS", "dev-key-0123456789"), ("SESSION_STORE", "memory")]);
     let output = Command::new("curl")
         .args(["-s", "-X", "POST", &api.url("/execute")])
-        .args(["-H", "X-API-Key: dev-key", "-H", "Content-Type: application/json"])
+        .args([
+            "-H",
+            "X-API-Key: dev-key-0123456789",
+            "-H",
+            "Content-Type: application/json",
+        ])
         .args([
             "-d",
             r#"{"command": "ls -la", "session_id": "my-session-1", "timeout": 30}"#,
@@ -74,21 +80,34 @@ async fn credential_failures_are_401_and_a_jwt_acts_as_its_subject() {
         assert!(reply.headers().contains_key("www-authenticate"));
     }
 
-    // A file written with alice's JWT is visible through alice's API key: same principal.
+    // A token whose subject is a key's name is another principal (red team
+    // M3), unless JWT_SUBJECT_ALIASES maps it: then a file written with the
+    // token is visible through the key.
     let token = jwt(json!({"sub": "alice", "exp": unix_now() + 60}));
-    let written = reqwest::Client::new()
-        .post(api.url("/execute"))
-        .bearer_auth(&token)
-        .json(&json!({"command": "sh -c 'echo from-jwt > /workspace/who'", "session_id": "s1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(written.status(), StatusCode::OK);
+    let write_with_token = |api: &BrigApi| {
+        reqwest::Client::new()
+            .post(api.url("/execute"))
+            .bearer_auth(&token)
+            .json(&json!({"command": "sh -c 'echo from-jwt > /workspace/who'", "session_id": "s1"}))
+            .send()
+    };
+    assert_eq!(write_with_token(&api).await.unwrap().status(), StatusCode::OK);
+    let keys = run(&api, ALICE_KEY, "s1", "cat /workspace/who").await;
+    assert_ne!(
+        keys["exit_code"], 0,
+        "a token named alice wrote into key alice's session: {keys}"
+    );
+    let aliased = BrigApi::start(&[
+        ("SESSION_STORE", "memory"),
+        ("ALLOWED_COMMANDS", "sh,cat,echo"),
+        ("JWT_SUBJECT_ALIASES", "alice=alice"),
+    ]);
+    assert_eq!(write_with_token(&aliased).await.unwrap().status(), StatusCode::OK);
     assert_eq!(
-        run(&api, ALICE_KEY, "s1", "cat /workspace/who").await["stdout"],
+        run(&aliased, ALICE_KEY, "s1", "cat /workspace/who").await["stdout"],
         "from-jwt\n"
     );
-    let bobs = run(&api, BOB_KEY, "s1", "cat /workspace/who").await;
+    let bobs = run(&aliased, BOB_KEY, "s1", "cat /workspace/who").await;
     assert_ne!(bobs["exit_code"], 0, "bob read alice's file: {bobs}");
 }
 
@@ -206,4 +225,47 @@ async fn every_execute_writes_one_audit_line_and_no_secret_is_ever_logged() {
     for secret in [ALICE_KEY, BOB_KEY, JWT_SECRET, token.as_str()] {
         assert!(!all.contains(secret), "a secret reached the log");
     }
+}
+
+/// Red team L5: 3,000 wrong keys in 0.6 s were all answered 401. Past
+/// `AUTH_FAILURES_PER_MINUTE` an address is refused before its credentials
+/// are checked, even a right key; other addresses are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_keys_is_throttled_per_source_address() {
+    let api = BrigApi::start(&[("SESSION_STORE", "memory"), ("AUTH_FAILURES_PER_MINUTE", "5")]);
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let (attacker, neighbour) = (from(1), from(2));
+    let sessions =
+        |client: &reqwest::Client, key: &str| client.get(api.url("/sessions")).header("x-api-key", key).send();
+    for guess in 0..6 {
+        let reply = sessions(&attacker, &format!("guess-{guess:012}")).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::UNAUTHORIZED, "guess {guess}");
+    }
+    let right_key = sessions(&attacker, ALICE_KEY).await.unwrap();
+    assert_eq!(right_key.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(right_key.headers().contains_key("retry-after"));
+    let body: serde_json::Value = right_key.json().await.unwrap();
+    assert_eq!(body["error"], "auth_rate_limited", "{body}");
+    assert_eq!(sessions(&neighbour, ALICE_KEY).await.unwrap().status(), StatusCode::OK);
+}
+
+#[test]
+fn a_key_that_can_be_guessed_stops_start_up() {
+    let output = Command::new(api_binary())
+        .env_clear()
+        .env("SESSION_STORE", "memory")
+        .env("API_KEYS", "weak:a")
+        .output()
+        .expect("run brig-api");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("API_KEYS") && stderr.contains("shorter than 16"),
+        "{stderr}"
+    );
 }

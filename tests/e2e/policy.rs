@@ -233,7 +233,7 @@ fn an_invalid_policy_stops_start_up_naming_the_entry() {
     let output = Command::new(api_binary())
         .env_clear()
         .env("SESSION_STORE", "memory")
-        .env("API_KEYS", "k")
+        .env("API_KEYS", "k:policy-test-key-0123456789")
         .env("ALLOWED_COMMANDS_PATH", policy.path())
         .output()
         .expect("run brig-api");

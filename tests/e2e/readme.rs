@@ -1,13 +1,14 @@
 //! Every `curl` and `brig` example in README.md runs as written against a live
 //! brig-api: the first things a newcomer pastes. Only the address (the
-//! README's `localhost:8000`) is this test's; the key (`dev-key`) and the
-//! metrics token are given to the server as the README assumes them.
+//! README's `localhost:8000`) is this test's; the key (in `BRIG_API_KEY`, as
+//! the README assumes) and the metrics token are given to the server.
 
 use std::process::Command;
 
 use crate::*;
 
 const METRICS_TOKEN: &str = "readme-metrics-token-0123456789";
+const KEY: &str = "readme-key-0123456789abcdef";
 
 /// The `sh` code blocks of README.md.
 fn sh_blocks() -> Vec<String> {
@@ -44,7 +45,7 @@ fn curl_examples() -> Vec<String> {
 
 fn readme_api() -> BrigApi {
     BrigApi::start(&[
-        ("API_KEYS", "dev:dev-key"),
+        ("API_KEYS", &format!("dev:{KEY}")),
         ("SESSION_STORE", "memory"),
         ("METRICS_TOKEN", METRICS_TOKEN),
         // What scripts/run.sh makes the default: an image with Python.
@@ -66,6 +67,7 @@ fn sh(api: &BrigApi, script: &str, dir: &std::path::Path) -> std::process::Outpu
         .env("PATH", path)
         .env("HOME", dir)
         .env("METRICS_TOKEN", METRICS_TOKEN)
+        .env("BRIG_API_KEY", KEY)
         .output()
         .expect("run sh")
 }

@@ -11,14 +11,24 @@ use std::fs;
 
 use crate::sys;
 
+/// What one pass of [`kill_marked`] saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    /// A marked process was found (and killed).
+    pub killed: bool,
+    /// A live process showed an empty environment: one in the middle of an
+    /// `execve` does, for an instant, so it may be a leftover not seen yet
+    /// (or a process started with no environment at all).
+    pub unsure: bool,
+}
+
 /// SIGKILLs every live process whose environment holds `marker` (`NAME=value`).
-/// Returns whether any was found.
-pub fn kill_marked(marker: &str) -> bool {
+pub fn kill_marked(marker: &str) -> Sweep {
+    let mut sweep = Sweep::default();
     let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
+        return sweep;
     };
     let me = sys::getpid();
-    let mut found = false;
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
             continue;
@@ -26,16 +36,53 @@ pub fn kill_marked(marker: &str) -> bool {
         if pid <= 1 || pid == me {
             continue;
         }
-        // Unreadable (gone, or made itself non-dumpable) or a zombie (empty): skip.
+        // Unreadable: gone, or made itself non-dumpable.
         let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if environ_contains(&environ, marker.as_bytes()) {
-            sys::kill_process(pid);
-            found = true;
+        match classify(&environ, marker.as_bytes(), || is_zombie(pid)) {
+            Seen::Marked => {
+                sys::kill_process(pid);
+                sweep.killed = true;
+            }
+            Seen::Unsure => sweep.unsure = true,
+            Seen::Other => {}
         }
     }
-    found
+    sweep
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Marked,
+    Unsure,
+    Other,
+}
+
+/// A process by its environment: marked, maybe mid-exec (empty, yet not a
+/// zombie), or someone else's.
+fn classify(environ: &[u8], marker: &[u8], zombie: impl FnOnce() -> bool) -> Seen {
+    if environ.is_empty() {
+        if zombie() {
+            Seen::Other
+        } else {
+            Seen::Unsure
+        }
+    } else if environ_contains(environ, marker) {
+        Seen::Marked
+    } else {
+        Seen::Other
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .unwrap_or(true)
 }
 
 /// The idle sweep of PID 1: SIGKILLs every process in the sandbox except
@@ -103,6 +150,16 @@ mod tests {
         assert!(descends_from_exec(12, &parents));
         assert!(!descends_from_exec(21, &parents));
         assert!(!descends_from_exec(99, &parents));
+    }
+
+    #[test]
+    fn an_empty_environment_is_unsure_unless_the_process_is_done() {
+        assert_eq!(classify(b"", b"BRIG_CMD=1", || false), Seen::Unsure);
+        assert_eq!(classify(b"", b"BRIG_CMD=1", || true), Seen::Other);
+        assert_eq!(classify(b"A=1\0BRIG_CMD=1\0", b"BRIG_CMD=1", || false), Seen::Marked);
+        assert_eq!(classify(b"A=1\0", b"BRIG_CMD=1", || false), Seen::Other);
+        assert!(is_zombie(i32::MAX), "a pid that does not exist is done");
+        assert!(!is_zombie(std::process::id() as i32));
     }
 
     #[test]

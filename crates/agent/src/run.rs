@@ -37,7 +37,11 @@ pub fn kill_tag(args: &[String]) -> Result<i32, String> {
     };
     check_tag(tag)?;
     let marker = format!("{}={tag}.1", crate::supervisor::MARKER_VAR);
-    Ok(if crate::leftovers::kill_marked(&marker) { 0 } else { 1 })
+    Ok(if crate::leftovers::kill_marked(&marker).killed {
+        0
+    } else {
+        1
+    })
 }
 
 /// Writes a command's output to our own stdout/stderr, as it comes.

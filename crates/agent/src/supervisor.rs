@@ -279,15 +279,23 @@ impl Supervisor {
     /// process in the sandbox. Repeats until nothing was found, so a fork in
     /// flight cannot slip through.
     fn kill_leftovers(&self, marker: &str) {
+        // A process caught mid-exec shows no environment; look again a few
+        // times before calling the sandbox clean (a process that really has
+        // none is left to the idle sweep).
+        let mut unsure_passes = 0;
         for _ in 0..200 {
             let table = self.shared.lock();
-            let mut killed = leftovers::kill_marked(marker);
+            let sweep = leftovers::kill_marked(marker);
+            let mut killed = sweep.killed;
             // `requests` still holds this command until supervise returns.
             if self.shared.is_init && table.requests.len() <= 1 {
                 killed |= leftovers::kill_all_but_exec_sessions();
             }
             drop(table);
-            if !killed {
+            if sweep.unsure && !killed {
+                unsure_passes += 1;
+            }
+            if !killed && (!sweep.unsure || unsure_passes > 5) {
                 return;
             }
             // Let the reaper collect the victims before looking again.

@@ -4,6 +4,8 @@
 //! leeway). The extractor (in `extract.rs`) also charges the
 //! principal's rate limit, so limits apply only to authenticated callers.
 
+use std::collections::HashMap;
+
 use axum::http::{header, HeaderMap};
 use brig_core::config::AuthConfig;
 use brig_core::policy::rules::Caller;
@@ -33,15 +35,20 @@ pub enum Credential {
 pub struct Principal {
     /// The API key's name, or the token's `sub`.
     pub name: String,
+    /// Who this is across brig (sessions, files, rate limit, quotas, logs):
+    /// the key's name, or `jwt:<sub>` for a token. Key names hold no `:`, so
+    /// a token never stands for a key's principal (red team M3: `sub:
+    /// "alice"` owned API key alice's sessions) unless the operator maps its
+    /// subject to one with `JWT_SUBJECT_ALIASES`.
+    pub id: String,
     pub credential: Credential,
 }
 
 impl Principal {
-    /// Whose sessions, rate limit and quotas these are. By decision, the name
-    /// alone: an API key named `ci` and a token with `sub: "ci"` are the same
-    /// principal (operators name keys after the subjects they stand for).
+    /// Whose sessions, executions and idempotency keys these are. A key's
+    /// principal keeps the owner it always had.
     pub fn owner(&self) -> Owner {
-        Owner::of_principal(&self.name)
+        Owner::of_principal(&self.id)
     }
 
     /// The caller as the command rules see it.
@@ -58,6 +65,8 @@ pub struct Authenticator {
     /// nor the content of a key leaks through timing.
     api_keys: Vec<(String, [u8; 32])>,
     jwt: Option<(DecodingKey, Validation)>,
+    /// `JWT_SUBJECT_ALIASES`: token subjects that act as a key's principal.
+    aliases: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -102,7 +111,8 @@ impl Authenticator {
             validation.set_required_spec_claims(&["exp", "sub"]);
             (DecodingKey::from_secret(secret.expose_secret().as_bytes()), validation)
         });
-        Authenticator { api_keys, jwt }
+        let aliases = config.jwt_subject_aliases.iter().cloned().collect();
+        Authenticator { api_keys, jwt, aliases }
     }
 
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
@@ -146,6 +156,7 @@ impl Authenticator {
         }
         found.map(|name| Principal {
             name: name.clone(),
+            id: name.clone(),
             credential: Credential::ApiKey,
         })
     }
@@ -175,8 +186,13 @@ impl Authenticator {
         {
             return Err(ApiError::Unauthorized("invalid token roles"));
         }
+        let id = match self.aliases.get(&claims.sub) {
+            Some(principal) => principal.clone(),
+            None => format!("jwt:{}", claims.sub),
+        };
         Ok(Principal {
             name: claims.sub,
+            id,
             credential: Credential::Token { roles },
         })
     }

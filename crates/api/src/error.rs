@@ -29,6 +29,10 @@ pub enum ApiError {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// The source address failed to authenticate too often.
+    AuthRateLimited {
+        retry_after_secs: u64,
+    },
     /// The principal leaves `MAX_UNREAD_RESPONSE_BYTES` of answers unread.
     UnreadResponses,
     NotFound(&'static str),
@@ -106,9 +110,12 @@ impl ApiError {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             FileRefused(_) | IdempotencyInProgress => StatusCode::CONFLICT,
-            RateLimited { .. } | UnreadResponses | QuotaExceeded { .. } | SandboxBusy | Cooldown { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            RateLimited { .. }
+            | AuthRateLimited { .. }
+            | UnreadResponses
+            | QuotaExceeded { .. }
+            | SandboxBusy
+            | Cooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
             CapacityExhausted | SessionBusy | StoreUnavailable(_) | EngineUnavailable(_) | ImageMissing(_)
             | SandboxUnavailable | SandboxUnresponsive | NotReady(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             SandboxProtocol(_) | LlmUnavailable(_) | LlmBadReply(_) => StatusCode::BAD_GATEWAY,
@@ -124,6 +131,7 @@ impl ApiError {
             Unauthorized(_) => "unauthorized",
             RateLimited { .. } => "rate_limited",
             UnreadResponses => "unread_responses",
+            AuthRateLimited { .. } => "auth_rate_limited",
             NotFound(_) => "not_found",
             Invalid { code, .. } => code,
             CommandNotAllowed(_) => "command_not_allowed",
@@ -160,6 +168,10 @@ impl ApiError {
         match self {
             Unauthorized(detail) => detail.to_string(),
             RateLimited { retry_after_secs } => format!("rate limit exceeded; retry in {retry_after_secs} s"),
+            AuthRateLimited { retry_after_secs } => format!(
+                "too many failed authentications from your address (AUTH_FAILURES_PER_MINUTE); retry in \
+                 {retry_after_secs} s"
+            ),
             UnreadResponses => "your clients have not read earlier answers (MAX_UNREAD_RESPONSE_BYTES): read them or \
                                 close those connections, then retry"
                 .into(),
@@ -200,6 +212,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             RateLimited { retry_after_secs }
+            | AuthRateLimited { retry_after_secs }
             | Cooldown { retry_after_secs, .. }
             | QuotaExceeded { retry_after_secs } => Some(*retry_after_secs),
             UnreadResponses => Some(5),
@@ -226,7 +239,7 @@ impl ApiError {
         use brig_core::metrics as names;
         use ApiError::*;
         match self {
-            RateLimited { .. } => metrics::counter!(names::RATE_LIMITED).increment(1),
+            RateLimited { .. } | AuthRateLimited { .. } => metrics::counter!(names::RATE_LIMITED).increment(1),
             QuotaExceeded { .. } => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "per_user").increment(1),
             CapacityExhausted => metrics::counter!(names::QUOTA_REJECTIONS, "quota" => "total").increment(1),
             StoreUnavailable(cause) => {

@@ -55,13 +55,6 @@ async fn serve() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    for principal in config.auth.short_keys() {
-        tracing::warn!(
-            principal,
-            "API_KEYS: the key of {principal} is shorter than {} characters and can be guessed; make one with `openssl rand -hex 24`",
-            brig_core::config::SHORT_KEY
-        );
-    }
     // What LANGUAGES offers but the allowlist refuses is not advertised (MCP):
     // say so once, where the operator looks.
     let runnable = rules.current().runnable_languages(&config.languages);

@@ -2,10 +2,17 @@
 //! `RATE_LIMIT_WINDOW_SECONDS`, as a burst that refills evenly. Keyed only after
 //! authentication, so unauthenticated traffic never creates state; idle keys are
 //! pruned periodically so memory stays bounded by the active principals.
+//!
+//! Failed authentications are limited per source address instead
+//! ([`AuthFailures`], red team L5): past `AUTH_FAILURES_PER_MINUTE`, an
+//! address's requests are refused before their credentials are checked, so
+//! guessing keys costs a minute per budget.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use brig_core::shutdown::Shutdown;
 use governor::clock::{Clock, DefaultClock};
@@ -125,27 +132,153 @@ impl RateLimiter {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
+}
 
-    /// Prunes every `every` until the limiter is dropped or `shutdown` cancels.
-    pub fn spawn_pruner(self: &Arc<Self>, every: Duration, shutdown: &Shutdown) {
-        let weak = Arc::downgrade(self);
-        shutdown.spawn_loop(async move {
-            let mut tick = tokio::time::interval(every);
+/// State that forgets what is idle.
+pub trait Prune: Send + Sync + 'static {
+    fn prune(&self);
+}
+
+impl Prune for RateLimiter {
+    fn prune(&self) {
+        RateLimiter::prune(self);
+    }
+}
+
+impl Prune for AuthFailures {
+    fn prune(&self) {
+        AuthFailures::prune(self);
+    }
+}
+
+/// Prunes `state` every `every` until it is dropped or `shutdown` cancels.
+pub fn spawn_pruner<T: Prune>(state: &Arc<T>, every: Duration, shutdown: &Shutdown) {
+    let weak = Arc::downgrade(state);
+    shutdown.spawn_loop(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
             tick.tick().await;
-            loop {
-                tick.tick().await;
-                match weak.upgrade() {
-                    Some(limiter) => limiter.prune(),
-                    None => return,
-                }
+            match weak.upgrade() {
+                Some(state) => state.prune(),
+                None => return,
             }
+        }
+    });
+}
+
+/// Failed authentications per source address (an IPv6 address counts by
+/// its /64, which one host usually holds whole).
+pub struct AuthFailures {
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    clock: DefaultClock,
+    /// Addresses that used up their budget, and until when they wait.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl AuthFailures {
+    /// `per_minute` failures per address (0: no limit).
+    pub fn new(per_minute: u32) -> Self {
+        let limiter = NonZeroU32::new(per_minute).map(|burst| {
+            let quota = Quota::with_period(Duration::from_secs(60) / burst.get())
+                .expect("period is non-zero")
+                .allow_burst(burst);
+            Governor::keyed(quota)
         });
+        AuthFailures {
+            limiter,
+            clock: DefaultClock::default(),
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Refuses an address that used up its failures, before any check.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let key = Self::key(ip);
+        match blocked.get(&key) {
+            Some(until) if *until > Instant::now() => Err(ApiError::AuthRateLimited {
+                retry_after_secs: until.duration_since(Instant::now()).as_secs_f64().ceil().max(1.0) as u64,
+            }),
+            Some(_) => {
+                blocked.remove(&key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        let key = Self::key(ip);
+        if let Err(not_until) = limiter.check_key(&key) {
+            let wait = not_until.wait_time_from(self.clock.now());
+            let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+            blocked.insert(key, Instant::now() + wait);
+            tracing::warn!(source = %key, "failed authentications past AUTH_FAILURES_PER_MINUTE: refusing this address for {} s", wait.as_secs());
+        }
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+            IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked")),
+            v4 => v4,
+        }
+    }
+
+    /// Forgets addresses whose budget is full again and whose wait is over.
+    pub fn prune(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        let now = Instant::now();
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_past_its_failures_is_refused_unchecked_and_others_are_not() {
+        let failures = AuthFailures::new(3);
+        let (attacker, other): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for _ in 0..3 {
+            failures.admit(attacker).unwrap();
+            failures.failed(attacker);
+        }
+        failures.admit(attacker).unwrap();
+        failures.failed(attacker);
+        match failures.admit(attacker) {
+            Err(ApiError::AuthRateLimited { retry_after_secs }) => assert!((1..=20).contains(&retry_after_secs)),
+            other => panic!("{other:?}"),
+        }
+        failures.admit(other).unwrap();
+        // One host's IPv6 /64 is one address; the off switch limits nothing.
+        let (a, b): (IpAddr, IpAddr) = ("2001:db8::1".parse().unwrap(), "2001:db8::ffff:2".parse().unwrap());
+        for _ in 0..4 {
+            failures.failed(a);
+        }
+        assert!(failures.admit(b).is_err());
+        let off = AuthFailures::new(0);
+        for _ in 0..1000 {
+            off.failed(attacker);
+        }
+        off.admit(attacker).unwrap();
+    }
 
     #[test]
     fn idle_principals_are_pruned_so_state_stays_bounded() {

@@ -20,16 +20,18 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use brig_core::config::HttpConfig;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
+use tower::ServiceExt;
 
 /// Serves `app` on `listener` until `signal`, then stops accepting and waits
 /// for the open connections: idle ones close at once, busy ones after their
@@ -61,7 +63,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
-        let connection = http.serve_connection(io, TowerToHyperService::new(app.clone()));
+        // Handlers see where the connection came from (failed logins are
+        // limited per source address).
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: axum::extract::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let connection = http.serve_connection(io, service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

@@ -18,7 +18,7 @@ use brig_core::{Config, DockerRuntime, RuntimeError, SandboxRuntime};
 use crate::auth::Authenticator;
 use crate::llm::Llm;
 use crate::outbox::Outbox;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{spawn_pruner, AuthFailures, RateLimiter};
 use crate::service::execute::{ExecLimits, ExecuteService};
 use crate::service::executions::Executions;
 use crate::service::idempotency::Idempotency;
@@ -35,6 +35,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
+    /// Failed authentications per source address.
+    pub auth_failures: Arc<AuthFailures>,
     /// Answer bytes each principal has not read yet.
     pub outbox: Arc<Outbox>,
     /// The execute use case every transport runs.
@@ -63,6 +65,12 @@ impl FromRef<AppState> for Arc<Authenticator> {
 impl FromRef<AppState> for Arc<RateLimiter> {
     fn from_ref(state: &AppState) -> Self {
         state.limiter.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<AuthFailures> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth_failures.clone()
     }
 }
 
@@ -161,7 +169,9 @@ impl AppState {
         let idempotency = Arc::new(Idempotency::new(IdempotencyRecords::new(store), config.idempotency_ttl));
         let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
         let outbox = Arc::new(Outbox::new(config.http.max_unread_response_bytes));
-        limiter.spawn_pruner(Duration::from_secs(60), &shutdown);
+        let auth_failures = Arc::new(AuthFailures::new(config.auth.failures_per_minute));
+        spawn_pruner(&auth_failures, Duration::from_secs(60), &shutdown);
+        spawn_pruner(&limiter, Duration::from_secs(60), &shutdown);
         let llm = config.llm.clone().map(|llm| Arc::new(Llm::new(llm)));
         AppState {
             auth: Arc::new(Authenticator::new(&config.auth)),
@@ -171,6 +181,7 @@ impl AppState {
             readiness,
             limiter,
             outbox,
+            auth_failures,
             execute,
             executions,
             idempotency,

@@ -103,7 +103,7 @@ pub async fn generate(
     let (language, generated) = generate_code(&state, &body.query, body.language).await?;
     tracing::info!(
         target: "brig::audit",
-        principal = %principal.name, language, code_bytes = generated.code.len(), "generate"
+        principal = %principal.id, language, code_bytes = generated.code.len(), "generate"
     );
     Ok(Json(GenerateResponse {
         query: body.query,

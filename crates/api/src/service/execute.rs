@@ -261,7 +261,7 @@ fn audit(principal: &Principal, session_id: &SessionId, argv: &[String], result:
             let outcome = &executed.outcome;
             tracing::info!(
                 target: "brig::audit",
-                principal = %principal.name,
+                principal = %principal.id,
                 session_id = %session_id,
                 argv,
                 exit_code = outcome.exit_code,
@@ -276,7 +276,7 @@ fn audit(principal: &Principal, session_id: &SessionId, argv: &[String], result:
         }
         Err(err) => tracing::info!(
             target: "brig::audit",
-            principal = %principal.name, session_id = %session_id, argv, error = %err,
+            principal = %principal.id, session_id = %session_id, argv, error = %err,
             "execute failed"
         ),
     }

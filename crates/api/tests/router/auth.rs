@@ -92,11 +92,11 @@ async fn a_valid_jwt_or_api_key_is_admitted() {
     let reply = send(&app, bearer(&jwt)).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.body, json!({"sessions": []}));
-    let reply = send(&app, get("/sessions", "bob-key")).await;
+    let reply = send(&app, get("/sessions", "bob-key-0123456789")).await;
     assert_eq!(reply.status, StatusCode::OK);
     // An API key as a bearer (MCP clients that can send nothing else), and
     // not a wrong one.
-    assert_eq!(send(&app, bearer("bob-key")).await.status, StatusCode::OK);
+    assert_eq!(send(&app, bearer("bob-key-0123456789")).await.status, StatusCode::OK);
     assert_eq!(send(&app, bearer("bob-key-not")).await.status, StatusCode::UNAUTHORIZED);
     // Within the explicit leeway (5 s by default) an expired token still passes.
     let just_expired = token(Algorithm::HS256, SECRET, json!({"sub": "carol", "exp": now() - 2}));
@@ -107,13 +107,19 @@ async fn a_valid_jwt_or_api_key_is_admitted() {
 async fn rate_limit_applies_per_principal_with_retry_after() {
     let app = app(&[("RATE_LIMIT_REQUESTS", "3"), ("RATE_LIMIT_WINDOW_SECONDS", "60")]);
     for _ in 0..3 {
-        assert_eq!(send(&app, get("/sessions", "alice-key")).await.status, StatusCode::OK);
+        assert_eq!(
+            send(&app, get("/sessions", "alice-key-0123456789")).await.status,
+            StatusCode::OK
+        );
     }
-    let limited = send(&app, get("/sessions", "alice-key")).await;
+    let limited = send(&app, get("/sessions", "alice-key-0123456789")).await;
     assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let retry_after: u64 = limited.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
     assert!((1..=20).contains(&retry_after), "Retry-After {retry_after}");
-    assert_eq!(send(&app, get("/sessions", "bob-key")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&app, get("/sessions", "bob-key-0123456789")).await.status,
+        StatusCode::OK
+    );
     // Failed authentication is not charged to anyone and creates no limiter state.
     for _ in 0..10 {
         assert_eq!(
@@ -121,7 +127,10 @@ async fn rate_limit_applies_per_principal_with_retry_after() {
             StatusCode::UNAUTHORIZED
         );
     }
-    assert_eq!(send(&app, get("/sessions", "bob-key")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&app, get("/sessions", "bob-key-0123456789")).await.status,
+        StatusCode::OK
+    );
 }
 
 /// Readiness goes through the runtime seam: what the runtime says is missing
@@ -157,7 +166,10 @@ async fn health_needs_no_credentials() {
 /// accepted and are the same principal, so its sessions stay its own.
 #[tokio::test]
 async fn a_principal_with_two_keys_keeps_its_sessions_under_either() {
-    let app = app(&[("API_KEYS", "me:old-key-0123456789,me:new-key-0123456789,bob:bob-key")]);
+    let app = app(&[(
+        "API_KEYS",
+        "me:old-key-0123456789,me:new-key-0123456789,bob:bob-key-0123456789",
+    )]);
     let create = Request::post("/sessions")
         .header("x-api-key", "old-key-0123456789")
         .header(header::CONTENT_TYPE, "application/json")
@@ -167,6 +179,50 @@ async fn a_principal_with_two_keys_keeps_its_sessions_under_either() {
     let listed = send(&app, get("/sessions", "new-key-0123456789")).await;
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(listed.body["sessions"][0]["session_id"], "kept");
-    let bobs = send(&app, get("/sessions", "bob-key")).await;
+    let bobs = send(&app, get("/sessions", "bob-key-0123456789")).await;
     assert_eq!(bobs.body["sessions"], json!([]));
+}
+
+/// Red team M3: a token whose `sub` is an API key's name is someone else
+/// (its own sessions, rate limit and unread answers), unless the operator
+/// maps that subject to the key's principal with `JWT_SUBJECT_ALIASES`.
+#[tokio::test]
+async fn a_token_never_stands_for_a_key_principal_unless_aliased() {
+    let create = |key: &str| {
+        Request::post("/sessions")
+            .header("x-api-key", key)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"session_id": "alices"}"#))
+            .unwrap()
+    };
+    let alice = token(Algorithm::HS256, SECRET, json!({"sub": "alice", "exp": now() + 300}));
+    let app = app(&[]);
+    assert_eq!(
+        send(&app, create("alice-key-0123456789")).await.status,
+        StatusCode::CREATED
+    );
+    let as_token = send(&app, bearer(&alice)).await;
+    assert_eq!(as_token.status, StatusCode::OK);
+    assert_eq!(
+        as_token.body["sessions"],
+        json!([]),
+        "a token named alice saw the key's sessions"
+    );
+    let file = Request::get("/sessions/alices/files/x")
+        .header(header::AUTHORIZATION, format!("Bearer {alice}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, file).await.status, StatusCode::NOT_FOUND);
+
+    let aliased = crate::app(&[("JWT_SUBJECT_ALIASES", "alice=alice")]);
+    assert_eq!(
+        send(&aliased, create("alice-key-0123456789")).await.status,
+        StatusCode::CREATED
+    );
+    let as_token = send(&aliased, bearer(&alice)).await;
+    assert_eq!(
+        as_token.body["sessions"][0]["session_id"], "alices",
+        "{:?}",
+        as_token.body
+    );
 }

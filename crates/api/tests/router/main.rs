@@ -23,8 +23,8 @@ use tower::ServiceExt;
 
 pub const SECRET: &str = "router-test-secret-of-at-least-32-bytes!";
 
-/// The app with `extra` environment on top of API keys `alice:alice-key`,
-/// `bob:bob-key`, the JWT secret above and the memory store.
+/// The app with `extra` environment on top of API keys `alice:alice-key-0123456789`,
+/// `bob:bob-key-0123456789`, the JWT secret above and the memory store.
 pub fn app(extra: &[(&str, &str)]) -> Router {
     app_on(extra, Arc::new(FakeRuntime::new()))
 }
@@ -32,7 +32,7 @@ pub fn app(extra: &[(&str, &str)]) -> Router {
 /// [`app`] over a given fake runtime (to steer what it answers).
 pub fn app_on(extra: &[(&str, &str)], runtime: Arc<FakeRuntime>) -> Router {
     let mut vars = vec![
-        ("API_KEYS", "alice:alice-key,bob:bob-key"),
+        ("API_KEYS", "alice:alice-key-0123456789,bob:bob-key-0123456789"),
         ("JWT_SECRET", SECRET),
         ("SESSION_STORE", "memory"),
         ("ALLOWED_COMMANDS", "ls,echo,cat"),
@@ -73,7 +73,7 @@ pub async fn send(app: &Router, request: Request<Body>) -> Reply {
 /// `POST /execute` as alice with a JSON body.
 pub fn execute(body: &str) -> Request<Body> {
     Request::post("/execute")
-        .header("x-api-key", "alice-key")
+        .header("x-api-key", "alice-key-0123456789")
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()

@@ -7,7 +7,7 @@ use crate::{app, assert_error, execute, get, send};
 async fn bad_bodies_get_stable_4xx_codes() {
     let app = app(&[]);
     let no_content_type = Request::post("/execute")
-        .header("x-api-key", "alice-key")
+        .header("x-api-key", "alice-key-0123456789")
         .body(Body::from(r#"{"command":"ls","session_id":"s"}"#))
         .unwrap();
     assert_error(
@@ -79,27 +79,27 @@ async fn an_oversized_body_is_a_413() {
 async fn unknown_or_foreign_sessions_and_routes_are_404_and_wrong_methods_405() {
     let app = app(&[]);
     assert_error(
-        &send(&app, get("/sessions/nope", "alice-key")).await,
+        &send(&app, get("/sessions/nope", "alice-key-0123456789")).await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
     assert_error(
-        &send(&app, get("/sessions/..%2Fetc", "alice-key")).await,
+        &send(&app, get("/sessions/..%2Fetc", "alice-key-0123456789")).await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
     let delete = Request::delete("/sessions/nope")
-        .header("x-api-key", "alice-key")
+        .header("x-api-key", "alice-key-0123456789")
         .body(Body::empty())
         .unwrap();
     assert_error(&send(&app, delete).await, StatusCode::NOT_FOUND, "not_found");
     assert_error(
-        &send(&app, get("/nowhere", "alice-key")).await,
+        &send(&app, get("/nowhere", "alice-key-0123456789")).await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
     let put = Request::put("/execute")
-        .header("x-api-key", "alice-key")
+        .header("x-api-key", "alice-key-0123456789")
         .body(Body::empty())
         .unwrap();
     assert_error(
@@ -108,7 +108,7 @@ async fn unknown_or_foreign_sessions_and_routes_are_404_and_wrong_methods_405() 
         "method_not_allowed",
     );
     let bad_create = Request::post("/sessions")
-        .header("x-api-key", "alice-key")
+        .header("x-api-key", "alice-key-0123456789")
         .header("content-type", "text/plain")
         .body(Body::from("session_id=x"))
         .unwrap();
@@ -118,7 +118,7 @@ async fn unknown_or_foreign_sessions_and_routes_are_404_and_wrong_methods_405() 
         "unsupported_media_type",
     );
     let bad_id = Request::post("/sessions")
-        .header("x-api-key", "alice-key")
+        .header("x-api-key", "alice-key-0123456789")
         .header("content-type", "application/json")
         .body(Body::from(r#"{"session_id":"a b"}"#))
         .unwrap();

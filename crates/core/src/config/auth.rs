@@ -34,22 +34,21 @@ pub struct AuthConfig {
     /// `API_KEYS`: `name:key` or bare `key`, comma-separated. A principal may
     /// have several keys (rotation: `me:old,me:new`); a key belongs to one.
     pub api_keys: Vec<ApiKey>,
+    /// `AUTH_FAILURES_PER_MINUTE`: failed authentications one source address
+    /// may make per minute before its requests are refused unchecked (429);
+    /// 0 turns the limit off (for a proxy in front that does its own).
+    pub failures_per_minute: u32,
+    /// `JWT_SUBJECT_ALIASES`: `sub=name` pairs, comma-separated: a token with
+    /// that subject is the API-key principal `name` (same sessions, limits
+    /// and quotas). Without one, tokens and keys never share a principal.
+    pub jwt_subject_aliases: Vec<(String, String)>,
 }
 
-/// Keys shorter than this are accepted, but brig-api warns about them (they
-/// can be guessed; `openssl rand -hex 24` makes a good one).
-pub const SHORT_KEY: usize = 16;
+/// The shortest key accepted (red team L5: one-character keys were): a
+/// shorter one can be guessed. `openssl rand -hex 24` makes a good one.
+pub const MIN_KEY_LEN: usize = 16;
 
 impl AuthConfig {
-    /// The principals with a key shorter than [`SHORT_KEY`] (never the keys).
-    pub fn short_keys(&self) -> Vec<&str> {
-        self.api_keys
-            .iter()
-            .filter(|k| k.key.expose_secret().chars().count() < SHORT_KEY)
-            .map(|k| k.principal.as_str())
-            .collect()
-    }
-
     pub(super) fn from_env(env: &mut Env<'_>) -> Self {
         let jwt_secret = env.get("JWT_SECRET").map(SecretString::from);
         if let Some(secret) = &jwt_secret {
@@ -86,10 +85,22 @@ impl AuthConfig {
                  and/or JWT_SECRET (at least 32 bytes)",
             );
         }
+        let jwt_subject_aliases = match env.get("JWT_SUBJECT_ALIASES") {
+            None => Vec::new(),
+            Some(raw) => parse_aliases(&raw, &api_keys).unwrap_or_else(|message| {
+                env.error("JWT_SUBJECT_ALIASES", message);
+                Vec::new()
+            }),
+        };
+        let failures_per_minute = env.parse("AUTH_FAILURES_PER_MINUTE", 30u32, |raw| {
+            raw.parse::<u32>().map_err(|_| "must be a number (0: no limit)".into())
+        });
         AuthConfig {
             jwt_secret,
             jwt_leeway,
             api_keys,
+            failures_per_minute,
+            jwt_subject_aliases,
         }
     }
 }
@@ -108,6 +119,12 @@ fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
         if principal.is_empty() || key.is_empty() {
             return Err("entries are name:key or key, with neither part empty".into());
         }
+        if key.chars().count() < MIN_KEY_LEN {
+            return Err(format!(
+                "the key of {principal:?} is shorter than {MIN_KEY_LEN} characters and can be guessed; \
+                 make one with `openssl rand -hex 24`"
+            ));
+        }
         // Several keys per principal are fine (rotation); one key for two
         // principals would make the caller ambiguous.
         if let Some(other) = keys.iter().find(|k| k.key.expose_secret() == key) {
@@ -124,25 +141,71 @@ fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
     Ok(keys)
 }
 
+fn parse_aliases(raw: &str, keys: &[ApiKey]) -> Result<Vec<(String, String)>, String> {
+    let mut aliases: Vec<(String, String)> = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((subject, principal)) = entry.split_once('=') else {
+            return Err(format!("{entry:?} is not sub=name"));
+        };
+        let (subject, principal) = (subject.trim(), principal.trim());
+        if subject.is_empty() {
+            return Err(format!("{entry:?} has an empty subject"));
+        }
+        if !keys.iter().any(|k| k.principal == principal) {
+            return Err(format!("{principal:?} is not a principal of API_KEYS"));
+        }
+        if aliases.iter().any(|(s, _)| s == subject) {
+            return Err(format!("subject {subject:?} is mapped twice"));
+        }
+        aliases.push((subject.to_string(), principal.to_string()));
+    }
+    Ok(aliases)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn subject_aliases_name_existing_key_principals_once() {
+        let keys = parse_api_keys("alice:alice-key-0123456789,ci:ci-key-0123456789").unwrap();
+        assert_eq!(
+            parse_aliases("user-17=alice, ci = ci", &keys).unwrap(),
+            [("user-17".to_string(), "alice".to_string()), ("ci".into(), "ci".into())]
+        );
+        for (raw, problem) in [
+            ("user-17", "not sub=name"),
+            ("=alice", "empty subject"),
+            ("x=mallory", "not a principal"),
+            ("x=alice,x=ci", "mapped twice"),
+        ] {
+            let err = parse_aliases(raw, &keys).unwrap_err();
+            assert!(err.contains(problem), "{raw}: {err}");
+        }
+    }
+
+    #[test]
     fn a_principal_may_have_several_keys_but_a_key_one_principal() {
-        let keys = parse_api_keys("me:old-key-0123456789, me:new-key-0123456789, ci:abc").unwrap();
+        let keys = parse_api_keys("me:old-key-0123456789, me:new-key-0123456789").unwrap();
         let principals: Vec<&str> = keys.iter().map(|k| k.principal.as_str()).collect();
-        assert_eq!(principals, ["me", "me", "ci"]);
-        let shared = parse_api_keys("me:same-key, you:same-key").unwrap_err();
+        assert_eq!(principals, ["me", "me"]);
+        let shared = parse_api_keys("me:same-key-0123456789, you:same-key-0123456789").unwrap_err();
         assert!(
             shared.contains("two principals") && !shared.contains("same-key"),
             "{shared}"
         );
-        let config = AuthConfig {
-            jwt_secret: None,
-            jwt_leeway: Duration::ZERO,
-            api_keys: keys,
-        };
-        assert_eq!(config.short_keys(), ["ci"]);
+    }
+
+    #[test]
+    fn a_key_that_can_be_guessed_is_refused_without_showing_it() {
+        for raw in ["weak:a", "ci:abc,me:long-enough-key-0123", "short-key"] {
+            let err = parse_api_keys(raw).unwrap_err();
+            assert!(err.contains("shorter than 16"), "{raw}: {err}");
+            assert!(
+                !err.contains(":a") && !err.contains("abc") && !err.contains("short-key"),
+                "{err}"
+            );
+        }
+        assert!(parse_api_keys("ci:0123456789abcdef").is_ok());
     }
 }

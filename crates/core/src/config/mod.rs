@@ -22,7 +22,7 @@ mod store;
 
 use std::time::Duration;
 
-pub use self::auth::{ApiKey, AuthConfig, SHORT_KEY};
+pub use self::auth::{ApiKey, AuthConfig, MIN_KEY_LEN};
 pub use self::cleanup::CleanupConfig;
 pub use self::env::{parse_instance, parse_size, ConfigError, ConfigErrors, Env};
 pub(crate) use self::env::{positive, seconds};
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn tmpfs_mounts_must_leave_memory_for_processes() {
-        let vars = [("API_KEYS", "k"), ("CONTAINER_MEM_LIMIT", "200m")];
+        let vars = [("API_KEYS", "k-0123456789abcdef"), ("CONTAINER_MEM_LIMIT", "200m")];
         let env = Env::from_fn(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
         let errors = Config::from(env).unwrap_err();
         assert!(
@@ -245,7 +245,7 @@ mod tests {
             "{errors}"
         );
         let vars = [
-            ("API_KEYS", "k"),
+            ("API_KEYS", "k-0123456789abcdef"),
             ("CONTAINER_MEM_LIMIT", "200m"),
             ("CONTAINER_WORKSPACE_SIZE", "64m"),
         ];
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn seed_style_settings_parse() {
         let vars = [
-            ("API_KEYS", "dev-key, ci:abc"),
+            ("API_KEYS", "dev-key-0123456789, ci:ci-key-0123456789"),
             ("REDIS_HOST", "redis"),
             ("ALLOWED_COMMANDS", "ls,echo"),
         ];
