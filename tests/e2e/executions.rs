@@ -184,3 +184,107 @@ async fn status_and_cancel_work_from_another_replica() {
     let done = finished(&first, &quick).await;
     assert_eq!(done["stdout"], "from-second\n", "{done}");
 }
+
+/// Bytes Redis uses, from `INFO memory`.
+fn redis_memory(redis: &RedisServer) -> u64 {
+    let info = redis.command(&["INFO", "memory"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// Red team H3: 10 executions and 10 idempotent executes of 2 MiB of NUL
+/// bytes added 295 MiB to the Redis every tenant shares, and nothing bounded
+/// a principal. Results are stored packed, and past `RESULT_STORE_QUOTA_BYTES`
+/// a principal's results that expire soonest are evicted (410
+/// `result_evicted`, and an evicted idempotent answer is never run again);
+/// another principal's results stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_results_are_packed_and_bounded_per_principal() {
+    let redis = RedisServer::start();
+    let api = BrigApi::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("ALLOWED_COMMANDS", "sh,cat,echo"),
+        ("RESULT_STORE_QUOTA_BYTES", "2m"),
+        ("IDEMPOTENCY_TTL_SECONDS", "600"),
+    ]);
+    let nul = "sh -c 'head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2'";
+    let before = redis_memory(&redis);
+    for i in 0..5 {
+        let id = start(&api, ALICE_KEY, "flood", nul, 30).await;
+        let done = finished(&api, &id).await;
+        assert_eq!(done["stdout"].as_str().map(str::len), Some(1 << 20), "run {i}");
+        let reply = reqwest::Client::new()
+            .post(api.url("/execute"))
+            .header("x-api-key", ALICE_KEY)
+            .header("idempotency-key", format!("nul-{i}"))
+            .json(&json!({"command": nul, "session_id": "flood"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+    }
+    let grown = redis_memory(&redis).saturating_sub(before);
+    assert!(grown < 8 << 20, "10 results of NUL floods took {grown} bytes of Redis");
+
+    // Output deflate cannot shrink: each result is stored in about 0.8 MB.
+    let noise = "sh -c 'head -c 600000 /dev/urandom | base64'";
+    let once = |key: &'static str| {
+        reqwest::Client::new()
+            .post(api.url("/execute"))
+            .header("x-api-key", ALICE_KEY)
+            .header("idempotency-key", key)
+            .json(&json!({"command": "sh -c 'echo ran >> /workspace/ran; head -c 600000 /dev/urandom | base64'", "session_id": "quota"}))
+            .send()
+    };
+    assert_eq!(once("kept-once").await.unwrap().status(), StatusCode::OK);
+    let bobs = start(&api, BOB_KEY, "quota", noise, 30).await;
+    let mut alices = Vec::new();
+    for _ in 0..3 {
+        let id = start(&api, ALICE_KEY, "quota", noise, 30).await;
+        finished(&api, &id).await;
+        alices.push(id);
+    }
+    // The idempotent answer expired soonest (10 minutes), so it went first,
+    // then the oldest execution; the newest are whole.
+    let replay = once("kept-once").await.unwrap();
+    assert_eq!(replay.status(), StatusCode::GONE);
+    let body: Value = replay.json().await.unwrap();
+    assert_eq!(body["error"], "result_evicted", "{body}");
+    let ran = call(
+        &api,
+        Method::POST,
+        "/execute",
+        ALICE_KEY,
+        Some(json!({"command": "cat /workspace/ran", "session_id": "quota"})),
+    )
+    .await;
+    assert_eq!(ran.body["stdout"], "ran\n", "an evicted idempotent request ran again");
+    let first = status(&api, ALICE_KEY, &alices[0]).await;
+    assert_eq!(
+        (first.status, first.body["error"].as_str()),
+        (StatusCode::GONE, Some("result_evicted"))
+    );
+    assert_eq!(
+        status(&api, BOB_KEY, &alices[0]).await.status,
+        StatusCode::NOT_FOUND,
+        "bob learns nothing"
+    );
+    for id in &alices[1..] {
+        let kept = status(&api, ALICE_KEY, id).await;
+        assert_eq!(kept.status, StatusCode::OK, "{:?}", kept.body);
+        assert!(kept.body["stdout"].as_str().unwrap().len() > 790_000);
+    }
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bob = status(&api, BOB_KEY, &bobs).await;
+        assert_eq!(bob.status, StatusCode::OK, "bob paid for alice: {:?}", bob.body);
+        if bob.body["status"] != "running" {
+            assert!(bob.body["stdout"].as_str().unwrap().len() > 790_000);
+            break;
+        }
+        assert!(Instant::now() < give_up);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

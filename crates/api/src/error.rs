@@ -79,6 +79,9 @@ pub enum ApiError {
     FileTooLarge(String),
     /// An optional feature that this deployment has not configured.
     NotEnabled(&'static str),
+    /// A kept result (an execution's, an idempotent answer) was evicted to
+    /// keep its principal within `RESULT_STORE_QUOTA_BYTES`.
+    ResultEvicted,
     /// The first request with this `Idempotency-Key` still runs.
     IdempotencyInProgress,
     /// The process stopped waiting for the command (shutdown grace over) and
@@ -120,6 +123,7 @@ impl ApiError {
             | SandboxUnavailable | SandboxUnresponsive | NotReady(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             SandboxProtocol(_) | LlmUnavailable(_) | LlmBadReply(_) => StatusCode::BAD_GATEWAY,
             LlmTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ResultEvicted => StatusCode::GONE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,6 +158,7 @@ impl ApiError {
             FileTooLarge(_) => "file_too_large",
             NotEnabled(_) => "not_enabled",
             IdempotencyInProgress => "idempotency_in_progress",
+            ResultEvicted => "result_evicted",
             ShuttingDown => "shutting_down",
             LlmTimeout => "llm_timeout",
             LlmUnavailable(_) => "llm_unavailable",
@@ -199,6 +204,9 @@ impl ApiError {
             SandboxProtocol(_) => "the sandbox answered incorrectly".into(),
             NotEnabled(detail) => detail.to_string(),
             IdempotencyInProgress => "a request with this Idempotency-Key is still running".into(),
+            ResultEvicted => "this result was evicted to keep your stored results within RESULT_STORE_QUOTA_BYTES \
+                              (the command ran; it is not run again)"
+                .into(),
             ShuttingDown => "brig-api stopped before the command finished and cancelled it; retry".into(),
             LlmTimeout => "the language model did not answer in time".into(),
             LlmUnavailable(detail) => detail.clone(),

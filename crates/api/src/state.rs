@@ -161,12 +161,15 @@ impl AppState {
         ));
         let executions = Arc::new(Executions::new(
             execute.clone(),
-            ExecutionRecords::new(store.clone()),
+            ExecutionRecords::new(store.clone(), config.result_store_quota),
             config.execution_retention,
             shutdown.clone(),
         ));
         let readiness = Arc::new(Readiness::new(store.clone(), runtime.clone()));
-        let idempotency = Arc::new(Idempotency::new(IdempotencyRecords::new(store), config.idempotency_ttl));
+        let idempotency = Arc::new(Idempotency::new(
+            IdempotencyRecords::new(store, config.result_store_quota),
+            config.idempotency_ttl,
+        ));
         let limiter = Arc::new(RateLimiter::new(config.rate_limit_requests, config.rate_limit_window));
         let outbox = Arc::new(Outbox::new(config.http.max_unread_response_bytes));
         let auth_failures = Arc::new(AuthFailures::new(config.auth.failures_per_minute));

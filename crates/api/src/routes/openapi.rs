@@ -94,7 +94,7 @@ impl Modify for Security {
 /// authenticated (`security` set) or not.
 struct CommonErrors;
 
-const AUTHENTICATED_ERRORS: [(&str, &str); 13] = [
+const AUTHENTICATED_ERRORS: [(&str, &str); 14] = [
     (
         "400",
         "The request could not be read (e.g. a path that is not valid UTF-8)",
@@ -109,12 +109,18 @@ const AUTHENTICATED_ERRORS: [(&str, &str); 13] = [
         "409",
         "A file operation that does not apply; an idempotent request still running",
     ),
+    (
+        "410",
+        "A kept result (an execution's, an idempotent answer) evicted to keep the principal within \
+         RESULT_STORE_QUOTA_BYTES",
+    ),
     ("413", "Body or file too large"),
     ("415", "Body not application/json"),
     ("422", "Invalid input"),
     (
         "429",
-        "Rate limit, session quota, cooldown or busy sandbox; see Retry-After",
+        "Rate limit, failed authentications from the address, session quota, cooldown, busy sandbox or \
+         unread answers; see Retry-After",
     ),
     ("500", "Internal error"),
     ("502", "The sandbox agent or the LLM provider failed"),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use brig_core::sandbox::ExecHooks;
 use brig_core::session::Owner;
 use brig_core::shutdown::Shutdown;
-use brig_core::store::{ExecutionId, ExecutionRecords};
+use brig_core::store::{ExecutionId, ExecutionRecords, Kept};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +70,11 @@ impl Executions {
 
     async fn load(&self, owner: &Owner, id: &str) -> Result<(ExecutionId, Stored), ApiError> {
         let id = ExecutionId::parse(id).ok_or(ApiError::NotFound("execution"))?;
-        let mut stored: Stored = self.records.get(&id).await?.ok_or(ApiError::NotFound("execution"))?;
+        let mut stored: Stored = match self.records.get(&id).await? {
+            Some(Kept::Present(stored)) => stored,
+            Some(Kept::Evicted { owner: evicted }) if evicted == owner.as_str() => return Err(ApiError::ResultEvicted),
+            _ => return Err(ApiError::NotFound("execution")),
+        };
         if stored.owner != owner.as_str() {
             return Err(ApiError::NotFound("execution"));
         }
@@ -153,7 +157,12 @@ impl Executions {
                     stored.view.failure = Some(err.failure());
                 }
             }
-            if let Err(err) = executions.records.put(&id, &stored, executions.retention).await {
+            let owner = principal.owner();
+            if let Err(err) = executions
+                .records
+                .put_result(&owner, &id, &stored, executions.retention)
+                .await
+            {
                 tracing::error!(execution = %id, %err, "could not record a finished execution");
             }
             executions.running().remove(&id);

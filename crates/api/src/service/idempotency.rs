@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use brig_core::session::Owner;
-use brig_core::store::{IdempotencyRecords, SavedAnswer};
+use brig_core::store::{IdempotencyRecords, Kept, SavedAnswer};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -128,6 +128,10 @@ impl Idempotency {
         let give_up = tokio::time::Instant::now() + running_for;
         loop {
             if let Some(saved) = self.records.saved(owner, &request.key).await? {
+                // The first ran; its answer was evicted: say so, never run it again.
+                let Kept::Present(saved) = saved else {
+                    return Err(ApiError::ResultEvicted);
+                };
                 if saved.fingerprint != request.fingerprint {
                     return Err(ApiError::invalid(
                         "idempotency_key_reused",
@@ -201,7 +205,7 @@ mod tests {
 
     fn service() -> Arc<Idempotency> {
         Arc::new(Idempotency::new(
-            IdempotencyRecords::new(Arc::new(MemoryStore::new())),
+            IdempotencyRecords::new(Arc::new(MemoryStore::new()), 1 << 20),
             Duration::from_secs(3600),
         ))
     }

@@ -96,6 +96,9 @@ pub struct Config {
     pub execution_retention: Duration,
     /// `IDEMPOTENCY_TTL_SECONDS`: how long an `Idempotency-Key`'s answer is replayed.
     pub idempotency_ttl: Duration,
+    /// `RESULT_STORE_QUOTA_BYTES`: stored bytes of kept results (executions,
+    /// idempotent answers) per principal; past it, its soonest to expire are evicted.
+    pub result_store_quota: u64,
     pub commands: CommandPolicy,
     /// `ALLOWED_COMMANDS_PATH`: the policy file that supersedes `ALLOWED_COMMANDS`
     /// (loaded, and reloaded on SIGHUP, by `policy::rules::LiveRules`).
@@ -150,6 +153,9 @@ impl Config {
         });
         let idempotency_ttl = env.parse("IDEMPOTENCY_TTL_SECONDS", Duration::from_secs(86400), seconds);
         let execution_retention = env.parse("EXECUTION_RESULT_TTL_SECONDS", Duration::from_secs(3600), seconds);
+        let result_store_quota = env.parse("RESULT_STORE_QUOTA_BYTES", 32u64 << 20, |raw| {
+            parse_size("RESULT_STORE_QUOTA_BYTES", raw).map_err(|e| e.message)
+        });
         let commands = CommandPolicy::from_list(
             &env.get("ALLOWED_COMMANDS")
                 .unwrap_or_else(|| "ls,cat,echo,pwd,id,whoami,sh,python3".into()),
@@ -192,6 +198,7 @@ impl Config {
             max_output_bytes,
             execution_retention,
             idempotency_ttl,
+            result_store_quota,
             commands,
             policy_path,
             languages,

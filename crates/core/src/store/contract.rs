@@ -50,6 +50,7 @@ contract!(
     running_commands_are_counted_until_finished_or_past_their_deadline,
     each_spare_is_taken_once_and_marked_claimed,
     values_expire_set_once_tells_the_time_left_and_delete_frees_them,
+    charged_values_evict_the_accounts_soonest_to_expire_and_no_one_elses,
 );
 
 const TTL: Duration = Duration::from_secs(600);
@@ -276,4 +277,83 @@ async fn values_expire_set_once_tells_the_time_left_and_delete_frees_them(store:
     assert_eq!(store.set_once("once", Duration::from_secs(30)).await.unwrap(), None);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(store.get_value("brief").await.unwrap(), None);
+}
+
+async fn charged_values_evict_the_accounts_soonest_to_expire_and_no_one_elses(store: &dyn SessionStore) {
+    let kb = |n: usize| "x".repeat(n * 1024);
+    let (hour, day) = (Duration::from_secs(3600), Duration::from_secs(86400));
+    // 10 KiB per account: a day-long 4 KiB, an hour-long 4 KiB.
+    assert_eq!(
+        store
+            .put_charged("alice", "a-day", &kb(4), day, 10 * 1024)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .put_charged("alice", "a-hour", &kb(4), hour, 10 * 1024)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .put_charged("bob", "b-hour", &kb(8), hour, 10 * 1024)
+            .await
+            .unwrap(),
+        0
+    );
+    // Replacing a value charges it once.
+    assert_eq!(
+        store
+            .put_charged("alice", "a-hour", &kb(4), hour, 10 * 1024)
+            .await
+            .unwrap(),
+        0
+    );
+    // 4 more: the value that expires soonest (the hour-long one) makes room.
+    assert_eq!(
+        store
+            .put_charged("alice", "a-new", &kb(4), day, 10 * 1024)
+            .await
+            .unwrap(),
+        1
+    );
+    let evicted = Some(format!("{EVICTED}alice"));
+    assert_eq!(store.get_value("a-hour").await.unwrap(), evicted);
+    assert_eq!(store.get_value("a-day").await.unwrap().map(|v| v.len()), Some(4096));
+    assert_eq!(
+        store.get_value("b-hour").await.unwrap().map(|v| v.len()),
+        Some(8192),
+        "bob paid for alice"
+    );
+    // One value over the whole quota is kept, alone.
+    assert_eq!(
+        store
+            .put_charged("alice", "a-huge", &kb(12), day, 10 * 1024)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.get_value("a-huge").await.unwrap().map(|v| v.len()),
+        Some(12 * 1024)
+    );
+    for gone in ["a-day", "a-new"] {
+        assert_eq!(store.get_value(gone).await.unwrap(), evicted, "{gone}");
+    }
+    // What expired no longer counts.
+    store
+        .put_charged("carol", "c-brief", &kb(8), Duration::from_millis(50), 10 * 1024)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        store
+            .put_charged("carol", "c-next", &kb(8), day, 10 * 1024)
+            .await
+            .unwrap(),
+        0
+    );
 }

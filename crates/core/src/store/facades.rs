@@ -6,6 +6,12 @@
 //! | [`Cooldowns`] | `cooldown:<rule>:<scope>` |
 //! | [`IdempotencyRecords`] | `idempotency:<owner>:<sha256 of key>`, `idempotency-run:<...>` |
 //! | [`ExecutionRecords`] | `execution:<id>`, `execution-cancel:<id>` |
+//!
+//! Kept results (an execution's, an idempotent request's answer) hold
+//! command output, so they are stored compactly ([`pack`]: deflated past a
+//! kilobyte; JSON escapes a NUL byte to six) and charged to their owner
+//! (`RESULT_STORE_QUOTA_BYTES`, red team H3): past it, the owner's results
+//! that expire soonest are evicted, and read as [`Kept::Evicted`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +20,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{SessionStore, StoreError};
+use base64::Engine;
+
+use super::{SessionStore, StoreError, EVICTED};
 use crate::session::ids::{Owner, SessionId};
 
 /// Who shares a cooldown.
@@ -56,6 +64,109 @@ impl Cooldowns {
     }
 }
 
+/// A kept result, or the mark of one evicted to keep its owner (named, so
+/// that another principal still sees nothing) within `RESULT_STORE_QUOTA_BYTES`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kept<T> {
+    Present(T),
+    Evicted { owner: String },
+}
+
+/// The account results of `owner` are charged to.
+fn account(owner: &Owner) -> String {
+    format!("results:{}", owner.as_str())
+}
+
+/// Values at least this long are stored deflated.
+const PACK_FROM: usize = 1024;
+
+/// Prefix of a deflated value (no JSON document starts with it).
+const PACKED: &str = "z:";
+
+/// Most bytes a packed value may inflate to: more than any result holds
+/// (two streams of at most 16 MiB, escaped), so only a corrupt value meets it.
+const MAX_UNPACKED: u64 = 256 << 20;
+
+/// `json` as stored: as it is when short, else deflated (base64, as values
+/// are text) if that is smaller.
+pub fn pack(json: String) -> String {
+    use std::io::Write;
+    if json.len() < PACK_FROM {
+        return json;
+    }
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    let packed = deflate
+        .write_all(json.as_bytes())
+        .and_then(|()| deflate.finish())
+        .map(|bytes| format!("{PACKED}{}", base64::engine::general_purpose::STANDARD.encode(bytes)));
+    match packed {
+        Ok(packed) if packed.len() < json.len() => packed,
+        _ => json,
+    }
+}
+
+/// The JSON a stored value holds.
+pub fn unpack(raw: String) -> Result<String, StoreError> {
+    use std::io::Read;
+    let Some(encoded) = raw.strip_prefix(PACKED) else {
+        return Ok(raw);
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("packed value: {what}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| corrupt("not base64"))?;
+    let mut json = String::new();
+    flate2::read::DeflateDecoder::new(bytes.as_slice())
+        .take(MAX_UNPACKED)
+        .read_to_string(&mut json)
+        .map_err(|_| corrupt("not deflate of UTF-8"))?;
+    Ok(json)
+}
+
+/// A stored result, unpacked and parsed.
+fn read_kept<T: DeserializeOwned>(raw: Option<String>) -> Result<Option<Kept<T>>, StoreError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.starts_with(EVICTED) => Ok(Some(Kept::Evicted {
+            owner: raw[EVICTED.len()..].trim_start_matches("results:").to_string(),
+        })),
+        Some(raw) => serde_json::from_str(&unpack(raw)?)
+            .map(|value| Some(Kept::Present(value)))
+            .map_err(|err| StoreError::Corrupt(err.to_string())),
+    }
+}
+
+/// A result to keep, packed.
+fn packed<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map(pack)
+        .map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+/// Results charged to owners, each within `quota` bytes.
+#[derive(Clone)]
+struct Charged {
+    store: Arc<dyn SessionStore>,
+    quota: u64,
+}
+
+impl Charged {
+    async fn put<T: Serialize>(&self, owner: &Owner, key: &str, value: &T, ttl: Duration) -> Result<(), StoreError> {
+        let evicted = self
+            .store
+            .put_charged(&account(owner), key, &packed(value)?, ttl, self.quota)
+            .await?;
+        if evicted > 0 {
+            tracing::info!(
+                owner = owner.as_str(),
+                evicted,
+                "RESULT_STORE_QUOTA_BYTES reached: the owner's results that expire soonest were evicted"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A kept answer to an idempotent request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedAnswer {
@@ -70,11 +181,17 @@ pub struct SavedAnswer {
 #[derive(Clone)]
 pub struct IdempotencyRecords {
     store: Arc<dyn SessionStore>,
+    answers: Charged,
 }
 
 impl IdempotencyRecords {
-    pub fn new(store: Arc<dyn SessionStore>) -> Self {
-        IdempotencyRecords { store }
+    /// Answers are charged to their owner, within `quota` bytes each.
+    pub fn new(store: Arc<dyn SessionStore>, quota: u64) -> Self {
+        let answers = Charged {
+            store: store.clone(),
+            quota,
+        };
+        IdempotencyRecords { store, answers }
     }
 
     fn scope(owner: &Owner, key: &str) -> String {
@@ -82,13 +199,12 @@ impl IdempotencyRecords {
     }
 
     /// The answer saved for (`owner`, `key`), if any.
-    pub async fn saved(&self, owner: &Owner, key: &str) -> Result<Option<SavedAnswer>, StoreError> {
+    pub async fn saved(&self, owner: &Owner, key: &str) -> Result<Option<Kept<SavedAnswer>>, StoreError> {
         let raw = self
             .store
             .get_value(&format!("idempotency:{}", Self::scope(owner, key)))
             .await?;
-        raw.map(|raw| serde_json::from_str(&raw).map_err(|err| StoreError::Corrupt(err.to_string())))
-            .transpose()
+        read_kept(raw)
     }
 
     /// Marks the first request with (`owner`, `key`) as running for at most
@@ -100,10 +216,8 @@ impl IdempotencyRecords {
 
     /// Keeps `answer` for `ttl`.
     pub async fn save(&self, owner: &Owner, key: &str, answer: &SavedAnswer, ttl: Duration) -> Result<(), StoreError> {
-        let json = serde_json::to_string(answer).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        self.store
-            .put_value(&format!("idempotency:{}", Self::scope(owner, key)), &json, ttl)
-            .await
+        let key = format!("idempotency:{}", Self::scope(owner, key));
+        self.answers.put(owner, &key, answer, ttl).await
     }
 
     /// Drops the running marker, so that a retry runs afresh.
@@ -145,22 +259,39 @@ impl std::fmt::Display for ExecutionId {
 #[derive(Clone)]
 pub struct ExecutionRecords {
     store: Arc<dyn SessionStore>,
+    results: Charged,
 }
 
 impl ExecutionRecords {
-    pub fn new(store: Arc<dyn SessionStore>) -> Self {
-        ExecutionRecords { store }
+    /// Finished records are charged to their owner, within `quota` bytes each.
+    pub fn new(store: Arc<dyn SessionStore>, quota: u64) -> Self {
+        let results = Charged {
+            store: store.clone(),
+            quota,
+        };
+        ExecutionRecords { store, results }
     }
 
+    /// Stores a record that holds no output yet (not charged).
     pub async fn put<T: Serialize>(&self, id: &ExecutionId, record: &T, ttl: Duration) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        self.store.put_value(&format!("execution:{id}"), &json, ttl).await
+        self.store
+            .put_value(&format!("execution:{id}"), &packed(record)?, ttl)
+            .await
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, id: &ExecutionId) -> Result<Option<T>, StoreError> {
-        let raw = self.store.get_value(&format!("execution:{id}")).await?;
-        raw.map(|raw| serde_json::from_str(&raw).map_err(|err| StoreError::Corrupt(err.to_string())))
-            .transpose()
+    /// Stores a finished record, charged to `owner`.
+    pub async fn put_result<T: Serialize>(
+        &self,
+        owner: &Owner,
+        id: &ExecutionId,
+        record: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.results.put(owner, &format!("execution:{id}"), record, ttl).await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, id: &ExecutionId) -> Result<Option<Kept<T>>, StoreError> {
+        read_kept(self.store.get_value(&format!("execution:{id}")).await?)
     }
 
     /// Asks whichever process runs `id` to cancel it (kept for `ttl`).
@@ -180,7 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_released_idempotency_marker_can_be_taken_again() {
-        let records = IdempotencyRecords::new(Arc::new(MemoryStore::new()));
+        let records = IdempotencyRecords::new(Arc::new(MemoryStore::new()), 1 << 20);
         let owner = Owner::of_principal("alice");
         assert!(records.begin(&owner, "k", Duration::from_secs(60)).await.unwrap());
         assert!(!records.begin(&owner, "k", Duration::from_secs(60)).await.unwrap());
@@ -191,6 +322,62 @@ mod tests {
             .unwrap());
         records.release(&owner, "k").await.unwrap();
         assert!(records.begin(&owner, "k", Duration::from_secs(60)).await.unwrap());
+    }
+
+    /// Red team H3: 2 MiB of NUL output was 12 MiB of JSON in Redis.
+    #[test]
+    fn results_are_packed_when_that_is_smaller_and_read_back_exactly() {
+        let short = r#"{"stdout":"hi"}"#.to_string();
+        assert_eq!(pack(short.clone()), short);
+        let nul = serde_json::to_string(&serde_json::json!({"stdout": "\0".repeat(1 << 20)})).unwrap();
+        assert!(nul.len() > 6 << 20);
+        let packed = pack(nul.clone());
+        assert!(packed.len() < 64 << 10, "{} bytes", packed.len());
+        assert_eq!(unpack(packed).unwrap(), nul);
+        // What does not shrink is kept as it is; garbage is an error, not a panic.
+        let noise: String = (0..4096u32)
+            .map(|i| char::from_u32(0x4e00 + (i * 7919) % 20000).unwrap())
+            .collect();
+        let noisy = serde_json::to_string(&serde_json::json!({"stdout": noise})).unwrap();
+        assert_eq!(unpack(pack(noisy.clone())).unwrap(), noisy);
+        assert!(matches!(unpack("z:!!".into()), Err(StoreError::Corrupt(_))));
+        assert!(matches!(unpack("z:AAAA".into()), Err(StoreError::Corrupt(_))));
+    }
+
+    #[tokio::test]
+    async fn an_owners_results_past_the_quota_are_evicted_soonest_first() {
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let records = ExecutionRecords::new(store.clone(), 48 << 10);
+        let (alice, bob) = (Owner::of_principal("alice"), Owner::of_principal("bob"));
+        // Text that deflate cannot shrink much: each result costs about 33 kB.
+        let noise = |seed: u64| -> String {
+            let mut state = seed | 1;
+            (0..30_000)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    char::from(b'!' + (state % 90) as u8)
+                })
+                .collect()
+        };
+        let (first, second, bobs) = (ExecutionId::random(), ExecutionId::random(), ExecutionId::random());
+        let hour = Duration::from_secs(3600);
+        records.put_result(&alice, &first, &noise(1), hour).await.unwrap();
+        records.put_result(&bob, &bobs, &noise(2), hour).await.unwrap();
+        records.put_result(&alice, &second, &noise(3), hour * 2).await.unwrap();
+        assert_eq!(
+            records.get::<String>(&first).await.unwrap(),
+            Some(Kept::Evicted {
+                owner: alice.as_str().into()
+            })
+        );
+        let kept = |id: ExecutionId, seed: u64| {
+            let records = records.clone();
+            async move { records.get::<String>(&id).await.unwrap() == Some(Kept::Present(noise(seed))) }
+        };
+        assert!(kept(second, 3).await, "the newest result was not kept");
+        assert!(kept(bobs, 2).await, "bob paid for alice");
     }
 
     #[test]

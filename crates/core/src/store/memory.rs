@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{now_ms, ttl_ms, Quota, Reservation, SessionStore, StoreError, CLAIM_MARK_MS};
+use super::{now_ms, ttl_ms, Quota, Reservation, SessionStore, StoreError, CLAIM_MARK_MS, EVICTED};
 use crate::session::ids::{Owner, SessionId};
 use crate::session::record::SessionRecord;
 
@@ -27,6 +27,8 @@ struct State {
     leases: HashMap<String, (String, i64)>,
     /// Free-form keys → (value, expiry ms).
     values: HashMap<String, (String, i64)>,
+    /// Charged accounts → their values: key → (bytes, expiry ms).
+    charged: HashMap<String, HashMap<String, (u64, i64)>>,
 }
 
 impl State {
@@ -38,6 +40,10 @@ impl State {
         self.claimed.retain(|_, expiry| *expiry > now);
         self.leases.retain(|_, (_, expiry)| *expiry > now);
         self.values.retain(|_, (_, expiry)| *expiry > now);
+        self.charged.retain(|_, values| {
+            values.retain(|_, (_, expiry)| *expiry > now);
+            !values.is_empty()
+        });
         self.running.retain(|_, commands| {
             commands.retain(|(_, deadline)| *deadline > now);
             !commands.is_empty()
@@ -234,6 +240,42 @@ impl SessionStore for MemoryStore {
             .values
             .insert(key.into(), (value.into(), now_ms() + ttl_ms(ttl)));
         Ok(())
+    }
+
+    async fn put_charged(
+        &self,
+        account: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        quota: u64,
+    ) -> Result<usize, StoreError> {
+        let mut state = self.live();
+        let state = &mut *state;
+        let charged = state.charged.entry(account.to_string()).or_default();
+        charged.remove(key);
+        let size = value.len() as u64;
+        let mut total: u64 = charged.values().map(|(bytes, _)| bytes).sum();
+        let mut evicted = 0;
+        while total + size > quota {
+            let Some(soonest) = charged
+                .iter()
+                .min_by_key(|(k, (_, expiry))| (*expiry, (*k).clone()))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            let (bytes, _) = charged.remove(&soonest).expect("just found");
+            total -= bytes;
+            if let Some((stored, _)) = state.values.get_mut(&soonest) {
+                *stored = format!("{EVICTED}{account}");
+            }
+            evicted += 1;
+        }
+        let expiry = now_ms() + ttl_ms(ttl).max(1);
+        charged.insert(key.to_string(), (size, expiry));
+        state.values.insert(key.into(), (value.into(), expiry));
+        Ok(evicted)
     }
 
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use self::facades::{CooldownScope, Cooldowns, ExecutionId, ExecutionRecords, IdempotencyRecords, SavedAnswer};
+pub use self::facades::{
+    CooldownScope, Cooldowns, ExecutionId, ExecutionRecords, IdempotencyRecords, Kept, SavedAnswer,
+};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::session::ids::{Owner, SessionId};
@@ -104,12 +106,32 @@ pub trait SessionStore: Send + Sync {
     /// Removes `key`; removing a missing key succeeds.
     async fn delete_value(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Stores `value` under `key` for `ttl` as one of the values charged to
+    /// `account`, whose live values may hold `quota` bytes in all. To make
+    /// room, the account's other values that expire soonest are evicted: each
+    /// is replaced by [`EVICTED`] followed by `account` for the rest of its
+    /// time. A value larger
+    /// than the quota by itself is still stored, alone. Returns how many
+    /// values were evicted.
+    async fn put_charged(
+        &self,
+        account: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        quota: u64,
+    ) -> Result<usize, StoreError>;
+
     /// Answers when the store does.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Short name for readiness messages.
     fn name(&self) -> &'static str;
 }
+
+/// How an evicted charged value begins (then its account; see
+/// [`SessionStore::put_charged`]).
+pub const EVICTED: &str = "!evicted";
 
 /// What [`SessionStore::reserve`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -247,6 +247,18 @@ impl SessionStore for RedisStore {
         again_if_dropped(|| RedisStore::delete_value(self, key)).await
     }
 
+    async fn put_charged(
+        &self,
+        account: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        quota: u64,
+    ) -> Result<usize, StoreError> {
+        // Repeating it stores the same value again and charges it once.
+        again_if_dropped(|| RedisStore::put_charged(self, account, key, value, ttl, quota)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         again_if_dropped(|| self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }))
             .await

@@ -84,3 +84,43 @@ return 0
 "#,
     )
 });
+
+/// Stores a value charged to an account, evicting the account's values that
+/// expire soonest until it fits (see `SessionStore::put_charged`).
+/// KEYS: value, account index (zset: value key → expiry ms), sizes (hash),
+/// total. ARGV: value, ttl ms, now ms, quota, the evicted marker. Returns how
+/// many values were evicted.
+pub(super) static PUT_CHARGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local total = tonumber(redis.call('GET', KEYS[4]) or '0')
+local now, quota, size = tonumber(ARGV[3]), tonumber(ARGV[4]), #ARGV[1]
+local function forget(k)
+  total = total - tonumber(redis.call('HGET', KEYS[3], k) or '0')
+  redis.call('HDEL', KEYS[3], k)
+  redis.call('ZREM', KEYS[2], k)
+end
+for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do forget(k) end
+if redis.call('ZSCORE', KEYS[2], KEYS[1]) then forget(KEYS[1]) end
+local evicted = 0
+while total + size > quota do
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not first then break end
+  forget(first)
+  redis.call('SET', first, ARGV[5], 'XX', 'KEEPTTL')
+  evicted = evicted + 1
+end
+if total < 0 then total = 0 end
+local expiry = now + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], expiry, KEYS[1])
+redis.call('HSET', KEYS[3], KEYS[1], size)
+total = total + size
+redis.call('SET', KEYS[4], total)
+local last = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
+local keep = math.max(last - now, 1)
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], keep) end
+return evicted
+"#,
+    )
+});

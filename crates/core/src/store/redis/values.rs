@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::RedisStore;
-use crate::store::{ttl_ms, StoreError};
+use super::{scripts, RedisStore};
+use crate::store::{now_ms, ttl_ms, StoreError, EVICTED};
 
 impl RedisStore {
     pub(super) async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
@@ -48,6 +48,47 @@ impl RedisStore {
         let left: i64 = self.call(|mut c| async move { c.pttl(&key).await }).await?;
         // -2: expired between the two calls; -1 cannot happen (always set with PX).
         Ok(Some(Duration::from_millis(left.max(1) as u64)))
+    }
+
+    /// See [`crate::store::SessionStore::put_charged`]. Keys: the value, and
+    /// the account's index (`charged:<account>`: value key → expiry), sizes
+    /// (`charged-size:`) and total (`charged-total:`).
+    pub(super) async fn put_charged(
+        &self,
+        account: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        quota: u64,
+    ) -> Result<usize, StoreError> {
+        let keys = [
+            format!("{}value:{key}", self.prefix),
+            format!("{}charged:{account}", self.prefix),
+            format!("{}charged-size:{account}", self.prefix),
+            format!("{}charged-total:{account}", self.prefix),
+        ];
+        let ttl = ttl_ms(ttl).max(1);
+        let now = now_ms();
+        let value = value.to_string();
+        let marker = format!("{EVICTED}{account}");
+        self.call(|mut c| {
+            let (keys, value, marker) = (keys.clone(), value.clone(), marker.clone());
+            async move {
+                scripts::PUT_CHARGED
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .key(&keys[3])
+                    .arg(value)
+                    .arg(ttl)
+                    .arg(now)
+                    .arg(quota)
+                    .arg(&marker)
+                    .invoke_async::<usize>(&mut c)
+                    .await
+            }
+        })
+        .await
     }
 
     pub(super) async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
