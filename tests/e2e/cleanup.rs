@@ -158,10 +158,13 @@ async fn with_the_memory_store_brig_api_reaps_in_process() {
         session_containers(&api.instance, "embedded").is_empty()
     })
     .await;
-    assert!(api
-        .logs()
-        .iter()
-        .any(|line| line.contains("\"removed_session_gone\":1")));
+    // The pass logs its summary once its removals are done.
+    eventually(Duration::from_secs(5), "the pass's summary", || {
+        api.logs()
+            .iter()
+            .any(|line| line.contains("\"removed_session_gone\":1"))
+    })
+    .await;
 }
 
 /// Newcomer trial P16: the embedded mode's records die with its process, so
@@ -235,4 +238,61 @@ async fn purge_removes_everything_of_its_instance_and_nothing_else() {
     // The command that was running is answered, not left hanging.
     let answered = tokio::time::timeout(Duration::from_secs(15), busy).await;
     assert!(answered.is_ok(), "the busy request hangs after its sandbox was purged");
+}
+
+/// Newcomer trial P4: two deployments (two stores) that share a
+/// `BRIG_INSTANCE` on one engine reaped each other's live sandboxes, each
+/// seeing the other's as orphans. A reaper now judges only its own store's
+/// containers, says once that another store's are there, and its purge
+/// leaves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_deployment_on_the_same_instance_never_reaps_the_firsts_sandboxes() {
+    let (ours, theirs) = (RedisServer::start(), RedisServer::start());
+    let api = BrigApi::start(&[("REDIS_URL", &ours.url())]);
+    let own_worker = CleanupWorker::start(
+        &api.instance,
+        &[&FAST_WORKER[..], &[("REDIS_URL", &ours.url())]].concat(),
+    );
+    run(&api, ALICE_KEY, "live", "echo made").await;
+    let container = session_containers(&api.instance, "live");
+    assert_eq!(container.len(), 1);
+    // The other deployment: same instance name, its own Redis.
+    let other = CleanupWorker::start(
+        &api.instance,
+        &[&FAST_WORKER[..], &[("REDIS_URL", &theirs.url())]].concat(),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the other worker reports a foreign store",
+        || other.passes().iter().any(|p| p["foreign"].as_u64() >= Some(1)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        session_containers(&api.instance, "live"),
+        container,
+        "the other deployment reaped it"
+    );
+    let warned = other
+        .service
+        .logs()
+        .iter()
+        .filter(|l| l.contains("belong to another store"))
+        .count();
+    assert_eq!(warned, 1, "reported once, not once per pass");
+    let again = run(&api, ALICE_KEY, "live", "echo still").await;
+    assert_eq!(
+        (again["stdout"].as_str(), again["session_created"].as_bool()),
+        (Some("still\n"), Some(false))
+    );
+    // Its purge leaves it too, and says so.
+    let purged = worker_command(&api.instance, &[("REDIS_URL", &theirs.url())])
+        .arg("--purge")
+        .output()
+        .expect("run brig-cleanup-worker --purge");
+    let stdout = String::from_utf8_lossy(&purged.stdout);
+    assert!(stdout.contains("left 1 containers of another store"), "{stdout}");
+    assert_eq!(session_containers(&api.instance, "live"), container);
+    // Our own worker, meanwhile, judged it by our records and kept it.
+    assert!(own_worker.passes().iter().all(|p| p["foreign"] == 0));
 }

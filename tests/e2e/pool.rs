@@ -83,6 +83,7 @@ fn deterministic_name(instance: &str, owner: &str, session: &str) -> String {
         owner: owner.into(),
         session_id: session.into(),
         options: Default::default(),
+        store: String::new(),
     };
     brig_core::SandboxRuntime::sandbox_name(&runtime, &request)
 }

@@ -194,6 +194,7 @@ pub async fn bench_sandbox(runtime: &DockerRuntime, session: &str) -> anyhow::Re
         owner: "bench".into(),
         session_id: session.into(),
         options: Default::default(),
+        store: String::new(),
     };
     Ok(runtime.create(&request).await?.0.id)
 }

@@ -53,6 +53,12 @@ async fn main() -> anyhow::Result<()> {
             "purged instance {}: {} containers removed, {} session records deleted, {} errors",
             config.sandbox.instance, summary.containers_removed, summary.records_deleted, summary.errors
         );
+        if summary.foreign_left > 0 {
+            println!(
+                "left {} containers of another store (another deployment with BRIG_INSTANCE={} on this engine)",
+                summary.foreign_left, config.sandbox.instance
+            );
+        }
         std::process::exit(i32::from(summary.errors > 0));
     }
     // The worker's counters, on METRICS_PORT only (never without a port).

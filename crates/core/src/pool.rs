@@ -122,7 +122,7 @@ impl WarmPool {
         }
         let mut started = 0;
         while count < self.size {
-            let spare = self.runtime.create_spare().await?;
+            let spare = self.runtime.create_spare(&self.store.identity().await?).await?;
             // A fresh container's first command pays for the image's files
             // coming through the storage driver the first time (~3 ms here);
             // pay it now rather than in a session's first command. Nothing is

@@ -6,6 +6,12 @@
 //! containers (their agent is gone); it deletes records whose container no
 //! longer exists, so the next use creates a fresh one. Anything younger than the
 //! grace period is left alone: it may be a creation in flight.
+//!
+//! Only its own store's containers (`brig.store`, the store's identity) are
+//! judged by its records. Another store's, which means another deployment
+//! with the same `BRIG_INSTANCE` on this engine (or this store lost its data),
+//! are reported and left to their owner, and removed only past the age limit
+//! (newcomer trial P4: two deployments reaped each other's live sandboxes).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -17,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::CleanupConfig;
 use crate::runtime::SandboxRuntime;
-use crate::sandbox::SandboxInfo;
+use crate::sandbox::{labels, SandboxInfo};
 use crate::session::ids::SessionId;
 use crate::session::record::SessionRecord;
 use crate::store::SessionStore;
@@ -35,6 +41,8 @@ pub struct PassSummary {
     pub removed_pool_surplus: usize,
     pub skipped_busy: usize,
     pub records_repaired: usize,
+    /// Containers of another store (left to their owner).
+    pub foreign: usize,
     pub errors: usize,
     pub duration_ms: f64,
 }
@@ -50,6 +58,8 @@ impl PassSummary {
 pub struct PurgeSummary {
     pub containers_removed: usize,
     pub records_deleted: usize,
+    /// Containers of another store, left alone.
+    pub foreign_left: usize,
     pub errors: usize,
 }
 
@@ -59,12 +69,27 @@ pub struct Reaper {
     config: CleanupConfig,
     /// `WARM_POOL_SIZE`: spares beyond it are surplus.
     pool_size: usize,
+    /// Other stores already reported (once each).
+    reported: std::sync::Mutex<HashSet<String>>,
+}
+
+/// Whether `sandbox` belongs to a store other than `identity` (a container
+/// without the label predates it and is judged as our own).
+fn is_foreign(sandbox: &SandboxInfo, identity: &str) -> bool {
+    sandbox.labels.get(labels::STORE).is_some_and(|store| store != identity)
+}
+
+/// The summary's counter a removal adds to.
+type Counter = fn(&mut PassSummary) -> &mut usize;
+
+fn over_age(summary: &mut PassSummary) -> &mut usize {
+    &mut summary.removed_over_age
 }
 
 enum Verdict {
     Keep,
     Busy,
-    Remove(fn(&mut PassSummary) -> &mut usize),
+    Remove(Counter),
 }
 
 impl Reaper {
@@ -79,6 +104,26 @@ impl Reaper {
             runtime,
             config,
             pool_size,
+            reported: Default::default(),
+        }
+    }
+
+    /// Says, once per store, that another store's containers share this
+    /// instance on this engine.
+    fn report_foreign(&self, foreign: &[&SandboxInfo]) {
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        for sandbox in foreign {
+            let store = sandbox.labels.get(labels::STORE).cloned().unwrap_or_default();
+            if reported.insert(store.clone()) {
+                tracing::warn!(
+                    target: "brig::cleanup",
+                    other_store = %store,
+                    instance = sandbox.labels.get(labels::INSTANCE).map(String::as_str).unwrap_or(""),
+                    "containers of this BRIG_INSTANCE belong to another store: another deployment uses the same \
+                     BRIG_INSTANCE on this engine (give each its own), or this store lost its data. They are left \
+                     to their owner, and removed only past CLEANUP_MAX_CONTAINER_AGE_SECONDS"
+                );
+            }
         }
     }
 
@@ -99,8 +144,20 @@ impl Reaper {
                 return self.finish(summary, started);
             }
         };
+        let identity = match self.store.identity().await {
+            Ok(identity) => identity,
+            Err(err) => {
+                tracing::error!(%err, "cleanup: reading the store's identity failed");
+                summary.errors += 1;
+                return self.finish(summary, started);
+            }
+        };
         summary.found = sandboxes.len();
         let now = unix_now();
+        let (foreign, sandboxes): (Vec<SandboxInfo>, Vec<SandboxInfo>) =
+            sandboxes.into_iter().partition(|s| is_foreign(s, &identity));
+        summary.foreign = foreign.len();
+        self.report_foreign(&foreign.iter().collect::<Vec<_>>());
         let live: HashSet<&str> = records.iter().filter_map(SessionRecord::container).collect();
         // Sessions whose container is being created right now (pending record):
         // a slow creation can outlast the grace period.
@@ -115,7 +172,12 @@ impl Reaper {
             .iter()
             .partition(|s| self.runtime.is_spare(s) && !live.contains(s.id.as_str()));
         self.reap_spares(&spares, now, &mut summary).await;
-        let mut doomed = Vec::new();
+        // Another store's containers go only past the age limit.
+        let mut doomed: Vec<(String, String, Counter)> = foreign
+            .iter()
+            .filter(|s| settled_age(s, now) >= self.config.max_age)
+            .map(|s| (s.id.clone(), s.name.clone(), over_age as Counter))
+            .collect();
         for sandbox in sandboxes.iter().copied() {
             match self.judge(sandbox, now, &live, &pending).await {
                 Ok(Verdict::Keep) => {}
@@ -139,7 +201,13 @@ impl Reaper {
                 self.delete_record(record, &mut summary.errors).await;
             }
         }
-        let existing: HashSet<&str> = sandboxes.iter().chain(&spares).map(|s| s.id.as_str()).collect();
+        let existing: HashSet<&str> = sandboxes
+            .iter()
+            .chain(&spares)
+            .copied()
+            .chain(&foreign)
+            .map(|s| s.id.as_str())
+            .collect();
         let grace_ms = self.config.grace.as_millis() as i64;
         for record in &records {
             let settled = now as i64 * 1000 - record.created_at_ms >= grace_ms;
@@ -213,7 +281,7 @@ impl Reaper {
     ) -> Result<Verdict, crate::store::StoreError> {
         let age = settled_age(sandbox, now);
         if age >= self.config.max_age {
-            return Ok(Verdict::Remove(|s| &mut s.removed_over_age));
+            return Ok(Verdict::Remove(over_age));
         }
         if age < self.config.grace {
             return Ok(Verdict::Keep);
@@ -283,6 +351,7 @@ impl Reaper {
             removed_pool_surplus = summary.removed_pool_surplus,
             skipped_busy = summary.skipped_busy,
             records_repaired = summary.records_repaired,
+            foreign = summary.foreign,
             errors = summary.errors,
             duration_ms = summary.duration_ms,
             "cleanup pass"
@@ -290,8 +359,9 @@ impl Reaper {
         summary
     }
 
-    /// Everything of this instance, busy or not: every session record, the
-    /// warm pool, and every container (sessions' and spares). For the process
+    /// Everything of this instance's store, busy or not: every session
+    /// record, the warm pool, and every container (sessions' and spares;
+    /// another store's are left and reported). For the process
     /// whose records die with it (the embedded mode's exit) and for an
     /// operator taking a deployment down (`brig-cleanup-worker --purge`).
     pub async fn purge(&self) -> PurgeSummary {
@@ -312,8 +382,22 @@ impl Reaper {
         for spare in self.store.pool_members().await.unwrap_or_default() {
             let _ = self.store.pool_remove(&spare).await;
         }
+        let identity = self.store.identity().await;
+        if let Err(err) = &identity {
+            tracing::error!(%err, "purge: reading the store's identity failed; containers of any store are left");
+            summary.errors += 1;
+        }
         match self.runtime.list().await {
             Ok(sandboxes) => {
+                // Another store's are another deployment's: not ours to purge.
+                let (foreign, sandboxes): (Vec<SandboxInfo>, Vec<SandboxInfo>) =
+                    sandboxes.into_iter().partition(|s| match &identity {
+                        Ok(id) => is_foreign(s, id),
+                        // Unknown: whatever carries a store label might not be ours.
+                        Err(_) => s.labels.contains_key(labels::STORE),
+                    });
+                summary.foreign_left = foreign.len();
+                self.report_foreign(&foreign.iter().collect::<Vec<_>>());
                 for (sandbox, removed) in self.remove_each(sandboxes, |s| s.id.clone()).await {
                     match removed {
                         Ok(()) => summary.containers_removed += 1,
@@ -334,6 +418,7 @@ impl Reaper {
             target: "brig::cleanup",
             containers_removed = summary.containers_removed,
             records_deleted = summary.records_deleted,
+            foreign_left = summary.foreign_left,
             errors = summary.errors,
             "purge"
         );

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use brig_protocol::{FileReply, FileRequest, Stream};
 
 use super::{RuntimeError, SandboxRuntime};
-use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
+use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
 
 /// How a command reached its sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl FakeRuntime {
         self.state().not_ready = reason.map(String::from);
     }
 
-    fn new_sandbox(&self, name: String, owner: &str, session_id: &str, pool: bool) -> SandboxInfo {
+    fn new_sandbox(&self, name: String, owner: &str, session_id: &str, pool: bool, store: &str) -> SandboxInfo {
         let mut state = self.state();
         state.next_id += 1;
         state.creations += 1;
@@ -111,7 +111,11 @@ impl FakeRuntime {
             pool,
             created_unix: 0,
             running: true,
-            labels: HashMap::new(),
+            labels: if store.is_empty() {
+                HashMap::new()
+            } else {
+                HashMap::from([(labels::STORE.to_string(), store.to_string())])
+            },
         };
         state.sandboxes.insert(info.id.clone(), info.clone());
         info
@@ -182,12 +186,15 @@ impl SandboxRuntime for FakeRuntime {
         if let Some(existing) = self.state().sandboxes.values().find(|s| s.name == name) {
             return Ok((existing.clone(), false));
         }
-        Ok((self.new_sandbox(name, &request.owner, &request.session_id, false), true))
+        Ok((
+            self.new_sandbox(name, &request.owner, &request.session_id, false, &request.store),
+            true,
+        ))
     }
 
-    async fn create_spare(&self) -> Result<SandboxInfo, RuntimeError> {
+    async fn create_spare(&self, store: &str) -> Result<SandboxInfo, RuntimeError> {
         let name = format!("spare-{}", self.state().next_id + 1);
-        Ok(self.new_sandbox(name, "", "", true))
+        Ok(self.new_sandbox(name, "", "", true, store))
     }
 
     fn is_spare(&self, sandbox: &SandboxInfo) -> bool {

@@ -70,8 +70,8 @@ pub trait SandboxRuntime: Send + Sync {
     async fn create(&self, request: &CreateSandbox) -> Result<(SandboxInfo, bool), RuntimeError>;
 
     /// Creates and starts a warm-pool spare: hardened like any sandbox, channel
-    /// open, owned by no session yet.
-    async fn create_spare(&self) -> Result<SandboxInfo, RuntimeError>;
+    /// open, owned by no session yet, labelled with the `store` identity.
+    async fn create_spare(&self, store: &str) -> Result<SandboxInfo, RuntimeError>;
 
     /// Whether `sandbox` is an unclaimed spare of this runtime's pool.
     fn is_spare(&self, sandbox: &SandboxInfo) -> bool;

@@ -15,6 +15,9 @@ pub mod labels {
     /// Set on warm-pool containers: started ahead, owned by no session until
     /// claimed (then renamed to the session's name; labels cannot change).
     pub const POOL: &str = "brig.pool";
+    /// The identity of the store whose records the container belongs to: a
+    /// reaper removes another store's containers only past the age limit.
+    pub const STORE: &str = "brig.store";
 }
 
 /// What to create: the sandbox of one session of one owner.
@@ -27,6 +30,9 @@ pub struct CreateSandbox {
     /// Per-session departures from the configured image and limits, already
     /// checked against `ALLOWED_IMAGES` and clamped to the configured maxima.
     pub options: SandboxOptions,
+    /// The identity of the store that records the session (`brig.store`;
+    /// empty: none recorded).
+    pub store: String,
 }
 
 /// A session's own image and limits; `None` is the configured default.

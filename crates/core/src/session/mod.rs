@@ -166,6 +166,8 @@ impl Sessions {
         id: &SessionId,
         options: &SandboxOptions,
     ) -> Result<(SessionRecord, bool), SessionError> {
+        // Asked before reserving, so that a failure leaves no pending record.
+        let store = self.store.identity().await?;
         let now = Utc::now().timestamp_millis();
         let pending = SessionRecord {
             owner: owner.clone(),
@@ -187,6 +189,7 @@ impl Sessions {
             owner: owner.as_str().into(),
             session_id: id.as_str().into(),
             options: options.clone(),
+            store,
         };
         // We hold the lock and there is no ready record: a container by this
         // session's name is an orphan (the store was flushed, or its creator died

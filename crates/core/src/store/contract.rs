@@ -51,6 +51,7 @@ contract!(
     each_spare_is_taken_once_and_marked_claimed,
     values_expire_set_once_tells_the_time_left_and_delete_frees_them,
     charged_values_evict_the_accounts_soonest_to_expire_and_no_one_elses,
+    the_identity_is_made_once_and_kept,
 );
 
 const TTL: Duration = Duration::from_secs(600);
@@ -356,4 +357,10 @@ async fn charged_values_evict_the_accounts_soonest_to_expire_and_no_one_elses(st
             .unwrap(),
         0
     );
+}
+
+async fn the_identity_is_made_once_and_kept(store: &dyn SessionStore) {
+    let first = store.identity().await.unwrap();
+    assert_eq!(first.len(), 16, "{first}");
+    assert_eq!(store.identity().await.unwrap(), first);
 }

@@ -51,9 +51,19 @@ impl State {
     }
 }
 
-#[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Made per process: the records die with it.
+    identity: String,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            state: Mutex::default(),
+            identity: hex::encode(rand::random::<[u8; 8]>()),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -276,6 +286,10 @@ impl SessionStore for MemoryStore {
         charged.insert(key.to_string(), (size, expiry));
         state.values.insert(key.into(), (value.into(), expiry));
         Ok(evicted)
+    }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        Ok(self.identity.clone())
     }
 
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {

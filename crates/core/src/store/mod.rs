@@ -122,6 +122,12 @@ pub trait SessionStore: Send + Sync {
         quota: u64,
     ) -> Result<usize, StoreError>;
 
+    /// This store's identity: made once and kept (Redis: for as long as its
+    /// data), recorded on every container so that a reaper touches only its
+    /// own store's (two deployments that share a `BRIG_INSTANCE` on one
+    /// engine must not reap each other's sandboxes).
+    async fn identity(&self) -> Result<String, StoreError>;
+
     /// Answers when the store does.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -94,6 +94,7 @@ impl TestRuntime {
                 owner: "owner-hash".into(),
                 session_id: session.into(),
                 options: Default::default(),
+                store: String::new(),
             })
             .await
             .expect("create sandbox")

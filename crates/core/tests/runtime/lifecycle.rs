@@ -13,6 +13,7 @@ async fn creating_the_same_session_twice_or_concurrently_yields_one_container() 
         owner: "owner-hash".into(),
         session_id: "twice".into(),
         options: Default::default(),
+        store: String::new(),
     };
     let (a, b) = tokio::join!(t.runtime.create(&request), t.runtime.create(&request));
     let ((a, a_created), (b, b_created)) = (a.unwrap(), b.unwrap());
@@ -26,6 +27,7 @@ async fn creating_the_same_session_twice_or_concurrently_yields_one_container() 
         owner: "someone-else".into(),
         session_id: "twice".into(),
         options: Default::default(),
+        store: String::new(),
     };
     assert_ne!(t.runtime.create(&other_owner).await.unwrap().0.id, a.id);
 }

@@ -226,9 +226,9 @@ impl SandboxRuntime for DockerRuntime {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn create_spare(&self) -> Result<SandboxInfo, RuntimeError> {
+    async fn create_spare(&self, store: &str) -> Result<SandboxInfo, RuntimeError> {
         let name = format!("{}{}", self.pool_prefix(), hex::encode(rand::random::<[u8; 6]>()));
-        let labels = spec::pool_labels(&self.config, unix_now());
+        let labels = spec::pool_labels(&self.config, store, unix_now());
         Ok(self.create_named(&name, &SandboxOptions::default(), labels).await?.0)
     }
 

@@ -53,23 +53,33 @@ pub const SANDBOX_USER: &str = "1000:1000";
 
 /// The labels of a new sandbox.
 pub fn sandbox_labels(config: &SandboxConfig, request: &CreateSandbox, created_unix: u64) -> HashMap<String, String> {
-    HashMap::from([
+    let mut labels = HashMap::from([
         (labels::MANAGED.into(), "true".into()),
         (labels::INSTANCE.into(), config.instance.clone()),
         (labels::OWNER.into(), request.owner.clone()),
         (labels::SESSION.into(), request.session_id.clone()),
         (labels::CREATED.into(), created_unix.to_string()),
-    ])
+    ]);
+    with_store(&mut labels, &request.store);
+    labels
 }
 
 /// The labels of a new warm-pool spare: no owner, no session.
-pub fn pool_labels(config: &SandboxConfig, created_unix: u64) -> HashMap<String, String> {
-    HashMap::from([
+pub fn pool_labels(config: &SandboxConfig, store: &str, created_unix: u64) -> HashMap<String, String> {
+    let mut labels = HashMap::from([
         (labels::MANAGED.into(), "true".into()),
         (labels::INSTANCE.into(), config.instance.clone()),
         (labels::POOL.into(), "true".into()),
         (labels::CREATED.into(), created_unix.to_string()),
-    ])
+    ]);
+    with_store(&mut labels, store);
+    labels
+}
+
+fn with_store(labels: &mut HashMap<String, String>, store: &str) {
+    if !store.is_empty() {
+        labels.insert(labels::STORE.into(), store.into());
+    }
 }
 
 /// The create body of a sandbox container: agent as PID 1 on attached stdio.

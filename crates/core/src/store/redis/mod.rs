@@ -259,6 +259,10 @@ impl SessionStore for RedisStore {
         again_if_dropped(|| RedisStore::put_charged(self, account, key, value, ttl, quota)).await
     }
 
+    async fn identity(&self) -> Result<String, StoreError> {
+        again_if_dropped(|| RedisStore::identity(self)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         again_if_dropped(|| self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }))
             .await

@@ -91,6 +91,25 @@ impl RedisStore {
         .await
     }
 
+    /// `store-id`: set once (`SET NX`, no expiry), then read.
+    pub(super) async fn identity(&self) -> Result<String, StoreError> {
+        let key = format!("{}store-id", self.prefix);
+        let fresh = hex::encode(rand::random::<[u8; 8]>());
+        self.call(|mut c| {
+            let (key, fresh) = (key.clone(), fresh.clone());
+            async move {
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&fresh)
+                    .arg("NX")
+                    .query_async(&mut c)
+                    .await?;
+                c.get(&key).await
+            }
+        })
+        .await
+    }
+
     pub(super) async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
         let key = format!("{}value:{key}", self.prefix);
         self.call(|mut c| async move { c.del::<_, ()>(&key).await }).await
