@@ -6,6 +6,7 @@
  *   brig-probe openfiles N    open /dev/null N times, print how many succeeded
  *   brig-probe sysvshm N      make N SysV segments of 1 MiB, touch every page,
  *                             detach and leave them behind; print how many
+ *   brig-probe iouring        io_uring_setup with 4 entries
  * Prints "ok" on success or "denied: <errno text>", exits 0 either way. */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <sys/ptrace.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -52,6 +54,10 @@ int main(int argc, char **argv) {
         printf("segments=%d\n", made);
         return 0;
     }
-    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N | sysvshm N\n");
+    if (argc == 2 && strcmp(argv[1], "iouring") == 0) {
+        unsigned char params[120] = {0}; /* struct io_uring_params */
+        return report((int)syscall(425 /* io_uring_setup */, 4, params));
+    }
+    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N | sysvshm N | iouring\n");
     return 2;
 }

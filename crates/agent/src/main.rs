@@ -27,6 +27,12 @@ fn main() -> ExitCode {
         eprintln!("brig-agent: prctl(PR_SET_DUMPABLE): {err}");
         return ExitCode::from(70);
     }
+    // Then: no io_uring for us or any command (every mode, the engine's
+    // exec fallback included, since its commands do not descend from PID 1).
+    if let Err(err) = sys::deny_io_uring() {
+        eprintln!("brig-agent: seccomp filter: {err}");
+        return ExitCode::from(70);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => match serve::serve() {

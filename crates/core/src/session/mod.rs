@@ -298,13 +298,14 @@ impl Sessions {
             // working directory that does not exist, is exit 127 with a message.
             Err(SessionError::Runtime(RuntimeError::SpawnFailed(message))) => ExecOutcome::spawn_failure(&message),
             // A wedged agent: replace the container on next use rather than keep
-            // sending it work.
+            // sending it work. The record stays: the next command finds its
+            // container gone and recreates it with the session's own image and
+            // limits (deleting the record lost them to the defaults).
             Err(err @ SessionError::Runtime(RuntimeError::AgentUnresponsive)) => {
                 tracing::warn!(session = %id, "sandbox agent unresponsive; removing the container");
                 crate::metrics::command_failed();
                 crate::metrics::container_removed("agent_unresponsive", 1);
                 let _ = self.runtime.remove(&container).await;
-                let _ = self.store.delete(owner, id).await;
                 return Err(err);
             }
             Err(err) => {

@@ -86,8 +86,13 @@ async fn a_lost_container_is_replaced_and_the_command_runs_in_the_new_one() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_wedged_agent_costs_its_container_and_the_next_command_gets_a_new_one() {
+async fn a_wedged_agent_costs_its_container_and_the_next_command_gets_a_new_one_like_it() {
     let (store, runtime, sessions) = setup();
+    let options = SandboxOptions {
+        memory_bytes: Some(300 << 20),
+        ..Default::default()
+    };
+    sessions.open_with(&alice(), &sid("s"), &options).await.unwrap();
     let first = sessions.execute(&alice(), &sid("s"), echo("one")).await.unwrap();
     runtime.wedge(&first.record.container.clone().unwrap());
     let request = echo("stuck").timeout(Duration::from_secs(2));
@@ -103,13 +108,13 @@ async fn a_wedged_agent_costs_its_container_and_the_next_command_gets_a_new_one(
     // A command that failed is not left counted as running (the reaper would
     // treat the container as busy until its deadline).
     assert!(!store.command_running(&wedged).await.unwrap());
-    assert!(matches!(
-        sessions.get(&alice(), &sid("s")).await,
-        Err(SessionError::NotFound)
-    ));
     let next = sessions.execute(&alice(), &sid("s"), echo("fresh")).await.unwrap();
     assert!(next.created);
+    assert_ne!(next.record.container.as_deref(), Some(wedged.as_str()));
     assert_eq!(next.outcome.stdout, b"fresh\n");
+    // The same session: its own limits, not the defaults.
+    assert_eq!(next.record.options, options);
+    assert_eq!(sessions.get(&alice(), &sid("s")).await.unwrap().options, options);
 }
 
 #[tokio::test(start_paused = true)]

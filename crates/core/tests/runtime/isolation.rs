@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use brig_core::runtime::docker::spec::SANDBOX_USER;
-use brig_core::SandboxRuntime;
+use brig_core::{ExecRequest, SandboxRuntime};
 
 use crate::helpers::{gvisor, status_field, TestRuntime};
 
@@ -146,6 +146,30 @@ async fn network_is_absent_and_raw_sockets_fail(runtime: &str) {
         t.sh(&sandbox, "brig-probe rawsock").await.stdout_str(),
         "denied: Operation not permitted\n"
     );
+}
+
+/// Red team M6: io_uring (allowed by Docker 20.10's default seccomp profile)
+/// is refused to commands, through the agent's channel and through the
+/// engine's exec fallback alike; the engine's own filter stays in force.
+async fn io_uring_is_refused_on_every_path(runtime: &str) {
+    let t = TestRuntime::under(runtime).await;
+    let sandbox = t.sandbox("iouring").await;
+    assert_eq!(
+        t.sh(&sandbox, "brig-probe iouring").await.stdout_str(),
+        "denied: Operation not permitted\n"
+    );
+    let fallback = t
+        .runtime
+        .exec_via_engine(
+            &sandbox.id,
+            ExecRequest::new(["brig-probe", "iouring"]),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fallback.stdout_str(), "denied: Operation not permitted\n");
+    // Everything else still runs as before.
+    assert_eq!(t.sh(&sandbox, "echo fine").await.stdout_str(), "fine\n");
 }
 
 async fn no_docker_socket_and_no_host_secrets_are_reachable(runtime: &str) {
@@ -340,6 +364,7 @@ under_both_runtimes!(
     workspace_and_tmp_are_writable_tmpfs_bounded_by_their_size,
     tmp_is_noexec_while_workspace_allows_exec,
     network_is_absent_and_raw_sockets_fail,
+    io_uring_is_refused_on_every_path,
     no_docker_socket_and_no_host_secrets_are_reachable,
     the_agent_as_pid_1_cannot_be_inspected_traced_or_killed,
     created_container_matches_the_hardening_contract_field_by_field,
