@@ -7,6 +7,7 @@
  *   brig-probe sysvshm N      make N SysV segments of 1 MiB, touch every page,
  *                             detach and leave them behind; print how many
  *   brig-probe iouring        io_uring_setup with 4 entries
+ *   brig-probe mq             open a new POSIX message queue
  * Prints "ok" on success or "denied: <errno text>", exits 0 either way. */
 #include <errno.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <mqueue.h>
 #include <netinet/in.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -58,6 +60,11 @@ int main(int argc, char **argv) {
         unsigned char params[120] = {0}; /* struct io_uring_params */
         return report((int)syscall(425 /* io_uring_setup */, 4, params));
     }
-    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N | sysvshm N | iouring\n");
+    if (argc == 2 && strcmp(argv[1], "mq") == 0) {
+        int rc = (int)mq_open("/brig-probe", O_CREAT | O_RDWR, 0600, NULL);
+        if (rc >= 0) mq_unlink("/brig-probe");
+        return report(rc);
+    }
+    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N | sysvshm N | iouring | mq\n");
     return 2;
 }

@@ -269,3 +269,59 @@ fn a_key_that_can_be_guessed_stops_start_up() {
         "{stderr}"
     );
 }
+
+/// Keys rotate without a restart (newcomer trial P10): `API_KEYS_FILE` is
+/// read again on SIGHUP; the principal keeps its sessions under its new key,
+/// the old key stops working, and a broken file leaves the keys in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_a_file_rotate_on_sighup_and_a_broken_file_keeps_them() {
+    const OLD: &str = "carol-old-key-0123456789";
+    const NEW: &str = "carol-new-key-0123456789";
+    let file = std::env::temp_dir().join(format!("brig-keys-{}", new_instance()));
+    std::fs::write(&file, format!("# carol's key\ncarol:{OLD}\n")).unwrap();
+    let api = BrigApi::start(&[("SESSION_STORE", "memory"), ("API_KEYS_FILE", file.to_str().unwrap())]);
+    let hangup = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &api.service.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    run(&api, OLD, "kept", "echo made").await;
+    std::fs::write(&file, format!("carol:{NEW}\n")).unwrap();
+    hangup();
+    eventually(Duration::from_secs(5), "the new key works", || {
+        api.logs().iter().any(|line| line.contains("API keys reloaded"))
+    })
+    .await;
+    let listed = call(&api, Method::GET, "/sessions", NEW, None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["sessions"][0]["session_id"], "kept", "{:?}", listed.body);
+    assert_eq!(
+        call(&api, Method::GET, "/sessions", OLD, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The keys of API_KEYS stay as they were.
+    assert_eq!(
+        call(&api, Method::GET, "/sessions", ALICE_KEY, None).await.status,
+        StatusCode::OK
+    );
+    // A broken file: logged, and nothing changes.
+    std::fs::write(&file, "carol:short\n").unwrap();
+    hangup();
+    eventually(Duration::from_secs(5), "the broken file is reported", || {
+        api.logs().iter().any(|line| line.contains("API keys not reloaded"))
+    })
+    .await;
+    assert!(
+        api.logs()
+            .iter()
+            .all(|line| !line.contains("carol:short") && !line.contains(NEW)),
+        "a key was logged"
+    );
+    assert_eq!(
+        call(&api, Method::GET, "/sessions", NEW, None).await.status,
+        StatusCode::OK
+    );
+    let _ = std::fs::remove_file(&file);
+}

@@ -5,6 +5,7 @@
 //! principal's rate limit, so limits apply only to authenticated callers.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use axum::http::{header, HeaderMap};
 use brig_core::config::AuthConfig;
@@ -62,11 +63,28 @@ impl Principal {
 
 pub struct Authenticator {
     /// SHA-256 of each key: compared digest to digest, so neither the length
-    /// nor the content of a key leaks through timing.
-    api_keys: Vec<(String, [u8; 32])>,
+    /// nor the content of a key leaks through timing. Replaced whole on
+    /// SIGHUP when `API_KEYS_FILE` is set ([`Authenticator::reload_keys`]).
+    api_keys: RwLock<Arc<KeyDigests>>,
+    /// Where the keys come from, to read them again.
+    config: AuthConfig,
     jwt: Option<(DecodingKey, Validation)>,
     /// `JWT_SUBJECT_ALIASES`: token subjects that act as a key's principal.
     aliases: HashMap<String, String>,
+}
+
+/// Each key's principal and the SHA-256 of the key.
+type KeyDigests = Vec<(String, [u8; 32])>;
+
+fn digests(keys: &[brig_core::config::ApiKey]) -> KeyDigests {
+    keys.iter()
+        .map(|key| {
+            (
+                key.principal.clone(),
+                Sha256::digest(key.key.expose_secret().as_bytes()).into(),
+            )
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -91,16 +109,7 @@ const MAX_ROLES: usize = 32;
 
 impl Authenticator {
     pub fn new(config: &AuthConfig) -> Self {
-        let api_keys = config
-            .api_keys
-            .iter()
-            .map(|key| {
-                (
-                    key.principal.clone(),
-                    Sha256::digest(key.key.expose_secret().as_bytes()).into(),
-                )
-            })
-            .collect();
+        let api_keys = RwLock::new(Arc::new(digests(&config.api_keys)));
         let jwt = config.jwt_secret.as_ref().map(|secret| {
             // Pinned: a token naming any other algorithm (none, RS256 with our
             // secret as a "public key", ...) is refused.
@@ -112,7 +121,26 @@ impl Authenticator {
             (DecodingKey::from_secret(secret.expose_secret().as_bytes()), validation)
         });
         let aliases = config.jwt_subject_aliases.iter().cloned().collect();
-        Authenticator { api_keys, jwt, aliases }
+        Authenticator {
+            api_keys,
+            config: config.clone(),
+            jwt,
+            aliases,
+        }
+    }
+
+    /// Reads `API_KEYS_FILE` again: `Ok(Some(n))` with the number of keys now
+    /// in force, `Ok(None)` without a file. A file that cannot be read or
+    /// holds a mistake changes nothing (the error says what is wrong).
+    /// Principals keep their sessions across a rotation: they are named by
+    /// the principal, not the key.
+    pub fn reload_keys(&self) -> Result<Option<usize>, String> {
+        let Some(keys) = self.config.reload_keys()? else {
+            return Ok(None);
+        };
+        let count = keys.len();
+        *self.api_keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(digests(&keys));
+        Ok(Some(count))
     }
 
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
@@ -149,7 +177,8 @@ impl Authenticator {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         // Check every key, whatever matches, so timing does not tell which did.
         let mut found = None;
-        for (principal, expected) in &self.api_keys {
+        let keys = self.api_keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for (principal, expected) in keys.iter() {
             if bool::from(expected.ct_eq(&digest)) {
                 found = Some(principal);
             }

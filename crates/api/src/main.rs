@@ -78,7 +78,7 @@ async fn serve() -> anyhow::Result<()> {
             metrics.port.unwrap_or_default()
         )
     })?;
-    reload_policy_on_sighup(state.rules.clone())?;
+    reload_on_sighup(state.rules.clone(), state.auth.clone())?;
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("binding {}:{}", address.0, address.1))?;
@@ -102,7 +102,12 @@ const PURGE_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SIGHUP re-reads `ALLOWED_COMMANDS_PATH`; requests in flight keep the
 /// version they started with, and an invalid file leaves the old one in force.
-fn reload_policy_on_sighup(rules: std::sync::Arc<brig_core::policy::rules::LiveRules>) -> anyhow::Result<()> {
+/// SIGHUP re-reads the policy file and the keys file; what is invalid is
+/// logged and leaves the previous version in force.
+fn reload_on_sighup(
+    rules: std::sync::Arc<brig_core::policy::rules::LiveRules>,
+    auth: std::sync::Arc<brig_api::auth::Authenticator>,
+) -> anyhow::Result<()> {
     let mut hangups =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
     tokio::spawn(async move {
@@ -111,6 +116,11 @@ fn reload_policy_on_sighup(rules: std::sync::Arc<brig_core::policy::rules::LiveR
                 Ok(true) => tracing::info!("command policy reloaded"),
                 Ok(false) => tracing::info!("SIGHUP: no ALLOWED_COMMANDS_PATH to reload"),
                 Err(err) => tracing::error!(%err, "command policy not reloaded; the previous one stays in force"),
+            }
+            match auth.reload_keys() {
+                Ok(Some(keys)) => tracing::info!(keys, "API keys reloaded from API_KEYS_FILE"),
+                Ok(None) => tracing::info!("SIGHUP: no API_KEYS_FILE to reload"),
+                Err(err) => tracing::error!(%err, "API keys not reloaded; the previous ones stay in force"),
             }
         }
     });

@@ -51,6 +51,10 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Owns every background task; cancelled when shutdown stops waiting.
     pub shutdown: Shutdown,
+    /// What keeps tenants apart beyond the container (`gvisor`,
+    /// `userns-remap`, `shared-host-uid`), as the engine said at start-up;
+    /// `/ready` reports it.
+    pub tenant_separation: Option<&'static str>,
     /// The in-process reaper of the embedded mode (`SESSION_STORE=memory`),
     /// whose records live in this process: it also purges at exit.
     pub embedded_reaper: Option<Arc<Reaper>>,
@@ -108,11 +112,21 @@ impl AppState {
         if let Err(err) = runtime.publish_agent().await {
             tracing::error!(%err, "publishing the sandbox agent failed; /ready reports it until it works");
         }
+        let separation = runtime.tenant_separation().await.ok();
+        if separation == Some("shared-host-uid") {
+            tracing::warn!(
+                "sandboxes run as host uid 1000, shared by every tenant and by any host account with that uid: \
+                 per-user kernel limits (inotify instances, pipe buffers) are shared between tenants, and that \
+                 host account can reach sandbox processes. Enable the engine's userns-remap, or run sandboxes \
+                 under gVisor (CONTAINER_RUNTIME=runsc); see SECURITY.md, Tenant separation"
+            );
+        }
         let store: Arc<dyn SessionStore> = match &config.store {
             StoreConfig::Redis { url } => Arc::new(RedisStore::new(url, &config.sandbox.instance)?),
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
         };
         let mut state = Self::from_parts(config, rules, store, runtime);
+        state.tenant_separation = separation;
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.
         if state.config.store == StoreConfig::Memory {
@@ -192,6 +206,7 @@ impl AppState {
             llm,
             metrics: None,
             shutdown,
+            tenant_separation: None,
             embedded_reaper: None,
         }
     }

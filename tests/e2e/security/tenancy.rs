@@ -141,3 +141,33 @@ async fn a_principal_cannot_reach_another_principals_session_through_any_endpoin
         "private\n"
     );
 }
+
+/// Red team M1: every sandbox runs as host uid 1000 unless the engine remaps
+/// users or the runtime is gVisor. brig says which holds, at start-up (a
+/// warning when tenants share the host uid) and in `/ready`, as the engine
+/// itself reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_separation_in_force_is_detected_and_reported() {
+    let options = std::process::Command::new("docker")
+        .args(["info", "--format", "{{json .SecurityOptions}}"])
+        .output()
+        .expect("docker info");
+    let remapped = String::from_utf8_lossy(&options.stdout).contains("name=userns");
+    let expected = if remapped { "userns-remap" } else { "shared-host-uid" };
+    let api = BrigApi::start(&[("SESSION_STORE", "memory")]);
+    let ready = call(&api, reqwest::Method::GET, "/ready", "", None).await;
+    assert_eq!(ready.body["tenant_separation"], expected, "{:?}", ready.body);
+    let warned = api
+        .logs()
+        .iter()
+        .any(|line| line.contains("sandboxes run as host uid 1000"));
+    assert_eq!(warned, !remapped, "the start-up warning");
+    // scripts/gvisor.sh registers runsc with the engine (as for tests/e2e/gvisor.rs).
+    let gvisor = BrigApi::start(&[("SESSION_STORE", "memory"), ("CONTAINER_RUNTIME", "runsc")]);
+    let ready = call(&gvisor, reqwest::Method::GET, "/ready", "", None).await;
+    assert_eq!(ready.body["tenant_separation"], "gvisor", "{:?}", ready.body);
+    assert!(!gvisor
+        .logs()
+        .iter()
+        .any(|line| line.contains("sandboxes run as host uid 1000")));
+}

@@ -21,5 +21,9 @@ pub async fn health() -> Json<Value> {
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let readiness = &state.readiness;
     readiness.check().await.map_err(ApiError::NotReady)?;
-    Ok(Json(json!({ "status": "ready", "store": readiness.store_name() })))
+    let mut body = json!({ "status": "ready", "store": readiness.store_name() });
+    if let Some(separation) = state.tenant_separation {
+        body["tenant_separation"] = json!(separation);
+    }
+    Ok(Json(body))
 }

@@ -34,6 +34,11 @@ pub struct AuthConfig {
     /// `API_KEYS`: `name:key` or bare `key`, comma-separated. A principal may
     /// have several keys (rotation: `me:old,me:new`); a key belongs to one.
     pub api_keys: Vec<ApiKey>,
+    /// `API_KEYS_FILE`: more keys, in the same syntax (one or more per line,
+    /// `#` comments), re-read on SIGHUP ([`AuthConfig::reload_keys`]).
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// `API_KEYS` as given, kept to combine with the file on reload.
+    api_keys_env: Option<SecretString>,
     /// `AUTH_FAILURES_PER_MINUTE`: failed authentications one source address
     /// may make per minute before its requests are refused unchecked (429);
     /// 0 turns the limit off (for a proxy in front that does its own).
@@ -71,18 +76,18 @@ impl AuthConfig {
                 .filter(|s| *s <= 300)
                 .ok_or_else(|| "must be 0-300 seconds".into())
         }));
-        let api_keys = match env.get("API_KEYS") {
-            None => Vec::new(),
-            Some(raw) => parse_api_keys(&raw).unwrap_or_else(|message| {
-                env.error("API_KEYS", message);
+        let api_keys_env = env.get("API_KEYS").map(SecretString::from);
+        let api_keys_file = env.get("API_KEYS_FILE").map(std::path::PathBuf::from);
+        let api_keys =
+            keys_from(api_keys_env.as_ref(), api_keys_file.as_deref()).unwrap_or_else(|(variable, message)| {
+                env.error(variable, message);
                 Vec::new()
-            }),
-        };
+            });
         if jwt_secret.is_none() && api_keys.is_empty() {
             env.error(
                 "API_KEYS",
                 "no authentication configured: set API_KEYS (e.g. API_KEYS=ci-bot:$(openssl rand -hex 24)) \
-                 and/or JWT_SECRET (at least 32 bytes)",
+                 or API_KEYS_FILE, and/or JWT_SECRET (at least 32 bytes)",
             );
         }
         let jwt_subject_aliases = match env.get("JWT_SUBJECT_ALIASES") {
@@ -99,10 +104,49 @@ impl AuthConfig {
             jwt_secret,
             jwt_leeway,
             api_keys,
+            api_keys_file,
+            api_keys_env,
             failures_per_minute,
             jwt_subject_aliases,
         }
     }
+}
+
+impl AuthConfig {
+    /// The keys of `API_KEYS` and of `API_KEYS_FILE` as the file reads now
+    /// (SIGHUP): `Ok(None)` without a file; an error names what is wrong and
+    /// leaves it to the caller to keep the keys in force.
+    pub fn reload_keys(&self) -> Result<Option<Vec<ApiKey>>, String> {
+        let Some(file) = &self.api_keys_file else {
+            return Ok(None);
+        };
+        keys_from(self.api_keys_env.as_ref(), Some(file))
+            .map(Some)
+            .map_err(|(variable, message)| format!("{variable}: {message}"))
+    }
+}
+
+/// The keys of `API_KEYS` and `API_KEYS_FILE` together (a key may belong to
+/// one principal across both), or the variable to blame and why.
+fn keys_from(
+    env: Option<&SecretString>,
+    file: Option<&std::path::Path>,
+) -> Result<Vec<ApiKey>, (&'static str, String)> {
+    let mut raw = env.map(|keys| keys.expose_secret().to_string()).unwrap_or_default();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ("API_KEYS_FILE", format!("cannot read {}: {err}", path.display())))?;
+        let entries: Vec<&str> = text
+            .lines()
+            .map(|line| line.split('#').next().unwrap_or("").trim())
+            .filter(|line| !line.is_empty())
+            .collect();
+        let from_file = entries.join(",");
+        // The file's entries are checked alone first, so an error names it.
+        parse_api_keys(&from_file).map_err(|message| ("API_KEYS_FILE", message))?;
+        raw = format!("{raw},{from_file}");
+    }
+    parse_api_keys(&raw).map_err(|message| ("API_KEYS", message))
 }
 
 fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
@@ -194,6 +238,26 @@ mod tests {
             shared.contains("two principals") && !shared.contains("same-key"),
             "{shared}"
         );
+    }
+
+    #[test]
+    fn a_keys_file_adds_keys_and_its_mistakes_are_named() {
+        let path = std::env::temp_dir().join(format!("brig-keys-{}", rand::random::<u64>()));
+        std::fs::write(&path, "# rotated monthly\nci:ci-key-0123456789abcdef  # the CI\n\nops:ops-key-0123456789, ops:ops-new-0123456789\n").unwrap();
+        let env = SecretString::from("me:me-key-0123456789abcdef".to_string());
+        let keys = keys_from(Some(&env), Some(&path)).unwrap();
+        let principals: Vec<&str> = keys.iter().map(|k| k.principal.as_str()).collect();
+        assert_eq!(principals, ["me", "ci", "ops", "ops"]);
+        std::fs::write(&path, "weak:abc\n").unwrap();
+        assert_eq!(keys_from(Some(&env), Some(&path)).unwrap_err().0, "API_KEYS_FILE");
+        std::fs::write(&path, "other:me-key-0123456789abcdef\n").unwrap();
+        let (variable, message) = keys_from(Some(&env), Some(&path)).unwrap_err();
+        assert!(
+            variable == "API_KEYS" && message.contains("two principals"),
+            "{variable}: {message}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(keys_from(Some(&env), Some(&path)).unwrap_err().0, "API_KEYS_FILE");
     }
 
     #[test]

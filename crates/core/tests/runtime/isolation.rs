@@ -172,6 +172,21 @@ async fn io_uring_is_refused_on_every_path(runtime: &str) {
     assert_eq!(t.sh(&sandbox, "echo fine").await.stdout_str(), "fine\n");
 }
 
+/// Red team M1: POSIX message queues are charged to the host uid every
+/// sandbox shares and outlive their command: one tenant's exhausted every
+/// other's. Under runc sandboxes get none; gVisor keeps them in the
+/// sandbox's own kernel, where they concern no one else.
+async fn posix_message_queues_are_refused(runtime: &str) {
+    let t = TestRuntime::under(runtime).await;
+    let sandbox = t.sandbox("mqueue").await;
+    let made = t.sh(&sandbox, "brig-probe mq").await.stdout_str();
+    if gvisor(runtime) {
+        assert_eq!(made, "ok\n");
+    } else {
+        assert_eq!(made, "denied: Too many open files\n");
+    }
+}
+
 async fn no_docker_socket_and_no_host_secrets_are_reachable(runtime: &str) {
     let t = TestRuntime::under(runtime).await;
     let sandbox = t.sandbox("secrets").await;
@@ -334,6 +349,7 @@ async fn created_container_matches_the_hardening_contract_field_by_field(runtime
     assert_eq!(ulimits["nofile"], (1024, 1024));
     assert_eq!(ulimits["fsize"], (64 << 20, 64 << 20));
     assert_eq!(ulimits["core"], (0, 0));
+    assert_eq!(ulimits["msgqueue"], (0, 0));
     if gvisor(runtime) {
         assert_eq!(ulimits["nproc"], (64, 64));
     } else {
@@ -365,6 +381,7 @@ under_both_runtimes!(
     tmp_is_noexec_while_workspace_allows_exec,
     network_is_absent_and_raw_sockets_fail,
     io_uring_is_refused_on_every_path,
+    posix_message_queues_are_refused,
     no_docker_socket_and_no_host_secrets_are_reachable,
     the_agent_as_pid_1_cannot_be_inspected_traced_or_killed,
     created_container_matches_the_hardening_contract_field_by_field,

@@ -99,6 +99,25 @@ impl DockerRuntime {
         Ok(info.runtimes.is_some_and(|runtimes| runtimes.contains_key(name)))
     }
 
+    /// What keeps tenants' processes apart beyond the container (red team
+    /// M1; SECURITY.md, "Tenant separation"): `gvisor` (each sandbox has its
+    /// own kernel), `userns-remap` (the engine maps uid 1000 to an unprivileged
+    /// host uid), or `shared-host-uid` (every sandbox runs as host uid 1000:
+    /// per-user kernel limits are shared by tenants and with any host account
+    /// of that uid).
+    pub async fn tenant_separation(&self) -> Result<&'static str, RuntimeError> {
+        if spec::is_gvisor(&self.config.runtime) {
+            return Ok("gvisor");
+        }
+        let info = self.docker.info().await.map_err(engine_error)?;
+        let remapped = info
+            .security_options
+            .unwrap_or_default()
+            .iter()
+            .any(|option| option.split(',').any(|part| part == "name=userns"));
+        Ok(if remapped { "userns-remap" } else { "shared-host-uid" })
+    }
+
     /// The engine client (for tests and the benchmark).
     pub fn docker(&self) -> &Docker {
         &self.docker

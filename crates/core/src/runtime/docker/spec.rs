@@ -96,6 +96,10 @@ pub fn sandbox_container(
         ulimit("nofile", config.nofile),
         ulimit("fsize", config.fsize_bytes),
         ulimit("core", 0),
+        // No POSIX message queues: their bytes are counted per host uid, which
+        // every sandbox shares, and they outlive the command that made them
+        // (red team M1: one tenant's queues left every other without any).
+        ulimit("msgqueue", 0),
     ];
     ulimits.extend(nproc);
     ContainerCreateBody {
