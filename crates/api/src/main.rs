@@ -91,7 +91,10 @@ async fn serve() -> anyhow::Result<()> {
         .context("serving");
     if let Some(reaper) = leftovers {
         if tokio::time::timeout(PURGE_AT_EXIT, reaper.purge()).await.is_err() {
-            tracing::warn!("sandboxes still being removed at exit; the next start's reaper removes the rest");
+            tracing::warn!(
+                "sandboxes still being removed at exit; what is left goes at the age limit \
+                 (CLEANUP_MAX_CONTAINER_AGE_SECONDS)"
+            );
         }
     }
     served
