@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http_body::{Body as _, Frame, SizeHint};
 
 use crate::error::ApiError;
@@ -53,8 +53,18 @@ impl Outbox {
         self.unread.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, principal: &Arc<str>, bytes: u64) {
-        *self.table().entry(Arc::clone(principal)).or_default() += bytes;
+    /// Counts `bytes` more for `principal`, unless that would take it past
+    /// the limit while it already has answers unread (one answer larger than
+    /// the limit by itself still goes out). Checked and counted at once, so
+    /// that answers finishing together cannot all slip in.
+    fn try_add(&self, principal: &Arc<str>, bytes: u64) -> bool {
+        let mut table = self.table();
+        let unread = table.entry(Arc::clone(principal)).or_default();
+        if *unread > 0 && *unread + bytes > self.limit {
+            return false;
+        }
+        *unread += bytes;
+        true
     }
 
     fn sub(&self, principal: &str, bytes: u64) {
@@ -106,7 +116,12 @@ pub async fn track(
         return Response::from_parts(parts, Body::empty());
     };
     let bytes = collected.to_bytes();
-    outbox.add(&principal, bytes.len() as u64);
+    if !outbox.try_add(&principal, bytes.len() as u64) {
+        // Requests admitted together, whose answers would pile up past the
+        // limit: this one is dropped (the command ran; an Idempotency-Key's
+        // retry gets the kept answer).
+        return ApiError::UnreadResponses.into_response();
+    }
     Response::from_parts(
         parts,
         Body::new(Unread {
@@ -160,7 +175,8 @@ mod tests {
 
     fn unread(outbox: &Arc<Outbox>, size: usize) -> Unread {
         let principal: Arc<str> = "alice".into();
-        outbox.add(&principal, size as u64);
+        // Counted as the middleware would, without its limit.
+        *outbox.table().entry(Arc::clone(&principal)).or_default() += size as u64;
         Unread {
             rest: Bytes::from(vec![7; size]),
             outbox: Arc::clone(outbox),
@@ -189,5 +205,20 @@ mod tests {
         assert_eq!(outbox.unread("alice"), 0);
         drop(body);
         assert!(outbox.table().is_empty(), "no entry outlives its answers");
+    }
+
+    /// Answers of requests admitted together: past the limit, the ones that
+    /// would pile up are refused; one answer alone may exceed it.
+    #[test]
+    fn answers_finishing_together_cannot_all_pile_up() {
+        let outbox = Outbox::new(100);
+        let alice: Arc<str> = "alice".into();
+        assert!(outbox.try_add(&alice, 500), "one answer alone goes out");
+        assert!(!outbox.try_add(&alice, 1));
+        outbox.sub("alice", 500);
+        assert!(outbox.try_add(&alice, 60));
+        assert!(outbox.try_add(&alice, 40));
+        assert!(!outbox.try_add(&alice, 1));
+        assert!(outbox.try_add(&"bob".into(), 60), "bob is not affected");
     }
 }

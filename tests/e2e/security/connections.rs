@@ -176,14 +176,37 @@ async fn answers_nobody_reads_are_bounded_and_dropped() {
         "session_id": "flood",
     })
     .to_string();
-    let mut unread = connect_from(&api, [127, 0, 0, 1]).await;
     let request = format!(
         "POST /execute HTTP/1.1\r\nHost: x\r\nX-API-Key: {ALICE_KEY}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    unread.write_all(request.as_bytes()).await.unwrap();
+    // Four at once, all admitted before any answer exists: only one answer
+    // may pile up; the others are refused when they are ready (the red
+    // team's 30 parallel requests held 424 MiB that way).
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        let mut socket = connect_from(&api, [127, 0, 0, 1]).await;
+        socket.write_all(request.as_bytes()).await.unwrap();
+        sockets.push(socket);
+    }
     let sent = Instant::now();
+    let mut answered = Vec::new();
+    for mut socket in sockets {
+        let mut status = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(20), socket.read_exact(&mut status))
+            .await
+            .expect("an answer began")
+            .unwrap();
+        answered.push((String::from_utf8_lossy(&status).to_string(), socket));
+    }
+    answered.sort_by(|a, b| a.0.cmp(&b.0));
+    let statuses: Vec<&str> = answered.iter().map(|(status, _)| status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 200", "HTTP/1.1 429", "HTTP/1.1 429", "HTTP/1.1 429"]
+    );
+    let mut unread = answered.remove(0).1;
     // Alice is refused while her answer waits; Bob is not.
     let refused = loop {
         let reply = call(&api, reqwest::Method::GET, "/sessions", ALICE_KEY, None).await;
