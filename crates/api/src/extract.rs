@@ -2,9 +2,9 @@
 //! [`Principal`] (which also charges its rate limit), and path parameters
 //! parsed into domain types.
 //!
-//! The extractor needs only the [`Authenticator`], the limits (
-//! [`AuthFailures`] per source address, [`RateLimiter`] and [`Outbox`] per
-//! principal; `FromRef`), never the whole application state.
+//! The extractor needs only the [`Authenticator`] and the limits
+//! ([`AuthFailures`] per source address; [`RateLimiter`] and [`Outbox`] per
+//! principal), through `FromRef`, never the whole application state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
