@@ -120,9 +120,14 @@ impl WarmPool {
                 self.store.pool_remove(member).await?;
             }
         }
+        if count >= self.size {
+            return Ok(0);
+        }
+        // Asked once per refill, not once per spare.
+        let store = self.store.identity().await?;
         let mut started = 0;
         while count < self.size {
-            let spare = self.runtime.create_spare(&self.store.identity().await?).await?;
+            let spare = self.runtime.create_spare(&store).await?;
             // A fresh container's first command pays for the image's files
             // coming through the storage driver the first time (~3 ms here);
             // pay it now rather than in a session's first command. Nothing is

@@ -110,7 +110,7 @@ impl Reaper {
 
     /// Says, once per store, that another store's containers share this
     /// instance on this engine.
-    fn report_foreign(&self, foreign: &[&SandboxInfo]) {
+    fn report_foreign<'a>(&self, foreign: impl IntoIterator<Item = &'a SandboxInfo>) {
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
         for sandbox in foreign {
             let store = sandbox.labels.get(labels::STORE).cloned().unwrap_or_default();
@@ -157,7 +157,7 @@ impl Reaper {
         let (foreign, sandboxes): (Vec<SandboxInfo>, Vec<SandboxInfo>) =
             sandboxes.into_iter().partition(|s| is_foreign(s, &identity));
         summary.foreign = foreign.len();
-        self.report_foreign(&foreign.iter().collect::<Vec<_>>());
+        self.report_foreign(&foreign);
         let live: HashSet<&str> = records.iter().filter_map(SessionRecord::container).collect();
         // Sessions whose container is being created right now (pending record):
         // a slow creation can outlast the grace period.
@@ -397,7 +397,7 @@ impl Reaper {
                         Err(_) => s.labels.contains_key(labels::STORE),
                     });
                 summary.foreign_left = foreign.len();
-                self.report_foreign(&foreign.iter().collect::<Vec<_>>());
+                self.report_foreign(&foreign);
                 for (sandbox, removed) in self.remove_each(sandboxes, |s| s.id.clone()).await {
                     match removed {
                         Ok(()) => summary.containers_removed += 1,
