@@ -125,8 +125,11 @@ impl AppState {
             StoreConfig::Redis { url } => Arc::new(RedisStore::new(url, &config.sandbox.instance)?),
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
         };
-        let mut state = Self::from_parts(config, rules, store, runtime);
+        let mut state = Self::from_parts(config, rules, store, runtime.clone());
         state.tenant_separation = separation;
+        state
+            .shutdown
+            .spawn_loop(remove_stale_agent_volumes(runtime, state.config.cleanup.interval));
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.
         if state.config.store == StoreConfig::Memory {
@@ -209,5 +212,25 @@ impl AppState {
             tenant_separation: None,
             embedded_reaper: None,
         }
+    }
+}
+
+/// Other builds' agent volumes younger than this are left alone: a process of
+/// that build may have just published it and be about to mount it (one that
+/// finds its volume gone publishes it again, so this only avoids churn).
+const AGENT_VOLUME_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Every `interval`, removes the agent volumes of other builds that no
+/// container mounts (each build publishes into its own `brig-agent-<hash>`).
+async fn remove_stale_agent_volumes(runtime: Arc<DockerRuntime>, interval: std::time::Duration) {
+    loop {
+        match runtime.remove_stale_agent_volumes(AGENT_VOLUME_GRACE).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(target: "brig::cleanup", volumes = ?removed, "removed unused agent volumes of other builds");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(target: "brig::cleanup", %err, "listing or removing old agent volumes failed"),
+        }
+        tokio::time::sleep(interval).await;
     }
 }

@@ -64,8 +64,13 @@ impl TestRuntime {
     }
 
     pub async fn with_config(config: SandboxConfig) -> Self {
+        Self::with_agent(config, agent()).await
+    }
+
+    /// A runtime that publishes `agent` (another build's, say).
+    pub async fn with_agent(config: SandboxConfig, agent: brig_core::agent_binary::AgentBinary) -> Self {
         let instance = config.instance.clone();
-        let runtime = DockerRuntime::connect(&DockerConfig::from_env(), config, agent())
+        let runtime = DockerRuntime::connect(&DockerConfig::from_env(), config, agent)
             .await
             .unwrap_or_else(|err| {
                 panic!(

@@ -27,6 +27,7 @@ macro_rules! under_both_runtimes {
     };
 }
 
+mod agent_volume;
 mod channel;
 mod helpers;
 mod isolation;

@@ -55,7 +55,9 @@ pub struct DockerRuntime {
     /// The agent sandboxes run, and the volume it is published into; `None`
     /// in processes that never create a sandbox (the cleanup worker).
     agent: Option<(AgentBinary, String)>,
-    published: OnceCell<()>,
+    /// Set once the agent is published; replaced by an empty cell when the
+    /// volume turns out to be gone, so that it is published again.
+    published: Mutex<Arc<OnceCell<()>>>,
     /// Engine id → the one channel to that container (one writer per channel).
     channels: Mutex<HashMap<String, ChannelSlot>>,
     /// Map size at which closed channels are swept next.
@@ -83,7 +85,7 @@ impl DockerRuntime {
             docker,
             config,
             agent: agent.map(|agent| (agent, agent.volume_name())),
-            published: OnceCell::new(),
+            published: Mutex::default(),
             channels: Mutex::default(),
             sweep_at: AtomicUsize::new(64),
         }
@@ -128,19 +130,55 @@ impl DockerRuntime {
         self.agent.as_ref().map(|(_, volume)| volume.as_str())
     }
 
-    /// Publishes the agent into its volume, once per runtime.
+    /// Publishes the agent into its volume, once per runtime (again after
+    /// the volume was found gone).
     pub async fn publish_agent(&self) -> Result<(), RuntimeError> {
         let Some((agent, volume)) = &self.agent else {
             return Err(RuntimeError::NotReady(
                 "this process carries no sandbox agent, so it cannot create sandboxes".into(),
             ));
         };
-        self.published
+        let published = self.published.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        published
             .get_or_try_init(|| {
                 publish::publish_agent(&self.docker, *agent, &self.config.image, volume, &self.config.instance)
             })
             .await
             .map(drop)
+    }
+
+    /// Publishes the agent again if its volume is gone (removed by another
+    /// build's [`remove_stale_agent_volumes`](Self::remove_stale_agent_volumes)
+    /// while no container of ours mounted it, or by hand); `false` if the
+    /// volume is there.
+    async fn restore_agent_volume(&self) -> Result<bool, RuntimeError> {
+        let Some(volume) = self.agent_volume() else {
+            return Ok(false);
+        };
+        if !publish::volume_lost(&self.docker, volume).await {
+            return Ok(false);
+        }
+        tracing::warn!(
+            volume,
+            "the sandbox agent's volume is gone (removed by hand or by another build's cleanup): publishing it again"
+        );
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = Arc::default();
+        publish::discard_stand_in(&self.docker, volume).await?;
+        self.publish_agent().await.map(|()| true)
+    }
+
+    /// Removes other builds' agent volumes that no container mounts and that
+    /// are older than `older_than` (each build publishes into its own); their
+    /// names. Does nothing in a process without an agent, which could not
+    /// tell its own build's volume from the others.
+    pub async fn remove_stale_agent_volumes(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<String>, RuntimeError> {
+        match self.agent_volume() {
+            Some(own) => publish::remove_stale_volumes(&self.docker, own, older_than).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// `brig-<instance>-<hash of owner and session>`: deterministic, so that two
@@ -168,7 +206,23 @@ impl DockerRuntime {
 
     /// Creates and starts container `name` with `labels` and opens its channel;
     /// a name clash means someone else created it: theirs is used (`false`).
+    /// A failure because the agent's volume is gone republishes it and tries
+    /// once more.
     async fn create_named(
+        &self,
+        name: &str,
+        options: &SandboxOptions,
+        labels: HashMap<String, String>,
+    ) -> Result<(SandboxInfo, bool), RuntimeError> {
+        match self.create_started(name, options, labels.clone()).await {
+            Err(err) if !matches!(err, RuntimeError::ImageMissing(_)) && self.restore_agent_volume().await? => {
+                self.create_started(name, options, labels).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn create_started(
         &self,
         name: &str,
         options: &SandboxOptions,
@@ -194,7 +248,13 @@ impl DockerRuntime {
                 return Err(engine_error(err));
             }
         }
-        self.channel(&id).await?;
+        if let Err(err) = self.channel(&id).await {
+            // A container of ours whose agent never answered is of no use.
+            if created {
+                let _ = self.remove(&id).await;
+            }
+            return Err(err);
+        }
         let raw = self.inspect_raw(&id).await?.ok_or(RuntimeError::SandboxNotFound)?;
         let info = sandbox_info(&raw, &self.config.instance).ok_or(RuntimeError::SandboxNotFound)?;
         Ok((info, created))
@@ -378,6 +438,10 @@ impl SandboxRuntime for DockerRuntime {
         }
         self.publish_agent()
             .await
+            .map_err(|err| not_ready("agent volume", &err))?;
+        self.restore_agent_volume()
+            .await
+            .map(drop)
             .map_err(|err| not_ready("agent volume", &err))
     }
 }

@@ -3,14 +3,21 @@
 //! mounts it writable, upload the binary with the archive API unless it is
 //! already there byte for byte, remove the helper. Needs no host path, so it
 //! works against any engine reachable over the API.
+//!
+//! Each build publishes into its own volume, so old builds' volumes pile up:
+//! [`remove_stale_volumes`] removes those no container mounts. A process of
+//! an old build that is still running notices its volume gone
+//! ([`volume_lost`]) and publishes it again.
 
 use std::collections::HashMap;
 use std::io::Read;
 
+use std::time::{Duration, SystemTime};
+
 use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{
-    CreateContainerOptions, DownloadFromContainerOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptions, DownloadFromContainerOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, UploadToContainerOptionsBuilder,
 };
 use bollard::{body_full, Docker};
 use futures_util::TryStreamExt;
@@ -19,6 +26,10 @@ use super::{engine_error, is_status, spec};
 use crate::agent_binary::{AgentBinary, AGENT_MOUNT, AGENT_PATH};
 use crate::runtime::RuntimeError;
 use crate::sandbox::labels;
+
+/// The label that marks agent volumes (with [`labels::MANAGED`]).
+const ROLE: &str = "brig.role";
+const AGENT_ROLE: &str = "agent";
 
 /// Makes sure volume `volume` holds the embedded agent.
 pub async fn publish_agent(
@@ -33,7 +44,7 @@ pub async fn publish_agent(
             name: Some(volume.into()),
             labels: Some(HashMap::from([
                 (labels::MANAGED.into(), "true".into()),
-                ("brig.role".into(), "agent".into()),
+                (ROLE.into(), AGENT_ROLE.into()),
             ])),
             ..Default::default()
         })
@@ -126,4 +137,64 @@ async fn published_copy(docker: &Docker, helper: &str, expected_len: usize) -> R
     };
     let mut contents = Vec::new();
     Ok(entry.read_to_end(&mut contents).ok().map(|_| contents))
+}
+
+/// Whether agent volume `volume` is gone, or is an empty one the engine made
+/// in its place for a container that mounted the missing volume (no labels).
+/// Engine errors count as "not lost": the caller's own error stands.
+pub async fn volume_lost(docker: &Docker, volume: &str) -> bool {
+    match docker.inspect_volume(volume).await {
+        Ok(found) => found.labels.get(ROLE).map(String::as_str) != Some(AGENT_ROLE),
+        Err(err) => is_status(&err, 404),
+    }
+}
+
+/// Removes the engine's empty stand-in for lost agent volume `volume`, so
+/// that [`publish_agent`] creates it again with its labels; a stand-in still
+/// mounted somewhere stays and is published into.
+pub async fn discard_stand_in(docker: &Docker, volume: &str) -> Result<(), RuntimeError> {
+    match docker.remove_volume(volume, None::<RemoveVolumeOptions>).await {
+        Ok(()) => Ok(()),
+        Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(()),
+        Err(err) => Err(engine_error(err)),
+    }
+}
+
+/// Removes the agent volumes (`brig-agent-*`, labelled by [`publish_agent`])
+/// that no container mounts, other than `own`, created more than
+/// `older_than` ago; returns their names. A volume that a container mounts
+/// meanwhile is refused by the engine (409) and stays.
+pub async fn remove_stale_volumes(
+    docker: &Docker,
+    own: &str,
+    older_than: Duration,
+) -> Result<Vec<String>, RuntimeError> {
+    let managed = format!("{}=true", labels::MANAGED);
+    let role = format!("{ROLE}={AGENT_ROLE}");
+    let filters = HashMap::from([
+        ("label", vec![managed.as_str(), role.as_str()]),
+        ("dangling", vec!["true"]),
+    ]);
+    let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+    let listed = docker.list_volumes(Some(options)).await.map_err(engine_error)?;
+    let cutoff = SystemTime::now() - older_than;
+    let mut removed = Vec::new();
+    for volume in listed.volumes.unwrap_or_default() {
+        let created = volume
+            .created_at
+            .as_deref()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .map(SystemTime::from);
+        // An unreadable date is treated as new: left alone.
+        let old_enough = created.is_some_and(|created| created <= cutoff);
+        if volume.name == own || !volume.name.starts_with("brig-agent-") || !old_enough {
+            continue;
+        }
+        match docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await {
+            Ok(()) => removed.push(volume.name),
+            Err(err) if is_status(&err, 404) || is_status(&err, 409) => {}
+            Err(err) => return Err(engine_error(err)),
+        }
+    }
+    Ok(removed)
 }
