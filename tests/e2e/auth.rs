@@ -225,6 +225,17 @@ async fn every_execute_writes_one_audit_line_and_no_secret_is_ever_logged() {
     for secret in [ALICE_KEY, BOB_KEY, JWT_SECRET, token.as_str()] {
         assert!(!all.contains(secret), "a secret reached the log");
     }
+    // At info, a warm command costs its audit line and no other (the bunyan
+    // layer wrote a START and an END line per span: issue 17).
+    let before = api.logs().len();
+    run(&api, ALICE_KEY, "audited", "echo warm").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = api.logs()[before..].to_vec();
+    assert_eq!(during.len(), 1, "{during:#?}");
+    assert!(
+        during[0].contains("brig::audit") && during[0].contains("request_id"),
+        "{during:#?}"
+    );
 }
 
 /// Red team L5: 3,000 wrong keys in 0.6 s were all answered 401. Past

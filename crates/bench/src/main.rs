@@ -8,6 +8,7 @@
 //! with a warm pool) and brig-cleanup-worker, on a throwaway BRIG_INSTANCE that
 //! it removes afterwards.
 
+mod probes;
 mod scenarios;
 mod stats;
 
@@ -20,6 +21,7 @@ use brig_core::DockerRuntime;
 use brig_testkit::{env_refs, instance_containers, remove_instance_containers, BrigApi, CleanupWorker, RedisServer};
 use serde_json::{json, Value};
 
+use crate::probes::{pid_of, CpuMeter, Monitor};
 use crate::scenarios::*;
 use crate::stats::{Latency, Throughput};
 
@@ -160,9 +162,24 @@ async fn run(
     row("raw engine exec (echo hi)", &raw);
     let channel = series(options.warm, |_| channel_exec(&runtime, &sandbox)).await?;
     row("agent channel (brig-core, no HTTP)", &channel);
+    let no_spawn = series(options.warm, |_| channel_no_spawn(&runtime, &sandbox)).await?;
+    row("agent channel, no spawn (list a dir)", &no_spawn);
     http_exec(&client, &base, KEY, "warm").await?;
     let warm = series(options.warm, |_| http_exec(&client, &base, KEY, "warm")).await?;
     row("brig HTTP warm (POST /execute, Redis)", &warm);
+    // Counted on a series of its own: MONITOR slows Redis down.
+    let monitor = Monitor::start(redis.port)?;
+    let counted = 100;
+    for _ in 0..counted {
+        http_exec(&client, &base, KEY, "warm").await?;
+    }
+    let redis_commands = monitor.finish()?;
+    let per_execute = |n: u64| n as f64 / counted as f64;
+    println!(
+        "Redis commands per warm /execute       {:>9.2} sent, {:.2} more inside scripts",
+        per_execute(redis_commands.sent),
+        per_execute(redis_commands.in_scripts)
+    );
 
     let cold = series(options.cold, |i| {
         let (client, base) = (client.clone(), base.clone());
@@ -195,11 +212,20 @@ async fn run(
 
     println!("\nthroughput (echo hi, {} s each)", options.throughput_for.as_secs());
     let mut throughputs = Vec::new();
+    let mut processes = vec![("brig-api", api.service.pid())];
+    processes.extend(redis.pid().map(|pid| ("redis-server", pid)));
+    processes.extend(
+        ["dockerd", "containerd"]
+            .into_iter()
+            .filter_map(|name| Some((name, pid_of(name)?))),
+    );
+    let mut cpu_per_request = Vec::new();
     for concurrency in [1usize, 8, 32] {
         for s in 0..concurrency {
             http_exec(&client, &base, KEY, &format!("load-{s}")).await?;
         }
         let (client, base) = (client.clone(), base.clone());
+        let cpu = CpuMeter::start(&processes)?;
         let t = throughput(concurrency, options.throughput_for, move |slot| {
             let (client, base) = (client.clone(), base.clone());
             async move { http_exec(&client, &base, KEY, &format!("load-{slot}")).await.map(drop) }
@@ -207,6 +233,9 @@ async fn run(
         .await?;
         throughput_row(&format!("brig HTTP, {concurrency} sessions"), &t);
         throughputs.push(json!({"mode": "http_sessions", "throughput": t}));
+        if concurrency == 32 {
+            cpu_per_request = cpu.per_request_us(t.commands)?;
+        }
     }
     let one_session = {
         let (client, base) = (client.clone(), base.clone());
@@ -234,6 +263,12 @@ async fn run(
     throughput_row("raw engine exec, 32 concurrent", &raw32);
     throughputs.push(json!({"mode": "raw_exec", "throughput": raw32}));
     let http32 = throughputs[2]["throughput"]["per_second"].as_f64().unwrap_or(0.0);
+    let per_second = |i: usize| throughputs[i]["throughput"]["per_second"].as_f64().unwrap_or(0.0);
+    let (http1, http8) = (per_second(0), per_second(1));
+    println!("\nCPU per warm /execute at 32 sessions (from /proc/<pid>/stat)");
+    for (name, us) in &cpu_per_request {
+        println!("  {name:<36} {us:>9.0} µs");
+    }
 
     println!("\nmemory");
     let idle_api = start_api(&api_env(redis, &options.image, &[]), None);
@@ -278,13 +313,15 @@ async fn run(
         "cold_pool_over_http_warm_p50": ratio(pooled.p50_ms, warm.p50_ms),
         "cold_no_pool_over_cold_pool_p50": ratio(cold.p50_ms, pooled.p50_ms),
         "throughput_32_sessions_over_raw_32": ratio(http32, raw32.per_second),
+        "throughput_8_sessions_over_1": ratio(http8, http1),
+        "channel_spawn_minus_no_spawn_p50_ms": channel.p50_ms - no_spawn.p50_ms,
     });
     println!("\nratios (same run)");
     for (name, value) in ratios.as_object().unwrap() {
         println!("  {name:<40} {:>8.2}", value.as_f64().unwrap_or(f64::NAN));
     }
     report["latency_ms"] = json!({
-        "raw_engine_exec": raw, "agent_channel": channel, "http_warm": warm,
+        "raw_engine_exec": raw, "agent_channel": channel, "agent_channel_no_spawn": no_spawn, "http_warm": warm,
         "cold_no_pool": cold, "cold_pool": pooled, "docker_run_rm": run_rm,
         "reaping_after_ttl": reaping,
     });
@@ -294,6 +331,15 @@ async fn run(
         "sessions": options.memory_sessions, "api_per_session": per_session_kib, "agent": agent_kib,
     });
     report["ratios"] = ratios;
+    report["redis_commands_per_warm_execute"] = json!({
+        "sent": per_execute(redis_commands.sent),
+        "in_scripts": per_execute(redis_commands.in_scripts),
+    });
+    report["cpu_us_per_execute_at_32_sessions"] = cpu_per_request
+        .iter()
+        .map(|(name, us)| (name.to_string(), json!(us)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
 
     println!("\ngVisor (runsc) beside runc, same run");
     if !runtime.has_runtime("runsc").await? {

@@ -9,6 +9,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{AttachContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use brig_core::{DockerRuntime, ExecRequest, SandboxRuntime};
+use brig_protocol::{FileReply, FileRequest};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -78,6 +79,16 @@ pub async fn channel_exec(runtime: &DockerRuntime, container: &str) -> anyhow::R
     Ok(())
 }
 
+/// A request the agent answers without spawning anything (listing an empty
+/// `/workspace`), over the same channel: the relay's cost alone.
+pub async fn channel_no_spawn(runtime: &DockerRuntime, container: &str) -> anyhow::Result<()> {
+    let listed = runtime
+        .file(container, FileRequest::List { path: String::new() })
+        .await?;
+    anyhow::ensure!(matches!(listed, FileReply::Entries { .. }), "listing gave {listed:?}");
+    Ok(())
+}
+
 /// `POST /execute` of `command` in `session`; checks for a 200.
 pub async fn http_exec(client: &reqwest::Client, base: &str, key: &str, session: &str) -> anyhow::Result<Value> {
     let reply = client
@@ -109,10 +120,11 @@ pub async fn docker_run(docker: &Docker, image: &str) -> anyhow::Result<()> {
         .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
         .await?
         .id;
+    // Attached before the start, the stream sees all the output; asking for
+    // the logs too could deliver a line twice (once logged, once streamed).
     let attach = AttachContainerOptionsBuilder::default()
         .stdout(true)
         .stream(true)
-        .logs(true)
         .build();
     let mut attached = docker.attach_container(&id, Some(attach)).await?;
     docker

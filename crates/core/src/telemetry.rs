@@ -5,8 +5,11 @@
 //! a span or an event: they live in `secrecy` types and are never passed to
 //! `tracing` macros.
 
+use tracing::{Event, Subscriber};
 use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorageLayer};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -40,12 +43,29 @@ pub fn init(name: &str) {
     let _ = match format {
         LogFormat::Json => registry
             .with(JsonStorageLayer)
-            .with(BunyanFormattingLayer::new(name.into(), std::io::stdout))
+            .with(EventsOnly(BunyanFormattingLayer::new(name.into(), std::io::stdout)))
             .try_init(),
         LogFormat::Pretty => registry
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
             .try_init(),
     };
+}
+
+/// A layer that passes on events only. The bunyan layer also writes a JSON
+/// line when each span opens and closes (`[HTTP - START]`, `[HTTP - END]`):
+/// two formatted lines per span per request on the hot path, saying nothing
+/// the events do not. Spans still lend their fields (the request id, the
+/// route) to the events inside them, through [`JsonStorageLayer`].
+struct EventsOnly<L>(L);
+
+impl<S, L> Layer<S> for EventsOnly<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        self.0.on_event(event, ctx);
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub use self::record::SessionRecord;
 use crate::pool::WarmPool;
 use crate::runtime::{RuntimeError, SandboxRuntime};
 use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxOptions};
-use crate::store::{Quota, Reservation, SessionStore, StoreError};
+use crate::store::{Begun, CommandStart, Quota, Reservation, SessionStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -128,7 +128,7 @@ impl Sessions {
 
     /// [`open`](Self::open), creating a missing session with `options` (an
     /// existing one keeps its own).
-    #[tracing::instrument(skip_all, fields(session = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(session = %id))]
     pub async fn open_with(
         &self,
         owner: &Owner,
@@ -244,7 +244,7 @@ impl Sessions {
     }
 
     /// [`execute`](Self::execute), streaming output to and taking cancellation from `hooks`.
-    #[tracing::instrument(skip_all, fields(session = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(session = %id))]
     pub async fn execute_with(
         &self,
         owner: &Owner,
@@ -252,22 +252,44 @@ impl Sessions {
         request: ExecRequest,
         hooks: ExecHooks,
     ) -> Result<Executed, SessionError> {
-        let (mut record, mut created) = self.open(owner, id).await?;
+        let token = random_token();
+        // Warm: one store call refreshes the session, marks the command
+        // running (for the reaper, possibly another process) and renews the
+        // channel lease. Cold: the session is opened (created) first.
+        let command = |deadline_ms| CommandStart {
+            token: &token,
+            deadline_ms,
+            holder: &self.replica,
+            lease: CHANNEL_LEASE,
+        };
+        let deadline = |request: &ExecRequest| {
+            Utc::now().timestamp_millis() + (request.timeout + Duration::from_secs(10)).as_millis() as i64
+        };
+        let begun = self
+            .store
+            .begin_command(owner, id, self.ttl, &command(deadline(&request)))
+            .await?;
+        let (mut record, mut created, leased) = match begun {
+            Some(Begun { record, leased }) => (record, false, Some(leased)),
+            None => {
+                let (record, created) = self.open(owner, id).await?;
+                let container = ready_container(&record)?;
+                self.store
+                    .command_started(&container, &token, deadline(&request))
+                    .await?;
+                (record, created, None)
+            }
+        };
         let mut container = ready_container(&record)?;
         let started_at = Utc::now();
         let started = Instant::now();
-        // Tell the reaper (possibly another process) that this container is busy.
-        let token = random_token();
-        let deadline_ms =
-            started_at.timestamp_millis() + (request.timeout + Duration::from_secs(10)).as_millis() as i64;
-        self.store.command_started(&container, &token, deadline_ms).await?;
         let outcome = async {
-            match self.run_in(&container, request.clone(), hooks.clone()).await {
+            match self.run_in(&container, leased, request.clone(), hooks.clone()).await {
                 // The record outlived its container (removed or killed from
                 // outside, lost with the engine): start over with a fresh one,
                 // through the same locked path as any creation.
                 Err(SessionError::Runtime(RuntimeError::SandboxNotFound)) => {
-                    tracing::warn!(%container, "sandbox not found; recreating the session's container");
+                    tracing::warn!(session = %id, %container, "sandbox not found; recreating the session's container");
                     let _ = self.store.command_finished(&container, &token).await;
                     self.runtime.remove(&container).await?;
                     // Unless a concurrent request has already replaced it.
@@ -281,42 +303,44 @@ impl Sessions {
                     }
                     (record, created) = self.open_with(owner, id, &record.options).await?;
                     container = ready_container(&record)?;
-                    self.store.command_started(&container, &token, deadline_ms).await?;
+                    self.store
+                        .command_started(&container, &token, deadline(&request))
+                        .await?;
                     // Through the lease like any command: another replica may
                     // hold the channel of the container that replaced the lost one.
-                    self.run_in(&container, request, hooks).await
+                    self.run_in(&container, None, request, hooks).await
                 }
                 other => other,
             }
         }
         .await;
-        // Whatever happened, the container is no longer busy with this command.
-        let _ = self.store.command_finished(&container, &token).await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             // Like a shell: an allowed command missing from the image, or a
             // working directory that does not exist, is exit 127 with a message.
             Err(SessionError::Runtime(RuntimeError::SpawnFailed(message))) => ExecOutcome::spawn_failure(&message),
-            // A wedged agent: replace the container on next use rather than keep
-            // sending it work. The record stays: the next command finds its
-            // container gone and recreates it with the session's own image and
-            // limits (deleting the record lost them to the defaults).
-            Err(err @ SessionError::Runtime(RuntimeError::AgentUnresponsive)) => {
-                tracing::warn!(session = %id, "sandbox agent unresponsive; removing the container");
-                crate::metrics::command_failed();
-                crate::metrics::container_removed("agent_unresponsive", 1);
-                let _ = self.runtime.remove(&container).await;
-                return Err(err);
-            }
             Err(err) => {
+                // The container is no longer busy with this command.
+                let _ = self.store.command_finished(&container, &token).await;
                 crate::metrics::command_failed();
+                // A wedged agent: replace the container on next use rather
+                // than keep sending it work. The record stays: the next
+                // command finds its container gone and recreates it with the
+                // session's own image and limits (deleting the record lost
+                // them to the defaults).
+                if matches!(err, SessionError::Runtime(RuntimeError::AgentUnresponsive)) {
+                    tracing::warn!(session = %id, "sandbox agent unresponsive; removing the container");
+                    crate::metrics::container_removed("agent_unresponsive", 1);
+                    let _ = self.runtime.remove(&container).await;
+                }
                 return Err(err);
             }
         };
         let elapsed = started.elapsed();
         crate::metrics::command_finished(&outcome, elapsed);
         let finished_at = Utc::now();
-        if let Some(touched) = self.store.touch(owner, id, self.ttl).await? {
+        // No longer busy, and the session's TTL refreshed, in one call.
+        if let Some(touched) = self.store.end_command(owner, id, self.ttl, &container, &token).await? {
             record = touched;
         }
         Ok(Executed {
@@ -332,13 +356,20 @@ impl Sessions {
     /// Runs `request` over this process's channel to `container` if it holds
     /// the channel's lease, else through the engine's exec (another replica
     /// writes to that channel, and two writers would interleave frames).
+    /// `leased`: whether this process holds the lease, when the caller knows
+    /// (it took it with the command's first store call).
     async fn run_in(
         &self,
         container: &str,
+        leased: Option<bool>,
         request: ExecRequest,
         hooks: ExecHooks,
     ) -> Result<ExecOutcome, SessionError> {
-        let outcome = if self.holds_channel(container).await? {
+        let leased = match leased {
+            Some(leased) => leased,
+            None => self.holds_channel(container).await?,
+        };
+        let outcome = if leased {
             self.runtime.exec_with(container, request, hooks).await
         } else {
             tracing::debug!(container, "channel leased by another replica; using docker exec");
@@ -355,7 +386,7 @@ impl Sessions {
 
     /// A file operation in the session's `/workspace` (the session must exist;
     /// its TTL is refreshed).
-    #[tracing::instrument(skip_all, fields(session = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(session = %id))]
     pub async fn file(&self, owner: &Owner, id: &SessionId, request: FileRequest) -> Result<FileReply, SessionError> {
         let record = self
             .store

@@ -48,6 +48,7 @@ contract!(
     a_creation_lock_is_exclusive_and_released_only_by_its_holder,
     a_channel_lease_has_one_holder_who_renews_it,
     running_commands_are_counted_until_finished_or_past_their_deadline,
+    a_command_begins_and_ends_with_one_call_each,
     each_spare_is_taken_once_and_marked_claimed,
     values_expire_set_once_tells_the_time_left_and_delete_frees_them,
     charged_values_evict_the_accounts_soonest_to_expire_and_no_one_elses,
@@ -363,4 +364,77 @@ async fn the_identity_is_made_once_and_kept(store: &dyn SessionStore) {
     let first = store.identity().await.unwrap();
     assert_eq!(first.len(), 16, "{first}");
     assert_eq!(store.identity().await.unwrap(), first);
+}
+
+async fn a_command_begins_and_ends_with_one_call_each(store: &dyn SessionStore) {
+    let alice = owner("alice");
+    let deadline_ms = now_ms() + 60_000;
+    let start = |token, holder| CommandStart {
+        token,
+        deadline_ms,
+        holder,
+        lease: TTL,
+    };
+    // Without a ready record nothing is done.
+    let none = store.begin_command(&alice, &sid("none"), TTL, &start("t0", "a")).await;
+    assert_eq!(none.unwrap(), None);
+    let quota = Quota { per_owner: 9, total: 9 };
+    store.reserve(&record(&alice, "pending", ""), TTL, quota).await.unwrap();
+    let pending = store
+        .begin_command(&alice, &sid("pending"), TTL, &start("t0", "a"))
+        .await;
+    assert_eq!(pending.unwrap(), None);
+
+    // Ready: refreshed, marked running, leased.
+    store
+        .replace(&record(&alice, "s", "c1"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let begun = store
+        .begin_command(&alice, &sid("s"), TTL, &start("t1", "replica-a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(begun.record.container(), Some("c1"));
+    assert!(begun.leased);
+    assert!(begun.record.expires_at_ms >= now_ms() + 590_000, "{begun:?}");
+    // Readers see the refreshed expiry.
+    assert_eq!(
+        store.get(&alice, &sid("s")).await.unwrap().as_ref(),
+        Some(&begun.record)
+    );
+    let listed = store.list(&alice).await.unwrap();
+    let listed = listed.iter().find(|r| r.session_id == "s").unwrap();
+    assert_eq!(listed.expires_at_ms, begun.record.expires_at_ms);
+    assert!(store.command_running("c1").await.unwrap());
+    assert!(!store.command_running("c2").await.unwrap());
+
+    // Another replica's command is marked too, but the lease stays where it is.
+    let other = store
+        .begin_command(&alice, &sid("s"), TTL, &start("t2", "replica-b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!other.leased);
+    assert!(!store.lease_channel("c1", "replica-b", TTL).await.unwrap());
+
+    // Each end forgets its own command only, and refreshes the session.
+    let ended = store.end_command(&alice, &sid("s"), TTL, "c1", "t1").await.unwrap();
+    assert!(ended.unwrap().expires_at_ms >= begun.record.expires_at_ms);
+    assert!(store.command_running("c1").await.unwrap(), "t2 still runs");
+    store.end_command(&alice, &sid("s"), TTL, "c1", "t2").await.unwrap();
+    assert!(!store.command_running("c1").await.unwrap());
+
+    // A session deleted meanwhile: the end still forgets the command.
+    store
+        .begin_command(&alice, &sid("s"), TTL, &start("t3", "replica-a"))
+        .await
+        .unwrap()
+        .unwrap();
+    store.delete(&alice, &sid("s")).await.unwrap();
+    assert_eq!(
+        store.end_command(&alice, &sid("s"), TTL, "c1", "t3").await.unwrap(),
+        None
+    );
+    assert!(!store.command_running("c1").await.unwrap());
 }

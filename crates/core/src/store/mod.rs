@@ -63,6 +63,45 @@ pub trait SessionStore: Send + Sync {
     /// Releases the lock if `token` still holds it.
     async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError>;
 
+    /// A command's first store call (the hot path: one round trip in Redis).
+    /// If the session has a ready record: refreshes its TTL
+    /// ([`touch`](Self::touch)), notes the command as running in its container
+    /// ([`command_started`](Self::command_started)) and takes or renews the
+    /// channel lease ([`lease_channel`](Self::lease_channel)). `None`, and
+    /// nothing done, without a ready record.
+    async fn begin_command(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        ttl: Duration,
+        command: &CommandStart<'_>,
+    ) -> Result<Option<Begun>, StoreError> {
+        let Some(record) = self.touch(owner, id, ttl).await?.filter(SessionRecord::is_ready) else {
+            return Ok(None);
+        };
+        let container = record.container().unwrap_or_default().to_string();
+        self.command_started(&container, command.token, command.deadline_ms)
+            .await?;
+        let leased = self.lease_channel(&container, command.holder, command.lease).await?;
+        Ok(Some(Begun { record, leased }))
+    }
+
+    /// A command's last store call: `token` no longer runs in `container`
+    /// ([`command_finished`](Self::command_finished)), and the session's TTL
+    /// is refreshed ([`touch`](Self::touch)); its record, if it still has one.
+    async fn end_command(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        ttl: Duration,
+        container: &str,
+        token: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        // The mark also lapses at its deadline: the refresh matters more.
+        let _ = self.command_finished(container, token).await;
+        self.touch(owner, id, ttl).await
+    }
+
     /// Notes that a command runs in `container` until at most `deadline_ms`.
     async fn command_started(&self, container: &str, token: &str, deadline_ms: i64) -> Result<(), StoreError>;
 
@@ -138,6 +177,26 @@ pub trait SessionStore: Send + Sync {
 /// How an evicted charged value begins (then its account; see
 /// [`SessionStore::put_charged`]).
 pub const EVICTED: &str = "!evicted";
+
+/// A command about to run (see [`SessionStore::begin_command`]): its token,
+/// its deadline (unix ms) and the channel lease to take.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandStart<'a> {
+    pub token: &'a str,
+    pub deadline_ms: i64,
+    /// This process, as a holder of channel leases.
+    pub holder: &'a str,
+    pub lease: Duration,
+}
+
+/// What [`SessionStore::begin_command`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begun {
+    /// The ready record, its TTL refreshed.
+    pub record: SessionRecord,
+    /// Whether the caller holds the container's channel lease.
+    pub leased: bool,
+}
 
 /// What [`SessionStore::reserve`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

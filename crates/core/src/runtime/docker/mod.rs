@@ -344,7 +344,7 @@ impl SandboxRuntime for DockerRuntime {
         self.container_name(request)
     }
 
-    #[tracing::instrument(skip_all, fields(sandbox = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(sandbox = %id))]
     async fn exec_with(&self, id: &str, request: ExecRequest, hooks: ExecHooks) -> Result<ExecOutcome, RuntimeError> {
         let id = self.resolve(id).await?;
         let channel = self.channel(&id).await?;
@@ -376,7 +376,7 @@ impl SandboxRuntime for DockerRuntime {
         fallback::file(&self.docker, &id, request, FILE_WAIT).await
     }
 
-    #[tracing::instrument(skip_all, fields(sandbox = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(sandbox = %id))]
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.forget_channel(id);
         let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
+use super::sessions::decode_at;
 use super::{scripts, RedisStore};
 use crate::session::ids::{Owner, SessionId};
-use crate::store::{now_ms, ttl_ms, StoreError};
+use crate::store::{now_ms, ttl_ms, Begun, CommandStart, StoreError};
 
 impl RedisStore {
     pub(super) async fn try_lock(
@@ -102,5 +103,45 @@ impl RedisStore {
             })
             .await?;
         Ok(granted == 1)
+    }
+
+    pub(super) async fn begin_command(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        ttl: Duration,
+        command: &CommandStart<'_>,
+    ) -> Result<Option<Begun>, StoreError> {
+        let keys = [
+            self.session_key(owner, id.as_str()),
+            self.owner_key(owner),
+            self.instance_key(),
+        ];
+        let now = now_ms();
+        let expiry = now + ttl_ms(ttl);
+        let args = [
+            ttl_ms(ttl).to_string(),
+            expiry.to_string(),
+            id.to_string(),
+            format!("{}:{}", owner.as_str(), id.as_str()),
+            self.prefix.clone(),
+            command.token.to_string(),
+            command.deadline_ms.to_string(),
+            command.holder.to_string(),
+            ttl_ms(command.lease).to_string(),
+            now.to_string(),
+        ];
+        let begun: Option<(String, i64)> = self
+            .call(|mut c| async move {
+                let mut invocation = scripts::BEGIN_COMMAND.prepare_invoke();
+                invocation.key(&keys).arg(&args);
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        let Some((json, leased)) = begun else { return Ok(None) };
+        Ok(decode_at(Some(json), Some(expiry))?.map(|record| Begun {
+            record,
+            leased: leased == 1,
+        }))
     }
 }

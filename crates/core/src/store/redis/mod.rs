@@ -15,6 +15,11 @@
 //! (locks, running commands, leases), [`pool`], [`values`]; [`scripts`] holds
 //! the Lua.
 //!
+//! A record's JSON is written when the session is created or repaired; a
+//! refresh moves only the key's TTL and the index scores, and readers take
+//! the expiry from the owner index. A warm command costs two calls: one
+//! script begins it (refresh, running mark, channel lease), one ends it.
+//!
 //! Every call has a deadline, so an unreachable Redis turns into
 //! [`StoreError::Unavailable`] within [`CALL_TIMEOUT`], and the connection
 //! manager reconnects by itself once Redis is back. An operation that is safe
@@ -35,7 +40,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
-use super::{Quota, Reservation, SessionStore, StoreError};
+use super::{Begun, CommandStart, Quota, Reservation, SessionStore, StoreError};
 use crate::session::ids::{Owner, SessionId};
 use crate::session::record::SessionRecord;
 
@@ -193,6 +198,27 @@ impl SessionStore for RedisStore {
 
     async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError> {
         again_if_dropped(|| RedisStore::unlock(self, owner, id, token)).await
+    }
+
+    async fn begin_command(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        ttl: Duration,
+        command: &CommandStart<'_>,
+    ) -> Result<Option<Begun>, StoreError> {
+        again_if_dropped(|| RedisStore::begin_command(self, owner, id, ttl, command)).await
+    }
+
+    async fn end_command(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        ttl: Duration,
+        container: &str,
+        token: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        again_if_dropped(|| RedisStore::touch_ending(self, owner, id, ttl, Some((container, token)))).await
     }
 
     async fn command_started(&self, container: &str, token: &str, deadline_ms: i64) -> Result<(), StoreError> {

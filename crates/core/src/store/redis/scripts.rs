@@ -10,29 +10,31 @@ use redis::Script;
 /// dropped first) and the record is stored and indexed.
 /// KEYS: session, owner index, instance index.
 /// ARGV: record json, ttl ms, now ms, expires ms, session id, "owner:session id",
-/// per-owner quota, total quota. Returns {status, existing json} (status 2:
-/// {2, the soonest expiry in ms of the owner's sessions}).
+/// per-owner quota, total quota. Returns {status, existing json, its expiry
+/// ms} (status 2: {2, the soonest expiry in ms of the owner's sessions}).
 pub(super) static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, record = pcall(cjson.decode, current)
-  if ok and type(record) == 'table' and record.container_id ~= '' then return {1, current} end
+  if ok and type(record) == 'table' and record.container_id ~= '' then
+    return {1, current, redis.call('ZSCORE', KEYS[2], ARGV[5]) or ''}
+  end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
 if not redis.call('ZSCORE', KEYS[2], ARGV[5]) and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[7]) then
   local soonest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return {2, soonest[2] or ''}
+  return {2, soonest[2] or '', ''}
 end
 if not redis.call('ZSCORE', KEYS[3], ARGV[6]) and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[8]) then
-  return {3, ''}
+  return {3, '', ''}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
-return {0, ''}
+return {0, '', ''}
 "#,
     )
 });
@@ -60,17 +62,56 @@ return 1
     )
 });
 
-/// Compare-and-set of a session record with its TTL and index scores.
-/// KEYS: session, owner index, instance index. ARGV: expected json, new json,
-/// ttl ms, new expiry ms, session id, "owner:session id". 1 if swapped.
+/// Pushes a session's expiry: the key's TTL and its index scores (the
+/// record's JSON is not rewritten: its expiry is the owner index's score).
+/// KEYS: session, owner index, instance index. ARGV: ttl ms, new expiry ms,
+/// session id, "owner:session id". Returns the record's JSON, or nil. When a
+/// command ends, first KEYS[4] (`running:<container>`) forgets ARGV[5].
 pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
-return 1
+if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[5]) end
+local json = redis.call('GET', KEYS[1])
+if not json then return false end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+return json
+"#,
+    )
+});
+
+/// A command begins in a ready session, in one step: TOUCH, then the command
+/// is marked running in the record's container (`running:<container>`, by
+/// deadline; the key lives a minute past the latest deadline) and `holder`
+/// takes or renews the container's channel lease (`lease:<container>`) if no
+/// one else holds it. The container's keys are derived here from the
+/// record, as the caller does not know it yet (a standalone Redis; not for
+/// Redis Cluster). KEYS: session, owner index, instance index. ARGV: ttl ms,
+/// new expiry ms, session id, "owner:session id", key prefix, token,
+/// deadline ms, holder, lease ms, now ms. Returns nil without a ready record
+/// (nothing done), else {json, 1 if leased else 0}.
+pub(super) static BEGIN_COMMAND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local json = redis.call('GET', KEYS[1])
+if not json then return false end
+local ok, record = pcall(cjson.decode, json)
+if not ok or type(record) ~= 'table' or type(record.container_id) ~= 'string' or record.container_id == '' then
+  return false
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+local running = ARGV[5] .. 'running:' .. record.container_id
+redis.call('ZADD', running, ARGV[7], ARGV[6])
+local keep = math.max(tonumber(ARGV[7]) - tonumber(ARGV[10]), 0) + 60000
+if redis.call('PTTL', running) < keep then redis.call('PEXPIRE', running, keep) end
+local lease = ARGV[5] .. 'lease:' .. record.container_id
+local holder = redis.call('GET', lease)
+if holder and holder ~= ARGV[8] then return {json, 0} end
+redis.call('SET', lease, ARGV[8], 'PX', ARGV[9])
+return {json, 1}
 "#,
     )
 });

@@ -12,11 +12,21 @@ use crate::store::{now_ms, ttl_ms, Quota, Reservation, StoreError};
 
 impl RedisStore {
     pub(super) async fn get(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let key = self.session_key(owner, id.as_str());
-        decode(
-            self.call(|mut c| async move { c.get::<_, Option<String>>(key).await })
-                .await?,
-        )
+        let (key, owner_key, sid) = (
+            self.session_key(owner, id.as_str()),
+            self.owner_key(owner),
+            id.to_string(),
+        );
+        let (json, expiry): (Option<String>, Option<f64>) = self
+            .call(|mut c| async move {
+                redis::pipe()
+                    .get(&key)
+                    .zscore(&owner_key, &sid)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        decode_at(json, expiry.map(|score| score as i64))
     }
 
     pub(super) async fn reserve(
@@ -38,7 +48,7 @@ impl RedisStore {
         let member = format!("{}:{}", record.owner.as_str(), record.session_id);
         let json = encode(&stored);
         let (session_id, ttl_ms) = (record.session_id.clone(), ttl_ms(ttl));
-        let (status, existing): (i64, String) = self
+        let (status, existing, expiry): (i64, String, String) = self
             .call(|mut c| async move {
                 scripts::RESERVE
                     .key(&keys[0])
@@ -58,7 +68,10 @@ impl RedisStore {
             .await?;
         match status {
             0 => Ok(Reservation::Reserved),
-            1 => Ok(decode(Some(existing))?.map_or(Reservation::Reserved, Reservation::Exists)),
+            1 => Ok(
+                decode_at(Some(existing), expiry.parse::<f64>().ok().map(|score| score as i64))?
+                    .map_or(Reservation::Reserved, Reservation::Exists),
+            ),
             2 => {
                 let soonest = existing.parse::<i64>().unwrap_or(now);
                 Ok(Reservation::OwnerQuotaExceeded {
@@ -79,48 +92,42 @@ impl RedisStore {
         id: &SessionId,
         ttl: Duration,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let key = self.session_key(owner, id.as_str());
-        for _ in 0..3 {
-            let current: Option<String> = {
-                let key = key.clone();
-                self.call(|mut c| async move { c.get(key).await }).await?
-            };
-            let Some(current) = current else { return Ok(None) };
-            let Some(record) = decode(Some(current.clone()))? else {
-                return Ok(None);
-            };
-            let touched = SessionRecord {
-                expires_at_ms: now_ms() + ttl_ms(ttl),
-                ..record
-            };
-            // Compare-and-set: a plain GET then SET could write back a record that
-            // changed in between (a pending one over its ready successor, or an old
-            // container over its replacement), and lose that update.
-            let keys = [key.clone(), self.owner_key(owner), self.instance_key()];
-            let member = format!("{}:{}", owner.as_str(), id.as_str());
-            let (json, sid, ttl_ms) = (encode(&touched), id.as_str().to_string(), ttl_ms(ttl));
-            let swapped: i64 = self
-                .call(|mut c| async move {
-                    scripts::TOUCH
-                        .key(&keys[0])
-                        .key(&keys[1])
-                        .key(&keys[2])
-                        .arg(&current)
-                        .arg(&json)
-                        .arg(ttl_ms)
-                        .arg(touched.expires_at_ms)
-                        .arg(&sid)
-                        .arg(&member)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
-            if swapped == 1 {
-                return Ok(Some(touched));
-            }
+        self.touch_ending(owner, id, ttl, None).await
+    }
+
+    /// [`touch`](Self::touch); with `ending` (container, token), the command
+    /// `token` stops running in that container first, in the same call.
+    pub(super) async fn touch_ending(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        ttl: Duration,
+        ending: Option<(&str, &str)>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut keys = vec![
+            self.session_key(owner, id.as_str()),
+            self.owner_key(owner),
+            self.instance_key(),
+        ];
+        let expiry = now_ms() + ttl_ms(ttl);
+        let mut args = vec![
+            ttl_ms(ttl).to_string(),
+            expiry.to_string(),
+            id.to_string(),
+            format!("{}:{}", owner.as_str(), id.as_str()),
+        ];
+        if let Some((container, token)) = ending {
+            keys.push(self.running_key(container));
+            args.push(token.to_string());
         }
-        // Changed under us three times: someone else keeps it fresh; report it as is.
-        self.get(owner, id).await
+        let json: Option<String> = self
+            .call(|mut c| async move {
+                let mut invocation = scripts::TOUCH.prepare_invoke();
+                invocation.key(&keys).arg(&args);
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        decode_at(json, Some(expiry))
     }
 
     pub(super) async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -141,17 +148,19 @@ impl RedisStore {
                     .await
             })
             .await?;
-        decode(json)
+        decode_at(json, None)
     }
 
     pub(super) async fn list(&self, owner: &Owner) -> Result<Vec<SessionRecord>, StoreError> {
         let owner_key = self.owner_key(owner);
         let now = now_ms();
-        let ids: Vec<String> = self
-            .call(|mut c| async move { c.zrangebyscore(&owner_key, now, "+inf").await })
+        let ids: Vec<(String, f64)> = self
+            .call(|mut c| async move { c.zrangebyscore_withscores(&owner_key, now, "+inf").await })
             .await?;
-        let keys: Vec<String> = ids.iter().map(|id| self.session_key(owner, id)).collect();
-        let mut records = self.get_many(keys).await?;
+        let keyed = ids
+            .iter()
+            .map(|(id, expiry)| (self.session_key(owner, id), *expiry as i64));
+        let mut records = self.get_many(keyed.collect()).await?;
         records.sort_by(|a, b| a.session_id.cmp(&b.session_id));
         Ok(records)
     }
@@ -159,15 +168,14 @@ impl RedisStore {
     pub(super) async fn list_all(&self) -> Result<Vec<SessionRecord>, StoreError> {
         let instance_key = self.instance_key();
         let now = now_ms();
-        let members: Vec<String> = self
-            .call(|mut c| async move { c.zrangebyscore(&instance_key, now, "+inf").await })
+        let members: Vec<(String, f64)> = self
+            .call(|mut c| async move { c.zrangebyscore_withscores(&instance_key, now, "+inf").await })
             .await?;
-        let keys: Vec<String> = members
-            .iter()
-            .filter_map(|member| member.split_once(':'))
-            .map(|(owner, id)| format!("{}session:{owner}:{id}", self.prefix))
-            .collect();
-        self.get_many(keys).await
+        let keyed = members.iter().filter_map(|(member, expiry)| {
+            let (owner, id) = member.split_once(':')?;
+            Some((format!("{}session:{owner}:{id}", self.prefix), *expiry as i64))
+        });
+        self.get_many(keyed.collect()).await
     }
 
     /// Stores `record` (with `ttl`) and indexes it, in one transaction.
@@ -204,23 +212,31 @@ impl RedisStore {
         .await
     }
 
-    /// MGET in chunks; missing keys (expired meanwhile) are skipped.
-    async fn get_many(&self, keys: Vec<String>) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut records = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(500) {
-            let chunk = chunk.to_vec();
-            let values: Vec<Option<String>> = self.call(|mut c| async move { c.mget(&chunk).await }).await?;
-            for value in values {
-                records.extend(decode(value)?);
+    /// MGET in chunks of (key, expiry from the index); missing keys (expired
+    /// meanwhile) are skipped.
+    async fn get_many(&self, keyed: Vec<(String, i64)>) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut records = Vec::with_capacity(keyed.len());
+        for chunk in keyed.chunks(500) {
+            let keys: Vec<String> = chunk.iter().map(|(key, _)| key.clone()).collect();
+            let values: Vec<Option<String>> = self.call(|mut c| async move { c.mget(&keys).await }).await?;
+            for (value, (_, expiry)) in values.into_iter().zip(chunk) {
+                records.extend(decode_at(value, Some(*expiry))?);
             }
         }
         Ok(records)
     }
 }
 
-fn decode(json: Option<String>) -> Result<Option<SessionRecord>, StoreError> {
-    json.map(|json| serde_json::from_str(&json).map_err(|err| StoreError::Corrupt(err.to_string())))
-        .transpose()
+/// A stored record, whose expiry is `expiry` (the owner index's score: the
+/// JSON keeps the one it was written with, as refreshing the TTL does not
+/// rewrite it) when known.
+pub(super) fn decode_at(json: Option<String>, expiry: Option<i64>) -> Result<Option<SessionRecord>, StoreError> {
+    let Some(json) = json else { return Ok(None) };
+    let mut record: SessionRecord = serde_json::from_str(&json).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    if let Some(expiry) = expiry {
+        record.expires_at_ms = expiry;
+    }
+    Ok(Some(record))
 }
 
 fn encode(record: &SessionRecord) -> String {
