@@ -4,9 +4,9 @@
 //! drained (or the drain grace has passed: a descendant we could not attribute
 //! may hold them open).
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::ChildStdin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -223,7 +223,7 @@ fn pump<R: Read>(
     }
 }
 
-fn feed_stdin(pipe: &mut Option<ChildStdin>, bytes: &[u8], written: &mut usize) {
+fn feed_stdin(pipe: &mut Option<File>, bytes: &[u8], written: &mut usize) {
     let Some(writer) = pipe.as_mut() else { return };
     while *written < bytes.len() {
         match writer.write(&bytes[*written..]) {

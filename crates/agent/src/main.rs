@@ -13,6 +13,7 @@ mod io_loop;
 mod leftovers;
 mod run;
 mod serve;
+mod spawn;
 mod supervisor;
 mod sys;
 

@@ -20,17 +20,16 @@
 //! before reaping, so a pid is registered before anyone can reap it.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use brig_protocol::{ErrorCode, RunRequest, RunResult, Termination};
 
-use crate::{leftovers, sys};
+use crate::{leftovers, spawn, sys};
 
 /// Most commands running at once in one sandbox.
 pub const MAX_ACTIVE: usize = 64;
@@ -111,10 +110,10 @@ pub struct Running {
     marker: String,
     slot: Arc<Slot>,
     started: Instant,
-    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) stdin: Option<File>,
     pub(crate) stdin_bytes: Vec<u8>,
-    pub(crate) stdout: Option<ChildStdout>,
-    pub(crate) stderr: Option<ChildStderr>,
+    pub(crate) stdout: Option<File>,
+    pub(crate) stderr: Option<File>,
     pub(crate) output_cap: u64,
 }
 
@@ -168,23 +167,17 @@ impl Supervisor {
             self.shared.marker_prefix,
             self.shared.next_marker.fetch_add(1, Ordering::Relaxed)
         );
-        let mut command = Command::new(&request.argv[0]);
-        command
-            .args(&request.argv[1..])
-            .env_clear()
-            .env("PATH", COMMAND_PATH)
-            .env("HOME", "/workspace")
-            .envs(request.env.iter().map(|(k, v)| (k, v)))
-            .env(MARKER_VAR, &marker[MARKER_VAR.len() + 1..])
-            .current_dir(&request.cwd)
-            .stdin(if request.stdin.is_empty() {
-                Stdio::null()
-            } else {
-                Stdio::piped()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        let env = [("PATH", COMMAND_PATH), ("HOME", "/workspace")]
+            .into_iter()
+            .chain(request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .chain([(MARKER_VAR, &marker[MARKER_VAR.len() + 1..])])
+            .collect();
+        let spec = spawn::Spec {
+            argv: &request.argv,
+            env,
+            cwd: &request.cwd,
+            stdin: !request.stdin.is_empty(),
+        };
         let wake = sys::eventfd().map_err(|err| StartError::new(ErrorCode::Busy, err.to_string()))?;
 
         let mut table = self.shared.lock();
@@ -200,12 +193,12 @@ impl Supervisor {
                 format!("{MAX_ACTIVE} commands already running"),
             ));
         }
-        let mut child = command.spawn().map_err(|err| spawn_error(&request, &err))?;
+        let child = spawn::spawn(&spec).map_err(|err| spawn_error(&request, &err))?;
         // spawn returns once the command has exec'd. It fails only for a
         // command that is already gone.
-        let _ = sys::prefer_oom_kill(child.id());
+        let _ = sys::prefer_oom_kill(child.pid as u32);
         let started = Instant::now();
-        let pid = child.id() as i32;
+        let pid = child.pid;
         let slot = Arc::new(Slot {
             wake,
             outcome: Mutex::new(Outcome::default()),
@@ -225,13 +218,13 @@ impl Supervisor {
             marker,
             slot,
             started,
-            stdin: child.stdin.take(),
+            stdin: child.stdin,
             stdin_bytes: request.stdin,
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
+            stdout: Some(child.stdout),
+            stderr: Some(child.stderr),
             output_cap: request.output_cap,
         })
-        // `child` is dropped without waiting: the reaper owns reaping.
+        // The reaper owns reaping.
     }
 
     /// Kills request `id`'s process group; ignored if it is not running.

@@ -1,5 +1,6 @@
-//! The agent's only unsafe code: thin, checked wrappers over the syscalls std
-//! does not expose. Everything else in the agent is safe Rust.
+//! The agent's unsafe code, with [`spawn`](crate::spawn): thin, checked
+//! wrappers over the syscalls std does not expose. Everything else in the
+//! agent is safe Rust.
 #![allow(unsafe_code)]
 
 use std::io;

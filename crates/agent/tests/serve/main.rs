@@ -276,3 +276,107 @@ fn a_deadline_kills_the_whole_process_group() {
     assert!(stdout.is_empty());
     assert!(result.duration_us < 5_000_000);
 }
+
+/// What a command starts with (the agent spawns with posix_spawn, not std's
+/// fork: issue 17), seen by programs that read their own `/proc/self` (a
+/// shell would show its own doings): its own process group, no signal
+/// blocked and none ignored but glibc's internal two, no descriptor of the
+/// agent's, exactly the agent's environment, the working directory asked
+/// for; a missing program is named.
+#[test]
+fn a_command_starts_in_its_own_group_with_default_signals_no_agent_descriptor_and_a_clean_environment() {
+    let mut agent = Agent::start();
+    let mut id = 0;
+    let mut run = |argv: &[&str]| {
+        id += 1;
+        agent.send(Frame::Run {
+            id,
+            request: RunRequest {
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+                cwd: "/tmp".into(),
+                timeout_ms: 5000,
+                output_cap: 4096,
+                ..RunRequest::default()
+            },
+        });
+        let (stdout, result) = agent.result_of(id);
+        assert_eq!(result.termination, Termination::Exited(0), "{argv:?}");
+        String::from_utf8(stdout).unwrap()
+    };
+
+    let stat = run(&["cat", "/proc/self/stat"]);
+    let fields: Vec<&str> = stat.split(' ').collect();
+    assert_eq!(fields[4], fields[0], "process group = pid: {stat}");
+    assert_eq!(
+        run(&["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"]),
+        // Only glibc's internal signals 32 and 33, which posix_spawn leaves ignored.
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000180000000\n"
+    );
+    let environ = run(&["cat", "/proc/self/environ"]);
+    let mut environ: Vec<&str> = environ.split('\0').filter(|v| !v.is_empty()).collect();
+    environ.sort();
+    assert_eq!(environ.len(), 3, "{environ:?}");
+    assert!(environ[0].starts_with("BRIG_CMD="), "{environ:?}");
+    assert_eq!(
+        environ[1..],
+        [
+            "HOME=/workspace",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ]
+    );
+    assert_eq!(run(&["readlink", "/proc/self/cwd"]), "/tmp\n");
+    // 0-2, 3 (the directory ls reads), and whatever the test runner left
+    // open across exec for the agent itself (a jobserver's pipe); none of
+    // the agent's own.
+    let mut seen: Vec<u32> = run(&["ls", "/proc/self/fd"])
+        .lines()
+        .map(|fd| fd.parse().unwrap())
+        .collect();
+    seen.sort();
+    let mut expected: Vec<u32> = vec![0, 1, 2, 3];
+    expected.extend(inherited_descriptors().into_iter().filter(|fd| *fd > 3));
+    expected.sort();
+    expected.dedup();
+    assert_eq!(seen, expected);
+
+    agent.send(Frame::Run {
+        id: 99,
+        request: RunRequest {
+            argv: vec!["no-such-program".into()],
+            cwd: "/".into(),
+            timeout_ms: 1000,
+            output_cap: 1024,
+            ..RunRequest::default()
+        },
+    });
+    match agent.next() {
+        Frame::Error {
+            id: 99,
+            code: ErrorCode::SpawnFailed,
+            message,
+        } => assert!(
+            message.starts_with("no-such-program: No such file or directory"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    agent.assert_alive();
+}
+
+/// This process's descriptors above 2 that an exec keeps (no `FD_CLOEXEC`),
+/// which the agent, as its child, inherits.
+fn inherited_descriptors() -> Vec<u32> {
+    const O_CLOEXEC: u32 = 0o2000000;
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|fd| *fd > 2)
+        .filter(|fd| {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+            info.lines()
+                .find_map(|line| line.strip_prefix("flags:"))
+                .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
+                .is_some_and(|flags| flags & O_CLOEXEC == 0)
+        })
+        .collect()
+}
