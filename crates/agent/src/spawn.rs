@@ -5,8 +5,9 @@
 //! `std::process::Command` forks here instead: it gives `posix_spawn` up when
 //! the command's `PATH` differs from the agent's own, and when it cannot find
 //! `posix_spawn_file_actions_addchdir_np` at run time, which a statically
-//! linked agent never does. The program is looked up in [`COMMAND_PATH`]
-//! here, so the child never tries one directory after another.
+//! linked agent never does. The program is looked up in the command's `PATH`
+//! here, so the child never tries one directory after another; a file the
+//! kernel cannot execute is run with `/bin/sh`, as `execvp` does.
 //!
 //! What the child gets: `argv`, exactly the environment given, `cwd`, stdin
 //! from a pipe or `/dev/null`, stdout and stderr to pipes, a process group of
@@ -48,14 +49,14 @@ pub struct Spawned {
 }
 
 pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
-    let program = resolve(&spec.argv[0])?;
+    let env: BTreeMap<&str, &str> = spec.env.iter().copied().collect();
+    let program = resolve(&spec.argv[0], env.get("PATH").copied().unwrap_or(COMMAND_PATH))?;
     let program = c_string(program.as_os_str().as_bytes())?;
     let argv = spec
         .argv
         .iter()
         .map(|arg| c_string(arg.as_bytes()))
         .collect::<io::Result<Vec<_>>>()?;
-    let env: BTreeMap<&str, &str> = spec.env.iter().copied().collect();
     let envp = env
         .iter()
         .map(|(name, value)| c_string(format!("{name}={value}").as_bytes()))
@@ -82,24 +83,41 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
     actions.chdir(&cwd)?;
     let attributes = Attributes::new()?;
 
-    let argv_ptrs = null_terminated(&argv);
     let envp_ptrs = null_terminated(&envp);
-    let mut pid: libc::pid_t = 0;
-    // SAFETY: every pointer is valid for the call: the strings and their
-    // arrays outlive it, and both arrays end with a null pointer.
-    let failed = unsafe {
-        libc::posix_spawn(
-            &mut pid,
-            program.as_ptr(),
-            &actions.0,
-            &attributes.0,
-            argv_ptrs.as_ptr(),
-            envp_ptrs.as_ptr(),
-        )
+    let start = |program: &CString, argv: &[CString]| {
+        let argv_ptrs = null_terminated(argv);
+        let mut pid: libc::pid_t = 0;
+        // SAFETY: every pointer is valid for the call: the strings and their
+        // arrays outlive it, and both arrays end with a null pointer.
+        let failed = unsafe {
+            libc::posix_spawn(
+                &mut pid,
+                program.as_ptr(),
+                &actions.0,
+                &attributes.0,
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            )
+        };
+        if failed == 0 {
+            Ok(pid)
+        } else {
+            Err(io::Error::from_raw_os_error(failed))
+        }
     };
-    if failed != 0 {
-        return Err(io::Error::from_raw_os_error(failed));
-    }
+    let pid = match start(&program, &argv) {
+        // A file the kernel cannot execute (a script without `#!`): execvp,
+        // which the fork path used, runs it with /bin/sh; so do we.
+        Err(err) if err.raw_os_error() == Some(libc::ENOEXEC) => {
+            let shell = c_string(b"/bin/sh")?;
+            let argv: Vec<CString> = [shell.clone(), program.clone()]
+                .into_iter()
+                .chain(argv.into_iter().skip(1))
+                .collect();
+            start(&shell, &argv)?
+        }
+        started => started?,
+    };
     // The child's ends close here, in the agent.
     drop((child_stdin, child_stdout, child_stderr));
     Ok(Spawned {
@@ -111,13 +129,13 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
 }
 
 /// `program` itself if it names a path, else the first executable regular
-/// file of that name in [`COMMAND_PATH`] (what `execvp` would run).
-fn resolve(program: &str) -> io::Result<PathBuf> {
+/// file of that name in `path` (the command's `PATH`: what `execvp` would run).
+fn resolve(program: &str, path: &str) -> io::Result<PathBuf> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }
     let mut refused = false;
-    for dir in COMMAND_PATH.split(':') {
+    for dir in path.split(':') {
         let candidate = Path::new(dir).join(program);
         match executable(&candidate) {
             Ok(true) => return Ok(candidate),

@@ -325,6 +325,13 @@ fn a_command_starts_in_its_own_group_with_default_signals_no_agent_descriptor_an
         ]
     );
     assert_eq!(run(&["readlink", "/proc/self/cwd"]), "/tmp\n");
+    // A script without `#!` runs with /bin/sh, as execvp runs it.
+    let script = std::env::temp_dir().join(format!("no-shebang-{}", std::process::id()));
+    std::fs::write(&script, "echo from a script \"$1\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ran = run(&[script.to_str().unwrap(), "arg"]);
+    std::fs::remove_file(&script).unwrap();
+    assert_eq!(ran, "from a script arg\n");
     // 0-2, 3 (the directory ls reads), and whatever the test runner left
     // open across exec for the agent itself (a jobserver's pipe); none of
     // the agent's own.

@@ -381,9 +381,14 @@ async fn a_command_begins_and_ends_with_one_call_each(store: &dyn SessionStore) 
     let quota = Quota { per_owner: 9, total: 9 };
     store.reserve(&record(&alice, "pending", ""), TTL, quota).await.unwrap();
     let pending = store
-        .begin_command(&alice, &sid("pending"), TTL, &start("t0", "a"))
+        .begin_command(&alice, &sid("pending"), TTL * 2, &start("t0", "a"))
         .await;
     assert_eq!(pending.unwrap(), None);
+    let pending = store.get(&alice, &sid("pending")).await.unwrap().unwrap();
+    assert!(
+        pending.expires_at_ms <= now_ms() + TTL.as_millis() as i64,
+        "a pending record was refreshed"
+    );
 
     // Ready: refreshed, marked running, leased.
     store

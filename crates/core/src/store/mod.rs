@@ -76,6 +76,10 @@ pub trait SessionStore: Send + Sync {
         ttl: Duration,
         command: &CommandStart<'_>,
     ) -> Result<Option<Begun>, StoreError> {
+        // A pending record is left as it is (its creator refreshes it).
+        if !self.get(owner, id).await?.is_some_and(|record| record.is_ready()) {
+            return Ok(None);
+        }
         let Some(record) = self.touch(owner, id, ttl).await?.filter(SessionRecord::is_ready) else {
             return Ok(None);
         };

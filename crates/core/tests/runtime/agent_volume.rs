@@ -61,15 +61,17 @@ async fn old_agent_volumes_go_unless_mounted_and_a_lost_volume_is_published_agai
     // Volumes younger than the grace stay.
     let removed = current
         .runtime
-        .remove_stale_agent_volumes(Duration::from_secs(3600))
+        .remove_stale_agent_volumes_among(Duration::from_secs(3600), Some(&volumes.0))
         .await
         .unwrap();
     assert!(!removed.contains(&old_volume), "{removed:?}");
     assert!(volume_exists(&old_volume));
 
+    // Only this test's volumes are in scope: other test runs share the engine.
+    let scope = [old_volume.clone(), mounted_volume.clone(), own_volume.clone()];
     current
         .runtime
-        .remove_stale_agent_volumes(Duration::ZERO)
+        .remove_stale_agent_volumes_among(Duration::ZERO, Some(&scope))
         .await
         .unwrap();
     assert!(

@@ -175,8 +175,19 @@ impl DockerRuntime {
         &self,
         older_than: std::time::Duration,
     ) -> Result<Vec<String>, RuntimeError> {
+        self.remove_stale_agent_volumes_among(older_than, None).await
+    }
+
+    /// [`remove_stale_agent_volumes`](Self::remove_stale_agent_volumes),
+    /// only of the volumes named in `among` if given (tests sweep their own
+    /// volumes beside other runs on the same engine).
+    pub async fn remove_stale_agent_volumes_among(
+        &self,
+        older_than: std::time::Duration,
+        among: Option<&[String]>,
+    ) -> Result<Vec<String>, RuntimeError> {
         match self.agent_volume() {
-            Some(own) => publish::remove_stale_volumes(&self.docker, own, older_than).await,
+            Some(own) => publish::remove_stale_volumes(&self.docker, own, older_than, among).await,
             None => Ok(Vec::new()),
         }
     }

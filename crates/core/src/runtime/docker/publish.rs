@@ -162,12 +162,14 @@ pub async fn discard_stand_in(docker: &Docker, volume: &str) -> Result<(), Runti
 
 /// Removes the agent volumes (`brig-agent-*`, labelled by [`publish_agent`])
 /// that no container mounts, other than `own`, created more than
-/// `older_than` ago; returns their names. A volume that a container mounts
-/// meanwhile is refused by the engine (409) and stays.
+/// `older_than` ago, and (if given) named in `among`; returns their names. A
+/// volume that a container mounts meanwhile is refused by the engine (409)
+/// and stays.
 pub async fn remove_stale_volumes(
     docker: &Docker,
     own: &str,
     older_than: Duration,
+    among: Option<&[String]>,
 ) -> Result<Vec<String>, RuntimeError> {
     let managed = format!("{}=true", labels::MANAGED);
     let role = format!("{ROLE}={AGENT_ROLE}");
@@ -187,7 +189,8 @@ pub async fn remove_stale_volumes(
             .map(SystemTime::from);
         // An unreadable date is treated as new: left alone.
         let old_enough = created.is_some_and(|created| created <= cutoff);
-        if volume.name == own || !volume.name.starts_with("brig-agent-") || !old_enough {
+        let in_scope = among.is_none_or(|names| names.contains(&volume.name));
+        if volume.name == own || !volume.name.starts_with("brig-agent-") || !old_enough || !in_scope {
             continue;
         }
         match docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await {

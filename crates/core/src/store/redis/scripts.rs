@@ -19,7 +19,8 @@ local current = redis.call('GET', KEYS[1])
 if current then
   local ok, record = pcall(cjson.decode, current)
   if ok and type(record) == 'table' and record.container_id ~= '' then
-    return {1, current, redis.call('ZSCORE', KEYS[2], ARGV[5]) or ''}
+    local expiry = redis.call('ZSCORE', KEYS[2], ARGV[5]) or tostring(tonumber(ARGV[3]) + redis.call('PTTL', KEYS[1]))
+    return {1, current, expiry}
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])

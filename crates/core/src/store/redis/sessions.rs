@@ -17,16 +17,20 @@ impl RedisStore {
             self.owner_key(owner),
             id.to_string(),
         );
-        let (json, expiry): (Option<String>, Option<f64>) = self
+        let now = now_ms();
+        let (json, expiry, left): (Option<String>, Option<f64>, i64) = self
             .call(|mut c| async move {
                 redis::pipe()
                     .get(&key)
                     .zscore(&owner_key, &sid)
+                    .pttl(&key)
                     .query_async(&mut c)
                     .await
             })
             .await?;
-        decode_at(json, expiry.map(|score| score as i64))
+        // The index's score, else (an index entry trimmed early) the key's TTL.
+        let expiry = expiry.map(|score| score as i64).or((left >= 0).then_some(now + left));
+        decode_at(json, expiry)
     }
 
     pub(super) async fn reserve(
