@@ -256,19 +256,16 @@ impl Sessions {
         // Warm: one store call refreshes the session, marks the command
         // running (for the reaper, possibly another process) and renews the
         // channel lease. Cold: the session is opened (created) first.
-        let command = |deadline_ms| CommandStart {
-            token: &token,
-            deadline_ms,
-            holder: &self.replica,
-            lease: CHANNEL_LEASE,
-        };
         let deadline = |request: &ExecRequest| {
             Utc::now().timestamp_millis() + (request.timeout + Duration::from_secs(10)).as_millis() as i64
         };
-        let begun = self
-            .store
-            .begin_command(owner, id, self.ttl, &command(deadline(&request)))
-            .await?;
+        let command = CommandStart {
+            token: &token,
+            deadline_ms: deadline(&request),
+            holder: &self.replica,
+            lease: CHANNEL_LEASE,
+        };
+        let begun = self.store.begin_command(owner, id, self.ttl, &command).await?;
         let (mut record, mut created, leased) = match begun {
             Some(Begun { record, leased }) => (record, false, Some(leased)),
             None => {

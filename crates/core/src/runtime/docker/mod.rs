@@ -387,7 +387,7 @@ impl SandboxRuntime for DockerRuntime {
         fallback::file(&self.docker, &id, request, FILE_WAIT).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(sandbox = %id))]
+    #[tracing::instrument(skip_all, fields(sandbox = %id))]
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.forget_channel(id);
         let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();

@@ -153,9 +153,15 @@ pub async fn volume_lost(docker: &Docker, volume: &str) -> bool {
 /// that [`publish_agent`] creates it again with its labels; a stand-in still
 /// mounted somewhere stays and is published into.
 pub async fn discard_stand_in(docker: &Docker, volume: &str) -> Result<(), RuntimeError> {
-    match docker.remove_volume(volume, None::<RemoveVolumeOptions>).await {
-        Ok(()) => Ok(()),
-        Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(()),
+    remove_unless_mounted(docker, volume).await.map(drop)
+}
+
+/// Removes volume `name` unless a container mounts it (the engine refuses:
+/// 409) or it is already gone (404); whether this call removed it.
+async fn remove_unless_mounted(docker: &Docker, name: &str) -> Result<bool, RuntimeError> {
+    match docker.remove_volume(name, None::<RemoveVolumeOptions>).await {
+        Ok(()) => Ok(true),
+        Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(false),
         Err(err) => Err(engine_error(err)),
     }
 }
@@ -193,10 +199,8 @@ pub async fn remove_stale_volumes(
         if volume.name == own || !volume.name.starts_with("brig-agent-") || !old_enough || !in_scope {
             continue;
         }
-        match docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await {
-            Ok(()) => removed.push(volume.name),
-            Err(err) if is_status(&err, 404) || is_status(&err, 409) => {}
-            Err(err) => return Err(engine_error(err)),
+        if remove_unless_mounted(docker, &volume.name).await? {
+            removed.push(volume.name);
         }
     }
     Ok(removed)

@@ -48,27 +48,18 @@ impl RedisStore {
         token: &str,
         deadline_ms: i64,
     ) -> Result<(), StoreError> {
-        let (key, token) = (self.running_key(container), token.to_string());
-        let ttl = (deadline_ms - now_ms()).max(0) + 60_000;
+        let (key, token, now) = (self.running_key(container), token.to_string(), now_ms());
         self.call(|mut c| async move {
-            // NX then GT: a new key gets a TTL, an existing one only a longer one.
-            redis::pipe()
-                .zadd(&key, &token, deadline_ms)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(ttl)
-                .arg("NX")
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(ttl)
-                .arg("GT")
-                .ignore()
-                .query_async::<()>(&mut c)
+            scripts::MARK
+                .key(&key)
+                .arg(&token)
+                .arg(deadline_ms)
+                .arg(now)
+                .invoke_async::<i64>(&mut c)
                 .await
         })
         .await
+        .map(drop)
     }
 
     pub(super) async fn command_finished(&self, container: &str, token: &str) -> Result<(), StoreError> {

@@ -5,6 +5,49 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Lua shared by several scripts below, each rule written once: prepended to
+/// a script's body by [`with`].
+///
+/// `refresh()`: pushes a session's expiry (KEYS: session, owner index,
+/// instance index; ARGV: ttl ms, new expiry ms, session id, "owner:session
+/// id"). The record's JSON is not rewritten: its expiry is the owner index's
+/// score.
+const REFRESH: &str = r#"
+local function refresh()
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+end
+"#;
+
+/// `mark_running(key, token, deadline ms, now ms)`: a command runs in a
+/// container until its deadline (`running:<container>`, a sorted set by
+/// deadline); the key lives a minute past the latest deadline, its TTL only
+/// ever lengthened.
+const MARK_RUNNING: &str = r#"
+local function mark_running(key, token, deadline, now)
+  redis.call('ZADD', key, deadline, token)
+  local keep = math.max(tonumber(deadline) - tonumber(now), 0) + 60000
+  if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
+end
+"#;
+
+/// `take_lease(key, holder, ms)`: sets the lease to `holder` for `ms` if it
+/// is free or already `holder`'s; 1 if so, else 0.
+const TAKE_LEASE: &str = r#"
+local function take_lease(key, holder, ms)
+  local current = redis.call('GET', key)
+  if current and current ~= holder then return 0 end
+  redis.call('SET', key, holder, 'PX', ms)
+  return 1
+end
+"#;
+
+/// A script of the shared `parts`, then `body`.
+fn with(parts: &[&str], body: &str) -> Script {
+    Script::new(&[parts.concat().as_str(), body].concat())
+}
+
 /// Reserve atomically: a ready record wins; else both quotas are checked
 /// against the live members of the owner and instance indexes (expired members
 /// dropped first) and the record is stored and indexed.
@@ -52,14 +95,15 @@ return spare
 });
 
 /// Sets KEYS[1] to ARGV[1] for ARGV[2] ms if it is free or already ARGV[1]'s.
-pub(super) static LEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"#,
+pub(super) static LEASE: LazyLock<Script> =
+    LazyLock::new(|| with(&[TAKE_LEASE], "return take_lease(KEYS[1], ARGV[1], ARGV[2])"));
+
+/// Marks command ARGV[1] running in KEYS[1] (`running:<container>`) until
+/// ARGV[2] ms; ARGV[3] is now.
+pub(super) static MARK: LazyLock<Script> = LazyLock::new(|| {
+    with(
+        &[MARK_RUNNING],
+        "mark_running(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) return 1",
     )
 });
 
@@ -69,31 +113,31 @@ return 1
 /// session id, "owner:session id". Returns the record's JSON, or nil. When a
 /// command ends, first KEYS[4] (`running:<container>`) forgets ARGV[5].
 pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with(
+        &[REFRESH],
         r#"
 if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[5]) end
 local json = redis.call('GET', KEYS[1])
 if not json then return false end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+refresh()
 return json
 "#,
     )
 });
 
-/// A command begins in a ready session, in one step: TOUCH, then the command
-/// is marked running in the record's container (`running:<container>`, by
-/// deadline; the key lives a minute past the latest deadline) and `holder`
-/// takes or renews the container's channel lease (`lease:<container>`) if no
-/// one else holds it. The container's keys are derived here from the
-/// record, as the caller does not know it yet (a standalone Redis; not for
-/// Redis Cluster). KEYS: session, owner index, instance index. ARGV: ttl ms,
-/// new expiry ms, session id, "owner:session id", key prefix, token,
-/// deadline ms, holder, lease ms, now ms. Returns nil without a ready record
-/// (nothing done), else {json, 1 if leased else 0}.
+/// A command begins in a ready session, in one step: the session is
+/// refreshed as by TOUCH, the command is marked running in the record's
+/// container (`running:<container>`) and `holder` takes or renews the
+/// container's channel lease (`lease:<container>`) if no one else holds it.
+/// The container's keys are derived here from the record, as the caller does
+/// not know it yet (a standalone Redis; not for Redis Cluster). KEYS:
+/// session, owner index, instance index. ARGV: ttl ms, new expiry ms, session
+/// id, "owner:session id", key prefix, token, deadline ms, holder, lease ms,
+/// now ms. Returns nil without a ready record (nothing done), else {json, 1
+/// if leased else 0}.
 pub(super) static BEGIN_COMMAND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with(
+        &[REFRESH, MARK_RUNNING, TAKE_LEASE],
         r#"
 local json = redis.call('GET', KEYS[1])
 if not json then return false end
@@ -101,18 +145,9 @@ local ok, record = pcall(cjson.decode, json)
 if not ok or type(record) ~= 'table' or type(record.container_id) ~= 'string' or record.container_id == '' then
   return false
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
-local running = ARGV[5] .. 'running:' .. record.container_id
-redis.call('ZADD', running, ARGV[7], ARGV[6])
-local keep = math.max(tonumber(ARGV[7]) - tonumber(ARGV[10]), 0) + 60000
-if redis.call('PTTL', running) < keep then redis.call('PEXPIRE', running, keep) end
-local lease = ARGV[5] .. 'lease:' .. record.container_id
-local holder = redis.call('GET', lease)
-if holder and holder ~= ARGV[8] then return {json, 0} end
-redis.call('SET', lease, ARGV[8], 'PX', ARGV[9])
-return {json, 1}
+refresh()
+mark_running(ARGV[5] .. 'running:' .. record.container_id, ARGV[6], ARGV[7], ARGV[10])
+return {json, take_lease(ARGV[5] .. 'lease:' .. record.container_id, ARGV[8], ARGV[9])}
 "#,
     )
 });
