@@ -41,6 +41,13 @@ async fn concurrent_sessions_never_share_a_spare_and_the_pool_refills() {
         );
         assert_eq!(body["session_created"], true);
     }
+    // A claimed spare takes its session's name in the background.
+    eventually(
+        Duration::from_secs(10),
+        "every session's container has its name",
+        || (0..10).all(|i| session_containers_by_name(&api.instance, &format!("p{i}")).len() == 1),
+    )
+    .await;
     let mut session_containers_seen = HashSet::new();
     for i in 0..10 {
         let containers = session_containers_by_name(&api.instance, &format!("p{i}"));

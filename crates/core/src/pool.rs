@@ -28,6 +28,10 @@ const REFILL_TICK: Duration = Duration::from_secs(5);
 /// Pause between a claim and the refill it triggers.
 const REFILL_DELAY: Duration = Duration::from_millis(100);
 
+/// Pause between a claim and the spare's rename: the session's first command,
+/// which usually follows at once, runs first.
+const RENAME_DELAY: Duration = Duration::from_millis(50);
+
 pub struct WarmPool {
     store: Arc<dyn SessionStore>,
     runtime: Arc<dyn SandboxRuntime>,
@@ -61,17 +65,24 @@ impl WarmPool {
         taken
     }
 
-    /// Gives a claimed spare its session's name, in the background: renaming
-    /// costs the engine ~5 ms, which a new session should not wait for. Until it
-    /// is done the session's record is what marks the spare as claimed (the
-    /// reaper never treats a spare with a live record as a spare). A spare that
-    /// died meanwhile shows up at the session's first command as
-    /// `SandboxNotFound`, which the session flow repairs.
+    /// Gives a claimed spare its session's name, in the background and
+    /// [`RENAME_DELAY`] later: renaming costs the engine ~5 ms, which a new
+    /// session should not wait for, nor share the CPU with while its first
+    /// command runs. Until it is done the session's record is what marks the
+    /// spare as claimed (the reaper never treats a spare with a live record as
+    /// a spare). A spare that died meanwhile shows up at the session's first
+    /// command as `SandboxNotFound`, which the session flow repairs; one
+    /// removed meanwhile (the session was deleted) is left alone.
     pub fn rename_claimed(&self, spare: String, request: CreateSandbox) {
         let runtime = Arc::clone(&self.runtime);
         tokio::spawn(async move {
-            if let Err(err) = runtime.claim(&spare, &request).await {
-                tracing::warn!(%err, session = %request.session_id, "renaming a claimed spare failed");
+            tokio::time::sleep(RENAME_DELAY).await;
+            match runtime.claim(&spare, &request).await {
+                Ok(()) => {}
+                Err(RuntimeError::SandboxNotFound) => {
+                    tracing::debug!(session = %request.session_id, "a claimed spare was gone before its rename");
+                }
+                Err(err) => tracing::warn!(%err, session = %request.session_id, "renaming a claimed spare failed"),
             }
         });
     }

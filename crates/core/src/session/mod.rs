@@ -74,6 +74,13 @@ pub struct Sessions {
     replica: String,
 }
 
+/// What the caller of [`Sessions::open_from`] already knows of the record.
+enum Known {
+    Unknown,
+    /// It just saw no ready record.
+    NotReady,
+}
+
 /// How long a channel lease lasts without use; each command renews it.
 const CHANNEL_LEASE: Duration = Duration::from_secs(120);
 
@@ -135,15 +142,30 @@ impl Sessions {
         id: &SessionId,
         options: &SandboxOptions,
     ) -> Result<(SessionRecord, bool), SessionError> {
+        self.open_from(owner, id, options, Known::Unknown).await
+    }
+
+    /// [`open_with`](Self::open_with), skipping the first look at the record
+    /// when the caller has just seen that the session has no ready one.
+    async fn open_from(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        options: &SandboxOptions,
+        mut known: Known,
+    ) -> Result<(SessionRecord, bool), SessionError> {
         let token = random_token();
         let give_up = Instant::now() + CREATION_WAIT;
         loop {
-            if let Some(record) = self
-                .store
-                .touch(owner, id, self.ttl)
-                .await?
-                .filter(SessionRecord::is_ready)
-            {
+            let ready = match std::mem::replace(&mut known, Known::Unknown) {
+                Known::NotReady => None,
+                Known::Unknown => self
+                    .store
+                    .touch(owner, id, self.ttl)
+                    .await?
+                    .filter(SessionRecord::is_ready),
+            };
+            if let Some(record) = ready {
                 return Ok((record, false));
             }
             if self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
@@ -259,22 +281,24 @@ impl Sessions {
         let deadline = |request: &ExecRequest| {
             Utc::now().timestamp_millis() + (request.timeout + Duration::from_secs(10)).as_millis() as i64
         };
-        let command = CommandStart {
+        let command = |request: &ExecRequest| CommandStart {
             token: &token,
-            deadline_ms: deadline(&request),
+            deadline_ms: deadline(request),
             holder: &self.replica,
             lease: CHANNEL_LEASE,
         };
-        let begun = self.store.begin_command(owner, id, self.ttl, &command).await?;
+        let begun = self
+            .store
+            .begin_command(owner, id, self.ttl, &command(&request))
+            .await?;
         let (mut record, mut created, leased) = match begun {
-            Some(Begun { record, leased }) => (record, false, Some(leased)),
+            Some(Begun { record, leased }) => (record, false, leased),
             None => {
-                let (record, created) = self.open(owner, id).await?;
-                let container = ready_container(&record)?;
-                self.store
-                    .command_started(&container, &token, deadline(&request))
+                let (_, created) = self
+                    .open_from(owner, id, &SandboxOptions::default(), Known::NotReady)
                     .await?;
-                (record, created, None)
+                let Begun { record, leased } = self.begin_opened(owner, id, &command(&request)).await?;
+                (record, created, leased)
             }
         };
         let mut container = ready_container(&record)?;
@@ -298,14 +322,13 @@ impl Sessions {
                     {
                         self.store.delete(owner, id).await?;
                     }
-                    (record, created) = self.open_with(owner, id, &record.options).await?;
-                    container = ready_container(&record)?;
-                    self.store
-                        .command_started(&container, &token, deadline(&request))
-                        .await?;
+                    created = self.open_with(owner, id, &record.options).await?.1;
                     // Through the lease like any command: another replica may
                     // hold the channel of the container that replaced the lost one.
-                    self.run_in(&container, None, request, hooks).await
+                    let Begun { record: opened, leased } = self.begin_opened(owner, id, &command(&request)).await?;
+                    record = opened;
+                    container = ready_container(&record)?;
+                    self.run_in(&container, leased, request, hooks).await
                 }
                 other => other,
             }
@@ -350,22 +373,32 @@ impl Sessions {
         })
     }
 
+    /// [`SessionStore::begin_command`] on a session that was just opened: one
+    /// call marks the command running and takes the channel lease. The
+    /// session deleted in between is `NotFound`.
+    async fn begin_opened(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        command: &CommandStart<'_>,
+    ) -> Result<Begun, SessionError> {
+        self.store
+            .begin_command(owner, id, self.ttl, command)
+            .await?
+            .ok_or(SessionError::NotFound)
+    }
+
     /// Runs `request` over this process's channel to `container` if it holds
-    /// the channel's lease, else through the engine's exec (another replica
-    /// writes to that channel, and two writers would interleave frames).
-    /// `leased`: whether this process holds the lease, when the caller knows
-    /// (it took it with the command's first store call).
+    /// the channel's lease (`leased`, taken with the command's first store
+    /// call), else through the engine's exec (another replica writes to that
+    /// channel, and two writers would interleave frames).
     async fn run_in(
         &self,
         container: &str,
-        leased: Option<bool>,
+        leased: bool,
         request: ExecRequest,
         hooks: ExecHooks,
     ) -> Result<ExecOutcome, SessionError> {
-        let leased = match leased {
-            Some(leased) => leased,
-            None => self.holds_channel(container).await?,
-        };
         let outcome = if leased {
             self.runtime.exec_with(container, request, hooks).await
         } else {

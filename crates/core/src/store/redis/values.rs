@@ -91,20 +91,23 @@ impl RedisStore {
         .await
     }
 
-    /// `store-id`: set once (`SET NX`, no expiry), then read.
+    /// `store-id`: set once (`SET NX`, no expiry), then read, in one round trip.
     pub(super) async fn identity(&self) -> Result<String, StoreError> {
         let key = format!("{}store-id", self.prefix);
         let fresh = hex::encode(rand::random::<[u8; 8]>());
         self.call(|mut c| {
             let (key, fresh) = (key.clone(), fresh.clone());
             async move {
-                let _: Option<String> = redis::cmd("SET")
+                let (identity,): (String,) = redis::pipe()
+                    .cmd("SET")
                     .arg(&key)
                     .arg(&fresh)
                     .arg("NX")
+                    .ignore()
+                    .get(&key)
                     .query_async(&mut c)
                     .await?;
-                c.get(&key).await
+                Ok(identity)
             }
         })
         .await
