@@ -21,7 +21,7 @@ use brig_core::DockerRuntime;
 use brig_testkit::{env_refs, instance_containers, remove_instance_containers, BrigApi, CleanupWorker, RedisServer};
 use serde_json::{json, Value};
 
-use crate::probes::{pid_of, CpuMeter, Monitor};
+use crate::probes::{pid_of, pids_of, CpuMeter, Monitor, Probe};
 use crate::scenarios::*;
 use crate::stats::{Latency, Throughput};
 
@@ -212,19 +212,35 @@ async fn run(
 
     println!("\nthroughput (echo hi, {} s each)", options.throughput_for.as_secs());
     let mut throughputs = Vec::new();
-    let mut processes = vec![("brig-api", api.service.pid())];
-    processes.extend(redis.pid().map(|pid| ("redis-server", pid)));
+    let mut processes = vec![Probe::of("brig-api", api.service.pid())];
+    processes.extend(redis.pid().map(|pid| Probe::of("redis-server", pid)));
     processes.extend(
         ["dockerd", "containerd"]
             .into_iter()
-            .filter_map(|name| Some((name, pid_of(name)?))),
+            .filter_map(|name| Some(Probe::of(name, pid_of(name)?))),
     );
     let mut cpu_per_request = Vec::new();
+    // brig-api's CPU per request by request and number of callers.
+    let mut api_cpu = Vec::new();
     for concurrency in [1usize, 8, 32] {
         for s in 0..concurrency {
             http_exec(&client, &base, KEY, &format!("load-{s}")).await?;
         }
         let (client, base) = (client.clone(), base.clone());
+        // The shims relaying attach streams and the agents (with the commands
+        // they reaped) of the sessions just created, too.
+        let mut processes = processes.clone();
+        processes.extend(
+            pids_of("containerd-shim")
+                .into_iter()
+                .map(|pid| Probe::of("containerd-shims", pid)),
+        );
+        processes.extend(pids_of("brig-agent").into_iter().map(|pid| Probe {
+            name: "sandbox agents and their commands",
+            pid,
+            children: true,
+        }));
+        processes.push(Probe::of("brig-bench (the client)", std::process::id()));
         let cpu = CpuMeter::start(&processes)?;
         let t = throughput(concurrency, options.throughput_for, move |slot| {
             let (client, base) = (client.clone(), base.clone());
@@ -233,8 +249,10 @@ async fn run(
         .await?;
         throughput_row(&format!("brig HTTP, {concurrency} sessions"), &t);
         throughputs.push(json!({"mode": "http_sessions", "throughput": t}));
+        let used = cpu.per_request_us(t.commands)?;
+        api_cpu.push(json!({"request": "execute", "concurrency": concurrency, "us": used[0].1}));
         if concurrency == 32 {
-            cpu_per_request = cpu.per_request_us(t.commands)?;
+            cpu_per_request = used;
         }
     }
     let one_session = {
@@ -262,12 +280,32 @@ async fn run(
     };
     throughput_row("raw engine exec, 32 concurrent", &raw32);
     throughputs.push(json!({"mode": "raw_exec", "throughput": raw32}));
+    // The floor under every request: brig-api's HTTP stack alone (every
+    // layer, no authentication, store or sandbox), one caller and 32.
+    for concurrency in [1usize, 32] {
+        let cpu = CpuMeter::start(&processes[..1])?;
+        let (client, base) = (client.clone(), base.clone());
+        let health = throughput(concurrency, options.throughput_for, move |_| {
+            let (client, base) = (client.clone(), base.clone());
+            async move { http_health(&client, &base).await }
+        })
+        .await?;
+        throughput_row(&format!("brig HTTP GET /health, {concurrency} callers"), &health);
+        let us = cpu.per_request_us(health.commands)?[0].1;
+        api_cpu.push(json!({"request": "health", "concurrency": concurrency, "us": us}));
+        throughputs.push(json!({"mode": "http_health", "throughput": health}));
+    }
     let http32 = throughputs[2]["throughput"]["per_second"].as_f64().unwrap_or(0.0);
     let per_second = |i: usize| throughputs[i]["throughput"]["per_second"].as_f64().unwrap_or(0.0);
     let (http1, http8) = (per_second(0), per_second(1));
     println!("\nCPU per warm /execute at 32 sessions (from /proc/<pid>/stat)");
     for (name, us) in &cpu_per_request {
         println!("  {name:<36} {us:>9.0} µs");
+    }
+    println!("brig-api CPU per request, by callers at once");
+    for row in &api_cpu {
+        let label = format!("  {} at {}", row["request"].as_str().unwrap_or(""), row["concurrency"]);
+        println!("{label:<38} {:>9.0} µs", row["us"].as_f64().unwrap_or(f64::NAN));
     }
 
     println!("\nmemory");
@@ -335,6 +373,7 @@ async fn run(
         "sent": per_execute(redis_commands.sent),
         "in_scripts": per_execute(redis_commands.in_scripts),
     });
+    report["api_cpu_us_per_request"] = json!(api_cpu);
     report["cpu_us_per_execute_at_32_sessions"] = cpu_per_request
         .iter()
         .map(|(name, us)| (name.to_string(), json!(us)))

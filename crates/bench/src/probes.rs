@@ -75,21 +75,28 @@ impl Monitor {
     }
 }
 
-/// User plus system CPU time of process `pid` so far.
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+/// User plus system CPU time of process `pid` so far; with `children`, that
+/// of its children it has reaped too.
+pub fn cpu_time(pid: u32, children: bool) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces: count from its closing parenthesis.
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    // utime, stime, cutime and cstime are fields 14 to 17 of the line, 12 to
+    // 15 after the name.
     let ticks = |i: usize| -> anyhow::Result<u64> {
         Ok(fields
             .get(i)
             .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
             .parse()?)
     };
-    let ticks = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()? as f64))
+    let mut ticks_used = ticks(11)? + ticks(12)?;
+    if children {
+        ticks_used += ticks(13)? + ticks(14)?;
+    }
+    Ok(Duration::from_secs_f64(
+        ticks_used as f64 / clock_ticks_per_second()? as f64,
+    ))
 }
 
 fn clock_ticks_per_second() -> anyhow::Result<u64> {
@@ -99,36 +106,98 @@ fn clock_ticks_per_second() -> anyhow::Result<u64> {
 
 /// The pid of the oldest process named `name` (`pgrep -o -x`), if any.
 pub fn pid_of(name: &str) -> Option<u32> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-o", "-x", name])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    pids_of(name).into_iter().next()
 }
 
-/// CPU time of a set of processes, taken before and after a series.
+/// The pids of every process named `name`, oldest first.
+pub fn pids_of(name: &str) -> Vec<u32> {
+    let Ok(out) = std::process::Command::new("pgrep").args(["-x", name]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+/// A process [`CpuMeter`] watches: its CPU time is added to `name`'s
+/// (several processes may share a name), with its reaped children's if
+/// `children`.
+#[derive(Clone, Copy)]
+pub struct Probe {
+    pub name: &'static str,
+    pub pid: u32,
+    pub children: bool,
+}
+
+impl Probe {
+    pub fn of(name: &'static str, pid: u32) -> Probe {
+        Probe {
+            name,
+            pid,
+            children: false,
+        }
+    }
+}
+
+/// CPU time the whole machine spent busy so far (every process and the
+/// kernel, interrupts included; idle, I/O wait and time stolen by the
+/// hypervisor excluded): the first line of `/proc/stat`.
+pub fn machine_busy() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().unwrap_or_default();
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(fields.len() >= 7, "short /proc/stat: {line}");
+    // user, nice, system, idle, iowait, irq, softirq, ...
+    let busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6];
+    Ok(Duration::from_secs_f64(busy as f64 / clock_ticks_per_second()? as f64))
+}
+
+/// CPU time of a set of processes, and of the whole machine, taken before
+/// and after a series.
 pub struct CpuMeter {
-    processes: Vec<(&'static str, u32, Duration)>,
+    probes: Vec<(Probe, Duration)>,
+    machine: Duration,
 }
 
 impl CpuMeter {
-    pub fn start(processes: &[(&'static str, u32)]) -> anyhow::Result<CpuMeter> {
-        let processes = processes
+    pub fn start(probes: &[Probe]) -> anyhow::Result<CpuMeter> {
+        let probes = probes
             .iter()
-            .map(|&(name, pid)| Ok((name, pid, cpu_time(pid)?)))
+            .map(|&probe| Ok((probe, cpu_time(probe.pid, probe.children)?)))
             .collect::<anyhow::Result<_>>()?;
-        Ok(CpuMeter { processes })
+        Ok(CpuMeter {
+            probes,
+            machine: machine_busy()?,
+        })
     }
 
-    /// Each process's CPU time since [`start`](Self::start), in microseconds
-    /// per one of `requests`.
+    /// The CPU time since [`start`](Self::start) of each name's processes (in
+    /// the order first named; a process gone since counts nothing), then the
+    /// whole machine's, in microseconds per one of `requests`.
     pub fn per_request_us(&self, requests: usize) -> anyhow::Result<Vec<(&'static str, f64)>> {
-        self.processes
-            .iter()
-            .map(|&(name, pid, before)| {
-                let used = cpu_time(pid)?.saturating_sub(before);
-                Ok((name, used.as_secs_f64() * 1e6 / requests.max(1) as f64))
-            })
-            .collect()
+        let per_request = |used: Duration| used.as_secs_f64() * 1e6 / requests.max(1) as f64;
+        let mut used: Vec<(&'static str, Duration)> = Vec::new();
+        for &(probe, before) in &self.probes {
+            let now = cpu_time(probe.pid, probe.children).unwrap_or(before);
+            let spent = now.saturating_sub(before);
+            match used.iter_mut().find(|(name, _)| *name == probe.name) {
+                Some((_, total)) => *total += spent,
+                None => used.push((probe.name, spent)),
+            }
+        }
+        let mut used: Vec<_> = used
+            .into_iter()
+            .map(|(name, spent)| (name, per_request(spent)))
+            .collect();
+        used.push((
+            "whole machine",
+            per_request(machine_busy()?.saturating_sub(self.machine)),
+        ));
+        Ok(used)
     }
 }

@@ -103,6 +103,14 @@ pub async fn http_exec(client: &reqwest::Client, base: &str, key: &str, session:
     Ok(body)
 }
 
+/// `GET /health`: no authentication, store or sandbox behind it.
+pub async fn http_health(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let reply = client.get(format!("{base}/health")).send().await?;
+    anyhow::ensure!(reply.status().is_success(), "{}", reply.status());
+    reply.bytes().await?;
+    Ok(())
+}
+
 /// `docker run --rm <image> echo hi` through the Engine API: create, attach,
 /// start, read to the end, remove.
 pub async fn docker_run(docker: &Docker, image: &str) -> anyhow::Result<()> {

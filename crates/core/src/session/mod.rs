@@ -359,10 +359,7 @@ impl Sessions {
         let elapsed = started.elapsed();
         crate::metrics::command_finished(&outcome, elapsed);
         let finished_at = Utc::now();
-        // No longer busy, and the session's TTL refreshed, in one call.
-        if let Some(touched) = self.store.end_command(owner, id, self.ttl, &container, &token).await? {
-            record = touched;
-        }
+        self.end_in_background(owner, id, container, token);
         Ok(Executed {
             record,
             created,
@@ -371,6 +368,20 @@ impl Sessions {
             finished_at,
             elapsed,
         })
+    }
+
+    /// The command's last store call (no longer busy, the session's TTL
+    /// refreshed once more), off the answer's path: the result is the
+    /// client's whatever becomes of this call, which only tidies up (the
+    /// running mark also lapses at its deadline, and the command's first call
+    /// refreshed the TTL, which the answer reports).
+    fn end_in_background(&self, owner: &Owner, id: &SessionId, container: String, token: String) {
+        let (store, owner, id, ttl) = (Arc::clone(&self.store), owner.clone(), id.clone(), self.ttl);
+        tokio::spawn(async move {
+            if let Err(err) = store.end_command(&owner, &id, ttl, &container, &token).await {
+                tracing::warn!(%err, session = %id, "ending a command in the store failed; its running mark lapses at its deadline");
+            }
+        });
     }
 
     /// [`SessionStore::begin_command`] on a session that was just opened: one
