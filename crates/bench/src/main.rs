@@ -160,12 +160,25 @@ async fn run(
     );
     let raw = series(options.warm.min(300), |_| raw_exec(docker, &sandbox)).await?;
     row("raw engine exec (echo hi)", &raw);
-    let channel = series(options.warm, |_| channel_exec(&runtime, &sandbox)).await?;
-    row("agent channel (brig-core, no HTTP)", &channel);
-    let no_spawn = series(options.warm, |_| channel_no_spawn(&runtime, &sandbox)).await?;
-    row("agent channel, no spawn (list a dir)", &no_spawn);
+    // In turns, one of each per round, so that the machine's drift during
+    // the run weighs on the three alike: their differences are the point.
     http_exec(&client, &base, KEY, "warm").await?;
-    let warm = series(options.warm, |_| http_exec(&client, &base, KEY, "warm")).await?;
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for round in 0..WARM_UP + options.warm {
+        let taken = [
+            timed(channel_exec(&runtime, &sandbox)).await?,
+            timed(channel_no_spawn(&runtime, &sandbox)).await?,
+            timed(http_exec(&client, &base, KEY, "warm")).await?,
+        ];
+        if round >= WARM_UP {
+            for (series, taken) in samples.iter_mut().zip(taken) {
+                series.push(taken);
+            }
+        }
+    }
+    let [channel, no_spawn, warm] = samples.map(Latency::of);
+    row("agent channel (brig-core, no HTTP)", &channel);
+    row("agent channel, no spawn (list a dir)", &no_spawn);
     row("brig HTTP warm (POST /execute, Redis)", &warm);
     // Counted on a series of its own: MONITOR slows Redis down.
     let monitor = Monitor::start(redis.port)?;

@@ -27,6 +27,13 @@ where
     paced_series(n, Duration::ZERO, once).await
 }
 
+/// How long `call` took.
+pub async fn timed<T>(call: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    call.await?;
+    Ok(started.elapsed())
+}
+
 /// Like [`series`], idle for `pace` (untimed) before each call.
 pub async fn paced_series<T, F, Fut>(n: usize, pace: Duration, mut once: F) -> anyhow::Result<Latency>
 where

@@ -365,8 +365,17 @@ fn containers_labelled(labels: &[String]) -> Vec<String> {
 
 /// Removes every container labelled with `instance`.
 pub fn remove_instance_containers(instance: &str) {
-    let ids = instance_containers(instance);
-    if !ids.is_empty() {
+    // A container whose start was in flight when its creator was killed
+    // (a warm-pool refill) can refuse removal for a moment: look again
+    // until none is left, a few times.
+    for attempt in 0..5 {
+        let ids = instance_containers(instance);
+        if ids.is_empty() {
+            return;
+        }
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
     }
 }
