@@ -20,6 +20,8 @@
 //!    `metrics::exporter`: the Prometheus exporter both binaries serve.
 //! 5. [`metrics`]: metric names and recorders.
 //! 6. [`policy`] (argv, the allowlist, working directories, languages),
+//!    [`egress`] (allow-list patterns, refused addresses, the decision for one
+//!    connection; nothing dials yet),
 //!    [`sandbox`] (what a sandbox is, [`ExecRequest`], [`ExecOutcome`], and
 //!    `sandbox::budget`, the memory it can pin), [`agent_binary`] (the agent
 //!    as the runtime sees it), `session::record` (what the store keeps).
@@ -33,6 +35,7 @@
 
 pub mod agent_binary;
 pub mod config;
+pub mod egress;
 pub mod metrics;
 pub mod policy;
 pub mod pool;

@@ -85,6 +85,19 @@ async fn a_lost_container_is_replaced_and_the_command_runs_in_the_new_one() {
     );
 }
 
+/// The command's last store call runs after the answer, and still runs: the
+/// container is not left marked busy until the command's deadline.
+#[tokio::test(start_paused = true)]
+async fn after_the_answer_the_container_is_no_longer_marked_busy() {
+    let (store, _, sessions) = setup();
+    let done = sessions.execute(&alice(), &sid("s"), echo("x")).await.unwrap();
+    let container = done.record.container.clone().unwrap();
+    // A second later (paused time), the command's mark would still stand for
+    // its deadline (the timeout and 10 s) had the last call not run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!store.command_running(&container).await.unwrap(), "still marked busy");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_wedged_agent_costs_its_container_and_the_next_command_gets_a_new_one_like_it() {
     let (store, runtime, sessions) = setup();
