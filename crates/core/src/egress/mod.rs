@@ -84,7 +84,10 @@ pub enum Verdict {
 /// literal) on `port`. `resolved`: what brig's own resolver answered for a
 /// name (ignored for a literal). `allow_private`: the operator's
 /// `EGRESS_ALLOW_PRIVATE`. `own`: the host's own addresses, never dialled
-/// unless private ones are allowed.
+/// unless private ones are allowed (include any public address that reaches
+/// the host without being on an interface, such as a cloud's 1:1 NAT). The
+/// caller dials only the addresses of [`Verdict::Dial`] and never looks the
+/// name up again.
 pub fn decide(
     list: &AllowList,
     host: &str,
@@ -97,12 +100,15 @@ pub fn decide(
         if allow_private {
             return None;
         }
-        let ip = pattern::canonical(ip);
-        if own.iter().any(|mine| pattern::canonical(*mine) == ip) {
+        let reached = address::effective(ip);
+        if own.iter().any(|mine| address::effective(*mine) == reached) {
             return Some(format!("{ip} is an address of brig's host"));
         }
         refused_because(ip).map(|why| format!("{ip} is {why}"))
     };
+    if port == 0 {
+        return Verdict::Refuse("port 0".into());
+    }
     let literal = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -162,6 +168,23 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_network_does_not_reach_ipv4_through_a_translator() {
+        let allowed = list(&["2002::/16", "64:ff9b::/96"]);
+        for host in ["[2002:101:101::]", "[64:ff9b::101:101]"] {
+            let why = refused(decide(&allowed, host, 443, &[], false, &[]));
+            assert!(why.contains("not in the session's allow-list"), "{host}: {why}");
+        }
+        refused(decide(
+            &list(&["*"]),
+            "pypi.org",
+            0,
+            &ips(&["151.101.0.223"]),
+            false,
+            &[],
+        ));
+    }
+
+    #[test]
     fn the_empty_list_refuses_everything() {
         let empty = AllowList::default();
         let why = refused(decide(&empty, "pypi.org", 443, &ips(&["151.101.0.223"]), false, &[]));
@@ -210,18 +233,18 @@ mod tests {
 
     #[test]
     fn address_literals_are_checked_against_networks_and_the_refused_ranges() {
-        let allowed = list(&["203.0.113.0/24", "169.254.0.0/16", "*.example.com"]);
+        let allowed = list(&["93.184.216.0/24", "169.254.0.0/16", "*.example.com"]);
         assert_eq!(
-            decide(&allowed, "203.0.113.7", 443, &[], false, &[]),
-            Verdict::Dial(ips(&["203.0.113.7"]))
+            decide(&allowed, "93.184.216.34", 443, &[], false, &[]),
+            Verdict::Dial(ips(&["93.184.216.34"]))
         );
         let why = refused(decide(&allowed, "169.254.169.254", 80, &[], false, &[]));
         assert!(why.contains("metadata"), "{why}");
-        refused(decide(&allowed, "198.51.100.1", 443, &[], false, &[]));
-        let v6 = list(&["[2001:db8::1]:443"]);
+        refused(decide(&allowed, "93.184.217.1", 443, &[], false, &[]));
+        let v6 = list(&["[2606:4700::1111]:443"]);
         assert_eq!(
-            decide(&v6, "[2001:db8::1]", 443, &[], false, &[]),
-            Verdict::Dial(ips(&["2001:db8::1"]))
+            decide(&v6, "[2606:4700::1111]", 443, &[], false, &[]),
+            Verdict::Dial(ips(&["2606:4700::1111"]))
         );
     }
 
@@ -238,19 +261,24 @@ mod tests {
     #[test]
     fn the_hosts_own_addresses_are_refused_even_when_public() {
         let allowed = list(&["*"]);
-        let own = ips(&["198.51.100.10"]);
+        let own = ips(&["93.184.216.10"]);
         let why = refused(decide(&allowed, "me.example", 22, &own, false, &own));
         assert!(why.contains("an address of brig's host"), "{why}");
-        refused(decide(&allowed, "198.51.100.10", 22, &[], false, &own));
+        refused(decide(&allowed, "93.184.216.10", 22, &[], false, &own));
+        // Also through the IPv6 forms that reach it.
+        for form in ["::ffff:93.184.216.10", "64:ff9b::5db8:d80a", "2002:5db8:d80a::1"] {
+            let why = refused(decide(&allowed, "me.example", 22, &ips(&[form]), false, &own));
+            assert!(why.contains("an address of brig's host"), "{form}: {why}");
+        }
     }
 
     #[test]
     fn a_name_outside_the_list_reaches_only_the_addresses_its_networks_hold() {
-        let allowed = list(&["203.0.113.0/24"]);
-        let resolved = ips(&["203.0.113.9", "198.51.100.1"]);
+        let allowed = list(&["93.184.216.0/24"]);
+        let resolved = ips(&["93.184.216.9", "151.101.0.223"]);
         assert_eq!(
             decide(&allowed, "svc.example", 443, &resolved, false, &[]),
-            Verdict::Dial(ips(&["203.0.113.9"]))
+            Verdict::Dial(ips(&["93.184.216.9"]))
         );
     }
 

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use super::address::effective;
+
 /// Longest pattern accepted (a 253-byte name, `*.`, `:65535`, with room).
 const MAX_PATTERN_BYTES: usize = 270;
 
@@ -103,6 +105,10 @@ fn parse_host(host: &str) -> Result<Host, PatternError> {
     if host == "*" {
         return Ok(Host::Any);
     }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'/') && has_leading_zero(host) {
+        // ipnet reads `010.0.0.0/8` as 10/8 where C tools read 8/8.
+        return Err(PatternError("a number with a leading zero (octal to some tools)"));
+    }
     if let Ok(net) = host.parse::<IpNet>() {
         // `10.0.0.1/8` names a network by one of its addresses: say which.
         if net.network() != net.addr() {
@@ -147,23 +153,30 @@ pub(crate) fn host_name(name: &str) -> Result<String, PatternError> {
             ));
         }
     }
-    if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(PatternError("not an IP address"));
+    // Resolvers read `0x7f.1`, `0x7f000001` or `1.2.3.0x4` as addresses:
+    // a name never ends in a number (the WHATWG URL rule).
+    let last = name.rsplit('.').next().unwrap_or_default();
+    let hex = last
+        .strip_prefix("0x")
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if hex || last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PatternError(
+            "not an IP address, and a host name never ends in a number",
+        ));
     }
     Ok(name)
+}
+
+/// Whether a dotted decimal address or prefix has a part written with a
+/// leading zero (`010`, `/08`).
+fn has_leading_zero(text: &str) -> bool {
+    text.split(['.', '/'])
+        .any(|part| part.len() > 1 && part.starts_with('0'))
 }
 
 /// `name` lower-cased without a trailing dot, as patterns store names.
 pub(crate) fn normal_name(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
-}
-
-/// An IPv4 address carried in an IPv6 one (`::ffff:a.b.c.d`) as the IPv4 one.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 impl Pattern {
@@ -173,7 +186,8 @@ impl Pattern {
 
     /// Whether this pattern allows a connection to the host name `name` (not
     /// an address literal; see [`allows_addr`](Self::allows_addr)) on `port`.
-    pub fn allows_name(&self, name: &str, port: u16) -> bool {
+    /// `name` must have passed [`host_name`].
+    pub(crate) fn allows_name(&self, name: &str, port: u16) -> bool {
         let name = normal_name(name);
         self.port_allows(port)
             && match &self.host {
@@ -184,19 +198,22 @@ impl Pattern {
             }
     }
 
-    /// Whether this pattern allows a connection to `ip` on `port`.
-    pub fn allows_addr(&self, ip: IpAddr, port: u16) -> bool {
+    /// Whether this pattern allows a connection to `ip` on `port`, judged on
+    /// the address it reaches (an IPv6 form carrying an IPv4 address matches
+    /// IPv4 networks only, so an IPv6 network never grants IPv4 through a
+    /// translator).
+    pub(crate) fn allows_addr(&self, ip: IpAddr, port: u16) -> bool {
         self.port_allows(port)
             && match &self.host {
                 Host::Any => true,
-                Host::Net(net) => net.contains(&canonical(ip)),
+                Host::Net(net) => net.contains(&effective(ip)),
                 Host::Name(_) | Host::Under(_) => false,
             }
     }
 
     /// Whether everything `other` allows, this pattern allows too: how a
     /// session's pattern is checked against the operator's bounds.
-    pub fn covers(&self, other: &Pattern) -> bool {
+    pub(crate) fn covers(&self, other: &Pattern) -> bool {
         let ports = match (self.port, other.port) {
             (None, _) => true,
             (Some(mine), Some(theirs)) => mine == theirs,
@@ -268,6 +285,17 @@ mod tests {
             "[2001:db8::1",
             "[2001:db8::1]443",
             "300.1.2.3",
+            "010.0.0.0/8",
+            "10.0.0.0/08",
+            "017.0.0.1",
+            "2130706433",
+            "0x7f.1",
+            "0x7f000001",
+            "1.2.3.0x4",
+            "fe80::1%eth0",
+            "pyp%69.org",
+            "bücher.example",
+            "pypi.org..",
             &"a".repeat(64),
             &format!("{}.com", "a.".repeat(130)),
         ] {
@@ -304,6 +332,9 @@ mod tests {
         assert!(p("[2001:db8::1]:443").allows_addr("2001:db8::1".parse().unwrap(), 443));
         assert!(!p("[2001:db8::1]:443").allows_addr("2001:db8::1".parse().unwrap(), 80));
         assert!(!p("example.com").allows_addr("203.0.113.9".parse().unwrap(), 443));
+        // An IPv6 network does not grant the IPv4 address a translator form reaches.
+        assert!(!p("2002::/16").allows_addr("2002:101:101::".parse().unwrap(), 443));
+        assert!(p("1.1.1.0/24").allows_addr("2002:101:101::".parse().unwrap(), 443));
     }
 
     #[test]
