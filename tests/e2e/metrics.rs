@@ -176,3 +176,47 @@ async fn client_chosen_methods_and_paths_never_become_series() {
         .sum();
     assert_eq!(other, 40.0, "the 40 requests to known routes count as method=\"other\"");
 }
+
+/// The metrics ports (API and worker) hold connections to the API port's
+/// bounds: a client that never finishes its headers is dropped after
+/// `HTTP_HEADER_TIMEOUT_SECONDS`, not kept for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_port_drops_a_client_that_never_finishes_its_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let redis = RedisServer::start();
+    let (api_port, worker_port) = (free_port(), free_port());
+    let api = BrigApi::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("METRICS_PORT", &api_port.to_string()),
+        ("HTTP_HEADER_TIMEOUT_SECONDS", "1"),
+    ]);
+    let worker_env = [
+        ("REDIS_URL", redis.url()),
+        ("METRICS_PORT", worker_port.to_string()),
+        ("HTTP_HEADER_TIMEOUT_SECONDS", "1".into()),
+    ];
+    let _worker = CleanupWorker::start(&api.instance, &env_refs(&worker_env));
+    for port in [api_port, worker_port] {
+        let give_up = Instant::now() + Duration::from_secs(15);
+        let mut stream = loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(stream) => break stream,
+                Err(err) => assert!(Instant::now() < give_up, "port {port}: {err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while !matches!(stream.read(&mut buf).await, Ok(0) | Err(_)) {}
+        })
+        .await;
+        assert!(closed.is_ok(), "port {port}: a half-sent request kept its connection");
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "port {port}: closed before the timeout"
+        );
+    }
+}

@@ -16,8 +16,9 @@
 //! - [`error`], [`views`]: the error type at the edge and the bodies several
 //!   transports share.
 //! - [`healthcheck`]: `brig-api healthcheck`, a probe of `/ready` for container runtimes.
-//! - [`server`]: the HTTP/1.1 server under the router, with its timeouts and
-//!   connection caps.
+//!
+//! The HTTP/1.1 server under the router, with its timeouts and connection
+//! caps, is `brig_core::http_server` (the metrics port of both binaries uses it too).
 //!
 //! What came of a command, layer by layer: the agent's `RunResult` (protocol)
 //! → `ExecOutcome` (runtime) → `Executed` (session flow, with timing) →
@@ -35,7 +36,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod rate_limit;
 pub mod routes;
-pub mod server;
 pub mod service;
 pub mod state;
 pub mod views;
@@ -74,7 +74,7 @@ pub async fn run(
             shutdown.stop();
         }
     };
-    let server = server::serve(listener, router(state), &limits, stop);
+    let server = brig_core::http_server::serve(listener, router(state), &limits, stop);
     tokio::pin!(server);
     // Serve until the signal (or until serving fails).
     let served = tokio::select! {
@@ -118,7 +118,6 @@ mod layering {
     const LEVELS: &[(&str, u32)] = &[
         ("main", 10),
         ("healthcheck", 9),
-        ("server", 9),
         ("routes", 8),
         ("mcp", 8),
         ("metrics", 8),

@@ -95,7 +95,7 @@ pub async fn serve_port(state: &AppState) -> std::io::Result<()> {
         let state = refreshed.clone();
         Box::pin(async move { refresh_gauges(&state).await })
     });
-    exporter::serve_port(&state.config.metrics, handle, Some(refresh)).await
+    exporter::serve_port(&state.config.metrics, &state.config.http, handle, Some(refresh)).await
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     // The worker's counters, on METRICS_PORT only (never without a port).
     if config.metrics.port.is_some() {
         let handle = exporter::install().context("installing the metrics recorder")?;
-        exporter::serve_port(&config.metrics, handle, None)
+        exporter::serve_port(&config.metrics, &config.http, handle, None)
             .await
             .with_context(|| {
                 format!(

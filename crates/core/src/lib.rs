@@ -17,7 +17,9 @@
 //!    facades (cooldowns, idempotency and execution records).
 //!    `policy::file` and `policy::rules`: the policy file and the rules in force.
 //! 4. [`config`]: typed configuration from the environment;
-//!    `metrics::exporter`: the Prometheus exporter both binaries serve.
+//!    `metrics::exporter`: the Prometheus exporter both binaries serve;
+//!    [`http_server`]: the bounded HTTP/1.1 server under brig-api's router and
+//!    both binaries' metrics port.
 //! 5. [`metrics`]: metric names and recorders.
 //! 6. [`policy`] (argv, the allowlist, working directories, languages),
 //!    [`egress`] (allow-list patterns, refused addresses, the decision for one
@@ -36,6 +38,7 @@
 pub mod agent_binary;
 pub mod config;
 pub mod egress;
+pub mod http_server;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
@@ -65,8 +68,10 @@ mod layering {
         ("policy::rules", 6),
         ("config", 5),
         ("metrics::exporter", 5),
+        ("http_server", 5),
         ("metrics", 4),
         ("policy", 3),
+        ("egress", 3),
         ("sandbox", 3),
         ("agent_binary", 3),
         ("session::record", 3),

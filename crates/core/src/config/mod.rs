@@ -40,12 +40,14 @@ pub struct Quota {
     pub total: u32,
 }
 
-/// What brig-cleanup-worker needs: no auth, no HTTP.
+/// What brig-cleanup-worker needs: no auth, no API.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub store: StoreConfig,
     /// `METRICS_TOKEN` / `METRICS_PORT`: the worker serves its counters only on the port.
     pub metrics: MetricsConfig,
+    /// The metrics port's connection bounds (`HTTP_*`, `MAX_CONNECTIONS*`).
+    pub http: HttpConfig,
     pub cleanup: CleanupConfig,
     pub sandbox: SandboxConfig,
     pub docker: DockerConfig,
@@ -57,6 +59,7 @@ impl WorkerConfig {
         let config = WorkerConfig {
             store: StoreConfig::from(&mut env),
             metrics: MetricsConfig::from_env(&mut env),
+            http: HttpConfig::from(&mut env),
             cleanup: CleanupConfig::from(&mut env),
             sandbox: SandboxConfig::from(&mut env),
             docker: DockerConfig::from(&mut env),

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::config::MetricsConfig;
+use crate::config::{HttpConfig, MetricsConfig};
 
 /// Work done before each scrape (gauges read at scrape time).
 pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -56,9 +56,12 @@ pub fn port_router(config: MetricsConfig, handle: PrometheusHandle, refresh: Opt
 }
 
 /// Serves [`port_router`] on `METRICS_PORT` (bound to `METRICS_HOST`) in the
-/// background; nothing without a port.
+/// background, with the same connection bounds as the API's port (`limits`:
+/// header and write timeouts, connection caps; the one route reads no body);
+/// nothing without a port.
 pub async fn serve_port(
     config: &MetricsConfig,
+    limits: &HttpConfig,
     handle: PrometheusHandle,
     refresh: Option<Refresh>,
 ) -> std::io::Result<()> {
@@ -68,6 +71,12 @@ pub async fn serve_port(
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), port)).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving metrics");
     let router = port_router(config.clone(), handle, refresh);
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let limits = limits.clone();
+    tokio::spawn(async move {
+        let served = crate::http_server::serve(listener, router, &limits, std::future::pending()).await;
+        if let Err(err) = served {
+            tracing::error!(%err, "the metrics port stopped");
+        }
+    });
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 server under the router, with the bounds of
+//! The HTTP/1.1 server under brig-api's router and both binaries' metrics
+//! port, with the bounds of
 //! [`HttpConfig`] (red team H2, H4): a client gets `HTTP_HEADER_TIMEOUT_SECONDS`
 //! to send its headers (and the same to send the next request on a kept-alive
 //! connection), and a connection whose answer has waited
@@ -20,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::config::HttpConfig;
 use axum::extract::ConnectInfo;
 use axum::Router;
-use brig_core::config::HttpConfig;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
