@@ -223,15 +223,7 @@ impl AuthFailures {
     }
 
     fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::V6(octets.into())
-            }
-            IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked")),
-            v4 => v4,
-        }
+        brig_core::http_server::source(ip)
     }
 
     /// Forgets addresses whose budget is full again and whose wait is over.

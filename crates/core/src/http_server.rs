@@ -114,7 +114,25 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
-/// Connections per source address.
+/// The source a client's address is counted as: an IPv4 address as itself
+/// (also when mapped into IPv6), an IPv6 address as its /64, which one
+/// subscriber usually holds whole (so rotating addresses inside it gains
+/// nothing).
+pub fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Connections per source ([`source`]).
 struct PerIp {
     limit: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
@@ -134,8 +152,10 @@ impl PerIp {
         }
     }
 
-    /// A place for one more connection from `ip`; `None` at the limit.
+    /// A place for one more connection from `ip` (counted by its
+    /// [`source`]); `None` at the limit.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Address> {
+        let ip = source(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let count = open.entry(ip).or_default();
         if self.limit > 0 && *count >= self.limit {
@@ -250,6 +270,18 @@ mod tests {
         assert!(table.admit(other).is_some(), "another address is not affected");
         drop(first);
         assert!(table.admit(ip).is_some());
+        // Addresses of one IPv6 /64 are one source; the next /64 is another.
+        let v6 = |text: &str| text.parse::<IpAddr>().unwrap();
+        let places: Vec<_> = (1..=2)
+            .map(|i| table.admit(v6(&format!("2001:db8:1:2::{i:x}"))).unwrap())
+            .collect();
+        assert!(table.admit(v6("2001:db8:1:2:ffff:ffff:ffff:ffff")).is_none());
+        assert!(table.admit(v6("2001:db8:1:3::1")).is_some());
+        drop(places);
+        // An IPv4 address mapped into IPv6 is the IPv4 address.
+        let mapped = table.admit(v6("::ffff:192.0.2.1")).unwrap();
+        assert!(table.admit(ip).is_none(), "a mapped address counted apart");
+        drop(mapped);
         let unlimited = Arc::new(PerIp::new(0));
         let held: Vec<_> = (0..1000).map(|_| unlimited.admit(ip).unwrap()).collect();
         drop(held);
