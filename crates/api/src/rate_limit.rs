@@ -195,7 +195,7 @@ impl AuthFailures {
     /// Refuses an address that used up its failures, before any check.
     pub fn admit(&self, ip: IpAddr) -> Result<(), ApiError> {
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        let key = Self::key(ip);
+        let key = brig_core::http_server::source(ip);
         match blocked.get(&key) {
             Some(until) if *until > Instant::now() => Err(ApiError::AuthRateLimited {
                 retry_after_secs: until.duration_since(Instant::now()).as_secs_f64().ceil().max(1.0) as u64,
@@ -213,17 +213,13 @@ impl AuthFailures {
         let Some(limiter) = &self.limiter else {
             return;
         };
-        let key = Self::key(ip);
+        let key = brig_core::http_server::source(ip);
         if let Err(not_until) = limiter.check_key(&key) {
             let wait = not_until.wait_time_from(self.clock.now());
             let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
             blocked.insert(key, Instant::now() + wait);
             tracing::warn!(source = %key, "failed authentications past AUTH_FAILURES_PER_MINUTE: refusing this address for {} s", wait.as_secs());
         }
-    }
-
-    fn key(ip: IpAddr) -> IpAddr {
-        brig_core::http_server::source(ip)
     }
 
     /// Forgets addresses whose budget is full again and whose wait is over.

@@ -45,10 +45,9 @@ where
         if !pace.is_zero() {
             tokio::time::sleep(pace).await;
         }
-        let started = Instant::now();
-        once(i).await?;
+        let taken = timed(once(i)).await?;
         if i >= WARM_UP {
-            samples.push(started.elapsed());
+            samples.push(taken);
         }
     }
     Ok(Latency::of(samples))
@@ -174,9 +173,7 @@ where
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 while Instant::now() < deadline {
-                    let begun = Instant::now();
-                    worker(slot).await?;
-                    samples.push(begun.elapsed());
+                    samples.push(timed(worker(slot)).await?);
                 }
                 anyhow::Ok(samples)
             })
