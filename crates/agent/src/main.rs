@@ -5,9 +5,10 @@
 //! - `file`: one file request frame on stdin, its answer on stdout (through `docker exec`).
 //! - `kill-tag TAG`: kill the command of the `run --tag TAG` (cancel, through `docker exec`).
 //!
-//! Modules: [`supervisor`] (spawn, reap, deadlines, cancel), [`io_loop`] (pipes, caps), [`leftovers`] (finding
+//! Modules: [`egress`] (the loopback proxy whose connections brig-api dials), [`supervisor`] (spawn, reap, deadlines, cancel), [`io_loop`] (pipes, caps), [`leftovers`] (finding
 //! what a command left behind), [`sys`] (the only unsafe code: raw syscalls).
 
+mod egress;
 mod files;
 mod io_loop;
 mod leftovers;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use brig_protocol::{DecodeError, ErrorCode, Frame, FrameDecoder, Stream, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
+use crate::egress::{Egress, FromApi};
 use crate::files;
 use crate::io_loop::{IoLoop, OutputSink};
 use crate::supervisor::Supervisor;
@@ -63,6 +64,10 @@ pub fn serve() -> io::Result<()> {
     let supervisor = Supervisor::start()?;
     let io_loop = IoLoop::start(supervisor.clone())?;
     let writer = Arc::new(FrameWriter::new());
+    // Without its port (taken, or no loopback) the sandbox just has no egress.
+    let egress = Egress::start(Arc::clone(&writer))
+        .map_err(|err| eprintln!("brig-agent: egress proxy not started: {err}"))
+        .ok();
     let mut decoder = FrameDecoder::new();
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
@@ -81,19 +86,49 @@ pub fn serve() -> io::Result<()> {
         };
         decoder.push(&buf[..n]);
         while let Some(frame) = decoder.next_frame() {
-            handle(frame, &supervisor, &io_loop, &writer);
+            handle(frame, &supervisor, &io_loop, &writer, egress.as_deref());
         }
     }
 }
 
-fn handle(frame: Result<Frame, DecodeError>, supervisor: &Supervisor, io_loop: &IoLoop, writer: &Arc<FrameWriter>) {
+fn handle(
+    frame: Result<Frame, DecodeError>,
+    supervisor: &Supervisor,
+    io_loop: &IoLoop,
+    writer: &Arc<FrameWriter>,
+    egress: Option<&Egress>,
+) {
     let error = |id, code, message: String| writer.send(&Frame::Error { id, code, message });
+    // Without a proxy no tunnel was ever opened: nothing to route.
+    let tunnel = |message: FromApi| {
+        if let Some(egress) = egress {
+            egress.deliver(message);
+        }
+    };
     match frame {
-        Ok(Frame::Hello { version }) => writer.send(&Frame::HelloOk {
-            version: version.min(PROTOCOL_VERSION),
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            max_frame_len: MAX_FRAME_LEN as u32,
-        }),
+        Ok(Frame::Hello { version }) => {
+            if let Some(egress) = egress {
+                egress.deliver(FromApi::Reset);
+            }
+            writer.send(&Frame::HelloOk {
+                version: version.min(PROTOCOL_VERSION),
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                max_frame_len: MAX_FRAME_LEN as u32,
+            })
+        }
+        Ok(Frame::DialReply { id, refusal }) => tunnel(FromApi::Reply { id, refusal }),
+        Ok(Frame::Data { id, data }) => tunnel(FromApi::Data { id, data }),
+        Ok(Frame::Credit { id, bytes }) => tunnel(FromApi::Credit { id, bytes }),
+        Ok(Frame::Shut { id }) => tunnel(FromApi::Shut { id }),
+        Ok(Frame::Close { id }) => tunnel(FromApi::Close { id }),
+        // An older brig-api answering a `Dial` it does not know.
+        Ok(Frame::Error {
+            id,
+            code: ErrorCode::UnsupportedFrame,
+            ..
+        }) => tunnel(FromApi::Unsupported { id }),
+        // Never answer an error with an error.
+        Ok(Frame::Error { .. }) => {}
         Ok(Frame::Run { id, request }) => match supervisor.spawn(id, request) {
             Ok(running) => {
                 let done_writer = Arc::clone(writer);

@@ -190,6 +190,17 @@ impl PollFd {
             revents: 0,
         })
     }
+    /// Readable and/or writable, as asked; with neither, only hang-ups and errors.
+    pub fn interest(fd: RawFd, read: bool, write: bool) -> Self {
+        let mut events = 0;
+        if read {
+            events |= libc::POLLIN;
+        }
+        if write {
+            events |= libc::POLLOUT;
+        }
+        PollFd(libc::pollfd { fd, events, revents: 0 })
+    }
     /// A slot poll ignores (negative fd).
     pub fn unused() -> Self {
         PollFd(libc::pollfd {
@@ -202,6 +213,14 @@ impl PollFd {
     /// reports what happened).
     pub fn ready(&self) -> bool {
         self.0.revents != 0
+    }
+    /// A read would not block (data, end of file, or an error to report).
+    pub fn can_read(&self) -> bool {
+        self.0.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+    }
+    /// A write would not block (room, or an error to report).
+    pub fn can_write(&self) -> bool {
+        self.0.revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR) != 0
     }
 }
 

@@ -42,6 +42,8 @@ pub enum ApiError {
         detail: String,
     },
     CommandNotAllowed(String),
+    /// A session asked for egress the operator's `EGRESS_ALLOWED` does not grant.
+    EgressNotAllowed(String),
     PayloadTooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
@@ -108,7 +110,7 @@ impl ApiError {
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             NotFound(_) | FileNotFound(_) | NotEnabled(_) => StatusCode::NOT_FOUND,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            CommandNotAllowed(_) => StatusCode::FORBIDDEN,
+            CommandNotAllowed(_) | EgressNotAllowed(_) => StatusCode::FORBIDDEN,
             PayloadTooLarge | FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -139,6 +141,7 @@ impl ApiError {
             NotFound(_) => "not_found",
             Invalid { code, .. } => code,
             CommandNotAllowed(_) => "command_not_allowed",
+            EgressNotAllowed(_) => "egress_not_allowed",
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
             MethodNotAllowed => "method_not_allowed",
@@ -181,7 +184,9 @@ impl ApiError {
                                 close those connections, then retry"
                 .into(),
             NotFound(what) => format!("{what} not found"),
-            Invalid { detail, .. } | CommandNotAllowed(detail) | NotReady(detail) => detail.clone(),
+            Invalid { detail, .. } | CommandNotAllowed(detail) | EgressNotAllowed(detail) | NotReady(detail) => {
+                detail.clone()
+            }
             FileNotFound(detail) | FileRefused(detail) | FileTooLarge(detail) => detail.clone(),
             PayloadTooLarge => "request body too large".into(),
             UnsupportedMediaType => "expected Content-Type: application/json".into(),

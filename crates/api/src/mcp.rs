@@ -65,6 +65,10 @@ pub struct NewSessionArgs {
     pub memory_limit: Option<String>,
     /// CPUs; clamped to CONTAINER_CPU_LIMIT.
     pub cpu_limit: Option<f64>,
+    /// Egress: hosts the session's commands may reach through the sandbox's
+    /// proxy (`pypi.org`, `*.pythonhosted.org`, `api.example.com:443`, a CIDR),
+    /// within EGRESS_ALLOWED; none by default.
+    pub allow_hosts: Option<Vec<String>>,
 }
 
 impl From<NewSessionArgs> for CreateSessionBody {
@@ -75,6 +79,7 @@ impl From<NewSessionArgs> for CreateSessionBody {
             cpu_limit: args.cpu_limit,
             image: args.image,
             runtime: args.runtime,
+            network: args.allow_hosts.map(|allow| crate::views::NetworkBody { allow }),
         }
     }
 }
@@ -186,7 +191,14 @@ impl BrigMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let state = &self.state;
         as_principal(&parts, |principal| async move {
-            let (view, created) = open_session(&state.sessions, &state.config.sandbox, &principal, args.into()).await?;
+            let (view, created) = open_session(
+                &state.sessions,
+                &state.config.sandbox,
+                &state.config.egress,
+                &principal,
+                args.into(),
+            )
+            .await?;
             let mut value = to_value(view)?;
             value["created"] = created.into();
             Ok(value)

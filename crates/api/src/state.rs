@@ -10,6 +10,7 @@ use brig_core::config::StoreConfig;
 use brig_core::policy::rules::LiveRules;
 use brig_core::pool::WarmPool;
 use brig_core::reaper::Reaper;
+use brig_core::sandbox::egress::EgressDialer;
 use brig_core::session::Sessions;
 use brig_core::shutdown::Shutdown;
 use brig_core::store::{ExecutionRecords, IdempotencyRecords, MemoryStore, RedisStore, SessionStore, StoreError};
@@ -58,6 +59,9 @@ pub struct AppState {
     /// The in-process reaper of the embedded mode (`SESSION_STORE=memory`),
     /// whose records live in this process: it also purges at exit.
     pub embedded_reaper: Option<Arc<Reaper>>,
+    /// Answers the sandboxes' egress dials (the runtime holds it weakly);
+    /// `None` when `EGRESS_ALLOWED` is empty.
+    pub egress_dialer: Option<Arc<dyn EgressDialer>>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -127,6 +131,11 @@ impl AppState {
         };
         let mut state = Self::from_parts(config, rules, store, runtime.clone());
         state.tenant_separation = separation;
+        if let Some(dialer) = state.sessions.egress_dialer(host_addresses()) {
+            let dialer: Arc<dyn EgressDialer> = Arc::new(dialer);
+            runtime.set_egress_dialer(Arc::downgrade(&dialer));
+            state.egress_dialer = Some(dialer);
+        }
         state
             .shutdown
             .spawn_loop(remove_stale_agent_volumes(runtime, state.config.cleanup.interval));
@@ -159,7 +168,8 @@ impl AppState {
         runtime: Arc<dyn SandboxRuntime>,
     ) -> Self {
         let shutdown = Shutdown::new();
-        let mut sessions = Sessions::new(store.clone(), runtime.clone(), config.session_ttl, config.quota);
+        let mut sessions = Sessions::new(store.clone(), runtime.clone(), config.session_ttl, config.quota)
+            .with_egress(config.egress.clone(), config.cleanup.max_age + Duration::from_secs(600));
         if config.sandbox.warm_pool_size > 0 {
             let pool = Arc::new(WarmPool::new(
                 store.clone(),
@@ -211,6 +221,19 @@ impl AppState {
             shutdown,
             tenant_separation: None,
             embedded_reaper: None,
+            egress_dialer: None,
+        }
+    }
+}
+
+/// The addresses of this host's interfaces: a sandbox never dials them
+/// (unless `EGRESS_ALLOW_PRIVATE`), public ones included.
+fn host_addresses() -> Vec<std::net::IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(|interface| interface.ip()).collect(),
+        Err(err) => {
+            tracing::warn!(%err, "listing the host's addresses failed; only the refused ranges keep sandboxes off it");
+            Vec::new()
         }
     }
 }

@@ -114,6 +114,30 @@ pub struct CreateSessionBody {
     pub image: Option<String>,
     /// `CONTAINER_RUNTIME` or one of `ALLOWED_RUNTIMES` (e.g. `runsc`).
     pub runtime: Option<String>,
+    /// Egress: the hosts the session's commands may reach through the proxy
+    /// (within `EGRESS_ALLOWED`); none by default.
+    pub network: Option<NetworkBody>,
+}
+
+/// A session's own egress allow-list.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkBody {
+    /// Patterns: `host`, `*.domain`, an IP address or CIDR, each with an
+    /// optional `:port` (`[v6]:port`), or `*`; at most 256.
+    #[schema(example = json!(["pypi.org", "*.pythonhosted.org", "api.example.com:443"]))]
+    pub allow: Vec<String>,
+}
+
+/// What a session may reach (`GET`/`PUT /sessions/{id}/network`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NetworkView {
+    /// The session's own patterns.
+    pub allow: Vec<String>,
+    /// `EGRESS_DEFAULT`: patterns every session has.
+    pub default: Vec<String>,
+    /// Whether the session's commands get the proxy environment (it has a pattern).
+    pub enabled: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

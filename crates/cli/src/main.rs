@@ -97,7 +97,13 @@ enum SessionsAction {
     /// The caller's sessions (the default).
     Ls,
     /// Creates a session (a random id if none is given).
-    Create { id: Option<String> },
+    Create {
+        id: Option<String>,
+        /// A host its commands may reach through the sandbox's proxy
+        /// (`pypi.org`, `*.example.com`, `host:443`, a CIDR); repeat for more.
+        #[arg(long = "allow", value_name = "HOST")]
+        allow: Vec<String>,
+    },
     /// Removes a session and its sandbox.
     Rm { id: String },
 }
@@ -226,8 +232,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                         }
                     }
                 }
-                SessionsAction::Create { id } => {
-                    let body = id.map_or_else(|| json!({}), |id| json!({"session_id": id}));
+                SessionsAction::Create { id, allow } => {
+                    let mut body = id.map_or_else(|| json!({}), |id| json!({"session_id": id}));
+                    if !allow.is_empty() {
+                        body["network"] = json!({ "allow": allow });
+                    }
                     let (status, created) = client
                         .request_with_status(reqwest::Method::POST, "/sessions", Some(&body))
                         .await?;

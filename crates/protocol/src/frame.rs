@@ -26,6 +26,26 @@ pub enum Frame {
     File { id: u32, request: FileRequest },
     /// Agent → client: the answer to `File`.
     FileDone { id: u32, reply: FileReply },
+    /// Agent → client: a process in the sandbox asks the egress proxy for a
+    /// connection to `host:port` (a name or an address, as asked). `id` names
+    /// the tunnel, in the agent's own id space (tunnel frames only).
+    Dial { id: u32, host: String, port: u16 },
+    /// Client → agent: the answer to `Dial`: `None` when the tunnel is open
+    /// (both sides may send [`TUNNEL_WINDOW`](crate::TUNNEL_WINDOW) bytes of
+    /// `Data` before any `Credit`), else why it was refused (one line).
+    DialReply { id: u32, refusal: Option<String> },
+    /// Either direction: bytes of an open tunnel, at most
+    /// [`MAX_TUNNEL_CHUNK`](crate::MAX_TUNNEL_CHUNK).
+    Data { id: u32, data: Vec<u8> },
+    /// Either direction: the receiver of `Data` consumed this many bytes; the
+    /// sender may send as many more.
+    Credit { id: u32, bytes: u32 },
+    /// Either direction: the sender sends no more `Data` on the tunnel (its
+    /// side of the connection reached end of file).
+    Shut { id: u32 },
+    /// Either direction: the tunnel is gone (reset, refused midway, or both
+    /// sides shut); no more frames follow for `id`.
+    Close { id: u32 },
 }
 
 /// A file operation. Paths are relative to `/workspace`, `/`-separated, with no
@@ -89,7 +109,13 @@ impl Frame {
             | Frame::Exit { id, .. }
             | Frame::Error { id, .. }
             | Frame::File { id, .. }
-            | Frame::FileDone { id, .. } => *id,
+            | Frame::FileDone { id, .. }
+            | Frame::Dial { id, .. }
+            | Frame::DialReply { id, .. }
+            | Frame::Data { id, .. }
+            | Frame::Credit { id, .. }
+            | Frame::Shut { id }
+            | Frame::Close { id } => *id,
         }
     }
 }

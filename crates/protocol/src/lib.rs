@@ -17,6 +17,9 @@
 //! `Error { code: UnsupportedFrame }` and carries on, so old agents and new clients
 //! (and the reverse) degrade instead of desynchronising. Every payload is decoded
 //! strictly: a short, overlong or ill-typed payload is an error, never a guess.
+//! Egress tunnels (`Dial`, `DialReply`, `Data`, `Credit`, `Shut`, `Close`) carry
+//! the connections of the agent's loopback proxy; the agent opens them, with
+//! ids of its own, and each direction is flow-controlled by credit.
 //! No tokio and no allocation beyond the frame being decoded: the agent is std-only.
 
 mod decoder;
@@ -55,6 +58,21 @@ pub const MAX_DIR_ENTRIES: usize = 4096;
 /// bytes, and a name that is not UTF-8 grows by half again when made one):
 /// a listing always fits a frame.
 pub const MAX_LIST_BYTES: usize = 1024 * 1024;
+
+/// Largest data payload of one tunnel `Data` frame: small, so that a command's
+/// frames never wait long behind a download's.
+pub const MAX_TUNNEL_CHUNK: usize = 32 * 1024;
+
+/// Bytes of `Data` either side of a tunnel may send before the other side
+/// grants more with `Credit`: what one connection may have in flight, so one
+/// slow reader holds up nobody else.
+pub const TUNNEL_WINDOW: u32 = 256 * 1024;
+
+/// Longest host name a `Dial` carries (a DNS name is at most 253 bytes).
+pub const MAX_DIAL_HOST: usize = 255;
+
+/// The port of the egress proxy the agent serves on the sandbox's loopback.
+pub const EGRESS_PROXY_PORT: u16 = 3128;
 
 /// Size of the fixed frame header: len (4), kind (1), request id (4).
 pub const HEADER_LEN: usize = 9;

@@ -4,7 +4,9 @@
 use crate::frame::{
     DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, RunRequest, RunResult, Stream, Termination,
 };
-use crate::{MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES};
+use crate::{
+    MAX_DIAL_HOST, MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES, MAX_TUNNEL_CHUNK,
+};
 
 const KIND_HELLO: u8 = 0x01;
 const KIND_RUN: u8 = 0x02;
@@ -24,6 +26,12 @@ const KIND_HELLO_OK: u8 = 0x81;
 const KIND_OUTPUT: u8 = 0x82;
 const KIND_EXIT: u8 = 0x83;
 const KIND_ERROR: u8 = 0xEE;
+const KIND_DIAL: u8 = 0x85;
+const KIND_DIAL_REPLY: u8 = 0x05;
+const KIND_DATA: u8 = 0x10;
+const KIND_CREDIT: u8 = 0x11;
+const KIND_SHUT: u8 = 0x12;
+const KIND_CLOSE: u8 = 0x13;
 
 const TERM_EXITED: u8 = 0;
 const TERM_SIGNALED: u8 = 1;
@@ -171,6 +179,20 @@ impl Frame {
                 }
                 FileReply::Done => w.u8(REPLY_DONE),
             },
+            Frame::Dial { host, port, .. } => {
+                w.str(host);
+                w.u16(*port);
+            }
+            Frame::DialReply { refusal, .. } => match refusal {
+                None => w.u8(0),
+                Some(reason) => {
+                    w.u8(1);
+                    w.str(reason);
+                }
+            },
+            Frame::Data { data, .. } => w.bytes(data),
+            Frame::Credit { bytes, .. } => w.u32(*bytes),
+            Frame::Shut { .. } | Frame::Close { .. } => {}
         }
         let len = out.len() - start - 4;
         if len > MAX_FRAME_LEN {
@@ -199,6 +221,12 @@ impl Frame {
             Frame::Error { .. } => KIND_ERROR,
             Frame::File { .. } => KIND_FILE,
             Frame::FileDone { .. } => KIND_FILE_DONE,
+            Frame::Dial { .. } => KIND_DIAL,
+            Frame::DialReply { .. } => KIND_DIAL_REPLY,
+            Frame::Data { .. } => KIND_DATA,
+            Frame::Credit { .. } => KIND_CREDIT,
+            Frame::Shut { .. } => KIND_SHUT,
+            Frame::Close { .. } => KIND_CLOSE,
         }
     }
 }
@@ -354,6 +382,35 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
             };
             Frame::FileDone { id, reply }
         }
+        KIND_DIAL => {
+            let host = r.str()?;
+            if host.is_empty() || host.len() > MAX_DIAL_HOST {
+                return Err("dial host empty or longer than MAX_DIAL_HOST");
+            }
+            Frame::Dial {
+                id,
+                host,
+                port: r.u16()?,
+            }
+        }
+        KIND_DIAL_REPLY => {
+            let refusal = match r.u8()? {
+                0 => None,
+                1 => Some(r.str()?),
+                _ => return Err("bad dial reply flag"),
+            };
+            Frame::DialReply { id, refusal }
+        }
+        KIND_DATA => {
+            let data = r.bytes()?;
+            if data.is_empty() || data.len() > MAX_TUNNEL_CHUNK {
+                return Err("tunnel data empty or larger than MAX_TUNNEL_CHUNK");
+            }
+            Frame::Data { id, data }
+        }
+        KIND_CREDIT => Frame::Credit { id, bytes: r.u32()? },
+        KIND_SHUT => Frame::Shut { id },
+        KIND_CLOSE => Frame::Close { id },
         _ => return Ok(None),
     };
     if !r.0.is_empty() {
@@ -531,6 +588,23 @@ mod tests {
                 code: ErrorCode::FileNotFound,
                 message: "gone".into(),
             },
+            Frame::Dial {
+                id: 1,
+                host: "pypi.org".into(),
+                port: 443,
+            },
+            Frame::DialReply { id: 1, refusal: None },
+            Frame::DialReply {
+                id: 2,
+                refusal: Some("not in the allow-list".into()),
+            },
+            Frame::Data {
+                id: 1,
+                data: vec![0, 1, 2],
+            },
+            Frame::Credit { id: 1, bytes: 4096 },
+            Frame::Shut { id: 1 },
+            Frame::Close { id: 1 },
         ]
     }
 
@@ -598,6 +672,56 @@ mod tests {
             }))
         );
         assert_eq!(decoder.next_frame(), Some(Ok(Frame::Hello { version: 1 })));
+        assert_eq!(decoder.next_frame(), None);
+    }
+
+    #[test]
+    fn tunnel_frames_past_their_bounds_are_malformed() {
+        let mut bytes = Frame::Data {
+            id: 3,
+            data: vec![7; MAX_TUNNEL_CHUNK + 1],
+        }
+        .encode();
+        bytes.extend(
+            Frame::Data {
+                id: 4,
+                data: Vec::new(),
+            }
+            .encode(),
+        );
+        bytes.extend(
+            Frame::Dial {
+                id: 5,
+                host: "a".repeat(MAX_DIAL_HOST + 1),
+                port: 80,
+            }
+            .encode(),
+        );
+        bytes.extend(
+            Frame::Dial {
+                id: 6,
+                host: String::new(),
+                port: 80,
+            }
+            .encode(),
+        );
+        let mut reply = Frame::DialReply { id: 7, refusal: None }.encode();
+        reply[HEADER_LEN] = 2;
+        bytes.extend(reply);
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&bytes);
+        for (kind, id) in [
+            (KIND_DATA, 3),
+            (KIND_DATA, 4),
+            (KIND_DIAL, 5),
+            (KIND_DIAL, 6),
+            (KIND_DIAL_REPLY, 7),
+        ] {
+            assert!(
+                matches!(decoder.next_frame(), Some(Err(DecodeError::Malformed { kind: k, id: i, .. })) if k == kind && i == id),
+                "frame {id} should be malformed"
+            );
+        }
         assert_eq!(decoder.next_frame(), None);
     }
 

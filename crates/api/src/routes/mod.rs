@@ -43,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .route("/executions/{execution_id}/cancel", post(executions::cancel))
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route("/sessions/{session_id}", get(sessions::get).delete(sessions::delete))
+        .route(
+            "/sessions/{session_id}/network",
+            get(sessions::get_network).put(sessions::put_network),
+        )
         .route("/sessions/{session_id}/files", get(files::list))
         .route(
             "/sessions/{session_id}/files/{*path}",

@@ -39,6 +39,8 @@ pub struct ErrorBody {
         sessions::list,
         sessions::get,
         sessions::delete,
+        sessions::get_network,
+        sessions::put_network,
         files::put,
         files::get,
         files::delete,

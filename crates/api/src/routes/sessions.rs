@@ -1,4 +1,5 @@
-//! `POST /sessions`, `GET /sessions`, `GET|DELETE /sessions/{session_id}`.
+//! `POST /sessions`, `GET /sessions`, `GET|DELETE /sessions/{session_id}`,
+//! `GET|PUT /sessions/{session_id}/network`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -8,9 +9,9 @@ use axum::Json;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::session_in_path;
-use crate::service::sessions::open_session;
+use crate::service::sessions::{checked_allow_list, open_session};
 use crate::state::AppState;
-use crate::views::{CreateSessionBody, SessionList, SessionView};
+use crate::views::{CreateSessionBody, NetworkBody, NetworkView, SessionList, SessionView};
 
 /// The body is optional: empty means "generate an id"; otherwise it must be JSON.
 fn parse_create_body(headers: &HeaderMap, body: &Bytes) -> Result<CreateSessionBody, ApiError> {
@@ -38,7 +39,14 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
     let body = parse_create_body(&headers, &body)?;
-    let (view, created) = open_session(&state.sessions, &state.config.sandbox, &principal, body).await?;
+    let (view, created) = open_session(
+        &state.sessions,
+        &state.config.sandbox,
+        &state.config.egress,
+        &principal,
+        body,
+    )
+    .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)))
 }
@@ -80,4 +88,48 @@ pub async fn delete(
         .delete(&principal.owner(), &session_in_path(&id)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn network_view(state: &AppState, record: &brig_core::session::SessionRecord) -> NetworkView {
+    let egress = &state.config.egress;
+    let default: Vec<String> = egress.default.patterns().iter().map(ToString::to_string).collect();
+    NetworkView {
+        enabled: egress.enabled() && !(default.is_empty() && record.options.egress.is_empty()),
+        allow: record.options.egress.clone(),
+        default,
+    }
+}
+
+#[utoipa::path(get, path = "/sessions/{session_id}/network", operation_id = "getSessionNetwork", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path)),
+    responses((status = 200, description = "What the session may reach", body = NetworkView)))]
+pub async fn get_network(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<NetworkView>, ApiError> {
+    let record = state.sessions.get(&principal.owner(), &session_in_path(&id)?).await?;
+    Ok(Json(network_view(&state, &record)))
+}
+
+#[utoipa::path(put, path = "/sessions/{session_id}/network", operation_id = "setSessionNetwork", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path)),
+    request_body = NetworkBody,
+    responses((status = 200, description = "The new list; new connections follow it", body = NetworkView)))]
+pub async fn put_network(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<NetworkView>, ApiError> {
+    let id = session_in_path(&id)?;
+    if !crate::json::is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body: NetworkBody =
+        serde_json::from_slice(&body).map_err(|err| ApiError::invalid("invalid_body", err.to_string()))?;
+    let allow = checked_allow_list(&state.config.egress, &body.allow)?;
+    let record = state.sessions.set_egress(&principal.owner(), &id, allow).await?;
+    Ok(Json(network_view(&state, &record)))
 }

@@ -1,6 +1,8 @@
 //! Opening a session with a client's options: `POST /sessions` and MCP's
 //! `create_session` (checked the same way, answered in the same shape).
 
+use brig_core::config::EgressConfig;
+use brig_core::egress::AllowList;
 use brig_core::session::{SessionId, Sessions};
 use brig_core::SandboxConfig;
 
@@ -13,6 +15,7 @@ use crate::views::{CreateSessionBody, SessionView};
 pub async fn open_session(
     sessions: &Sessions,
     sandbox: &SandboxConfig,
+    egress: &EgressConfig,
     principal: &Principal,
     body: CreateSessionBody,
 ) -> Result<(SessionView, bool), ApiError> {
@@ -20,12 +23,34 @@ pub async fn open_session(
         Some(id) => SessionId::parse(&id)?,
         None => SessionId::random(),
     };
-    let options = sandbox.session_options(
+    let mut options = sandbox.session_options(
         body.image.as_deref(),
         body.runtime.as_deref(),
         body.memory_limit.as_deref(),
         body.cpu_limit,
     )?;
+    options.egress = checked_allow_list(egress, &body.network.unwrap_or_default().allow)?;
     let (record, created) = sessions.open_with(&principal.owner(), &id, &options).await?;
     Ok((SessionView::of(&record, sandbox), created))
+}
+
+/// A session's asked-for allow-list, checked: every entry must parse (422
+/// naming it) and lie within `EGRESS_ALLOWED` (403 naming the setting).
+/// Returned trimmed, as it is kept.
+pub fn checked_allow_list(egress: &EgressConfig, allow: &[String]) -> Result<Vec<String>, ApiError> {
+    if allow.is_empty() {
+        return Ok(Vec::new());
+    }
+    let asked = AllowList::parse(allow).map_err(|err| ApiError::invalid("invalid_egress_pattern", err.to_string()))?;
+    if !egress.enabled() {
+        return Err(ApiError::EgressNotAllowed(
+            "egress is off in this deployment: EGRESS_ALLOWED is empty".into(),
+        ));
+    }
+    if let Some(outside) = egress.allowed.first_outside(&asked) {
+        return Err(ApiError::EgressNotAllowed(format!(
+            "{outside} is not within EGRESS_ALLOWED"
+        )));
+    }
+    Ok(asked.patterns().iter().map(ToString::to_string).collect())
 }

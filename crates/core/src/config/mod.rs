@@ -10,9 +10,11 @@
 //! - `auth`: JWT secret and API keys; `llm`: the model of `/generate`.
 //! - `store`, `cleanup`, `metrics`: Redis or memory, the reaper, who may scrape.
 //! - `http`: the server's timeouts and connection caps.
+//! - `egress`: what sessions may reach ([`EgressConfig`]).
 
 mod auth;
 mod cleanup;
+mod egress;
 mod env;
 mod http;
 mod llm;
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 pub use self::auth::{ApiKey, AuthConfig, MIN_KEY_LEN};
 pub use self::cleanup::CleanupConfig;
+pub use self::egress::EgressConfig;
 pub use self::env::{parse_instance, parse_size, ConfigError, ConfigErrors, Env};
 pub(crate) use self::env::{positive, seconds};
 pub use self::http::HttpConfig;
@@ -117,6 +120,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub sandbox: SandboxConfig,
     pub docker: DockerConfig,
+    pub egress: EgressConfig,
 }
 
 impl Config {
@@ -185,6 +189,7 @@ impl Config {
         );
         let sandbox = SandboxConfig::from(&mut env);
         let docker = DockerConfig::from(&mut env);
+        let egress = EgressConfig::from(&mut env);
         let config = Config {
             host,
             port,
@@ -211,6 +216,7 @@ impl Config {
             shutdown_grace,
             sandbox,
             docker,
+            egress,
         };
         env.finish(config)
     }

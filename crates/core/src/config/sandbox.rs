@@ -248,6 +248,7 @@ impl SandboxConfig {
             runtime,
             memory_bytes,
             nano_cpus,
+            egress: Vec::new(),
         })
     }
 }

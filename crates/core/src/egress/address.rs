@@ -27,6 +27,17 @@ pub(crate) fn effective(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The cloud metadata services (AWS, GCP, Azure, OpenStack: 169.254.169.254;
+/// AWS over IPv6: fd00:ec2::254; Alibaba: 100.100.100.200), refused even
+/// where private addresses are allowed. `ip` is an [`effective`] address.
+pub(crate) fn is_metadata(ip: IpAddr) -> bool {
+    const V4: [Ipv4Addr; 2] = [Ipv4Addr::new(169, 254, 169, 254), Ipv4Addr::new(100, 100, 100, 200)];
+    match ip {
+        IpAddr::V4(v4) => V4.contains(&v4),
+        IpAddr::V6(v6) => v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    }
+}
+
 /// Why `ip` is never dialled for a sandbox, or `None` for a public address.
 /// Judged on the [`effective`] address.
 pub fn refused_because(ip: IpAddr) -> Option<&'static str> {

@@ -62,6 +62,24 @@ impl AllowList {
         &self.0
     }
 
+    /// This list followed by the patterns of `more` (each already bounded).
+    pub fn extended(&self, more: &AllowList) -> AllowList {
+        AllowList(self.0.iter().chain(&more.0).cloned().collect())
+    }
+
+    /// Whether brig should resolve the name `host` for a connection on
+    /// `port` at all: only when a pattern might allow it (by name, or by a
+    /// network its addresses could fall in), so that a sandbox cannot make
+    /// brig look up names of its choosing (data leaks out through lookups).
+    pub fn worth_resolving(&self, host: &str, port: u16) -> bool {
+        let Ok(name) = pattern::host_name(host) else {
+            return false;
+        };
+        self.0
+            .iter()
+            .any(|p| p.allows_name(&name, port) || p.is_network_for(port))
+    }
+
     /// The first of `asked` that no pattern of these bounds covers.
     pub fn first_outside<'a>(&self, asked: &'a AllowList) -> Option<&'a Pattern> {
         asked
@@ -97,10 +115,14 @@ pub fn decide(
     own: &[IpAddr],
 ) -> Verdict {
     let refused = |ip: IpAddr| -> Option<String> {
+        let reached = address::effective(ip);
+        // Cloud credentials: no deployment means that by allowing its LAN.
+        if address::is_metadata(reached) {
+            return Some(format!("{ip} is the cloud metadata service"));
+        }
         if allow_private {
             return None;
         }
-        let reached = address::effective(ip);
         if own.iter().any(|mine| address::effective(*mine) == reached) {
             return Some(format!("{ip} is an address of brig's host"));
         }
@@ -182,6 +204,47 @@ mod tests {
             false,
             &[],
         ));
+    }
+
+    #[test]
+    fn the_metadata_service_is_refused_even_where_private_addresses_are_allowed() {
+        let everything = list(&["*"]);
+        for host in [
+            "169.254.169.254",
+            "[::ffff:169.254.169.254]",
+            "[fd00:ec2::254]",
+            "100.100.100.200",
+        ] {
+            let why = refused(decide(&everything, host, 80, &[], true, &[]));
+            assert!(why.contains("metadata"), "{host}: {why}");
+        }
+        let why = refused(decide(
+            &everything,
+            "metadata.internal",
+            80,
+            &ips(&["169.254.169.254"]),
+            true,
+            &[],
+        ));
+        assert!(why.contains("metadata"), "{why}");
+        assert_eq!(
+            decide(&everything, "10.0.0.1", 80, &[], true, &[]),
+            Verdict::Dial(ips(&["10.0.0.1"]))
+        );
+    }
+
+    #[test]
+    fn only_names_a_pattern_might_allow_are_worth_resolving() {
+        let names = list(&["pypi.org:443", "*.example.com"]);
+        assert!(names.worth_resolving("PyPI.org", 443));
+        assert!(!names.worth_resolving("pypi.org", 80));
+        assert!(names.worth_resolving("a.example.com", 80));
+        assert!(!names.worth_resolving("secret-data.attacker.test", 443));
+        assert!(!names.worth_resolving("not a name", 443));
+        let networks = list(&["198.51.100.0/24:443"]);
+        assert!(networks.worth_resolving("anything.test", 443));
+        assert!(!networks.worth_resolving("anything.test", 80));
+        assert_eq!(names.extended(&networks).patterns().len(), 3);
     }
 
     #[test]

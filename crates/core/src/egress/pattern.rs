@@ -198,6 +198,12 @@ impl Pattern {
             }
     }
 
+    /// Whether this pattern is a network that could hold an address some
+    /// name resolves to, on `port`.
+    pub(crate) fn is_network_for(&self, port: u16) -> bool {
+        self.port_allows(port) && matches!(self.host, Host::Net(_))
+    }
+
     /// Whether this pattern allows a connection to `ip` on `port`, judged on
     /// the address it reaches (an IPv6 form carrying an IPv4 address matches
     /// IPv4 networks only, so an IPv6 network never grants IPv4 through a

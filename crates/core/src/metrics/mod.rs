@@ -28,6 +28,10 @@ pub const ENGINE_ERRORS: &str = "brig_engine_errors_total";
 pub const CHANNEL_REATTACHES: &str = "brig_channel_reattaches_total";
 pub const CLEANUP_PASSES: &str = "brig_cleanup_passes_total";
 pub const CLEANUP_ERRORS: &str = "brig_cleanup_errors_total";
+/// Egress connections a sandbox asked for, by `outcome` (`allowed`, `denied`).
+pub const EGRESS_CONNECTIONS: &str = "brig_egress_connections_total";
+/// Bytes through egress tunnels, by `direction` (`up`: sandbox → upstream; `down`).
+pub const EGRESS_BYTES: &str = "brig_egress_bytes_total";
 
 /// A finished command: `ok` (exit 0), `nonzero`, `timed_out`, `cancelled` or
 /// `oom_killed` (SIGKILL that brig did not send: the OOM killer).

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub mod budget;
+pub mod egress;
 
 /// Labels every brig container carries (README: "Security model").
 pub mod labels {
@@ -46,12 +47,27 @@ pub struct SandboxOptions {
     pub memory_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nano_cpus: Option<i64>,
+    /// The session's egress allow-list (patterns as given, already checked
+    /// against `EGRESS_ALLOWED`); empty: only `EGRESS_DEFAULT`. It shapes no
+    /// container: the dialer reads it from the record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 impl SandboxOptions {
-    /// Whether a warm-pool spare (created with the defaults) fits.
+    /// Nothing departs from the configuration.
     pub fn is_default(&self) -> bool {
         *self == SandboxOptions::default()
+    }
+
+    /// Whether a warm-pool spare (created with the default image and
+    /// limits) fits: the allow-list is no property of the container.
+    pub fn fits_spare(&self) -> bool {
+        SandboxOptions {
+            egress: Vec::new(),
+            ..self.clone()
+        }
+        .is_default()
     }
 }
 

@@ -5,6 +5,7 @@
 //! Redis (or memory) holds the truth about liveness; the engine holds the
 //! container. A record whose container is gone is repaired on next use.
 
+pub mod egress;
 pub mod ids;
 pub mod record;
 
@@ -72,6 +73,14 @@ pub struct Sessions {
     pool: Option<Arc<WarmPool>>,
     /// This process, as a holder of channel leases.
     replica: String,
+    egress: Option<EgressSetup>,
+}
+
+/// How sessions get egress (see [`Sessions::with_egress`]).
+struct EgressSetup {
+    config: crate::config::EgressConfig,
+    /// How long a container's session key is kept: past the age limit.
+    owner_ttl: Duration,
 }
 
 /// What the caller of [`Sessions::open_from`] already knows of the record.
@@ -105,7 +114,68 @@ impl Sessions {
             quota,
             pool: None,
             replica: random_token(),
+            egress: None,
         }
+    }
+
+    /// Sessions may have egress, within `config` (no effect when it allows
+    /// nothing). Each container's session is recorded for the dialer for
+    /// `owner_ttl` (longer than a container may live).
+    pub fn with_egress(mut self, config: crate::config::EgressConfig, owner_ttl: Duration) -> Self {
+        self.egress = config.enabled().then_some(EgressSetup { config, owner_ttl });
+        self
+    }
+
+    /// The dialer that answers these sessions' sandboxes (`own`: the host's
+    /// addresses); `None` when egress is off.
+    pub fn egress_dialer(&self, own: Vec<std::net::IpAddr>) -> Option<egress::SessionDialer> {
+        let setup = self.egress.as_ref()?;
+        Some(egress::SessionDialer::new(
+            Arc::clone(&self.store),
+            self.replica.clone(),
+            setup.config.clone(),
+            own,
+        ))
+    }
+
+    /// Whether the session's commands get the proxy environment.
+    fn has_egress(&self, record: &SessionRecord) -> bool {
+        self.egress
+            .as_ref()
+            .is_some_and(|setup| !setup.config.default.is_empty() || !record.options.egress.is_empty())
+    }
+
+    /// Records whose session `record`'s container serves, for the dialer.
+    /// Best effort: without it the sandbox's dials are refused, nothing else.
+    async fn note_sandbox_owner(&self, record: &SessionRecord) {
+        let (Some(setup), Some(container)) = (self.egress.as_ref(), record.container()) else {
+            return;
+        };
+        let value = serde_json::json!({"owner": record.owner, "session_id": record.session_id}).to_string();
+        if let Err(err) = self
+            .store
+            .put_value(&egress::owner_key(container), &value, setup.owner_ttl)
+            .await
+        {
+            tracing::warn!(%err, session = %record.session_id, "recording the sandbox's session for egress failed; its dials will be refused");
+        }
+    }
+
+    /// Replaces the session's own egress allow-list (already checked against
+    /// the operator's bounds); its new connections follow the new list.
+    pub async fn set_egress(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        allow: Vec<String>,
+    ) -> Result<SessionRecord, SessionError> {
+        let mut record = self.store.get(owner, id).await?.ok_or(SessionError::NotFound)?;
+        record.options.egress = allow;
+        // Keep the expiry the store has: `replace` sets a TTL.
+        let left = Duration::from_millis((record.expires_at_ms - Utc::now().timestamp_millis()).max(1000) as u64);
+        self.store.replace(&record, left).await?;
+        self.note_sandbox_owner(&record).await;
+        Ok(record)
     }
 
     /// New sessions claim a spare from `pool` when it has one.
@@ -217,7 +287,7 @@ impl Sessions {
         // session's name is an orphan (the store was flushed, or its creator died
         // before recording it). Sessions start clean, so it goes.
         // Spares run the default image and limits.
-        if let Some(pool) = self.pool.as_ref().filter(|_| options.is_default()) {
+        if let Some(pool) = self.pool.as_ref().filter(|_| options.fits_spare()) {
             if let Some(spare) = pool.take().await {
                 let record = SessionRecord {
                     container: Some(spare.clone()),
@@ -229,6 +299,7 @@ impl Sessions {
                     let _ = self.store.delete(owner, id).await;
                     return Err(err.into());
                 }
+                self.note_sandbox_owner(&record).await;
                 // The rename also replaces an orphan holding the session's name.
                 pool.rename_claimed(spare, request);
                 metrics::counter!(crate::metrics::POOL_CLAIMS).increment(1);
@@ -251,6 +322,7 @@ impl Sessions {
                     ..pending
                 };
                 self.store.replace(&record, self.ttl).await?;
+                self.note_sandbox_owner(&record).await;
                 Ok((record, created))
             }
             Err(err) => {
@@ -302,6 +374,10 @@ impl Sessions {
             }
         };
         let mut container = ready_container(&record)?;
+        let mut request = request;
+        if self.has_egress(&record) {
+            request.env.extend(egress::proxy_env());
+        }
         let started_at = Utc::now();
         let started = Instant::now();
         let outcome = async {
@@ -459,6 +535,10 @@ impl Sessions {
         let record = self.store.delete(owner, id).await?.ok_or(SessionError::NotFound)?;
         // A pending record has no container yet: its creator owns what comes.
         if let Some(container) = record.container() {
+            if self.egress.is_some() {
+                // Best effort: the key also expires, and names a gone container.
+                let _ = self.store.delete_value(&egress::owner_key(container)).await;
+            }
             self.runtime.remove(container).await?;
             crate::metrics::container_removed("deleted", 1);
         }

@@ -9,23 +9,25 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::query_parameters::AttachContainerOptionsBuilder;
 use bollard::Docker;
 use brig_protocol::{
-    ErrorCode, FileReply, FileRequest, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN,
-    MAX_LIST_LEN, MAX_STDIN_BYTES, PROTOCOL_VERSION,
+    DecodeError, ErrorCode, FileReply, FileRequest, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination,
+    MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES, PROTOCOL_VERSION,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::tunnel::Tunnels;
 use super::{engine_error, TIMEOUT_EXIT_CODE};
 use crate::runtime::RuntimeError;
+use crate::sandbox::egress::EgressDialer;
 use crate::sandbox::{ExecHooks, ExecOutcome};
 
 /// How long the agent may take to answer `Hello` (it may still be starting).
@@ -33,6 +35,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Frames queued for the writer task before senders wait.
 const WRITE_QUEUE: usize = 256;
+
+/// Tunnel data frames queued for the writer task (served after every
+/// command frame, so a download never delays a command by more than one).
+const BULK_QUEUE: usize = 16;
 
 /// A finished request: the agent's result and the output kept under the cap.
 pub(crate) struct Finished {
@@ -96,6 +102,7 @@ struct Waiters {
 struct Shared {
     waiters: Mutex<Waiters>,
     closed: AtomicBool,
+    tunnels: Arc<Tunnels>,
 }
 
 impl Shared {
@@ -114,6 +121,8 @@ impl Shared {
         for (_, file) in waiters.files.drain() {
             let _ = file.send(Err(error()));
         }
+        drop(waiters);
+        self.tunnels.close_all();
     }
 }
 
@@ -133,8 +142,13 @@ impl Drop for Channel {
 }
 
 impl Channel {
-    /// Attaches to `container`'s stdio and greets the agent.
-    pub async fn open(docker: &Docker, container: &str) -> Result<Arc<Channel>, RuntimeError> {
+    /// Attaches to `container`'s stdio and greets the agent; `dialer` answers
+    /// its egress proxy's dials.
+    pub async fn open(
+        docker: &Docker,
+        container: &str,
+        dialer: Option<Weak<dyn EgressDialer>>,
+    ) -> Result<Arc<Channel>, RuntimeError> {
         let options = AttachContainerOptionsBuilder::default()
             .stdin(true)
             .stdout(true)
@@ -146,16 +160,24 @@ impl Channel {
             .attach_container(container, Some(options))
             .await
             .map_err(engine_error)?;
+        let (frames, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let (bulk, mut bulk_queue) = mpsc::channel::<Vec<u8>>(BULK_QUEUE);
         let shared = Arc::new(Shared {
             waiters: Mutex::default(),
             closed: AtomicBool::new(false),
+            tunnels: Tunnels::new(container, dialer, frames.clone(), bulk),
         });
-        let (frames, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
 
         let mut input = attached.input;
         let writer_shared = Arc::clone(&shared);
         let writer = tokio::spawn(async move {
-            while let Some(bytes) = queue.recv().await {
+            loop {
+                let bytes = tokio::select! {
+                    biased;
+                    Some(bytes) = queue.recv() => bytes,
+                    Some(bytes) = bulk_queue.recv() => bytes,
+                    else => break,
+                };
                 if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
                     break;
                 }
@@ -165,6 +187,7 @@ impl Channel {
 
         let mut output = attached.output;
         let reader_shared = Arc::clone(&shared);
+        let control = frames.clone();
         let container_name = container.to_string();
         let reader = tokio::spawn(async move {
             let mut decoder = FrameDecoder::new();
@@ -172,7 +195,7 @@ impl Channel {
                 match output.next().await {
                     Some(Ok(LogOutput::StdOut { message })) => {
                         decoder.push(&message);
-                        if let Err(violation) = dispatch_all(&mut decoder, &reader_shared) {
+                        if let Err(violation) = dispatch_all(&mut decoder, &reader_shared, &control) {
                             tracing::warn!(container = %container_name, %violation, "closing sandbox channel");
                             break Some(violation);
                         }
@@ -348,9 +371,28 @@ impl Drop for CancelOnDrop<'_> {
 }
 
 /// Routes every complete frame to its waiter. `Err` is a protocol violation.
-fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared) -> Result<(), String> {
+fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared, control: &mpsc::Sender<Vec<u8>>) -> Result<(), String> {
     while let Some(frame) = decoder.next_frame() {
-        let frame = frame.map_err(|err| err.to_string())?;
+        let frame = match frame {
+            // A newer agent's extension: say so and carry on.
+            Err(DecodeError::UnknownKind { id, kind }) => {
+                let unsupported = Frame::Error {
+                    id,
+                    code: ErrorCode::UnsupportedFrame,
+                    message: format!("unknown frame kind {kind:#04x}"),
+                };
+                let _ = control.try_send(unsupported.encode());
+                continue;
+            }
+            other => other.map_err(|err| err.to_string())?,
+        };
+        if matches!(
+            frame,
+            Frame::Dial { .. } | Frame::Data { .. } | Frame::Credit { .. } | Frame::Shut { .. } | Frame::Close { .. }
+        ) {
+            shared.tunnels.on_frame(frame)?;
+            continue;
+        }
         let mut waiters = shared.lock();
         match frame {
             Frame::HelloOk { version, .. } => {
@@ -392,7 +434,16 @@ fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared) -> Result<(), Strin
                     let _ = file.send(Ok(reply));
                 }
             }
-            other @ (Frame::Hello { .. } | Frame::Run { .. } | Frame::Cancel { .. } | Frame::File { .. }) => {
+            other @ (Frame::Hello { .. }
+            | Frame::Run { .. }
+            | Frame::Cancel { .. }
+            | Frame::File { .. }
+            | Frame::DialReply { .. }
+            | Frame::Data { .. }
+            | Frame::Credit { .. }
+            | Frame::Shut { .. }
+            | Frame::Close { .. }
+            | Frame::Dial { .. }) => {
                 return Err(format!("agent sent a client-side frame (request {})", other.id()));
             }
         }

@@ -59,7 +59,7 @@ impl DockerRuntime {
         // A container dying just now still shows as running for a moment, and an
         // attach to it never answers: race the greeting against its death.
         let opened = tokio::select! {
-            opened = Channel::open(&self.docker, id) => opened,
+            opened = Channel::open(&self.docker, id, self.egress.get().cloned()) => opened,
             () = self.until_stopped(id) => Err(RuntimeError::Engine("the container stopped".into())),
         };
         let channel = match opened {

@@ -7,6 +7,7 @@
 //!   [`channels`]: the registry of one channel per container.
 //! - [`errors`]: engine answers as [`RuntimeError`]s.
 //! - [`fallback`]: one command through `docker exec` and the agent's `run` mode.
+//! - [`tunnel`]: egress tunnels over a channel, dialled by the [`EgressDialer`].
 
 mod channel;
 mod channels;
@@ -14,6 +15,7 @@ mod errors;
 mod fallback;
 mod publish;
 pub mod spec;
+mod tunnel;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -37,6 +39,7 @@ use self::spec::{info_from_labels, sandbox_info};
 use crate::agent_binary::AgentBinary;
 use crate::config::{DockerConfig, SandboxConfig};
 use crate::runtime::{RuntimeError, SandboxRuntime};
+use crate::sandbox::egress::EgressDialer;
 use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo, SandboxOptions};
 use brig_protocol::{FileReply, FileRequest};
 
@@ -62,6 +65,8 @@ pub struct DockerRuntime {
     channels: Mutex<HashMap<String, ChannelSlot>>,
     /// Map size at which closed channels are swept next.
     sweep_at: AtomicUsize,
+    /// Answers the dials of the sandboxes' egress proxies (none: refused).
+    egress: std::sync::OnceLock<std::sync::Weak<dyn EgressDialer>>,
 }
 
 impl DockerRuntime {
@@ -88,7 +93,14 @@ impl DockerRuntime {
             published: Mutex::default(),
             channels: Mutex::default(),
             sweep_at: AtomicUsize::new(64),
+            egress: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Who answers the sandboxes' egress dials from now on (once; weak, since
+    /// the dialer usually holds this runtime).
+    pub fn set_egress_dialer(&self, dialer: std::sync::Weak<dyn EgressDialer>) {
+        let _ = self.egress.set(dialer);
     }
 
     pub fn config(&self) -> &SandboxConfig {
