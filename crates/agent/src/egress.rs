@@ -36,6 +36,13 @@ const DIAL_WAIT: Duration = Duration::from_secs(20);
 /// How long a refused client may take to read its answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// After the client's end of file, how long the tunnel waits for upstream
+/// bytes before it closes: a half-close (a request sent, the answer still
+/// coming) keeps working while the answer flows, and a killed command's
+/// connections do not hold the sandbox's connection cap until brig-api's
+/// idle limit.
+const FIN_WAIT: Duration = Duration::from_secs(5);
+
 /// What brig-api sent about a tunnel.
 pub enum FromApi {
     Reply {
@@ -174,7 +181,7 @@ impl Proxy {
                 sys::eventfd_clear(&egress.wake);
                 let messages = std::mem::take(&mut *egress.incoming.lock().unwrap_or_else(|p| p.into_inner()));
                 for message in messages {
-                    self.from_api(message);
+                    self.on_message(message);
                 }
             }
             if fds[1].ready() {
@@ -231,7 +238,7 @@ impl Proxy {
         }
     }
 
-    fn from_api(&mut self, message: FromApi) {
+    fn on_message(&mut self, message: FromApi) {
         let writer = &self.writer;
         let (id, conn) = match &message {
             FromApi::Reset => {
@@ -279,6 +286,9 @@ impl Proxy {
                 conn.refuse(502, "this brig-api does not support egress")
             }
             FromApi::Data { data, .. } if conn.phase == Phase::Open && !conn.peer_shut => {
+                if conn.read_eof {
+                    conn.deadline = Some(Instant::now() + FIN_WAIT);
+                }
                 if conn.inbound.len() + data.len() > TUNNEL_WINDOW as usize {
                     // brig-api sent past the credit we gave: drop the tunnel.
                     writer.send(&Frame::Close { id });
@@ -369,6 +379,7 @@ impl Conn {
         match self.sock.read(&mut buf[..room]) {
             Ok(0) => {
                 self.read_eof = true;
+                self.deadline = Some(Instant::now() + FIN_WAIT);
                 writer.send(&Frame::Shut { id });
             }
             Ok(n) => {
@@ -427,6 +438,11 @@ impl Conn {
                 Phase::Dialing => {
                     writer.send(&Frame::Close { id });
                     self.refuse(504, "brig-api did not answer in time");
+                }
+                // The client's end of file, and nothing more from upstream.
+                Phase::Open => {
+                    writer.send(&Frame::Close { id });
+                    self.phase = Phase::Done;
                 }
                 _ => self.phase = Phase::Done,
             }

@@ -123,10 +123,12 @@ pub fn decide(
         if allow_private {
             return None;
         }
-        if own.iter().any(|mine| address::effective(*mine) == reached) {
-            return Some(format!("{ip} is an address of brig's host"));
+        if let Some(why) = refused_because(ip) {
+            return Some(format!("{ip} is {why}"));
         }
-        refused_because(ip).map(|why| format!("{ip} is {why}"))
+        own.iter()
+            .any(|mine| address::effective(*mine) == reached)
+            .then(|| format!("{ip} is an address of brig's host"))
     };
     if port == 0 {
         return Verdict::Refuse("port 0".into());
@@ -165,7 +167,7 @@ pub fn decide(
     // One refused address refuses the name: it may be rebinding to the host,
     // the LAN or the metadata service between two lookups.
     if let Some(why) = resolved.iter().find_map(|ip| refused(*ip)) {
-        return Verdict::Refuse(format!("{name} resolves to {why}"));
+        return Verdict::Refuse(format!("{name} resolves to a refused address: {why}"));
     }
     Verdict::Dial(candidates)
 }

@@ -312,8 +312,10 @@ impl Relay<'_> {
             };
             self.credit.add_permits(allowed - n);
             if n == 0 {
+                // Behind the data in the same queue: a `Shut` that overtook
+                // it would end the sandbox's side before the last bytes.
                 let shut = Frame::Shut { id: self.id }.encode();
-                return self.tunnels.control.send(shut).await.map_err(|_| "channel_closed");
+                return self.tunnels.bulk.send(shut).await.map_err(|_| "channel_closed");
             }
             self.charge(n)?;
             self.down.fetch_add(n as u64, Ordering::Relaxed);
