@@ -50,6 +50,9 @@ fn readme_api() -> BrigApi {
         ("METRICS_TOKEN", METRICS_TOKEN),
         // What scripts/run.sh makes the default: an image with Python.
         ("CONTAINER_IMAGE", "brig-sandbox-python:latest"),
+        // The Egress section's examples ask for these (creating the session
+        // dials nothing).
+        ("EGRESS_ALLOWED", "pypi.org:443,*.pythonhosted.org"),
     ])
 }
 
