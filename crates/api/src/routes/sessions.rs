@@ -9,6 +9,7 @@ use axum::Json;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::session_in_path;
+use crate::json::ApiJson;
 use crate::service::sessions::{checked_allow_list, open_session};
 use crate::state::AppState;
 use crate::views::{CreateSessionBody, NetworkBody, NetworkView, SessionList, SessionView};
@@ -120,15 +121,9 @@ pub async fn put_network(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    ApiJson(body): ApiJson<NetworkBody>,
 ) -> Result<Json<NetworkView>, ApiError> {
     let id = session_in_path(&id)?;
-    if !crate::json::is_json(&headers) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let body: NetworkBody =
-        serde_json::from_slice(&body).map_err(|err| ApiError::invalid("invalid_body", err.to_string()))?;
     let allow = checked_allow_list(&state.config.egress, &body.allow)?;
     let record = state.sessions.set_egress(&principal.owner(), &id, allow).await?;
     Ok(Json(network_view(&state, &record)))
