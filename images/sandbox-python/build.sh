@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds a sandbox image with Python on a machine without an image registry:
 # the minimal offline sandbox image (images/sandbox/build.sh) plus Debian's
-# python3 (installed with apt-get when missing) with exactly the shared
-# libraries it loads and its standard library. scripts/run.sh builds its
+# python3 and curl (installed with apt-get when missing) with exactly the
+# shared libraries they load, and Python's standard library. scripts/run.sh builds its
 # default image this way when no registry is reachable.
 # With a registry, the same kind of image is simply (python:3.12-alpine is the
 # Dockerfile's default base):
@@ -16,11 +16,11 @@ tag=${1:-brig-sandbox-python:latest}
 base=brig-sandbox-minimal:latest
 
 docker image inspect "$base" >/dev/null 2>&1 || "$here/../sandbox/build.sh" "$base"
-# Debian's own interpreter, whatever else PATH may offer first.
-if [ ! -x /usr/bin/python3 ]; then
+# Debian's own interpreter and curl, whatever else PATH may offer first.
+if [ ! -x /usr/bin/python3 ] || [ ! -x /usr/bin/curl ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq python3 >/dev/null
+  apt-get install -y -qq python3 curl >/dev/null
 fi
 python=$(readlink -f /usr/bin/python3)
 version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
@@ -33,10 +33,11 @@ mkdir -p "$root/usr/bin" "$root/usr/lib"
 cp "$python" "$root/usr/bin/python$version"
 ln -s "python$version" "$root/usr/bin/python3"
 ln -s "python$version" "$root/usr/bin/python"
+cp /usr/bin/curl "$root/usr/bin/curl"
 while read -r lib; do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
-done < <(ldd "$python" | grep -o '/[^ ]*' | sort -u)
+done < <(ldd "$python" /usr/bin/curl | grep -o '/[^ ]*' | grep -v ':$' | sort -u)
 # The standard library without caches, tests or what needs a display.
 tar -C / --exclude='__pycache__' --exclude="${stdlib#/}/test" --exclude="${stdlib#/}/idlelib" \
   --exclude="${stdlib#/}/tkinter" --exclude="${stdlib#/}/site-packages" --exclude="${stdlib#/}/dist-packages" \
@@ -51,4 +52,4 @@ FROM $base
 COPY root/ /
 DOCKERFILE
 quiet_build -t "$tag" "$ctx"
-echo "built $tag ($base + python$version from this machine)"
+echo "built $tag ($base + python$version and curl from this machine)"

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::*;
 
 const PYTHON_IMAGE: &str = "brig-sandbox-python:latest";
-const COMMANDS: &str = "sh,echo,wget,nc,python3,cat";
+const COMMANDS: &str = "sh,echo,wget,curl,nc,python3,cat";
 const BIG: usize = 50 * 1024 * 1024;
 /// The agent's proxy port (brig_protocol::EGRESS_PROXY_PORT).
 const PROXY: u16 = 3128;
@@ -231,7 +231,7 @@ async fn allowed_denied_tls_and_live_changes(runtime: &str) {
     let created = create(&api, "net", &allow).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
 
-    // Allowed, from the environment alone: busybox wget and Python urllib.
+    // Allowed, from the environment alone: busybox wget, curl and Python urllib.
     let got = sh(&api, "net", &format!("wget -q -O - http://127.0.0.2:{http}/hello"), 20).await;
     assert_eq!(got["exit_code"], 0, "{got}");
     assert_eq!(stdout(&got), "hello from upstream (GET /hello HTTP/1.1)");
@@ -240,6 +240,8 @@ async fn allowed_denied_tls_and_live_changes(runtime: &str) {
     );
     let got = sh(&api, "net", &urllib, 20).await;
     assert_eq!(stdout(&got).trim(), "hello from upstream (GET /py HTTP/1.1)", "{got}");
+    let got = sh(&api, "net", &format!("curl -sS http://127.0.0.2:{http}/curl"), 20).await;
+    assert_eq!(stdout(&got), "hello from upstream (GET /curl HTTP/1.1)", "{got}");
 
     // TLS through CONNECT, verified against the server's own certificate.
     let put = reqwest::Client::new()
@@ -255,6 +257,9 @@ async fn allowed_denied_tls_and_live_changes(runtime: &str) {
          print(u.urlopen('https://127.0.0.2:{}/', context=c).read().decode())\"",
         tls.port
     );
+    let got = sh(&api, "net", &https, 20).await;
+    assert_eq!(stdout(&got).trim(), "hello over tls", "{got}");
+    let https = format!("curl -sS --cacert /workspace/ca.pem https://127.0.0.2:{}/", tls.port);
     let got = sh(&api, "net", &https, 20).await;
     assert_eq!(stdout(&got).trim(), "hello over tls", "{got}");
 

@@ -252,3 +252,84 @@ fn hangup(api: &BrigApi) {
         .unwrap();
     assert!(sent.success());
 }
+
+/// Roles that say `egress` narrow what their principals' sessions may be
+/// granted within `EGRESS_ALLOWED`; a role that does not grants none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_narrow_the_egress_a_session_may_be_granted() {
+    let policy = PolicyFile::new(
+        r#"
+commands = ["echo"]
+
+[roles.agents]
+commands = ["*"]
+egress = ["*.example.com"]
+
+[roles.plain]
+commands = ["*"]
+
+[api_key_roles]
+alice = ["agents"]
+bob = ["plain"]
+"#,
+    );
+    let api = BrigApi::start(&[
+        ("SESSION_STORE", "memory"),
+        ("ALLOWED_COMMANDS_PATH", policy.path()),
+        ("EGRESS_ALLOWED", "*.example.com,pypi.org:443"),
+    ]);
+    let create = |key: &'static str, session: &'static str, allow: &'static str| {
+        let api = &api;
+        async move {
+            let body = json!({"session_id": session, "network": {"allow": [allow]}});
+            call(api, reqwest::Method::POST, "/sessions", key, Some(body)).await
+        }
+    };
+    let granted = create(ALICE_KEY, "a", "api.example.com:443").await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{:?}", granted.body);
+    let beyond_role = create(ALICE_KEY, "b", "pypi.org:443").await;
+    assert_eq!(beyond_role.status, StatusCode::FORBIDDEN, "{:?}", beyond_role.body);
+    assert_eq!(beyond_role.body["error"], "egress_not_allowed");
+    assert!(
+        beyond_role.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pypi.org:443 is not granted to your roles"),
+        "{:?}",
+        beyond_role.body
+    );
+    // A live change is bounded alike.
+    let put = call(
+        &api,
+        reqwest::Method::PUT,
+        "/sessions/a/network",
+        ALICE_KEY,
+        Some(json!({"allow": ["pypi.org:443"]})),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::FORBIDDEN, "{:?}", put.body);
+    let kept = call(&api, reqwest::Method::GET, "/sessions/a/network", ALICE_KEY, None).await;
+    assert_eq!(kept.body["allow"], json!(["api.example.com:443"]), "{:?}", kept.body);
+    // A role without `egress` grants none; a session without egress is fine.
+    let none = create(BOB_KEY, "c", "api.example.com:443").await;
+    assert_eq!(none.status, StatusCode::FORBIDDEN, "{:?}", none.body);
+    let plain = call(
+        &api,
+        reqwest::Method::POST,
+        "/sessions",
+        BOB_KEY,
+        Some(json!({"session_id": "d"})),
+    )
+    .await;
+    assert_eq!(plain.status, StatusCode::CREATED, "{:?}", plain.body);
+    // A token's roles count the same way.
+    let token = jwt(json!({"sub": "dana", "exp": unix_now() + 60, "roles": ["plain", "agents"]}));
+    let reply = reqwest::Client::new()
+        .post(api.url("/sessions"))
+        .bearer_auth(token)
+        .json(&json!({"session_id": "e", "network": {"allow": ["*.example.com"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::CREATED);
+}

@@ -195,6 +195,7 @@ impl BrigMcp {
                 &state.sessions,
                 &state.config.sandbox,
                 &state.config.egress,
+                state.egress_grant(&principal).as_ref(),
                 &principal,
                 args.into(),
             )

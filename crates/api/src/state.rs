@@ -224,6 +224,12 @@ impl AppState {
             egress_dialer: None,
         }
     }
+
+    /// The egress patterns the policy file's roles let `principal`'s sessions
+    /// be granted (`None`: the rules do not narrow `EGRESS_ALLOWED`).
+    pub fn egress_grant(&self, principal: &crate::auth::Principal) -> Option<brig_core::egress::AllowList> {
+        self.rules.current().egress_grant(principal.caller())
+    }
 }
 
 /// The addresses of this host's interfaces: a sandbox never dials them

@@ -8,6 +8,7 @@
 //! with a warm pool) and brig-cleanup-worker, on a throwaway BRIG_INSTANCE that
 //! it removes afterwards.
 
+mod egress;
 mod probes;
 mod scenarios;
 mod stats;
@@ -53,6 +54,7 @@ struct Options {
     throughput_for: Duration,
     memory_sessions: usize,
     reap_sessions: usize,
+    egress_bytes: u64,
     json: String,
     image: String,
 }
@@ -65,6 +67,7 @@ fn options() -> anyhow::Result<Options> {
         throughput_for: Duration::from_secs(if quick { 1 } else { 5 }),
         memory_sessions: if quick { 10 } else { 100 },
         reap_sessions: if quick { 10 } else { 50 },
+        egress_bytes: if quick { 20_000_000 } else { 200_000_000 },
         json,
         image: std::env::var("CONTAINER_IMAGE").unwrap_or_else(|_| "brig-sandbox-minimal:latest".into()),
     })
@@ -356,6 +359,38 @@ async fn run(
         &reaping,
     );
 
+    println!(
+        "\negress (MB/s, best of 3 runs of {} MB)",
+        options.egress_bytes / 1_000_000
+    );
+    let egress = {
+        let api = start_api(&api_env(redis, &options.image, &egress::api_env()), None);
+        let measured = egress::measure(
+            &client,
+            &api.base,
+            KEY,
+            docker,
+            &sandbox,
+            options.egress_bytes,
+            options.warm.min(200),
+        )
+        .await;
+        let instance = api.instance.clone();
+        drop(api);
+        remove_instance_containers(&instance);
+        measured?
+    };
+    for (name, rate) in [
+        ("host loopback (the bench reads itself)", &egress.host_loopback),
+        ("Engine API exec stream (head -c)", &egress.engine_exec_stream),
+        ("tunnel, 1 connection (wget)", &egress.tunnel_1),
+        ("tunnel, 4 connections (wget)", &egress.tunnel_4),
+    ] {
+        println!("{name:<38} {:>9.1} MB/s", rate.mb_per_second);
+    }
+    row("warm echo, egress session, quiet", &egress.echo_quiet);
+    row("warm echo, same session, downloading", &egress.echo_during_download);
+
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let ratios = json!({
         "http_warm_over_channel_p50": ratio(warm.p50_ms, channel.p50_ms),
@@ -366,6 +401,10 @@ async fn run(
         "throughput_32_sessions_over_raw_32": ratio(http32, raw32.per_second),
         "throughput_8_sessions_over_1": ratio(http8, http1),
         "channel_spawn_minus_no_spawn_p50_ms": channel.p50_ms - no_spawn.p50_ms,
+        "tunnel_1_over_engine_exec_stream": ratio(egress.tunnel_1.mb_per_second, egress.engine_exec_stream.mb_per_second),
+        "tunnel_4_over_engine_exec_stream": ratio(egress.tunnel_4.mb_per_second, egress.engine_exec_stream.mb_per_second),
+        "tunnel_1_over_host_loopback": ratio(egress.tunnel_1.mb_per_second, egress.host_loopback.mb_per_second),
+        "echo_p50_downloading_over_quiet": ratio(egress.echo_during_download.p50_ms, egress.echo_quiet.p50_ms),
     });
     println!("\nratios (same run)");
     for (name, value) in ratios.as_object().unwrap() {
@@ -377,6 +416,7 @@ async fn run(
         "reaping_after_ttl": reaping,
     });
     report["throughput"] = json!(throughputs);
+    report["egress"] = json!(egress);
     report["memory_kib"] = json!({
         "api_idle": idle_kib, "api_one_session": one_kib, "api_many_sessions": many_kib,
         "sessions": options.memory_sessions, "api_per_session": per_session_kib, "agent": agent_kib,

@@ -44,6 +44,7 @@ pub async fn create(
         &state.sessions,
         &state.config.sandbox,
         &state.config.egress,
+        state.egress_grant(&principal).as_ref(),
         &principal,
         body,
     )
@@ -124,7 +125,11 @@ pub async fn put_network(
     ApiJson(body): ApiJson<NetworkBody>,
 ) -> Result<Json<NetworkView>, ApiError> {
     let id = session_in_path(&id)?;
-    let allow = checked_allow_list(&state.config.egress, &body.allow)?;
+    let allow = checked_allow_list(
+        &state.config.egress,
+        state.egress_grant(&principal).as_ref(),
+        &body.allow,
+    )?;
     let record = state.sessions.set_egress(&principal.owner(), &id, allow).await?;
     Ok(Json(network_view(&state, &record)))
 }

@@ -16,6 +16,7 @@ pub async fn open_session(
     sessions: &Sessions,
     sandbox: &SandboxConfig,
     egress: &EgressConfig,
+    grant: Option<&AllowList>,
     principal: &Principal,
     body: CreateSessionBody,
 ) -> Result<(SessionView, bool), ApiError> {
@@ -29,15 +30,20 @@ pub async fn open_session(
         body.memory_limit.as_deref(),
         body.cpu_limit,
     )?;
-    options.egress = checked_allow_list(egress, &body.network.unwrap_or_default().allow)?;
+    options.egress = checked_allow_list(egress, grant, &body.network.unwrap_or_default().allow)?;
     let (record, created) = sessions.open_with(&principal.owner(), &id, &options).await?;
     Ok((SessionView::of(&record, sandbox), created))
 }
 
 /// A session's asked-for allow-list, checked: every entry must parse (422
-/// naming it) and lie within `EGRESS_ALLOWED` (403 naming the setting).
-/// Returned trimmed, as it is kept.
-pub fn checked_allow_list(egress: &EgressConfig, allow: &[String]) -> Result<Vec<String>, ApiError> {
+/// naming it), lie within `EGRESS_ALLOWED` and within `grant`, what the policy
+/// file's roles give the caller (`None`: no narrowing); 403 naming the setting
+/// otherwise. Returned trimmed, as it is kept.
+pub fn checked_allow_list(
+    egress: &EgressConfig,
+    grant: Option<&AllowList>,
+    allow: &[String],
+) -> Result<Vec<String>, ApiError> {
     if allow.is_empty() {
         return Ok(Vec::new());
     }
@@ -50,6 +56,11 @@ pub fn checked_allow_list(egress: &EgressConfig, allow: &[String]) -> Result<Vec
     if let Some(outside) = egress.allowed.first_outside(&asked) {
         return Err(ApiError::EgressNotAllowed(format!(
             "{outside} is not within EGRESS_ALLOWED"
+        )));
+    }
+    if let Some(outside) = grant.and_then(|grant| grant.first_outside(&asked)) {
+        return Err(ApiError::EgressNotAllowed(format!(
+            "{outside} is not granted to your roles by the policy file (ALLOWED_COMMANDS_PATH)"
         )));
     }
     Ok(asked.patterns().iter().map(ToString::to_string).collect())

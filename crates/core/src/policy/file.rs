@@ -19,6 +19,7 @@
 //!
 //! [roles.default]                           # principals without a role (else: everything)
 //! commands = ["ls", "cat", "echo"]
+//! egress = ["pypi.org", "*.pythonhosted.org"] # what its sessions may be granted
 //!
 //! [api_key_roles]                           # roles of API-key principals
 //! ci-bot = ["ops"]
@@ -30,7 +31,11 @@
 //! ```
 //!
 //! A principal with roles gets the union of those roles' grants; roles the file
-//! does not define grant nothing (fail closed). Every error at load names the
+//! does not define grant nothing (fail closed). `egress` narrows what a
+//! principal's sessions may be granted within `EGRESS_ALLOWED` (which stays
+//! the deployment's bound, and its switch): once any role says `egress`, a
+//! role that does not grants none; `"*"` is the whole of `EGRESS_ALLOWED`; a
+//! file where no role says `egress` narrows nothing. Every error at load names the
 //! offending entry. Regexes are `regex` crate syntax: linear time, no backtracking.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +45,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::egress::AllowList;
 use crate::policy::{Argv, PolicyError};
 
 /// Largest policy file read.
@@ -78,6 +84,7 @@ struct RawRole {
     patterns: Vec<String>,
     #[serde(default)]
     aliases: Vec<String>,
+    egress: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,11 +157,32 @@ impl Names {
     }
 }
 
+/// The egress patterns a grant lets a principal's sessions ask for.
+#[derive(Debug, Clone, Default)]
+enum EgressGrant {
+    #[default]
+    None,
+    Some(AllowList),
+    /// All of `EGRESS_ALLOWED`.
+    All,
+}
+
+impl EgressGrant {
+    fn merge(&self, other: &EgressGrant) -> EgressGrant {
+        match (self, other) {
+            (EgressGrant::All, _) | (_, EgressGrant::All) => EgressGrant::All,
+            (EgressGrant::None, other) | (other, EgressGrant::None) => other.clone(),
+            (EgressGrant::Some(a), EgressGrant::Some(b)) => EgressGrant::Some(a.extended(b)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Grant {
     commands: Names,
     patterns: Names,
     aliases: Names,
+    egress: EgressGrant,
 }
 
 impl Grant {
@@ -163,6 +191,7 @@ impl Grant {
             commands: Names::All,
             patterns: Names::All,
             aliases: Names::All,
+            egress: EgressGrant::All,
         }
     }
 }
@@ -285,9 +314,20 @@ impl PolicyFile {
             }
             Ok(Names::Some(listed.iter().cloned().collect()))
         };
+        // Roles narrow egress only once one of them speaks of it.
+        let egress_by_role = raw.roles.values().any(|role| role.egress.is_some());
+        let egress = |role: &str, listed: &Option<Vec<String>>| match listed {
+            _ if !egress_by_role => Ok(EgressGrant::All),
+            None => Ok(EgressGrant::None),
+            Some(listed) if listed.iter().any(|entry| entry == "*") => Ok(EgressGrant::All),
+            Some(listed) => AllowList::parse(listed)
+                .map(EgressGrant::Some)
+                .map_err(|err| format!("roles.{role}.egress: {err}")),
+        };
         let mut roles = BTreeMap::new();
         for (role, grant) in &raw.roles {
             let grant = Grant {
+                egress: egress(role, &grant.egress)?,
                 commands: names("commands", role, &grant.commands, &|n| commands.contains(n))?,
                 patterns: names("patterns", role, &grant.patterns, &|n| {
                     patterns.iter().any(|(p, _)| p == n)
@@ -350,8 +390,19 @@ impl PolicyFile {
             union.commands = merge(&union.commands, &grant.commands);
             union.patterns = merge(&union.patterns, &grant.patterns);
             union.aliases = merge(&union.aliases, &grant.aliases);
+            union.egress = union.egress.merge(&grant.egress);
         }
         union
+    }
+
+    /// What the sessions of a principal with `roles` may be granted, within
+    /// `EGRESS_ALLOWED`: `None` when the file does not narrow it.
+    pub(super) fn egress_grant(&self, roles: &[String]) -> Option<AllowList> {
+        match self.grant(roles).egress {
+            EgressGrant::All => None,
+            EgressGrant::None => Some(AllowList::default()),
+            EgressGrant::Some(list) => Some(list),
+        }
     }
 
     pub(super) fn check(&self, line: &str, roles: &[String]) -> Result<Allowed, PolicyError> {
@@ -486,6 +537,41 @@ scope = "global"
     }
 
     #[test]
+    fn roles_narrow_egress_once_one_of_them_speaks_of_it() {
+        let grant = |policy: &str, roles: &[&str]| {
+            let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+            let rules = Rules::File(Box::new(PolicyFile::parse(policy, false).unwrap()));
+            rules
+                .egress_grant(Caller::Token { roles: &roles })
+                .map(|list| list.patterns().iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        assert_eq!(grant(POLICY, &["ops"]), None, "no role says egress: no narrowing");
+        assert_eq!(grant(POLICY, &[]), None);
+        let policy = r#"
+commands = ["ls"]
+[roles.agents]
+egress = ["pypi.org", "*.pythonhosted.org"]
+[roles.fetch]
+egress = ["api.example.com:443"]
+[roles.ops]
+egress = ["*"]
+[roles.plain]
+commands = ["ls"]
+"#;
+        assert_eq!(
+            grant(policy, &["agents", "fetch"]).unwrap(),
+            ["pypi.org", "*.pythonhosted.org", "api.example.com:443"]
+        );
+        assert_eq!(grant(policy, &["ops", "plain"]), None, "\"*\" is all of EGRESS_ALLOWED");
+        assert_eq!(grant(policy, &["plain"]).unwrap(), Vec::<String>::new());
+        assert_eq!(grant(policy, &["stranger"]).unwrap(), Vec::<String>::new());
+        assert_eq!(grant(policy, &[]), None, "no default role: everything, as for commands");
+        assert!(Rules::List(crate::policy::CommandPolicy::from_list("ls"))
+            .egress_grant(Caller::Token { roles: &[] })
+            .is_none());
+    }
+
+    #[test]
     fn errors_name_the_offending_entry() {
         for (policy, expected) in [
             (r#"commands = ["/bin/sh"]"#, "commands[0]"),
@@ -511,6 +597,10 @@ scope = "global"
                 "cooldowns[0]: seconds",
             ),
             ("comands = [\"ls\"]", "unknown field"),
+            (
+                "[roles.r]\negress = [\"10.0.0.0/33\"]",
+                "roles.r.egress: \"10.0.0.0/33\"",
+            ),
         ] {
             let err = PolicyFile::parse(policy, false).unwrap_err();
             assert!(err.to_string().contains(expected), "{policy:?}: {err}");

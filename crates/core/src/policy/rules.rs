@@ -4,6 +4,7 @@
 
 use super::file::PolicyFileError;
 pub use super::file::{Allowed, Cooldown, PolicyFile, Rule, Scope};
+use crate::egress::AllowList;
 use crate::policy::{Argv, CommandPolicy, Languages, PolicyError};
 
 /// The rules in force: the plain allowlist, or a policy file.
@@ -28,13 +29,17 @@ impl Rules {
                     cooldown: None,
                 })
             }
-            Rules::File(file) => {
-                let roles = match caller {
-                    Caller::ApiKey { name } => file.api_key_roles(name),
-                    Caller::Token { roles } => roles.to_vec(),
-                };
-                file.check(line, &roles)
-            }
+            Rules::File(file) => file.check(line, &roles_of(file, caller)),
+        }
+    }
+
+    /// The egress patterns `caller`'s sessions may be granted within
+    /// `EGRESS_ALLOWED`: `None` when these rules do not narrow it (the plain
+    /// list, or a policy file where no role says `egress`).
+    pub fn egress_grant(&self, caller: Caller<'_>) -> Option<AllowList> {
+        match self {
+            Rules::List(_) => None,
+            Rules::File(file) => file.egress_grant(&roles_of(file, caller)),
         }
     }
 }
@@ -53,6 +58,14 @@ impl Rules {
             })
             .map(|(name, _)| name)
             .collect()
+    }
+}
+
+/// The roles of `caller` under a policy file: an API key's come from the file.
+fn roles_of(file: &PolicyFile, caller: Caller<'_>) -> Vec<String> {
+    match caller {
+        Caller::ApiKey { name } => file.api_key_roles(name),
+        Caller::Token { roles } => roles.to_vec(),
     }
 }
 
