@@ -501,6 +501,48 @@ async fn egress_is_off_unless_allowed_and_patterns_are_checked() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
+/// Two replicas on one store: commands through either reach the upstream, and
+/// only the process holding the sandbox's channel lease dials (the other,
+/// which runs its commands through the engine's exec, never answers a dial).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_replica_serves_egress_through_the_channel_holder() {
+    let http = http_server().await;
+    let redis = RedisServer::start();
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("ALLOWED_COMMANDS", COMMANDS.to_string()),
+        ("CONTAINER_IMAGE", PYTHON_IMAGE.to_string()),
+        ("EGRESS_ALLOWED", UPSTREAM.to_string()),
+        ("EGRESS_ALLOW_PRIVATE", "true".to_string()),
+    ];
+    let first = BrigApi::start(&env_refs(&env));
+    let second = BrigApi::start_in(&first.instance, &env_refs(&env));
+    let created = create(&first, "shared", &[UPSTREAM.to_string()]).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    for (i, api) in [&first, &second, &second, &first].into_iter().enumerate() {
+        let got = sh(
+            api,
+            "shared",
+            &format!("wget -q -O - http://{UPSTREAM}:{http}/r{i}"),
+            20,
+        )
+        .await;
+        assert_eq!(
+            stdout(&got),
+            format!("hello from upstream (GET /r{i} HTTP/1.1)"),
+            "through replica {i}: {got}"
+        );
+    }
+    let dialled = |api: &BrigApi| {
+        api.logs()
+            .iter()
+            .filter(|line| line.contains("brig::audit") && line.contains("egress") && line.contains("allowed"))
+            .count()
+    };
+    assert_eq!(dialled(&first), 4, "the channel holder dials every connection");
+    assert_eq!(dialled(&second), 0, "the other replica never answers a dial");
+}
+
 mod runc {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn allowed_denied_tls_and_live_changes() {

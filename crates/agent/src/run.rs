@@ -14,7 +14,7 @@ use crate::supervisor::Supervisor;
 use crate::sys;
 
 pub const USAGE: &str =
-    "usage: brig-agent run [--timeout-ms N] [--output-cap BYTES] [--cwd DIR] [--stdin] [--frames] [--tag HEX] -- ARGV...\n       brig-agent kill-tag HEX";
+    "usage: brig-agent run [--timeout-ms N] [--output-cap BYTES] [--cwd DIR] [--env KEY=VALUE]... [--stdin] [--frames] [--tag HEX] -- ARGV...\n       brig-agent kill-tag HEX";
 
 /// A tag names one one-shot run so that `kill-tag` can cancel it: hex, so it
 /// can never be mistaken for a pid (the agent's own markers).
@@ -81,6 +81,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--timeout-ms" => request.timeout_ms = value(arg)?.parse().map_err(|e| format!("--timeout-ms: {e}"))?,
             "--output-cap" => request.output_cap = value(arg)?.parse().map_err(|e| format!("--output-cap: {e}"))?,
             "--cwd" => request.cwd = value(arg)?,
+            "--env" => {
+                let value = value(arg)?;
+                let (key, value) = value.split_once('=').ok_or("--env takes KEY=VALUE")?;
+                request.env.push((key.to_string(), value.to_string()));
+            }
             "--frames" => frames = true,
             "--tag" => {
                 let value = value(arg)?;

@@ -387,3 +387,30 @@ fn inherited_descriptors() -> Vec<u32> {
         })
         .collect()
 }
+
+#[test]
+fn a_one_shot_run_takes_environment_additions_and_refuses_bad_ones() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_brig-agent"))
+            .arg("run")
+            .args(["--cwd", "/"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--env",
+        "FOO=a=b",
+        "--env",
+        "EMPTY=",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$FOO/$EMPTY/${HOME}\"",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a=b///workspace\n", "{out:?}");
+    for bad in [&["--env", "NOEQUALS", "--", "true"][..], &["--env", "=x", "--", "true"]] {
+        let out = run(bad);
+        assert!(!out.status.success(), "{bad:?} ran: {out:?}");
+    }
+}

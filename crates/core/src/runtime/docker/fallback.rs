@@ -28,6 +28,9 @@ fn command(request: &RunRequest, tag: &str) -> Vec<String> {
     command.extend(["--timeout-ms".into(), request.timeout_ms.to_string()]);
     command.extend(["--output-cap".into(), request.output_cap.to_string()]);
     command.extend(["--cwd".into(), request.cwd.clone()]);
+    for (key, value) in &request.env {
+        command.extend(["--env".into(), format!("{key}={value}")]);
+    }
     if !request.stdin.is_empty() {
         command.push("--stdin".into());
     }
@@ -46,11 +49,6 @@ pub(crate) async fn exec(
     check_fits(&request)?;
     // Names this run for `brig-agent kill-tag` (cancel): hex with a letter.
     let tag = format!("c{}", hex::encode(rand::random::<[u8; 12]>()));
-    if !request.env.is_empty() {
-        return Err(RuntimeError::InvalidRequest(
-            "environment additions need the attach channel".into(),
-        ));
-    }
     let run = async {
         let mut output = start(docker, container, command(&request, &tag), &request.stdin).await?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
