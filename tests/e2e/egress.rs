@@ -203,6 +203,14 @@ async fn sh(api: &BrigApi, session: &str, command: &str, timeout: u64) -> Value 
     reply.body
 }
 
+/// Runs `command` in alice's `session` on a task of its own (the reply,
+/// whatever its status, is the task's result).
+fn spawn_execute(api: &BrigApi, session: &str, command: String, timeout: u64) -> tokio::task::JoinHandle<Reply> {
+    let base = api.base.clone();
+    let body = json!({"command": command, "session_id": session, "timeout": timeout});
+    tokio::spawn(async move { post(&base, "/execute", ALICE_KEY, &body).await.unwrap() })
+}
+
 /// What the in-sandbox proxy answers a `CONNECT target`, first line and reason.
 async fn connect_through_proxy(api: &BrigApi, session: &str, target: &str) -> String {
     let command = format!(
@@ -370,14 +378,12 @@ async fn downloads_silence_and_floods(runtime: &str) {
     let quiet = echo_p50(&api).await;
 
     // 50 MB through the tunnel while echoes run on the same session.
-    let base = api.base.clone();
-    let download = tokio::spawn(async move {
-        let body = json!({
-            "command": format!("sh -c \"wget -q -O - http://127.0.0.2:{http}/big | wc -c\""),
-            "session_id": "dl", "timeout": 120
-        });
-        post(&base, "/execute", ALICE_KEY, &body).await.unwrap()
-    });
+    let download = spawn_execute(
+        &api,
+        "dl",
+        format!("sh -c \"wget -q -O - http://127.0.0.2:{http}/big | wc -c\""),
+        120,
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let busy = echo_p50(&api).await;
     let downloaded = download.await.unwrap();
@@ -395,14 +401,14 @@ async fn downloads_silence_and_floods(runtime: &str) {
     );
 
     // A silent upstream and a trickling one, while echoes still answer.
-    let base = api.base.clone();
-    let hanging = tokio::spawn(async move {
-        let body = json!({
-            "command": format!("sh -c \"wget -q -O - http://127.0.0.2:{silent}/ & wget -q -O - http://127.0.0.2:{http}/trickle; wait\""),
-            "session_id": "dl", "timeout": 4
-        });
-        post(&base, "/execute", ALICE_KEY, &body).await.unwrap()
-    });
+    let hanging = spawn_execute(
+        &api,
+        "dl",
+        format!(
+            "sh -c \"wget -q -O - http://127.0.0.2:{silent}/ & wget -q -O - http://127.0.0.2:{http}/trickle; wait\""
+        ),
+        4,
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = echo_p50(&api).await;
     assert!(

@@ -96,7 +96,7 @@ fn network_view(state: &AppState, record: &brig_core::session::SessionRecord) ->
     let egress = &state.config.egress;
     let default: Vec<String> = egress.default.patterns().iter().map(ToString::to_string).collect();
     NetworkView {
-        enabled: egress.enabled() && !(default.is_empty() && record.options.egress.is_empty()),
+        enabled: state.sessions.has_egress(record),
         allow: record.options.egress.clone(),
         default,
     }

@@ -138,8 +138,8 @@ impl Sessions {
         ))
     }
 
-    /// Whether the session's commands get the proxy environment.
-    fn has_egress(&self, record: &SessionRecord) -> bool {
+    /// Whether the session has egress: its commands get the proxy environment.
+    pub fn has_egress(&self, record: &SessionRecord) -> bool {
         self.egress
             .as_ref()
             .is_some_and(|setup| !setup.config.default.is_empty() || !record.options.egress.is_empty())
