@@ -335,3 +335,78 @@ async fn brig_mcp_bridges_stdio_to_the_apis_mcp_server() {
         answers[0]
     );
 }
+
+/// Every file under `root` (relative path → bytes, or the link's target).
+fn tree(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                out.insert(format!("{name}/"), Vec::new());
+                walk(root, &path, out);
+            } else if meta.is_symlink() {
+                out.insert(
+                    name,
+                    std::fs::read_link(&path).unwrap().display().to_string().into_bytes(),
+                );
+            } else {
+                out.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_copies_files_and_directories_both_ways() {
+    let api = cli_api();
+    let local = std::env::temp_dir().join(format!("brig-cp-{}", new_instance()));
+    let src = local.join("src");
+    std::fs::create_dir_all(src.join("pkg/deep")).unwrap();
+    std::fs::write(src.join("pkg/deep/mod.py"), b"print('deep')\n").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.join("data.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("pkg/deep/mod.py", src.join("link")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+
+    let refused = brig(&api, ALICE_KEY, &["cp", src.to_str().unwrap(), "cp:project"]);
+    assert!(
+        text(&refused.stderr).contains("session not found"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(brig(&api, ALICE_KEY, &["sessions", "create", "cp"]).status.success());
+    let up = brig(&api, ALICE_KEY, &["cp", src.to_str().unwrap(), "cp:project"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let file_up = brig(
+        &api,
+        ALICE_KEY,
+        &["cp", src.join("data.bin").to_str().unwrap(), "cp:one/data.bin"],
+    );
+    assert!(file_up.status.success(), "{}", text(&file_up.stderr));
+    let inside = run(&api, ALICE_KEY, "cp", "cat project/pkg/deep/mod.py").await;
+    assert_eq!(inside["stdout"], "print('deep')\n");
+
+    let back = local.join("back");
+    let down = brig(&api, ALICE_KEY, &["cp", "cp:project", back.to_str().unwrap()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(tree(&back), tree(&src), "the tree came back as it went");
+    let file_back = local.join("data.copy");
+    let down = brig(&api, ALICE_KEY, &["cp", "cp:one/data.bin", file_back.to_str().unwrap()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(std::fs::read(&file_back).unwrap() == big);
+    let stdout = brig(&api, ALICE_KEY, &["cp", "cp:project/pkg/deep/mod.py", "-"]);
+    assert_eq!(text(&stdout.stdout), "print('deep')\n");
+
+    let missing = brig(&api, ALICE_KEY, &["cp", "cp:nope", local.join("x").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(text(&missing.stderr).contains("not_found"), "{}", text(&missing.stderr));
+    assert!(!local.join("x").exists(), "nothing written for a failed copy");
+    let neither = brig(&api, ALICE_KEY, &["cp", "a", "b"]);
+    assert_eq!(neither.status.code(), Some(125));
+    std::fs::remove_dir_all(&local).unwrap();
+}

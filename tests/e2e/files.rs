@@ -124,7 +124,7 @@ async fn a_file_round_trips_byte_exact_and_is_listed_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn path_escapes_symlinks_fifos_and_oversized_files_are_refused() {
+async fn path_escapes_symlinks_and_fifos_are_refused_on_both_paths() {
     let api = hostile_api(&[]);
     run(
         &api,
@@ -190,11 +190,19 @@ async fn path_escapes_symlinks_fifos_and_oversized_files_are_refused() {
     .await;
     assert_eq!(planted["stdout"], "root", "{planted}");
 
+    // Past one frame: streamed, and refused the same way.
     let big = files(&api, Method::GET, ALICE_KEY, "h", "/big", None).await;
-    assert_eq!(
-        (big.0, error_code(&big.1)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large".into())
-    );
+    assert_eq!(big.0, StatusCode::OK);
+    assert!(big.1.len() == 2 << 20 && big.1.iter().all(|b| *b == 0));
+    for suffix in ["/pw", "/root/tmp/planted", "/d/up/planted", "/fifo", "/d"] {
+        let reply = files(&api, Method::PUT, ALICE_KEY, "h", suffix, Some(vec![1; (1 << 20) + 1])).await;
+        assert_eq!(
+            (reply.0, error_code(&reply.1)),
+            (StatusCode::CONFLICT, "file_refused".into()),
+            "{suffix}: {:?}",
+            String::from_utf8_lossy(&reply.1)
+        );
+    }
     let upload = files(
         &api,
         Method::PUT,
@@ -204,7 +212,7 @@ async fn path_escapes_symlinks_fifos_and_oversized_files_are_refused() {
         Some(vec![0; (1 << 20) + 1]),
     )
     .await;
-    assert_eq!(upload.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(upload.0, StatusCode::NO_CONTENT);
     // The agent is still fine.
     assert_eq!(run(&api, ALICE_KEY, "h", "echo alive").await["stdout"], "alive\n");
 }

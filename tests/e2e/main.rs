@@ -30,6 +30,7 @@ mod replicas;
 mod security;
 mod sessions;
 mod streaming;
+mod transfers;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

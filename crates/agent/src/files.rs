@@ -71,7 +71,7 @@ pub fn handle(root: &str, request: FileRequest) -> Result<FileReply, Failure> {
 }
 
 /// The components of a relative path; `allow_empty` for `/workspace` itself.
-fn components(path: &str, allow_empty: bool) -> Result<Vec<CString>, Failure> {
+pub(crate) fn components(path: &str, allow_empty: bool) -> Result<Vec<CString>, Failure> {
     let invalid = |why: &str| (ErrorCode::InvalidRequest, format!("path {path:?}: {why}"));
     if path.is_empty() {
         return if allow_empty {
@@ -96,7 +96,7 @@ fn components(path: &str, allow_empty: bool) -> Result<Vec<CString>, Failure> {
         .collect()
 }
 
-fn failure(path: &str, err: io::Error) -> Failure {
+pub(crate) fn failure(path: &str, err: io::Error) -> Failure {
     let code = match err.raw_os_error() {
         Some(libc::ENOENT) => ErrorCode::FileNotFound,
         Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT) => ErrorCode::FileTooLarge,
@@ -122,7 +122,7 @@ const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFO
 
 /// Opens the directory `dirs` names under `root`, creating what is missing if
 /// `create`.
-fn walk(root: &str, dirs: &[CString], create: bool) -> io::Result<OwnedFd> {
+pub(crate) fn walk(root: &str, dirs: &[CString], create: bool) -> io::Result<OwnedFd> {
     let mut dir = open_root(root)?;
     for name in dirs {
         dir = match sys::openat(&dir, name, DIR_FLAGS, 0) {
@@ -137,7 +137,7 @@ fn walk(root: &str, dirs: &[CString], create: bool) -> io::Result<OwnedFd> {
 }
 
 /// Opens the regular file `name` in `dir`, refusing anything else.
-fn open_regular(dir: &OwnedFd, name: &CString, flags: libc::c_int) -> io::Result<File> {
+pub(crate) fn open_regular(dir: &OwnedFd, name: &CString, flags: libc::c_int) -> io::Result<File> {
     let file = File::from(sys::openat(
         dir,
         name,

@@ -3,6 +3,7 @@
 //! - `serve`: answer brig-protocol frames on stdin/stdout ([`serve`]).
 //! - `run [options] -- argv`: one command, for use through `docker exec` ([`run`]).
 //! - `file`: one file request frame on stdin, its answer on stdout (through `docker exec`).
+//! - `put|get|tar-out|tar-in PATH`: a file or a directory streamed as frames ([`transfer`]).
 //! - `kill-tag TAG`: kill the command of the `run --tag TAG` (cancel, through `docker exec`).
 //!
 //! Modules: [`egress`] (the loopback proxy whose connections brig-api dials), [`supervisor`] (spawn, reap, deadlines, cancel), [`io_loop`] (pipes, caps), [`leftovers`] (finding
@@ -17,11 +18,12 @@ mod serve;
 mod spawn;
 mod supervisor;
 mod sys;
+mod transfer;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: brig-agent serve | brig-agent run [options] -- ARGV... | brig-agent file | \
-                     brig-agent kill-tag TAG | brig-agent --version | brig-agent --help";
+                     brig-agent put|get|tar-out|tar-in PATH | brig-agent kill-tag TAG | brig-agent --version | brig-agent --help";
 
 fn main() -> ExitCode {
     // First thing: nothing in the sandbox may ptrace us or read /proc/1/fd/*.
@@ -48,6 +50,13 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(err) => {
                 eprintln!("brig-agent: {err}\n{}", run::USAGE);
+                ExitCode::from(125)
+            }
+        },
+        Some("put" | "get" | "tar-out" | "tar-in") => match transfer::one_shot(&args) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(err) => {
+                eprintln!("brig-agent: {err}");
                 ExitCode::from(125)
             }
         },

@@ -282,3 +282,10 @@ pub fn unlinkat(dir: &impl AsRawFd, name: &std::ffi::CStr, flags: libc::c_int) -
     // SAFETY: valid NUL-terminated path.
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
 }
+
+/// Ignores SIGXFSZ: a write past `RLIMIT_FSIZE` then fails with `EFBIG`,
+/// which a transfer reports, instead of killing the process silently.
+pub fn ignore_sigxfsz() {
+    // SAFETY: installing SIG_IGN for one signal has no memory effects.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}

@@ -127,7 +127,7 @@ impl Client {
     }
 
     /// What went wrong on the way, with what to check.
-    fn transport(&self, err: &reqwest::Error) -> Failure {
+    pub fn transport(&self, err: &reqwest::Error) -> Failure {
         let mut causes = vec![err.to_string()];
         let mut source = std::error::Error::source(err);
         while let Some(cause) = source {
@@ -222,6 +222,16 @@ impl Client {
 
     pub async fn put_file(&self, path: &str, data: Vec<u8>) -> Result<(), Failure> {
         self.send(self.builder(Method::PUT, path).body(data)).await.map(drop)
+    }
+
+    /// PUT with a streamed body.
+    pub async fn put_stream(&self, path: &str, body: reqwest::Body) -> Result<(), Failure> {
+        self.send(self.builder(Method::PUT, path).body(body)).await.map(drop)
+    }
+
+    /// GET, the answer's body still to read (a failure status is an error).
+    pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, Failure> {
+        self.send(self.builder(Method::GET, path)).await
     }
 
     pub async fn get_file(&self, path: &str) -> Result<Vec<u8>, Failure> {

@@ -3,6 +3,7 @@
 //!   brig exec [-s SESSION] [--timeout S] [--stream] -- CMD ARGS...
 //!   brig sessions [ls | create [ID] | rm ID]
 //!   brig files [-s SESSION] [put LOCAL PATH | get PATH [LOCAL] | ls [DIR]]
+//!   brig cp SRC DST          (files and directories; one side SESSION:PATH)
 //!   brig health
 //!   brig mcp                 (MCP over stdio, for clients that start servers)
 //!   brig completions SHELL
@@ -14,6 +15,7 @@
 //! or could not be reached) exit 125 with the API's error code on stderr.
 
 mod client;
+mod copy;
 mod mcp;
 
 use std::io::Write;
@@ -82,6 +84,15 @@ enum Command {
         session: String,
         #[command(subcommand)]
         action: FilesAction,
+    },
+    /// Copies a file or a directory between here and a session, streamed:
+    /// one side is SESSION:PATH (under /workspace), the other a local path
+    /// (`-`: stdin or stdout, for a file).
+    Cp {
+        /// What to copy.
+        source: String,
+        /// Where to.
+        destination: String,
     },
     /// Whether the API is alive and ready (no credentials needed).
     Health,
@@ -314,6 +325,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     }
                 }
             }
+            Ok(0)
+        }
+        Command::Cp { source, destination } => {
+            copy::copy(&client, &source, &destination).await?;
             Ok(0)
         }
         Command::Health => {

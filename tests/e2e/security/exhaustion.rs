@@ -115,17 +115,42 @@ async fn thousands_of_open_files_stop_at_nofile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_past_fsize_is_refused() {
-    let outcome = bounded(
+    // By default one file may fill the workspace; an operator may set less.
+    let api = BrigApi::start(&[
+        ("SESSION_STORE", "memory"),
+        ("ALLOWED_COMMANDS", HOSTILE_ALLOWLIST),
+        ("CONTAINER_FSIZE_BYTES", "64m"),
+    ]);
+    let outcome = attack(
+        &api,
+        "victim",
         "dd if=/dev/zero of=/workspace/big bs=1M count=80; wc -c < /workspace/big",
         20,
     )
     .await;
-    // SIGXFSZ stops the writer at CONTAINER_FSIZE_BYTES (64 MiB by default).
+    still_fine(&api, "victim").await;
+    // SIGXFSZ stops the writer at CONTAINER_FSIZE_BYTES.
     assert!(
         outcome["stderr"].as_str().unwrap().contains("File size limit exceeded"),
         "{outcome}"
     );
     assert_eq!(outcome["stdout"], "67108864\n", "{outcome}");
+    // A streamed upload past it is refused, naming the setting; nothing is kept.
+    let upload = reqwest::Client::new()
+        .put(api.url("/sessions/victim/files/upload"))
+        .header("x-api-key", ALICE_KEY)
+        .body(vec![0u8; 80 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = upload.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("CONTAINER_FSIZE_BYTES"),
+        "{body}"
+    );
+    let left = attack(&api, "victim", "ls -A /workspace", 5).await;
+    assert_eq!(left["stdout"], "big\n", "{left}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,16 +2,23 @@
 //! the sandbox's agent (the engine's archive API cannot see tmpfs contents).
 //!
 //! - `PUT .../files/{path}`: the raw body becomes the file (parents created); 204.
-//! - `GET .../files/{path}`: the file's bytes.
+//!   Up to 1 MiB with a `Content-Length`: one frame over the channel; else
+//!   streamed ([`transfer`]) and kept only once complete.
+//! - `GET .../files/{path}`: the file's bytes (streamed past 1 MiB).
+//! - `GET .../archive?path=DIR`: the directory as a tar; `PUT` extracts one.
 //! - `GET .../files?dir=...`: the directory's entries.
 //! - `DELETE .../files/{path}`: a file, symlink or empty directory; 204.
 
-use axum::body::Bytes;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use brig_core::runtime::transfer::{self, Transfer};
+use brig_core::runtime::RuntimeError;
 use brig_protocol::{EntryKind, FileReply, FileRequest, MAX_FILE_BYTES};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
@@ -62,44 +69,194 @@ fn unexpected(reply: FileReply) -> ApiError {
 
 #[utoipa::path(put, path = "/sessions/{session_id}/files/{path}", operation_id = "writeFile", tag = "files", security(("api_key" = []), ("bearer" = [])),
     params(("session_id" = String, Path), ("path" = String, Path, description = "relative to /workspace")),
-    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "the file (empty: an empty file)"),
-    responses((status = 204, description = "Written")))]
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "the file (empty: an empty file), of any size the workspace holds; streamed"),
+    responses((status = 204, description = "Written"), (status = 413, description = "Larger than the workspace's free space (nothing is kept)")))]
 pub async fn put(
     State(state): State<AppState>,
     principal: Principal,
     Path((session_id, raw)): Path<(String, String)>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let path = workspace_path(&raw, false)?;
-    if body.len() > MAX_FILE_BYTES {
-        return Err(ApiError::FileTooLarge(format!(
-            "files are limited to {MAX_FILE_BYTES} bytes"
-        )));
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|n| n <= MAX_FILE_BYTES as u64) {
+        // Small and announced: one frame over the channel, no exec.
+        let data = axum::body::to_bytes(body, MAX_FILE_BYTES)
+            .await
+            .map_err(|err| ApiError::invalid("invalid_body", format!("the body could not be read: {err}")))?;
+        let request = FileRequest::Write {
+            path,
+            data: data.to_vec(),
+        };
+        return match file(&state, &principal, &session_id, request).await? {
+            FileReply::Done => Ok(StatusCode::NO_CONTENT),
+            other => Err(unexpected(other)),
+        };
     }
-    let request = FileRequest::Write {
-        path,
-        data: body.to_vec(),
-    };
-    match file(&state, &principal, &session_id, request).await? {
-        FileReply::Done => Ok(StatusCode::NO_CONTENT),
-        other => Err(unexpected(other)),
-    }
+    upload(&state, &principal, &session_id, Transfer::Put(path), body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/sessions/{session_id}/files/{path}", operation_id = "readFile", tag = "files", security(("api_key" = []), ("bearer" = [])),
     params(("session_id" = String, Path), ("path" = String, Path, description = "relative to /workspace")),
-    responses((status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream")))]
+    responses((status = 200, description = "The file's bytes (streamed when larger than 1 MiB)", body = Vec<u8>, content_type = "application/octet-stream")))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path((session_id, raw)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let request = FileRequest::Read {
-        path: workspace_path(&raw, false)?,
+    let path = workspace_path(&raw, false)?;
+    let request = FileRequest::Read { path: path.clone() };
+    match file(&state, &principal, &session_id, request).await {
+        Ok(FileReply::Data(data)) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()),
+        Ok(other) => Err(unexpected(other)),
+        // Larger than a frame: streamed through the engine's exec.
+        Err(ApiError::FileTooLarge(_)) => {
+            download(
+                &state,
+                &principal,
+                &session_id,
+                Transfer::Get(path),
+                "application/octet-stream",
+            )
+            .await
+        }
+        Err(err) => Err(err),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveQuery {
+    /// A directory relative to `/workspace`; empty or absent: `/workspace` itself.
+    #[serde(default)]
+    pub path: String,
+}
+
+fn archive_dir(query: Result<Query<ArchiveQuery>, QueryRejection>) -> Result<String, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::invalid("invalid_query", err.body_text()))?;
+    workspace_path(&query.path, true)
+}
+
+#[utoipa::path(get, path = "/sessions/{session_id}/archive", operation_id = "readArchive", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path), ArchiveQuery),
+    responses((status = 200, description = "The directory as a tar (streamed): files, directories and symlinks, none followed", body = Vec<u8>, content_type = "application/octet-stream")))]
+pub async fn get_archive(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(session_id): Path<String>,
+    query: Result<Query<ArchiveQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let dir = archive_dir(query)?;
+    download(
+        &state,
+        &principal,
+        &session_id,
+        Transfer::TarOut(dir),
+        "application/octet-stream",
+    )
+    .await
+}
+
+#[utoipa::path(put, path = "/sessions/{session_id}/archive", operation_id = "writeArchive", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path), ArchiveQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a tar to extract into the directory (created); entries with `..`, absolute paths, links leading outside, hard links, devices or FIFOs refuse the whole archive"),
+    responses((status = 204, description = "Extracted"), (status = 422, description = "An entry was refused (named), or the body is empty; nothing was extracted"), (status = 413, description = "Larger than the workspace's free space; nothing was extracted")))]
+pub async fn put_archive(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(session_id): Path<String>,
+    query: Result<Query<ArchiveQuery>, QueryRejection>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let dir = archive_dir(query)?;
+    upload(&state, &principal, &session_id, Transfer::TarIn(dir), body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Streams `body` into the session's sandbox.
+async fn upload(
+    state: &AppState,
+    principal: &Principal,
+    session_id: &str,
+    transfer: Transfer,
+    body: Body,
+) -> Result<(), ApiError> {
+    let session_id = session_in_path(session_id)?;
+    let archive = matches!(transfer, Transfer::TarIn(_));
+    let mut stream = body.into_data_stream();
+    let outcome = match state
+        .sessions
+        .transfer(&principal.owner(), &session_id, &transfer)
+        .await
+    {
+        Ok(io) => transfer::upload(io, stream.by_ref())
+            .await
+            .map(drop)
+            .map_err(|err| transfer_error(state, err, archive)),
+        Err(err) => Err(err.into()),
     };
-    match file(&state, &principal, &session_id, request).await? {
-        FileReply::Data(data) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()),
-        other => Err(unexpected(other)),
+    if outcome.is_err() {
+        drain(&mut stream).await;
+    }
+    outcome
+}
+
+/// Most of a refused upload read (and dropped) so that its client, still
+/// sending, gets to read the answer; and how long that may take.
+const DRAIN_BYTES: u64 = 256 << 20;
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads what is left of a refused upload, within bounds: a client that
+/// writes its whole body before reading sees the answer instead of a reset.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let read = async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(chunk)) = stream.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_WAIT, read).await;
+}
+
+/// Streams a file or an archive out of the session's sandbox.
+async fn download(
+    state: &AppState,
+    principal: &Principal,
+    session_id: &str,
+    transfer: Transfer,
+    content_type: &'static str,
+) -> Result<Response, ApiError> {
+    let session_id = session_in_path(session_id)?;
+    let io = state
+        .sessions
+        .transfer(&principal.owner(), &session_id, &transfer)
+        .await?;
+    let bytes = transfer::download(io)
+        .await
+        .map_err(|err| transfer_error(state, err, false))?;
+    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(bytes)).into_response())
+}
+
+/// A transfer's failure, as the client should read it: a full workspace names
+/// its size, a refused archive entry is `invalid_archive`.
+fn transfer_error(state: &AppState, err: RuntimeError, archive: bool) -> ApiError {
+    match err {
+        RuntimeError::FileTooLarge(detail) => ApiError::FileTooLarge(format!(
+            "{detail}: the workspace holds {} bytes (CONTAINER_WORKSPACE_SIZE) and one file {} \
+             (CONTAINER_FSIZE_BYTES); nothing was kept",
+            state.config.sandbox.workspace_bytes, state.config.sandbox.fsize_bytes
+        )),
+        RuntimeError::InvalidRequest(detail) if archive => ApiError::invalid("invalid_archive", detail),
+        other => other.into(),
     }
 }
 
@@ -127,7 +284,7 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Path(session_id): Path<String>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::invalid("invalid_query", err.body_text()))?;
     let dir = workspace_path(&query.dir, true)?;

@@ -49,6 +49,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sessions/{session_id}/files", get(files::list))
         .route(
+            "/sessions/{session_id}/archive",
+            get(files::get_archive).put(files::put_archive),
+        )
+        .route(
             "/sessions/{session_id}/files/{*path}",
             get(files::get).put(files::put).delete(files::delete),
         )

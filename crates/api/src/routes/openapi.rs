@@ -45,6 +45,8 @@ pub struct ErrorBody {
         files::get,
         files::delete,
         files::list,
+        files::get_archive,
+        files::put_archive,
         generate::generate,
         generate::generate_and_execute,
         health::health,

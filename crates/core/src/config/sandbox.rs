@@ -111,6 +111,11 @@ impl SandboxConfig {
     pub(super) fn from(env: &mut Env<'_>) -> Self {
         let defaults = SandboxConfig::default();
         let size = |name: &'static str| move |raw: &str| parse_size(name, raw).map_err(|e| e.message);
+        let workspace_bytes = env.parse(
+            "CONTAINER_WORKSPACE_SIZE",
+            defaults.workspace_bytes,
+            size("CONTAINER_WORKSPACE_SIZE"),
+        );
         let config = SandboxConfig {
             instance: env.parse("BRIG_INSTANCE", defaults.instance, |raw| {
                 parse_instance(raw).map_err(|e| e.message)
@@ -136,15 +141,12 @@ impl SandboxConfig {
             }),
             pids_limit: env.parse("CONTAINER_PIDS_LIMIT", defaults.pids_limit, positive::<i64>),
             tmp_bytes: env.parse("CONTAINER_TMP_SIZE", defaults.tmp_bytes, size("CONTAINER_TMP_SIZE")),
-            workspace_bytes: env.parse(
-                "CONTAINER_WORKSPACE_SIZE",
-                defaults.workspace_bytes,
-                size("CONTAINER_WORKSPACE_SIZE"),
-            ),
+            workspace_bytes,
             nofile: env.parse("CONTAINER_NOFILE", defaults.nofile, positive::<i64>),
+            // By default a file may be as large as the workspace holds.
             fsize_bytes: env.parse(
                 "CONTAINER_FSIZE_BYTES",
-                defaults.fsize_bytes as u64,
+                (defaults.fsize_bytes as u64).max(workspace_bytes),
                 size("CONTAINER_FSIZE_BYTES"),
             ) as i64,
             agent_grace: defaults.agent_grace,

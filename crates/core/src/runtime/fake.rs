@@ -258,6 +258,18 @@ impl SandboxRuntime for FakeRuntime {
         self.file(id, request).await
     }
 
+    /// Streamed transfers run the agent in a real sandbox: the fake has none
+    /// (the e2e suite tests them against the engine).
+    async fn transfer(
+        &self,
+        _id: &str,
+        _transfer: &crate::runtime::transfer::Transfer,
+    ) -> Result<crate::runtime::transfer::AgentIo, RuntimeError> {
+        Err(RuntimeError::Engine(
+            "the fake runtime has no streamed transfers".into(),
+        ))
+    }
+
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let mut state = self.state();
         state.sandboxes.remove(id);

@@ -3,6 +3,7 @@
 pub mod docker;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+pub mod transfer;
 
 use async_trait::async_trait;
 use brig_protocol::{FileReply, FileRequest};
@@ -111,6 +112,10 @@ pub trait SandboxRuntime: Send + Sync {
 
     /// [`file`](Self::file) without this process's channel (see `exec_via_engine`).
     async fn file_via_engine(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError>;
+
+    /// Starts a streamed transfer under `/workspace` of sandbox `id` (see
+    /// [`transfer`]): through the engine's exec, whoever holds the channel.
+    async fn transfer(&self, id: &str, transfer: &transfer::Transfer) -> Result<transfer::AgentIo, RuntimeError>;
 
     /// Removes sandbox `id` with everything in it. Removing a missing sandbox succeeds.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;

@@ -505,19 +505,36 @@ impl Sessions {
     /// its TTL is refreshed).
     #[tracing::instrument(level = "debug", skip_all, fields(session = %id))]
     pub async fn file(&self, owner: &Owner, id: &SessionId, request: FileRequest) -> Result<FileReply, SessionError> {
-        let record = self
-            .store
-            .touch(owner, id, self.ttl)
-            .await?
-            .filter(SessionRecord::is_ready)
-            .ok_or(SessionError::NotFound)?;
-        let container = &ready_container(&record)?;
+        let container = &self.touched_container(owner, id).await?;
         let reply = if self.holds_channel(container).await? {
             self.runtime.file(container, request).await?
         } else {
             self.runtime.file_via_engine(container, request).await?
         };
         Ok(reply)
+    }
+
+    /// Starts a streamed transfer in the session's sandbox (any replica: the
+    /// engine's exec, never the channel).
+    pub async fn transfer(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        transfer: &crate::runtime::transfer::Transfer,
+    ) -> Result<crate::runtime::transfer::AgentIo, SessionError> {
+        let container = &self.touched_container(owner, id).await?;
+        Ok(self.runtime.transfer(container, transfer).await?)
+    }
+
+    /// The container of a ready session, whose lifetime this use extends.
+    async fn touched_container(&self, owner: &Owner, id: &SessionId) -> Result<String, SessionError> {
+        let record = self
+            .store
+            .touch(owner, id, self.ttl)
+            .await?
+            .filter(SessionRecord::is_ready)
+            .ok_or(SessionError::NotFound)?;
+        ready_container(&record)
     }
 
     /// The session's record, without refreshing it.

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use super::channel::{append_capped, check_fits, request_error, Finished};
 use super::engine_error;
 use crate::agent_binary::AGENT_PATH;
+use crate::runtime::transfer::{AgentIo, Transfer};
 use crate::runtime::RuntimeError;
 use crate::sandbox::ExecHooks;
 
@@ -145,11 +146,29 @@ type ExecOutput = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOu
 /// Starts `cmd` in `container` through the engine's exec, feeds it `stdin`
 /// (then closes it) and returns its output.
 async fn start(docker: &Docker, container: &str, cmd: Vec<String>, stdin: &[u8]) -> Result<ExecOutput, RuntimeError> {
+    let (mut input, output) = start_attached(docker, container, cmd, !stdin.is_empty()).await?;
+    if !stdin.is_empty() {
+        input.write_all(stdin).await.map_err(|_| RuntimeError::ChannelClosed)?;
+        input.shutdown().await.map_err(|_| RuntimeError::ChannelClosed)?;
+    }
+    Ok(output)
+}
+
+type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// Starts `cmd` in `container` through the engine's exec, its stdin open if
+/// `stdin`.
+async fn start_attached(
+    docker: &Docker,
+    container: &str,
+    cmd: Vec<String>,
+    stdin: bool,
+) -> Result<(ExecInput, ExecOutput), RuntimeError> {
     let options = CreateExecOptions {
         cmd: Some(cmd),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        attach_stdin: Some(!stdin.is_empty()),
+        attach_stdin: Some(stdin),
         ..Default::default()
     };
     let created = docker.create_exec(container, options).await.map_err(|err| match err {
@@ -158,16 +177,35 @@ async fn start(docker: &Docker, container: &str, cmd: Vec<String>, stdin: &[u8])
         } => RuntimeError::SandboxNotFound,
         other => engine_error(other),
     })?;
-    let StartExecResults::Attached { output, mut input } =
+    let StartExecResults::Attached { output, input } =
         docker.start_exec(&created.id, None).await.map_err(engine_error)?
     else {
         return Err(RuntimeError::Engine("exec started detached".into()));
     };
-    if !stdin.is_empty() {
-        input.write_all(stdin).await.map_err(|_| RuntimeError::ChannelClosed)?;
-        input.shutdown().await.map_err(|_| RuntimeError::ChannelClosed)?;
-    }
-    Ok(output)
+    Ok((input, output))
+}
+
+/// A streamed transfer (see [`crate::runtime::transfer`]): the agent's
+/// one-shot mode with its stdin and stdout.
+pub(crate) async fn transfer(docker: &Docker, container: &str, transfer: &Transfer) -> Result<AgentIo, RuntimeError> {
+    let mut cmd = vec![AGENT_PATH.to_string()];
+    cmd.extend(transfer.agent_args());
+    let (input, output) = start_attached(docker, container, cmd, transfer.uploads()).await?;
+    let output = output.filter_map(|chunk| async move {
+        match chunk {
+            Ok(LogOutput::StdOut { message }) => Some(Ok(message)),
+            Ok(LogOutput::StdErr { message }) => {
+                tracing::debug!(stderr = %String::from_utf8_lossy(&message), "transfer agent");
+                None
+            }
+            Ok(_) => None,
+            Err(_) => Some(Err(RuntimeError::ChannelClosed)),
+        }
+    });
+    Ok(AgentIo {
+        input,
+        output: Box::pin(output),
+    })
 }
 
 /// Cancels the one-shot run tagged `tag`: `brig-agent kill-tag` through a

@@ -33,11 +33,13 @@ use brig_protocol::RunRequest;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+pub(crate) use self::channel::request_error;
 use self::channel::Channel;
 pub(crate) use self::errors::{engine_error, is_status};
 use self::spec::{info_from_labels, sandbox_info};
 use crate::agent_binary::AgentBinary;
 use crate::config::{DockerConfig, SandboxConfig};
+use crate::runtime::transfer::{AgentIo, Transfer};
 use crate::runtime::{RuntimeError, SandboxRuntime};
 use crate::sandbox::egress::EgressDialer;
 use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo, SandboxOptions};
@@ -397,6 +399,11 @@ impl SandboxRuntime for DockerRuntime {
     async fn file_via_engine(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
         let id = self.resolve(id).await?;
         fallback::file(&self.docker, &id, request, FILE_WAIT).await
+    }
+
+    async fn transfer(&self, id: &str, transfer: &Transfer) -> Result<AgentIo, RuntimeError> {
+        let id = self.resolve(id).await?;
+        fallback::transfer(&self.docker, &id, transfer).await
     }
 
     #[tracing::instrument(skip_all, fields(sandbox = %id))]
