@@ -256,7 +256,7 @@ fn append_dir<W: Write>(builder: &mut tar::Builder<W>, dir: &OwnedFd, prefix: &P
     names.sort();
     for name in names {
         let text = name.to_string_lossy();
-        if depth == 0 && (text.starts_with(PART_PREFIX) || text.starts_with(STAGING_PREFIX)) {
+        if text.starts_with(PART_PREFIX) || text.starts_with(STAGING_PREFIX) {
             continue;
         }
         let Ok(meta) = std::fs::symlink_metadata(at(dir, &name)) else {

@@ -268,3 +268,64 @@ async fn exec_stream(docker: &Docker, container: &str, bytes: u64) -> anyhow::Re
     anyhow::ensure!(read == bytes, "the exec stream carried {read} bytes of {bytes}");
     Ok(Rate::of(1, bytes, started.elapsed()))
 }
+
+/// Upload and download rates of one file through the streamed files API.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FileRates {
+    pub upload: Rate,
+    pub download: Rate,
+}
+
+/// What brig-api needs to hold the files series: a workspace that fits them.
+pub fn files_api_env() -> [(&'static str, &'static str); 2] {
+    [("CONTAINER_WORKSPACE_SIZE", "512m"), ("CONTAINER_MEM_LIMIT", "1g")]
+}
+
+/// `PUT` then `GET /sessions/{id}/files/...` of `bytes`, best of three each.
+pub async fn file_rates(client: &reqwest::Client, base: &str, key: &str, bytes: u64) -> anyhow::Result<FileRates> {
+    let created = client
+        .post(format!("{base}/sessions"))
+        .header("x-api-key", key)
+        .json(&json!({"session_id": "files"}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        created.status().is_success(),
+        "creating the files session: {}",
+        created.status()
+    );
+    let url = format!("{base}/sessions/files/files/blob");
+    let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    let upload = best_of(3, || async {
+        let chunks = (bytes / chunk.len() as u64) as usize;
+        let rest = chunk.slice(..(bytes % chunk.len() as u64) as usize);
+        let body = futures_util::stream::iter(
+            std::iter::repeat_n(chunk.clone(), chunks)
+                .chain(std::iter::once(rest))
+                .map(Ok::<_, std::io::Error>),
+        );
+        let started = Instant::now();
+        let reply = client
+            .put(&url)
+            .header("x-api-key", key)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
+        anyhow::ensure!(reply.status().is_success(), "upload: {}", reply.status());
+        Ok(Rate::of(1, bytes, started.elapsed()))
+    })
+    .await?;
+    let download = best_of(3, || async {
+        let started = Instant::now();
+        let mut reply = client.get(&url).header("x-api-key", key).send().await?;
+        anyhow::ensure!(reply.status().is_success(), "download: {}", reply.status());
+        let mut read = 0u64;
+        while let Some(chunk) = reply.chunk().await? {
+            read += chunk.len() as u64;
+        }
+        anyhow::ensure!(read == bytes, "downloaded {read} of {bytes} bytes");
+        Ok(Rate::of(1, bytes, started.elapsed()))
+    })
+    .await?;
+    Ok(FileRates { upload, download })
+}

@@ -391,6 +391,27 @@ async fn run(
     row("warm echo, egress session, quiet", &egress.echo_quiet);
     row("warm echo, same session, downloading", &egress.echo_during_download);
 
+    println!(
+        "\nfiles (MB/s, best of 3 of {} MB, streamed)",
+        options.egress_bytes / 1_000_000
+    );
+    let files = {
+        let api = start_api(&api_env(redis, &options.image, &egress::files_api_env()), None);
+        let measured = egress::file_rates(&client, &api.base, KEY, options.egress_bytes).await;
+        let instance = api.instance.clone();
+        drop(api);
+        remove_instance_containers(&instance);
+        measured?
+    };
+    println!(
+        "{:<38} {:>9.1} MB/s",
+        "PUT /sessions/{id}/files (upload)", files.upload.mb_per_second
+    );
+    println!(
+        "{:<38} {:>9.1} MB/s",
+        "GET /sessions/{id}/files (download)", files.download.mb_per_second
+    );
+
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let ratios = json!({
         "http_warm_over_channel_p50": ratio(warm.p50_ms, channel.p50_ms),
@@ -405,6 +426,8 @@ async fn run(
         "tunnel_4_over_engine_exec_stream": ratio(egress.tunnel_4.mb_per_second, egress.engine_exec_stream.mb_per_second),
         "tunnel_1_over_host_loopback": ratio(egress.tunnel_1.mb_per_second, egress.host_loopback.mb_per_second),
         "echo_p50_downloading_over_quiet": ratio(egress.echo_during_download.p50_ms, egress.echo_quiet.p50_ms),
+        "file_upload_over_engine_exec_stream": ratio(files.upload.mb_per_second, egress.engine_exec_stream.mb_per_second),
+        "file_download_over_engine_exec_stream": ratio(files.download.mb_per_second, egress.engine_exec_stream.mb_per_second),
     });
     println!("\nratios (same run)");
     for (name, value) in ratios.as_object().unwrap() {
@@ -417,6 +440,7 @@ async fn run(
     });
     report["throughput"] = json!(throughputs);
     report["egress"] = json!(egress);
+    report["files"] = json!(files);
     report["memory_kib"] = json!({
         "api_idle": idle_kib, "api_one_session": one_kib, "api_many_sessions": many_kib,
         "sessions": options.memory_sessions, "api_per_session": per_session_kib, "agent": agent_kib,
