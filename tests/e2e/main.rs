@@ -29,6 +29,7 @@ mod redis_outage;
 mod replicas;
 mod security;
 mod sessions;
+mod snapshots;
 mod streaming;
 mod transfers;
 

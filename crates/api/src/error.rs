@@ -81,6 +81,12 @@ pub enum ApiError {
     FileTooLarge(String),
     /// An optional feature that this deployment has not configured.
     NotEnabled(&'static str),
+    /// The session exists where a new one was asked for (`from_snapshot`).
+    SessionExists(String),
+    /// A snapshot would pass the principal's quota (named).
+    SnapshotQuota(String),
+    /// The snapshot directory could not be used (named).
+    SnapshotStoreUnavailable(String),
     /// A kept result (an execution's, an idempotent answer) was evicted to
     /// keep its principal within `RESULT_STORE_QUOTA_BYTES`.
     ResultEvicted,
@@ -111,18 +117,26 @@ impl ApiError {
             NotFound(_) | FileNotFound(_) | NotEnabled(_) => StatusCode::NOT_FOUND,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CommandNotAllowed(_) | EgressNotAllowed(_) => StatusCode::FORBIDDEN,
-            PayloadTooLarge | FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PayloadTooLarge | FileTooLarge(_) | SnapshotQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            FileRefused(_) | IdempotencyInProgress => StatusCode::CONFLICT,
+            FileRefused(_) | IdempotencyInProgress | SessionExists(_) => StatusCode::CONFLICT,
             RateLimited { .. }
             | AuthRateLimited { .. }
             | UnreadResponses
             | QuotaExceeded { .. }
             | SandboxBusy
             | Cooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
-            CapacityExhausted | SessionBusy | StoreUnavailable(_) | EngineUnavailable(_) | ImageMissing(_)
-            | SandboxUnavailable | SandboxUnresponsive | NotReady(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            CapacityExhausted
+            | SessionBusy
+            | StoreUnavailable(_)
+            | EngineUnavailable(_)
+            | ImageMissing(_)
+            | SandboxUnavailable
+            | SandboxUnresponsive
+            | NotReady(_)
+            | ShuttingDown
+            | SnapshotStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             SandboxProtocol(_) | LlmUnavailable(_) | LlmBadReply(_) => StatusCode::BAD_GATEWAY,
             LlmTimeout => StatusCode::GATEWAY_TIMEOUT,
             ResultEvicted => StatusCode::GONE,
@@ -160,6 +174,9 @@ impl ApiError {
             FileRefused(_) => "file_refused",
             FileTooLarge(_) => "file_too_large",
             NotEnabled(_) => "not_enabled",
+            SnapshotQuota(_) => "snapshot_quota_exceeded",
+            SessionExists(_) => "session_exists",
+            SnapshotStoreUnavailable(_) => "snapshot_store_unavailable",
             IdempotencyInProgress => "idempotency_in_progress",
             ResultEvicted => "result_evicted",
             ShuttingDown => "shutting_down",
@@ -188,6 +205,7 @@ impl ApiError {
                 detail.clone()
             }
             FileNotFound(detail) | FileRefused(detail) | FileTooLarge(detail) => detail.clone(),
+            SnapshotQuota(detail) | SnapshotStoreUnavailable(detail) | SessionExists(detail) => detail.clone(),
             PayloadTooLarge => "request body too large".into(),
             UnsupportedMediaType => "expected Content-Type: application/json".into(),
             MethodNotAllowed => "method not allowed".into(),
@@ -361,6 +379,19 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Protocol(cause) => ApiError::SandboxProtocol(cause),
             RuntimeError::NotReady(detail) => ApiError::NotReady(detail),
             err @ (RuntimeError::Engine(_) | RuntimeError::SpawnFailed(_)) => ApiError::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<brig_core::snapshot::SnapshotError> for ApiError {
+    fn from(err: brig_core::snapshot::SnapshotError) -> Self {
+        use brig_core::snapshot::SnapshotError;
+        match err {
+            SnapshotError::NotFound => ApiError::NotFound("snapshot"),
+            SnapshotError::QuotaExceeded(detail) => ApiError::SnapshotQuota(detail),
+            // The sandbox's stream broke: the cause is logged by the caller.
+            SnapshotError::Source(_) => ApiError::SandboxUnavailable,
+            SnapshotError::Storage(detail) => ApiError::SnapshotStoreUnavailable(detail),
         }
     }
 }

@@ -80,6 +80,7 @@ impl From<NewSessionArgs> for CreateSessionBody {
             image: args.image,
             runtime: args.runtime,
             network: args.allow_hosts.map(|allow| crate::views::NetworkBody { allow }),
+            from_snapshot: None,
         }
     }
 }
@@ -196,6 +197,7 @@ impl BrigMcp {
                 &state.config.sandbox,
                 &state.config.egress,
                 state.egress_grant(&principal).as_ref(),
+                &state.snapshots,
                 &principal,
                 args.into(),
             )

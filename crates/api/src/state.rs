@@ -62,6 +62,8 @@ pub struct AppState {
     /// Answers the sandboxes' egress dials (the runtime holds it weakly);
     /// `None` when `EGRESS_ALLOWED` is empty.
     pub egress_dialer: Option<Arc<dyn EgressDialer>>,
+    /// Workspace snapshots (`SNAPSHOT_DIR`).
+    pub snapshots: Arc<brig_core::snapshot::SnapshotStore>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -180,6 +182,7 @@ impl AppState {
             shutdown.spawn_loop(async move { pool.run_until_stopped(std::future::pending()).await });
         }
         let sessions = Arc::new(sessions);
+        let snapshots = Arc::new(brig_core::snapshot::SnapshotStore::new(config.snapshots.clone()));
         let rules = Arc::new(rules);
         let execute = Arc::new(ExecuteService::new(
             sessions.clone(),
@@ -222,6 +225,7 @@ impl AppState {
             tenant_separation: None,
             embedded_reaper: None,
             egress_dialer: None,
+            snapshots,
         }
     }
 

@@ -117,6 +117,10 @@ pub struct CreateSessionBody {
     /// Egress: the hosts the session's commands may reach through the proxy
     /// (within `EGRESS_ALLOWED`); none by default.
     pub network: Option<NetworkBody>,
+    /// A snapshot of the caller's (`POST /sessions/{id}/snapshots`) whose
+    /// workspace the new session starts with, as an independent copy. The
+    /// session must not exist yet (409 otherwise).
+    pub from_snapshot: Option<String>,
 }
 
 /// A session's own egress allow-list.

@@ -47,6 +47,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod session;
 pub mod shutdown;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 
@@ -64,6 +65,7 @@ mod layering {
         ("reaper", 7),
         ("runtime", 6),
         ("store", 6),
+        ("snapshot", 6),
         ("policy::file", 6),
         ("policy::rules", 6),
         ("config", 5),

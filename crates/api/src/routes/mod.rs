@@ -8,6 +8,7 @@ pub(crate) mod generate;
 pub(crate) mod health;
 pub mod openapi;
 pub(crate) mod sessions;
+pub(crate) mod snapshots;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, Request};
@@ -48,6 +49,12 @@ pub fn router(state: AppState) -> Router {
             get(sessions::get_network).put(sessions::put_network),
         )
         .route("/sessions/{session_id}/files", get(files::list))
+        .route("/sessions/{session_id}/snapshots", post(snapshots::create))
+        .route("/snapshots", get(snapshots::list))
+        .route(
+            "/snapshots/{snapshot_id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
         .route(
             "/sessions/{session_id}/archive",
             get(files::get_archive).put(files::put_archive),

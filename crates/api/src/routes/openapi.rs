@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{execute, executions, files, generate, health, sessions};
+use super::{execute, executions, files, generate, health, sessions, snapshots};
 
 /// Every error: a stable code and a message.
 #[derive(ToSchema)]
@@ -47,6 +47,10 @@ pub struct ErrorBody {
         files::list,
         files::get_archive,
         files::put_archive,
+        snapshots::create,
+        snapshots::list,
+        snapshots::get,
+        snapshots::delete,
         generate::generate,
         generate::generate_and_execute,
         health::health,

@@ -45,6 +45,7 @@ pub async fn create(
         &state.config.sandbox,
         &state.config.egress,
         state.egress_grant(&principal).as_ref(),
+        &state.snapshots,
         &principal,
         body,
     )

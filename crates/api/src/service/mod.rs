@@ -13,3 +13,4 @@ pub mod executions;
 pub mod idempotency;
 pub mod readiness;
 pub mod sessions;
+pub mod snapshots;

@@ -4,6 +4,7 @@
 use brig_core::config::EgressConfig;
 use brig_core::egress::AllowList;
 use brig_core::session::{SessionId, Sessions};
+use brig_core::snapshot::SnapshotStore;
 use brig_core::SandboxConfig;
 
 use crate::auth::Principal;
@@ -17,6 +18,7 @@ pub async fn open_session(
     sandbox: &SandboxConfig,
     egress: &EgressConfig,
     grant: Option<&AllowList>,
+    snapshots: &SnapshotStore,
     principal: &Principal,
     body: CreateSessionBody,
 ) -> Result<(SessionView, bool), ApiError> {
@@ -31,7 +33,24 @@ pub async fn open_session(
         body.cpu_limit,
     )?;
     options.egress = checked_allow_list(egress, grant, &body.network.unwrap_or_default().allow)?;
-    let (record, created) = sessions.open_with(&principal.owner(), &id, &options).await?;
+    let owner = principal.owner();
+    if let Some(snapshot) = &body.from_snapshot {
+        // Before anything is created: an unknown snapshot is a plain 404.
+        snapshots.get(&owner, snapshot).await?;
+    }
+    let (record, created) = sessions.open_with(&owner, &id, &options).await?;
+    if let Some(snapshot) = &body.from_snapshot {
+        if !created {
+            return Err(ApiError::SessionExists(
+                "the session exists: from_snapshot starts a new session; pick another session_id".into(),
+            ));
+        }
+        if let Err(err) = super::snapshots::restore(sessions, snapshots, &owner, &id, snapshot).await {
+            // Never a session that silently lacks its workspace.
+            let _ = sessions.delete(&owner, &id).await;
+            return Err(err);
+        }
+    }
     Ok((SessionView::of(&record, sandbox), created))
 }
 

@@ -11,6 +11,7 @@
 //! - `store`, `cleanup`, `metrics`: Redis or memory, the reaper, who may scrape.
 //! - `http`: the server's timeouts and connection caps.
 //! - `egress`: what sessions may reach ([`EgressConfig`]).
+//! - `snapshot`: where workspaces are kept ([`SnapshotConfig`]).
 
 mod auth;
 mod cleanup;
@@ -20,6 +21,7 @@ mod http;
 mod llm;
 mod metrics;
 mod sandbox;
+mod snapshot;
 mod store;
 
 use std::time::Duration;
@@ -33,6 +35,7 @@ pub use self::http::HttpConfig;
 pub use self::llm::LlmConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
+pub use self::snapshot::SnapshotConfig;
 pub use self::store::StoreConfig;
 use crate::policy::{CommandPolicy, Languages};
 
@@ -121,6 +124,7 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub docker: DockerConfig,
     pub egress: EgressConfig,
+    pub snapshots: SnapshotConfig,
 }
 
 impl Config {
@@ -190,6 +194,7 @@ impl Config {
         let sandbox = SandboxConfig::from(&mut env);
         let docker = DockerConfig::from(&mut env);
         let egress = EgressConfig::from(&mut env);
+        let snapshots = SnapshotConfig::from(&mut env);
         let config = Config {
             host,
             port,
@@ -217,6 +222,7 @@ impl Config {
             sandbox,
             docker,
             egress,
+            snapshots,
         };
         env.finish(config)
     }

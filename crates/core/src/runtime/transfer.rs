@@ -76,6 +76,8 @@ pub async fn upload<E: std::fmt::Display>(
     let mut replies = Replies::new(output);
     let send = send_all(&mut input, body);
     let sent = tokio::select! {
+        // The upload first: an answer only cuts it short while it waits.
+        biased;
         sent = send => sent,
         early = replies.next() => return Err(answered_early(early)),
     };
