@@ -157,6 +157,10 @@ fn schemathesis_finds_nothing_wrong_with_any_operation() {
         ("SESSION_STORE", "memory"),
         ("ALLOWED_COMMANDS", "echo,true"),
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        // Every operation gets its invalid-credentials probe, which must be a
+        // 401: the per-address failure limit (tested in auth::) would turn
+        // the later ones into 429s as operations are added.
+        ("AUTH_FAILURES_PER_MINUTE", "0"),
         ("METRICS_TOKEN", "schemathesis-metrics-token"),
         ("MAX_SESSIONS_PER_USER", "4"),
         ("MAX_SESSIONS", "8"),
