@@ -118,12 +118,16 @@ fn open_root(root: &str) -> io::Result<OwnedFd> {
     Ok(dir.into())
 }
 
-const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+pub(crate) const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
 
 /// Opens the directory `dirs` names under `root`, creating what is missing if
 /// `create`.
 pub(crate) fn walk(root: &str, dirs: &[CString], create: bool) -> io::Result<OwnedFd> {
-    let mut dir = open_root(root)?;
+    walk_from(open_root(root)?, dirs, create)
+}
+
+/// [`walk`] from an open directory `dir` instead of a root path.
+pub(crate) fn walk_from(mut dir: OwnedFd, dirs: &[CString], create: bool) -> io::Result<OwnedFd> {
     for name in dirs {
         dir = match sys::openat(&dir, name, DIR_FLAGS, 0) {
             Err(err) if create && err.raw_os_error() == Some(libc::ENOENT) => match sys::mkdirat(&dir, name, 0o700) {

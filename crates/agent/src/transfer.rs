@@ -26,7 +26,7 @@ use std::path::{Component, Path, PathBuf};
 
 use brig_protocol::{ErrorCode, FileReply, Frame, FrameDecoder, MAX_TUNNEL_CHUNK};
 
-use crate::files::{components, failure, open_regular, walk, Failure, ROOT};
+use crate::files::{components, failure, open_regular, walk, walk_from, Failure, DIR_FLAGS, ROOT};
 
 /// The id every one-shot transfer frame carries.
 const ID: u32 = 1;
@@ -295,8 +295,6 @@ fn append_dir<W: Write>(builder: &mut tar::Builder<W>, dir: &OwnedFd, prefix: &P
     Ok(())
 }
 
-const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-
 fn tar_in(root: &str, path: &str, input: &mut FramesIn<impl Read>) -> Result<(), Failure> {
     let parts = components(path, true)?;
     let target = walk(root, &parts, true).map_err(|err| failure(path, err))?;
@@ -371,7 +369,9 @@ fn extract(staging: &OwnedFd, input: &mut impl Read) -> Result<(), Failure> {
             continue; // the root itself ("./")
         };
         let kind = entry.header().entry_type();
-        let dir = walk_fd(staging, &parts).map_err(|err| failure(&path.display().to_string(), err))?;
+        let dir = crate::sys::openat(staging, c".", DIR_FLAGS, 0)
+            .and_then(|base| walk_from(base, &parts, true))
+            .map_err(|err| failure(&path.display().to_string(), err))?;
         let shown = path.display().to_string();
         let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
         match kind {
@@ -411,21 +411,6 @@ fn extract(staging: &OwnedFd, input: &mut impl Read) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-/// Opens the directory `parts` names under `base`, creating what is missing.
-fn walk_fd(base: &OwnedFd, parts: &[CString]) -> io::Result<OwnedFd> {
-    let mut dir = crate::sys::openat(base, c".", DIR_FLAGS, 0)?;
-    for name in parts {
-        dir = match crate::sys::openat(&dir, name, DIR_FLAGS, 0) {
-            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => match crate::sys::mkdirat(&dir, name, 0o700) {
-                Err(err) if err.raw_os_error() != Some(libc::EEXIST) => return Err(err),
-                _ => crate::sys::openat(&dir, name, DIR_FLAGS, 0)?,
-            },
-            other => other?,
-        };
-    }
-    Ok(dir)
 }
 
 /// Moves everything in `from` into `to`: a directory into an existing
