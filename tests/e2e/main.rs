@@ -31,6 +31,7 @@ mod security;
 mod sessions;
 mod snapshots;
 mod streaming;
+mod suspension;
 mod transfers;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -83,6 +83,10 @@ pub enum ApiError {
     NotEnabled(&'static str),
     /// The session exists where a new one was asked for (`from_snapshot`).
     SessionExists(String),
+    /// A command runs in the session being suspended.
+    SessionInUse,
+    /// A suspended session could not get its workspace back (it stays suspended).
+    ResumeFailed(String),
     /// A snapshot would pass the principal's quota (named).
     SnapshotQuota(String),
     /// The snapshot directory could not be used (named).
@@ -120,7 +124,7 @@ impl ApiError {
             PayloadTooLarge | FileTooLarge(_) | SnapshotQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            FileRefused(_) | IdempotencyInProgress | SessionExists(_) => StatusCode::CONFLICT,
+            FileRefused(_) | IdempotencyInProgress | SessionExists(_) | SessionInUse => StatusCode::CONFLICT,
             RateLimited { .. }
             | AuthRateLimited { .. }
             | UnreadResponses
@@ -136,6 +140,7 @@ impl ApiError {
             | SandboxUnresponsive
             | NotReady(_)
             | ShuttingDown
+            | ResumeFailed(_)
             | SnapshotStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             SandboxProtocol(_) | LlmUnavailable(_) | LlmBadReply(_) => StatusCode::BAD_GATEWAY,
             LlmTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -176,6 +181,8 @@ impl ApiError {
             NotEnabled(_) => "not_enabled",
             SnapshotQuota(_) => "snapshot_quota_exceeded",
             SessionExists(_) => "session_exists",
+            SessionInUse => "session_in_use",
+            ResumeFailed(_) => "resume_failed",
             SnapshotStoreUnavailable(_) => "snapshot_store_unavailable",
             IdempotencyInProgress => "idempotency_in_progress",
             ResultEvicted => "result_evicted",
@@ -205,7 +212,10 @@ impl ApiError {
                 detail.clone()
             }
             FileNotFound(detail) | FileRefused(detail) | FileTooLarge(detail) => detail.clone(),
-            SnapshotQuota(detail) | SnapshotStoreUnavailable(detail) | SessionExists(detail) => detail.clone(),
+            SnapshotQuota(detail) | SnapshotStoreUnavailable(detail) | SessionExists(detail) | ResumeFailed(detail) => {
+                detail.clone()
+            }
+            SessionInUse => "a command runs in the session: suspend it once the command ends".into(),
             PayloadTooLarge => "request body too large".into(),
             UnsupportedMediaType => "expected Content-Type: application/json".into(),
             MethodNotAllowed => "method not allowed".into(),
@@ -405,6 +415,9 @@ impl From<SessionError> for ApiError {
             },
             SessionError::CapacityExhausted => ApiError::CapacityExhausted,
             SessionError::CreationContended => ApiError::SessionBusy,
+            SessionError::InUse => ApiError::SessionInUse,
+            SessionError::ResumeFailed(detail) => ApiError::ResumeFailed(detail),
+            SessionError::Snapshot(err) => err.into(),
             SessionError::Store(err) => err.into(),
             SessionError::Runtime(err) => err.into(),
         }

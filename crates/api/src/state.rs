@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use brig_core::agent_binary::AgentBinary;
-use brig_core::config::StoreConfig;
+use brig_core::config::{SessionExpiry, StoreConfig};
 use brig_core::policy::rules::LiveRules;
 use brig_core::pool::WarmPool;
 use brig_core::reaper::Reaper;
@@ -181,8 +181,13 @@ impl AppState {
             sessions = sessions.with_pool(pool.clone());
             shutdown.spawn_loop(async move { pool.run_until_stopped(std::future::pending()).await });
         }
-        let sessions = Arc::new(sessions);
         let snapshots = Arc::new(brig_core::snapshot::SnapshotStore::new(config.snapshots.clone()));
+        let sessions = Arc::new(sessions.with_suspension(
+            snapshots.for_suspended(),
+            config.snapshots.suspended_retention,
+            config.snapshots.sweep_after,
+        ));
+        spawn_suspension(&sessions, config.snapshots.expiry, config.cleanup.interval, &shutdown);
         let rules = Arc::new(rules);
         let execute = Arc::new(ExecuteService::new(
             sessions.clone(),
@@ -234,6 +239,42 @@ impl AppState {
     pub fn egress_grant(&self, principal: &crate::auth::Principal) -> Option<brig_core::egress::AllowList> {
         self.rules.current().egress_grant(principal.caller())
     }
+}
+
+/// How often expiring sessions are looked for under `SESSION_EXPIRY=suspend`,
+/// and how long before their expiry they are suspended: a pass is never
+/// missed, and the cleanup worker (which removes what expired) never sees
+/// them first.
+const EXPIRY_PASS: Duration = Duration::from_secs(5);
+const EXPIRY_LEAD: Duration = Duration::from_secs(15);
+
+/// The loops of suspension: expiring sessions suspended (`SESSION_EXPIRY=suspend`),
+/// unclaimed suspended workspaces removed (every `sweep_every`:
+/// `CLEANUP_INTERVAL_SECONDS`). Replicas sharing a store may run them side by
+/// side: each suspend holds its session's lock.
+fn spawn_suspension(sessions: &Arc<Sessions>, expiry: SessionExpiry, sweep_every: Duration, shutdown: &Shutdown) {
+    if expiry == SessionExpiry::Suspend {
+        let sessions = sessions.clone();
+        shutdown.spawn_loop(async move {
+            loop {
+                let sweep = sessions.suspend_expiring(EXPIRY_LEAD).await;
+                if sweep != Default::default() {
+                    tracing::info!(target: "brig::cleanup", suspended = sweep.suspended, busy = sweep.busy, errors = sweep.errors, "expiring sessions suspended");
+                }
+                tokio::time::sleep(EXPIRY_PASS).await;
+            }
+        });
+    }
+    let sessions = sessions.clone();
+    shutdown.spawn_loop(async move {
+        loop {
+            let sweep = sessions.sweep_suspended().await;
+            if sweep.removed > 0 || sweep.errors > 0 {
+                tracing::info!(target: "brig::cleanup", removed = sweep.removed, errors = sweep.errors, "unclaimed suspended workspaces removed");
+            }
+            tokio::time::sleep(sweep_every).await;
+        }
+    });
 }
 
 /// The addresses of this host's interfaces: a sandbox never dials them

@@ -43,6 +43,10 @@ pub struct ExecutionResult {
     pub started_at: String,
     pub finished_at: String,
     pub session_created: bool,
+    /// The session was suspended: this command resumed it (a new container,
+    /// its workspace restored).
+    #[serde(default)]
+    pub session_resumed: bool,
 }
 
 impl From<&Executed> for ExecutionResult {
@@ -59,6 +63,7 @@ impl From<&Executed> for ExecutionResult {
             started_at: rfc3339(executed.started_at),
             finished_at: rfc3339(executed.finished_at),
             session_created: executed.created,
+            session_resumed: executed.resumed,
         }
     }
 }
@@ -147,7 +152,13 @@ pub struct NetworkView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub session_id: String,
+    /// `active`; `suspended` (no container: its workspace waits in a
+    /// snapshot until its next use resumes it, or `expires_at` drops it);
+    /// `starting`, `suspending`, `resuming` in between.
+    #[schema(example = "active")]
+    pub status: &'static str,
     pub created_at: String,
+    /// When it expires unused (suspended: when its workspace is dropped).
     pub expires_at: String,
     pub image: String,
     pub runtime: String,
@@ -162,6 +173,7 @@ impl SessionView {
         let options = &record.options;
         SessionView {
             session_id: record.session_id.clone(),
+            status: record.state().as_str(),
             created_at: at(record.created_at_ms),
             expires_at: at(record.expires_at_ms),
             image: options.image.clone().unwrap_or_else(|| sandbox.image.clone()),

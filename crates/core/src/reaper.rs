@@ -163,7 +163,7 @@ impl Reaper {
         // a slow creation can outlast the grace period.
         let pending: HashSet<(&str, &str)> = records
             .iter()
-            .filter(|r| !r.is_ready())
+            .filter(|r| r.container().is_none() && !r.is_parked())
             .map(|r| (r.owner.as_str(), r.session_id.as_str()))
             .collect();
         // A spare with a live record has been claimed (its rename may still be
@@ -211,7 +211,10 @@ impl Reaper {
         let grace_ms = self.config.grace.as_millis() as i64;
         for record in &records {
             let settled = now as i64 * 1000 - record.created_at_ms >= grace_ms;
+            // A suspended session has no container by design: its workspace
+            // is a snapshot, and only its record names it.
             if settled
+                && record.suspended.is_none()
                 && record.container().is_none_or(|container| !existing.contains(container))
                 && self.delete_record(record, &mut summary.errors).await
             {

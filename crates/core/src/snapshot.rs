@@ -82,6 +82,38 @@ impl SnapshotStore {
         SnapshotStore { config }
     }
 
+    /// Where suspended sessions' workspaces are kept: `.suspended` under the
+    /// same directory (no owner's directory has that name), apart from the
+    /// owners' own snapshots and outside their quotas (the sessions' quota
+    /// and workspace size bound them).
+    pub fn for_suspended(&self) -> SnapshotStore {
+        SnapshotStore {
+            config: SnapshotConfig {
+                dir: self.config.dir.join(".suspended"),
+                quota_bytes: u64::MAX,
+                quota_count: usize::MAX,
+                ..self.config.clone()
+            },
+        }
+    }
+
+    /// The owners that have a directory here.
+    pub async fn owners(&self) -> Result<Vec<Owner>, SnapshotError> {
+        let dir = &self.config.dir;
+        let mut entries = match tokio::fs::read_dir(dir).await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(storage(dir, err)),
+        };
+        let mut owners = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(|err| storage(dir, err))? {
+            if let Some(owner) = entry.file_name().to_str().and_then(Owner::parse) {
+                owners.push(owner);
+            }
+        }
+        Ok(owners)
+    }
+
     fn owner_dir(&self, owner: &Owner) -> PathBuf {
         self.config.dir.join(owner.as_str())
     }
@@ -319,6 +351,9 @@ mod tests {
             dir: dir.clone(),
             quota_bytes,
             quota_count,
+            expiry: crate::config::SessionExpiry::Delete,
+            suspended_retention: Duration::from_secs(60),
+            sweep_after: Duration::from_secs(60),
         };
         (SnapshotStore::new(config), dir)
     }

@@ -244,12 +244,20 @@ fn base_command(binary: PathBuf, instance: &str, env: &[(&str, &str)]) -> Comman
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
         .env("BRIG_INSTANCE", instance)
-        .env("CONTAINER_IMAGE", test_image());
+        .env("CONTAINER_IMAGE", test_image())
+        // Each instance its own: tests never share (or fill) one snapshot store.
+        .env("SNAPSHOT_DIR", snapshot_dir(instance));
     if let Ok(host) = std::env::var("DOCKER_HOST") {
         command.env("DOCKER_HOST", host);
     }
     command.envs(env.iter().copied());
     command
+}
+
+/// The default `SNAPSHOT_DIR` of an instance's processes (removed with the
+/// instance by the [`BrigApi`] that owns it).
+pub fn snapshot_dir(instance: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("brig-test-snapshots-{instance}"))
 }
 
 /// Borrows an environment with computed values (`redis.url()`) in the form the
@@ -312,6 +320,7 @@ impl Drop for BrigApi {
         self.service.kill();
         if self.owns_instance {
             remove_instance_containers(&self.instance);
+            let _ = std::fs::remove_dir_all(snapshot_dir(&self.instance));
         }
     }
 }

@@ -39,6 +39,7 @@ pub struct ErrorBody {
         sessions::list,
         sessions::get,
         sessions::delete,
+        sessions::suspend,
         sessions::get_network,
         sessions::put_network,
         files::put,

@@ -1,5 +1,5 @@
 //! `POST /sessions`, `GET /sessions`, `GET|DELETE /sessions/{session_id}`,
-//! `GET|PUT /sessions/{session_id}/network`.
+//! `POST /sessions/{session_id}/suspend`, `GET|PUT /sessions/{session_id}/network`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -91,6 +91,24 @@ pub async fn delete(
         .delete(&principal.owner(), &session_in_path(&id)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/sessions/{session_id}/suspend", operation_id = "suspendSession", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path)),
+    responses(
+        (status = 200, description = "Suspended: the workspace kept, the container removed; the next use resumes it", body = SessionView),
+        (status = 409, description = "A command runs in the session (session_in_use)", body = crate::views::Failure),
+    ))]
+pub async fn suspend(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let record = state
+        .sessions
+        .suspend(&principal.owner(), &session_in_path(&id)?)
+        .await?;
+    Ok(Json(SessionView::of(&record, &state.config.sandbox)))
 }
 
 fn network_view(state: &AppState, record: &brig_core::session::SessionRecord) -> NetworkView {

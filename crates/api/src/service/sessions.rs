@@ -38,7 +38,8 @@ pub async fn open_session(
         // Before anything is created: an unknown snapshot is a plain 404.
         snapshots.get(&owner, snapshot).await?;
     }
-    let (record, created) = sessions.open_with(&owner, &id, &options).await?;
+    let (record, opened) = sessions.open_with(&owner, &id, &options).await?;
+    let created = opened.created();
     if let Some(snapshot) = &body.from_snapshot {
         if !created {
             return Err(ApiError::SessionExists(

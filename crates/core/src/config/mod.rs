@@ -11,7 +11,7 @@
 //! - `store`, `cleanup`, `metrics`: Redis or memory, the reaper, who may scrape.
 //! - `http`: the server's timeouts and connection caps.
 //! - `egress`: what sessions may reach ([`EgressConfig`]).
-//! - `snapshot`: where workspaces are kept ([`SnapshotConfig`]).
+//! - `snapshot`: where workspaces are kept, and what expiry does ([`SnapshotConfig`]).
 
 mod auth;
 mod cleanup;
@@ -35,7 +35,7 @@ pub use self::http::HttpConfig;
 pub use self::llm::LlmConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
-pub use self::snapshot::SnapshotConfig;
+pub use self::snapshot::{SessionExpiry, SnapshotConfig};
 pub use self::store::StoreConfig;
 use crate::policy::{CommandPolicy, Languages};
 

@@ -32,6 +32,9 @@ pub const CLEANUP_ERRORS: &str = "brig_cleanup_errors_total";
 pub const EGRESS_CONNECTIONS: &str = "brig_egress_connections_total";
 /// Bytes through egress tunnels, by `direction` (`up`: sandbox → upstream; `down`).
 pub const EGRESS_BYTES: &str = "brig_egress_bytes_total";
+/// Sessions suspended, and the time a resume took (container and workspace).
+pub const SESSIONS_SUSPENDED: &str = "brig_sessions_suspended_total";
+pub const RESUME_DURATION: &str = "brig_session_resume_seconds";
 
 /// A finished command: `ok` (exit 0), `nonzero`, `timed_out`, `cancelled` or
 /// `oom_killed` (SIGKILL that brig did not send: the OOM killer).
@@ -64,4 +67,12 @@ pub fn container_removed(reason: &'static str, count: u64) {
     if count > 0 {
         metrics::counter!(CONTAINERS_REMOVED, "reason" => reason).increment(count);
     }
+}
+
+pub fn session_suspended() {
+    metrics::counter!(SESSIONS_SUSPENDED).increment(1);
+}
+
+pub fn session_resumed(elapsed: Duration) {
+    metrics::histogram!(RESUME_DURATION).record(elapsed.as_secs_f64());
 }

@@ -10,7 +10,7 @@
 //! recorded, so tests can see which path a command took.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,7 +45,7 @@ struct State {
 
 #[derive(Default)]
 pub struct FakeRuntime {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     /// How long a creation takes (so concurrent creations overlap).
     create_delay: Duration,
 }
@@ -258,16 +258,84 @@ impl SandboxRuntime for FakeRuntime {
         self.file(id, request).await
     }
 
-    /// Streamed transfers run the agent in a real sandbox: the fake has none
-    /// (the e2e suite tests them against the engine).
+    /// Whole-workspace transfers (`TarOut`, `TarIn` of `/workspace`) move
+    /// the sandbox's files as one JSON document in the agent's frames, so
+    /// that suspend and resume can be tested above the seam; a file's stream
+    /// is the engine's business (the e2e suite tests it).
     async fn transfer(
         &self,
-        _id: &str,
-        _transfer: &crate::runtime::transfer::Transfer,
+        id: &str,
+        transfer: &crate::runtime::transfer::Transfer,
     ) -> Result<crate::runtime::transfer::AgentIo, RuntimeError> {
-        Err(RuntimeError::Engine(
-            "the fake runtime has no streamed transfers".into(),
-        ))
+        use crate::runtime::transfer::{AgentIo, Transfer};
+        use brig_protocol::{Frame, FrameDecoder};
+        use futures_util::StreamExt;
+        use tokio::io::AsyncReadExt;
+
+        if !self.state().sandboxes.contains_key(id) {
+            return Err(RuntimeError::SandboxNotFound);
+        }
+        let done = Frame::FileDone {
+            id: 1,
+            reply: FileReply::Done,
+        }
+        .encode();
+        match transfer {
+            Transfer::TarOut(path) if path.is_empty() => {
+                let files = self.state().files.get(id).cloned().unwrap_or_default();
+                let mut out = Frame::Data {
+                    id: 1,
+                    data: serde_json::to_vec(&files).expect("a map of files serialises"),
+                }
+                .encode();
+                out.extend(done);
+                Ok(AgentIo {
+                    input: Box::pin(tokio::io::sink()),
+                    output: Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from(out))])),
+                })
+            }
+            Transfer::TarIn(path) if path.is_empty() => {
+                let (input, mut agent) = tokio::io::duplex(64 * 1024);
+                let (state, id) = (Arc::clone(&self.state), id.to_string());
+                let (answer, answered) = tokio::sync::oneshot::channel::<Vec<u8>>();
+                // Reads the upload to its end marker, keeps it, then answers;
+                // an upload cut short keeps nothing and gets no answer.
+                tokio::spawn(async move {
+                    let (mut decoder, mut body, mut buffer) = (FrameDecoder::new(), Vec::new(), vec![0u8; 8192]);
+                    loop {
+                        let n = agent.read(&mut buffer).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        decoder.push(&buffer[..n]);
+                        while let Some(frame) = decoder.next_frame() {
+                            match frame {
+                                Ok(Frame::Data { data, .. }) => body.extend(data),
+                                Ok(Frame::Shut { .. }) => {
+                                    let Ok(files) = serde_json::from_slice::<HashMap<String, Vec<u8>>>(&body) else {
+                                        return;
+                                    };
+                                    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+                                    state.files.entry(id).or_default().extend(files);
+                                    let _ = answer.send(done);
+                                    return;
+                                }
+                                _ => return,
+                            }
+                        }
+                    }
+                });
+                let output = futures_util::stream::once(answered)
+                    .filter_map(|answer| async move { answer.ok().map(|bytes| Ok(bytes::Bytes::from(bytes))) });
+                Ok(AgentIo {
+                    input: Box::pin(input),
+                    output: Box::pin(output),
+                })
+            }
+            other => Err(RuntimeError::Engine(
+                format!("the fake runtime does not stream {other:?}").into(),
+            )),
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {

@@ -130,3 +130,13 @@ pub trait SandboxRuntime: Send + Sync {
     /// missing (the engine, the configured OCI runtime, the agent).
     async fn ready(&self) -> Result<(), RuntimeError>;
 }
+
+/// What an engine exec's output that never held a frame means: the engine
+/// wrote its own message there (`OCI runtime exec failed: ...`: the container
+/// is stopping, or at its pids limit), not the agent. The sandbox could not
+/// serve the request; the message is logged, never shown to a client.
+pub(crate) fn exec_not_started(output: &[u8]) -> RuntimeError {
+    let message = String::from_utf8_lossy(output);
+    tracing::warn!(message = %message.trim(), "the engine could not start the agent in the sandbox");
+    RuntimeError::ChannelClosed
+}

@@ -191,6 +191,9 @@ enum Reply {
 struct Replies {
     output: ByteStream,
     decoder: FrameDecoder,
+    /// The first bytes, until a frame is decoded: what the engine wrote if
+    /// the agent never started.
+    head: Option<Vec<u8>>,
 }
 
 impl Replies {
@@ -198,6 +201,7 @@ impl Replies {
         Replies {
             output,
             decoder: FrameDecoder::new(),
+            head: Some(Vec::new()),
         }
     }
 
@@ -205,7 +209,12 @@ impl Replies {
     async fn next(&mut self) -> Result<Option<Reply>, RuntimeError> {
         loop {
             if let Some(frame) = self.decoder.next_frame() {
-                return match frame.map_err(|err| RuntimeError::Protocol(err.to_string()))? {
+                let frame = match (frame, self.head.take()) {
+                    (Ok(frame), _) => frame,
+                    (Err(_), Some(head)) => return Err(super::exec_not_started(&head)),
+                    (Err(err), None) => return Err(RuntimeError::Protocol(err.to_string())),
+                };
+                return match frame {
                     Frame::Data { id: 1, data } => Ok(Some(Reply::Data(Bytes::from(data)))),
                     Frame::FileDone { id: 1, .. } => Ok(Some(Reply::Done)),
                     Frame::Error { code, message, .. } => Err(super::docker::request_error(code, message)),
@@ -218,11 +227,20 @@ impl Replies {
             match tokio::time::timeout(TRANSFER_IDLE, self.output.next()).await {
                 Err(_) => return Err(RuntimeError::AgentUnresponsive),
                 Ok(None) => return Ok(None),
-                Ok(Some(chunk)) => self.decoder.push(&chunk?),
+                Ok(Some(chunk)) => {
+                    let chunk = chunk?;
+                    if let Some(head) = self.head.as_mut().filter(|head| head.len() < EXEC_MESSAGE) {
+                        head.extend_from_slice(&chunk[..chunk.len().min(EXEC_MESSAGE - head.len())]);
+                    }
+                    self.decoder.push(&chunk);
+                }
             }
         }
     }
 }
+
+/// How much of an engine's message (an exec that never started) is kept.
+const EXEC_MESSAGE: usize = 512;
 
 #[cfg(test)]
 mod tests {
@@ -236,6 +254,36 @@ mod tests {
             input: Box::pin(tokio::io::sink()),
             output: Box::pin(futures_util::stream::iter(chunks)),
         }
+    }
+
+    /// Docker writes an exec's start failure into its output (seen under
+    /// schemathesis: "frame length 1329809696", which is "OCI "): the
+    /// sandbox could not serve, which is no protocol violation of the agent's.
+    #[tokio::test]
+    async fn an_exec_the_engine_could_not_start_is_an_unavailable_sandbox() {
+        let message = "OCI runtime exec failed: exec failed: container_linux.go:380: starting container process \
+                       caused: process_linux.go:130: executing setns process caused: exit status 1: unknown\r\n";
+        let io = AgentIo {
+            input: Box::pin(tokio::io::sink()),
+            output: Box::pin(futures_util::stream::iter([Ok(Bytes::from(message))])),
+        };
+        assert!(matches!(download(io).await, Err(RuntimeError::ChannelClosed)));
+        // After a first frame, garbage is the agent's: a protocol violation.
+        let mut wire = Frame::Data {
+            id: 1,
+            data: b"x".to_vec(),
+        }
+        .encode();
+        wire.extend_from_slice(message.as_bytes());
+        let io = AgentIo {
+            input: Box::pin(tokio::io::sink()),
+            output: Box::pin(futures_util::stream::iter([Ok(Bytes::from(wire))])),
+        };
+        let chunks: Vec<_> = download(io).await.unwrap().collect().await;
+        assert!(
+            matches!(chunks.last(), Some(Err(RuntimeError::Protocol(_)))),
+            "{chunks:?}"
+        );
     }
 
     #[tokio::test]

@@ -61,6 +61,12 @@ impl Owner {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// An owner as [`as_str`](Self::as_str) wrote it (32 lowercase hex digits).
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| Owner(text.to_string()))
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod egress;
 pub mod ids;
 pub mod record;
+mod suspend;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,8 @@ use brig_protocol::{FileReply, FileRequest};
 use chrono::{DateTime, Utc};
 
 pub use self::ids::{InvalidSessionId, Owner, SessionId};
-pub use self::record::SessionRecord;
+pub use self::record::{SessionRecord, SessionState, Suspension};
+pub use self::suspend::Sweep;
 use crate::pool::WarmPool;
 use crate::runtime::{RuntimeError, SandboxRuntime};
 use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxOptions};
@@ -39,10 +41,37 @@ pub enum SessionError {
     /// Another request held the session's creation lock for too long.
     #[error("session creation is in progress elsewhere")]
     CreationContended,
+    /// A command runs in the session: it is not suspended under it.
+    #[error("a command runs in the session")]
+    InUse,
+    /// A suspended session could not get its workspace back; it stays
+    /// suspended (the message says why).
+    #[error("{0}")]
+    ResumeFailed(String),
+    /// Storing the workspace of a session being suspended failed; it stays active.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+}
+
+/// What opening a session found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// It was active.
+    Found,
+    /// A new container (a new session, or a lost container replaced).
+    Created,
+    /// It was suspended: a new container holds its workspace again.
+    Resumed,
+}
+
+impl Opened {
+    pub fn created(self) -> bool {
+        self == Opened::Created
+    }
 }
 
 /// A command's outcome, with when it ran and in which session.
@@ -51,6 +80,8 @@ pub struct Executed {
     pub record: SessionRecord,
     /// This call created the session's container.
     pub created: bool,
+    /// This call resumed the suspended session.
+    pub resumed: bool,
     pub outcome: ExecOutcome,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -74,6 +105,7 @@ pub struct Sessions {
     /// This process, as a holder of channel leases.
     replica: String,
     egress: Option<EgressSetup>,
+    suspension: Option<suspend::Setup>,
 }
 
 /// How sessions get egress (see [`Sessions::with_egress`]).
@@ -101,6 +133,12 @@ fn ready_container(record: &SessionRecord) -> Result<String, SessionError> {
     })
 }
 
+/// How long the store still keeps `record` (at least a second): what a
+/// rewrite that keeps its expiry passes as its TTL.
+fn time_left(record: &SessionRecord) -> Duration {
+    Duration::from_millis((record.expires_at_ms - Utc::now().timestamp_millis()).max(1000) as u64)
+}
+
 fn random_token() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
@@ -115,6 +153,7 @@ impl Sessions {
             pool: None,
             replica: random_token(),
             egress: None,
+            suspension: None,
         }
     }
 
@@ -172,8 +211,7 @@ impl Sessions {
         let mut record = self.store.get(owner, id).await?.ok_or(SessionError::NotFound)?;
         record.options.egress = allow;
         // Keep the expiry the store has: `replace` sets a TTL.
-        let left = Duration::from_millis((record.expires_at_ms - Utc::now().timestamp_millis()).max(1000) as u64);
-        self.store.replace(&record, left).await?;
+        self.store.replace(&record, time_left(&record)).await?;
         self.note_sandbox_owner(&record).await;
         Ok(record)
     }
@@ -192,14 +230,14 @@ impl Sessions {
         &self.runtime
     }
 
-    /// The session's record, created (with its container) if it has none.
-    /// Refreshes the TTL. Returns whether this call created the container.
+    /// The session's record, created (with its container) if it has none,
+    /// resumed if it is suspended. Refreshes the TTL. Says which it was.
     ///
     /// Creation is serialised per session by a lock in the store (so replicas
     /// sharing Redis agree), quotas are checked atomically when the record is
     /// reserved, and the deterministic container name is the last line: two
     /// creators that both got past the lock still share one container.
-    pub async fn open(&self, owner: &Owner, id: &SessionId) -> Result<(SessionRecord, bool), SessionError> {
+    pub async fn open(&self, owner: &Owner, id: &SessionId) -> Result<(SessionRecord, Opened), SessionError> {
         self.open_with(owner, id, &SandboxOptions::default()).await
     }
 
@@ -211,7 +249,7 @@ impl Sessions {
         owner: &Owner,
         id: &SessionId,
         options: &SandboxOptions,
-    ) -> Result<(SessionRecord, bool), SessionError> {
+    ) -> Result<(SessionRecord, Opened), SessionError> {
         self.open_from(owner, id, options, Known::Unknown).await
     }
 
@@ -223,7 +261,7 @@ impl Sessions {
         id: &SessionId,
         options: &SandboxOptions,
         mut known: Known,
-    ) -> Result<(SessionRecord, bool), SessionError> {
+    ) -> Result<(SessionRecord, Opened), SessionError> {
         let token = random_token();
         let give_up = Instant::now() + CREATION_WAIT;
         loop {
@@ -236,7 +274,7 @@ impl Sessions {
                     .filter(SessionRecord::is_ready),
             };
             if let Some(record) = ready {
-                return Ok((record, false));
+                return Ok((record, Opened::Found));
             }
             if self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
                 let created = self.create_locked(owner, id, options).await;
@@ -251,15 +289,19 @@ impl Sessions {
         }
     }
 
-    /// Creates the session while holding its lock.
+    /// Creates the session while holding its lock (or resumes it: a
+    /// suspended session's record says so).
     async fn create_locked(
         &self,
         owner: &Owner,
         id: &SessionId,
         options: &SandboxOptions,
-    ) -> Result<(SessionRecord, bool), SessionError> {
-        // Asked before reserving, so that a failure leaves no pending record.
-        let store = self.store.identity().await?;
+    ) -> Result<(SessionRecord, Opened), SessionError> {
+        if let Some(existing) = self.store.get(owner, id).await? {
+            if existing.suspended.is_some() {
+                return self.resume_locked(existing).await;
+            }
+        }
         let now = Utc::now().timestamp_millis();
         let pending = SessionRecord {
             owner: owner.clone(),
@@ -270,33 +312,52 @@ impl Sessions {
             // creator's answer says when the session expires.
             expires_at_ms: now + self.ttl.as_millis() as i64,
             options: options.clone(),
+            suspended: None,
         };
         match self.store.reserve(&pending, self.ttl, self.quota).await? {
             Reservation::Reserved => tracing::debug!(session = %id, "reserved; creating the session's container"),
-            Reservation::Exists(record) => return Ok((record, false)),
+            Reservation::Exists(record) => return Ok((*record, Opened::Found)),
             Reservation::OwnerQuotaExceeded { frees_in } => return Err(SessionError::OwnerQuotaExceeded { frees_in }),
             Reservation::CapacityExhausted => return Err(SessionError::CapacityExhausted),
         }
+        match self.make_container(&pending, self.ttl).await {
+            Ok((record, created)) => Ok((record, if created { Opened::Created } else { Opened::Found })),
+            Err(err) => {
+                let _ = self.store.delete(owner, id).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Gives the reserved `pending` record a container (a spare from the
+    /// pool, or a new one) and stores it with it for `ttl`; whether a
+    /// container was made. On failure the record is left to the caller.
+    async fn make_container(
+        &self,
+        pending: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(SessionRecord, bool), SessionError> {
+        // Asked before creating, so that a failure leaves no container.
+        let store = self.store.identity().await?;
         let request = CreateSandbox {
-            owner: owner.as_str().into(),
-            session_id: id.as_str().into(),
-            options: options.clone(),
+            owner: pending.owner.as_str().into(),
+            session_id: pending.session_id.clone(),
+            options: pending.options.clone(),
             store,
         };
         // We hold the lock and there is no ready record: a container by this
         // session's name is an orphan (the store was flushed, or its creator died
         // before recording it). Sessions start clean, so it goes.
         // Spares run the default image and limits.
-        if let Some(pool) = self.pool.as_ref().filter(|_| options.fits_spare()) {
+        if let Some(pool) = self.pool.as_ref().filter(|_| pending.options.fits_spare()) {
             if let Some(spare) = pool.take().await {
                 let record = SessionRecord {
                     container: Some(spare.clone()),
-                    ..pending
+                    ..pending.clone()
                 };
-                if let Err(err) = self.store.replace(&record, self.ttl).await {
+                if let Err(err) = self.store.replace(&record, ttl).await {
                     // Not recorded: the spare would look unclaimed; let it go.
                     let _ = self.runtime.remove(&spare).await;
-                    let _ = self.store.delete(owner, id).await;
                     return Err(err.into());
                 }
                 self.note_sandbox_owner(&record).await;
@@ -307,29 +368,18 @@ impl Sessions {
                 return Ok((record, true));
             }
         }
-        let created = async {
-            self.runtime.remove(&self.runtime.sandbox_name(&request)).await?;
-            let (sandbox, created) = self.runtime.create(&request).await?;
-            Ok::<_, RuntimeError>((sandbox.id, created))
-        };
-        match created.await {
-            Ok((container, created)) => {
-                if created {
-                    crate::metrics::container_created("new");
-                }
-                let record = SessionRecord {
-                    container: Some(container),
-                    ..pending
-                };
-                self.store.replace(&record, self.ttl).await?;
-                self.note_sandbox_owner(&record).await;
-                Ok((record, created))
-            }
-            Err(err) => {
-                let _ = self.store.delete(owner, id).await;
-                Err(err.into())
-            }
+        self.runtime.remove(&self.runtime.sandbox_name(&request)).await?;
+        let (sandbox, created) = self.runtime.create(&request).await?;
+        if created {
+            crate::metrics::container_created("new");
         }
+        let record = SessionRecord {
+            container: Some(sandbox.id),
+            ..pending.clone()
+        };
+        self.store.replace(&record, ttl).await?;
+        self.note_sandbox_owner(&record).await;
+        Ok((record, created))
     }
 
     /// Runs `request` in the session, creating it if needed.
@@ -363,14 +413,14 @@ impl Sessions {
             .store
             .begin_command(owner, id, self.ttl, &command(&request))
             .await?;
-        let (mut record, mut created, leased) = match begun {
-            Some(Begun { record, leased }) => (record, false, leased),
+        let (mut record, mut opened, leased) = match begun {
+            Some(Begun { record, leased }) => (record, Opened::Found, leased),
             None => {
-                let (_, created) = self
+                let (_, opened) = self
                     .open_from(owner, id, &SandboxOptions::default(), Known::NotReady)
                     .await?;
                 let Begun { record, leased } = self.begin_opened(owner, id, &command(&request)).await?;
-                (record, created, leased)
+                (record, opened, leased)
             }
         };
         let mut container = ready_container(&record)?;
@@ -398,7 +448,7 @@ impl Sessions {
                     {
                         self.store.delete(owner, id).await?;
                     }
-                    created = self.open_with(owner, id, &record.options).await?.1;
+                    opened = self.open_with(owner, id, &record.options).await?.1;
                     // Through the lease like any command: another replica may
                     // hold the channel of the container that replaced the lost one.
                     let Begun { record: opened, leased } = self.begin_opened(owner, id, &command(&request)).await?;
@@ -438,7 +488,8 @@ impl Sessions {
         self.end_in_background(owner, id, container, token);
         Ok(Executed {
             record,
-            created,
+            created: opened.created(),
+            resumed: opened == Opened::Resumed,
             outcome,
             started_at,
             finished_at,
@@ -526,14 +577,19 @@ impl Sessions {
         Ok(self.runtime.transfer(container, transfer).await?)
     }
 
-    /// The container of a ready session, whose lifetime this use extends.
+    /// The container of a session, whose lifetime this use extends: a
+    /// suspended session is resumed (one being created is waited for), a
+    /// missing one is not found.
     async fn touched_container(&self, owner: &Owner, id: &SessionId) -> Result<String, SessionError> {
         let record = self
             .store
             .touch(owner, id, self.ttl)
             .await?
-            .filter(SessionRecord::is_ready)
             .ok_or(SessionError::NotFound)?;
+        if record.is_ready() {
+            return ready_container(&record);
+        }
+        let (record, _) = self.open_from(owner, id, &record.options, Known::NotReady).await?;
         ready_container(&record)
     }
 
@@ -546,16 +602,14 @@ impl Sessions {
         Ok(self.store.list(owner).await?)
     }
 
-    /// Removes the session's container and record.
+    /// Removes the session's container (or, suspended, its snapshot) and record.
     #[tracing::instrument(skip_all, fields(session = %id))]
     pub async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<(), SessionError> {
         let record = self.store.delete(owner, id).await?.ok_or(SessionError::NotFound)?;
+        self.drop_suspension(&record).await;
         // A pending record has no container yet: its creator owns what comes.
         if let Some(container) = record.container() {
-            if self.egress.is_some() {
-                // Best effort: the key also expires, and names a gone container.
-                let _ = self.store.delete_value(&egress::owner_key(container)).await;
-            }
+            self.forget_container(container).await;
             self.runtime.remove(container).await?;
             crate::metrics::container_removed("deleted", 1);
         }

@@ -21,12 +21,83 @@ pub struct SessionRecord {
     /// container is recreated the same).
     #[serde(default, skip_serializing_if = "crate::sandbox::SandboxOptions::is_default")]
     pub options: crate::sandbox::SandboxOptions,
+    /// Set while the session is being suspended (its container still holds
+    /// the workspace), once it is (no container: the workspace is a snapshot)
+    /// and while it resumes (a new container, the snapshot not yet restored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<Suspension>,
+}
+
+/// A session's suspension (see [`SessionRecord::suspended`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    /// The snapshot holding the workspace; `None` while it is being taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// Unix milliseconds.
+    pub since_ms: i64,
+    /// A resume holds the session's place (and capacity) while it makes a
+    /// container: the snapshot is still the truth.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resuming: bool,
+}
+
+/// Where a session is in its life, as `GET /sessions/{id}` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Its container is being created.
+    Starting,
+    Active,
+    /// Its workspace is being stored; commands wait.
+    Suspending,
+    /// No container: the workspace waits in a snapshot.
+    Suspended,
+    /// A suspended session getting a container and its workspace back.
+    Resuming,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::Active => "active",
+            SessionState::Suspending => "suspending",
+            SessionState::Suspended => "suspended",
+            SessionState::Resuming => "resuming",
+        }
+    }
 }
 
 impl SessionRecord {
-    /// The container exists (as far as the record knows).
+    /// The container exists (as far as the record knows) and takes commands.
     pub fn is_ready(&self) -> bool {
-        self.container.is_some()
+        self.container.is_some() && self.suspended.is_none()
+    }
+
+    /// The snapshot a suspended (or resuming) session's workspace waits in.
+    pub fn suspended_in(&self) -> Option<&str> {
+        self.suspended.as_ref()?.snapshot_id.as_deref()
+    }
+
+    /// Whether the record holds no container because its session is
+    /// suspended (not a creation in flight): such a session uses no capacity.
+    pub fn is_parked(&self) -> bool {
+        self.container.is_none() && self.suspended.as_ref().is_some_and(|s| !s.resuming)
+    }
+
+    pub fn state(&self) -> SessionState {
+        let snapshot = self.suspended.as_ref().map(|s| s.snapshot_id.is_some());
+        match (&self.container, snapshot) {
+            (Some(_), None) => SessionState::Active,
+            (None, None) => SessionState::Starting,
+            // The container holds the truth until the snapshot is recorded...
+            (Some(_), Some(false)) => SessionState::Suspending,
+            // ... and the snapshot from then on, until it is restored into a
+            // new container.
+            (Some(_), Some(true)) => SessionState::Resuming,
+            (None, Some(_)) if self.is_parked() => SessionState::Suspended,
+            (None, Some(_)) => SessionState::Resuming,
+        }
     }
 
     /// The container, once the record is ready.
@@ -62,6 +133,7 @@ mod tests {
             created_at_ms: 1,
             expires_at_ms: 2,
             options: Default::default(),
+            suspended: None,
         };
         let json = serde_json::to_value(&pending).unwrap();
         assert_eq!(json["container_id"], "");
@@ -72,5 +144,19 @@ mod tests {
         let back: SessionRecord = serde_json::from_value(serde_json::to_value(&ready).unwrap()).unwrap();
         assert_eq!(back, ready);
         assert_eq!(serde_json::from_value::<SessionRecord>(json).unwrap(), pending);
+        // The store's scripts test the key's absence: never a `null`.
+        assert!(serde_json::to_value(&ready).unwrap().get("suspended").is_none());
+        let parked = SessionRecord {
+            suspended: Some(Suspension {
+                snapshot_id: Some("snap-1".into()),
+                since_ms: 3,
+                resuming: false,
+            }),
+            ..pending
+        };
+        assert!(!parked.is_ready() && parked.is_parked());
+        assert_eq!(parked.state(), SessionState::Suspended);
+        let back: SessionRecord = serde_json::from_value(serde_json::to_value(&parked).unwrap()).unwrap();
+        assert_eq!(back, parked);
     }
 }

@@ -61,8 +61,8 @@ async fn the_first_command_creates_the_session_and_the_next_reuses_it() {
 #[tokio::test(start_paused = true)]
 async fn a_new_session_expires_one_ttl_after_its_creation() {
     let (_, _, sessions) = setup();
-    let (record, created) = sessions.open(&alice(), &sid("s")).await.unwrap();
-    assert!(created);
+    let (record, opened) = sessions.open(&alice(), &sid("s")).await.unwrap();
+    assert_eq!(opened, Opened::Created);
     let ttl = record.expires_at_ms - record.created_at_ms;
     assert!((599_000..=600_000).contains(&ttl), "{ttl} ms");
 }
@@ -263,4 +263,251 @@ async fn files_need_an_existing_session() {
         .await
         .unwrap();
     assert_eq!(read, FileReply::Data(b"x".to_vec()));
+}
+
+/// Suspend and resume over the fake's workspace transfers and a snapshot
+/// directory of the test's own.
+mod suspension {
+    use super::*;
+    use crate::session::record::Suspension;
+    use crate::snapshot::SnapshotStore;
+    use brig_protocol::{FileReply, FileRequest};
+
+    struct Shelf {
+        dir: std::path::PathBuf,
+        store: SnapshotStore,
+    }
+
+    impl Drop for Shelf {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn shelf() -> Shelf {
+        let dir = std::env::temp_dir().join(format!("brig-suspend-{}", hex::encode(rand::random::<[u8; 8]>())));
+        let store = SnapshotStore::new(crate::config::SnapshotConfig {
+            dir: dir.clone(),
+            quota_bytes: 1 << 20,
+            quota_count: 1,
+            expiry: crate::config::SessionExpiry::Suspend,
+            suspended_retention: RETENTION,
+            sweep_after: Duration::from_secs(600),
+        });
+        Shelf { dir, store }
+    }
+
+    const RETENTION: Duration = Duration::from_secs(7 * 86400);
+
+    fn suspending(store: &Arc<MemoryStore>, runtime: &Arc<FakeRuntime>, shelf: &Shelf) -> Sessions {
+        replica(store, runtime).with_suspension(shelf.store.for_suspended(), RETENTION, Duration::from_secs(600))
+    }
+
+    async fn write(sessions: &Sessions, id: &str, path: &str, data: &[u8]) {
+        let request = FileRequest::Write {
+            path: path.into(),
+            data: data.to_vec(),
+        };
+        sessions.file(&alice(), &sid(id), request).await.unwrap();
+    }
+
+    async fn read(sessions: &Sessions, id: &str, path: &str) -> Vec<u8> {
+        let request = FileRequest::Read { path: path.into() };
+        match sessions.file(&alice(), &sid(id), request).await.unwrap() {
+            FileReply::Data(data) => data,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn kept(shelf: &Shelf) -> usize {
+        shelf.store.for_suspended().list(&alice()).await.unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_suspended_session_keeps_its_files_and_resumes_on_its_next_command() {
+        let (store, runtime, shelf) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()), shelf());
+        let sessions = suspending(&store, &runtime, &shelf);
+        let first = sessions.execute(&alice(), &sid("s"), echo("a")).await.unwrap();
+        write(&sessions, "s", "notes.txt", b"kept").await;
+        let parked = sessions.suspend(&alice(), &sid("s")).await.unwrap();
+        assert_eq!(parked.state(), SessionState::Suspended);
+        assert!(parked.expires_at_ms > Utc::now().timestamp_millis() + 6 * 86_400_000);
+        // Its container went; its workspace waits in a snapshot of its own,
+        // outside the owner's snapshots (and their quota of one).
+        let old = first.record.container.clone().unwrap();
+        assert!(runtime.inspect(&old).await.unwrap().is_none());
+        assert_eq!(kept(&shelf).await, 1);
+        assert!(shelf.store.list(&alice()).await.unwrap().is_empty());
+        // Suspending again changes nothing.
+        let again = sessions.suspend(&alice(), &sid("s")).await.unwrap();
+        assert_eq!(again.suspended, parked.suspended);
+        let next = sessions.execute(&alice(), &sid("s"), echo("b")).await.unwrap();
+        assert!(next.resumed && !next.created, "{next:?}");
+        assert_eq!(next.outcome.stdout, b"b\n");
+        assert_ne!(next.record.container, first.record.container);
+        assert_eq!(next.record.state(), SessionState::Active);
+        assert_eq!(read(&sessions, "s", "notes.txt").await, b"kept");
+        // Restored: the snapshot is no longer kept.
+        assert_eq!(kept(&shelf).await, 0);
+        let again = sessions.execute(&alice(), &sid("s"), echo("c")).await.unwrap();
+        assert!(!again.resumed);
+    }
+
+    #[tokio::test]
+    async fn a_file_operation_resumes_too_and_deleting_a_suspended_session_drops_its_snapshot() {
+        let (store, runtime, shelf) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()), shelf());
+        let sessions = suspending(&store, &runtime, &shelf);
+        sessions.open(&alice(), &sid("s")).await.unwrap();
+        write(&sessions, "s", "a", b"1").await;
+        sessions.suspend(&alice(), &sid("s")).await.unwrap();
+        assert_eq!(read(&sessions, "s", "a").await, b"1");
+        sessions.suspend(&alice(), &sid("s")).await.unwrap();
+        assert_eq!(kept(&shelf).await, 1);
+        sessions.delete(&alice(), &sid("s")).await.unwrap();
+        assert_eq!(kept(&shelf).await, 0);
+        assert!(matches!(
+            sessions.get(&alice(), &sid("s")).await,
+            Err(SessionError::NotFound)
+        ));
+        assert!(runtime.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_running_a_command_is_not_suspended_under_it() {
+        let (store, runtime, shelf) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()), shelf());
+        let sessions = Arc::new(suspending(&store, &runtime, &shelf));
+        sessions.open(&alice(), &sid("s")).await.unwrap();
+        let running = {
+            let sessions = sessions.clone();
+            tokio::spawn(async move {
+                let mut sleep = ExecRequest::new(["sleep", "3"]);
+                sleep.timeout = Duration::from_secs(5);
+                sessions.execute(&alice(), &sid("s"), sleep).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(matches!(
+            sessions.suspend(&alice(), &sid("s")).await,
+            Err(SessionError::InUse)
+        ));
+        let record = sessions.get(&alice(), &sid("s")).await.unwrap();
+        assert_eq!(record.state(), SessionState::Active);
+        assert_eq!(running.await.unwrap().unwrap().outcome.exit_code, 0);
+        assert_eq!(kept(&shelf).await, 0);
+        sessions.suspend(&alice(), &sid("s")).await.unwrap();
+    }
+
+    /// A process killed mid-suspend or mid-resume leaves a record that says
+    /// where the workspace is; the next use goes on from there.
+    #[tokio::test]
+    async fn a_suspend_or_resume_cut_short_loses_nothing() {
+        let (store, runtime, shelf) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()), shelf());
+        let sessions = suspending(&store, &runtime, &shelf);
+        let (record, _) = sessions.open(&alice(), &sid("s")).await.unwrap();
+        write(&sessions, "s", "f", b"one").await;
+        // Killed while storing the workspace: the container still holds it.
+        let suspending = SessionRecord {
+            suspended: Some(Suspension {
+                snapshot_id: None,
+                since_ms: 0,
+                resuming: false,
+            }),
+            ..record.clone()
+        };
+        store.replace(&suspending, Duration::from_secs(60)).await.unwrap();
+        let next = sessions.execute(&alice(), &sid("s"), echo("x")).await.unwrap();
+        assert!(!next.resumed && !next.created);
+        assert_eq!(next.record.container, record.container);
+        assert_eq!(read(&sessions, "s", "f").await, b"one");
+        // Killed while restoring: the snapshot holds it, the new container
+        // (here: the old one, still empty of truth) is replaced.
+        let parked = sessions.suspend(&alice(), &sid("s")).await.unwrap();
+        let (stale, _) = runtime
+            .create(&CreateSandbox {
+                owner: alice().as_str().into(),
+                session_id: "s".into(),
+                options: Default::default(),
+                store: store.identity().await.unwrap(),
+            })
+            .await
+            .unwrap();
+        let resuming = SessionRecord {
+            container: Some(stale.id.clone()),
+            ..parked
+        };
+        store.replace(&resuming, Duration::from_secs(60)).await.unwrap();
+        let next = sessions.execute(&alice(), &sid("s"), echo("y")).await.unwrap();
+        assert!(next.resumed);
+        assert_ne!(next.record.container.as_deref(), Some(stale.id.as_str()));
+        assert!(runtime.inspect(&stale.id).await.unwrap().is_none());
+        assert_eq!(read(&sessions, "s", "f").await, b"one");
+    }
+
+    #[tokio::test]
+    async fn a_resume_that_fails_leaves_the_session_suspended() {
+        let (store, runtime, shelf) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()), shelf());
+        let sessions = suspending(&store, &runtime, &shelf);
+        sessions.open(&alice(), &sid("s")).await.unwrap();
+        let parked = sessions.suspend(&alice(), &sid("s")).await.unwrap();
+        let snapshot = parked.suspended_in().unwrap().to_string();
+        // The archive is damaged: its checksum fails while it is restored.
+        let tar = shelf
+            .dir
+            .join(".suspended")
+            .join(alice().as_str())
+            .join(format!("{snapshot}.tar"));
+        let mut bytes = std::fs::read(&tar).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&tar, bytes).unwrap();
+        let err = sessions.execute(&alice(), &sid("s"), echo("x")).await.unwrap_err();
+        assert!(
+            matches!(err, SessionError::ResumeFailed(ref m) if m.contains("restored")),
+            "{err:?}"
+        );
+        let record = sessions.get(&alice(), &sid("s")).await.unwrap();
+        assert_eq!(record.state(), SessionState::Suspended);
+        assert!(
+            (record.expires_at_ms - parked.expires_at_ms).abs() < 1000,
+            "its retention is kept"
+        );
+        assert!(
+            runtime.list().await.unwrap().is_empty(),
+            "the failed resume's container stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn expiring_sessions_are_suspended_and_unclaimed_snapshots_swept() {
+        let (store, runtime, shelf) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()), shelf());
+        let sessions = suspending(&store, &runtime, &shelf);
+        sessions.open(&alice(), &sid("a")).await.unwrap();
+        sessions.open(&alice(), &sid("b")).await.unwrap();
+        // Nothing expires within a minute (the TTL is ten).
+        assert_eq!(sessions.suspend_expiring(Duration::from_secs(60)).await.suspended, 0);
+        let sweep = sessions.suspend_expiring(Duration::from_secs(601)).await;
+        assert_eq!(sweep.suspended, 2, "{sweep:?}");
+        assert!(runtime.list().await.unwrap().is_empty());
+        // A snapshot no record names (a suspend killed before its record).
+        let orphan = shelf.store.for_suspended();
+        orphan
+            .write(
+                &alice(),
+                "gone",
+                futures_util::stream::iter([Ok::<_, String>(bytes::Bytes::from("x"))]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(kept(&shelf).await, 3);
+        // Young, it may be a suspend in flight: kept.
+        assert_eq!(sessions.sweep_suspended().await.removed, 0);
+        let eager = replica(&store, &runtime).with_suspension(shelf.store.for_suspended(), RETENTION, Duration::ZERO);
+        assert_eq!(eager.sweep_suspended().await.removed, 1);
+        assert_eq!(kept(&shelf).await, 2);
+        for id in ["a", "b"] {
+            assert_eq!(
+                sessions.get(&alice(), &sid(id)).await.unwrap().state(),
+                SessionState::Suspended
+            );
+        }
+    }
 }

@@ -53,6 +53,7 @@ contract!(
     values_expire_set_once_tells_the_time_left_and_delete_frees_them,
     charged_values_evict_the_accounts_soonest_to_expire_and_no_one_elses,
     the_identity_is_made_once_and_kept,
+    a_suspended_session_keeps_its_owners_place_but_no_capacity_and_no_refresh,
 );
 
 const TTL: Duration = Duration::from_secs(600);
@@ -69,7 +70,16 @@ fn record(owner: &Owner, id: &str, container: &str) -> SessionRecord {
         created_at_ms: now_ms(),
         expires_at_ms: now_ms(),
         options: Default::default(),
+        suspended: None,
     }
+}
+
+fn suspension(snapshot_id: Option<&str>) -> Option<crate::session::record::Suspension> {
+    Some(crate::session::record::Suspension {
+        snapshot_id: snapshot_id.map(String::from),
+        since_ms: now_ms(),
+        resuming: false,
+    })
 }
 
 fn sid(id: &str) -> SessionId {
@@ -442,4 +452,72 @@ async fn a_command_begins_and_ends_with_one_call_each(store: &dyn SessionStore) 
         None
     );
     assert!(!store.command_running("c1").await.unwrap());
+}
+
+async fn a_suspended_session_keeps_its_owners_place_but_no_capacity_and_no_refresh(store: &dyn SessionStore) {
+    let quota = Quota { per_owner: 2, total: 2 };
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    let retention = Duration::from_secs(3600);
+    let parked = SessionRecord {
+        suspended: suspension(Some("snap-1")),
+        ..record(&alice, "s", "")
+    };
+    store.replace(&parked, retention).await.unwrap();
+    // Its owner's: listed, and counted against the owner's quota.
+    let listed = store.list(&alice).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].suspended_in(), Some("snap-1"));
+    // Not the instance's: no container to reap, no capacity held.
+    assert!(store.list_all().await.unwrap().is_empty());
+    for id in ["b1", "b2"] {
+        let reserved = store.reserve(&record(&bob, id, ""), TTL, quota).await.unwrap();
+        assert_eq!(reserved, Reservation::Reserved, "{id}");
+    }
+    store.delete(&bob, &sid("b2")).await.unwrap();
+    let one_each = Quota { per_owner: 1, total: 9 };
+    assert!(matches!(
+        store.reserve(&record(&alice, "t", ""), TTL, one_each).await.unwrap(),
+        Reservation::OwnerQuotaExceeded { .. }
+    ));
+    // Neither a command nor a touch refreshes it: its expiry is its retention.
+    let start = CommandStart {
+        token: "t",
+        deadline_ms: now_ms() + 60_000,
+        holder: "a",
+        lease: TTL,
+    };
+    assert_eq!(store.begin_command(&alice, &sid("s"), TTL, &start).await.unwrap(), None);
+    let touched = store
+        .touch(&alice, &sid("s"), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(touched.expires_at_ms > now_ms() + 3_000_000, "{touched:?}");
+    // Resuming reserves it again, now against the capacity too (bob holds one of two).
+    let resuming = SessionRecord {
+        suspended: suspension(Some("snap-1")).map(|s| crate::session::record::Suspension { resuming: true, ..s }),
+        ..record(&alice, "s", "")
+    };
+    assert_eq!(
+        store.reserve(&resuming, TTL, quota).await.unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(store.list_all().await.unwrap().len(), 2);
+    assert_eq!(
+        store.reserve(&record(&bob, "b3", ""), TTL, quota).await.unwrap(),
+        Reservation::CapacityExhausted
+    );
+    // A session being suspended still has its container, and takes no command.
+    let suspending = SessionRecord {
+        suspended: suspension(None),
+        ..record(&alice, "s", "c1")
+    };
+    store.replace(&suspending, TTL).await.unwrap();
+    assert!(store
+        .list_all()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.container() == Some("c1")));
+    assert_eq!(store.begin_command(&alice, &sid("s"), TTL, &start).await.unwrap(), None);
 }

@@ -98,28 +98,30 @@ impl SessionStore for MemoryStore {
     async fn reserve(&self, record: &SessionRecord, ttl: Duration, quota: Quota) -> Result<Reservation, StoreError> {
         let mut state = self.live();
         let session = key(&record.owner, &record.session_id);
-        match state.records.get(&session) {
-            Some(existing) if existing.is_ready() => return Ok(Reservation::Exists(existing.clone())),
-            // A pending record (a crashed creator's) is already counted.
-            Some(_) => {}
-            None => {
-                let owned = state.records.keys().filter(|(owner, _)| owner == &record.owner).count();
-                if owned >= quota.per_owner as usize {
-                    let soonest = state
-                        .records
-                        .values()
-                        .filter(|r| r.owner == record.owner)
-                        .map(|r| r.expires_at_ms)
-                        .min()
-                        .unwrap_or_default();
-                    return Ok(Reservation::OwnerQuotaExceeded {
-                        frees_in: Duration::from_millis((soonest - now_ms()).max(0) as u64),
-                    });
-                }
-                if state.records.len() >= quota.total as usize {
-                    return Ok(Reservation::CapacityExhausted);
-                }
+        let existing = state.records.get(&session);
+        if let Some(ready) = existing.filter(|r| r.is_ready()) {
+            return Ok(Reservation::Exists(Box::new(ready.clone())));
+        }
+        // A pending record (a crashed creator's) is already counted; a
+        // suspended one only by its owner (it holds no container).
+        let (owner_counted, total_counted) = (existing.is_some(), existing.is_some_and(|r| !r.is_parked()));
+        if !owner_counted {
+            let owned = state.records.keys().filter(|(owner, _)| owner == &record.owner).count();
+            if owned >= quota.per_owner as usize {
+                let soonest = state
+                    .records
+                    .values()
+                    .filter(|r| r.owner == record.owner)
+                    .map(|r| r.expires_at_ms)
+                    .min()
+                    .unwrap_or_default();
+                return Ok(Reservation::OwnerQuotaExceeded {
+                    frees_in: Duration::from_millis((soonest - now_ms()).max(0) as u64),
+                });
             }
+        }
+        if !total_counted && state.records.values().filter(|r| !r.is_parked()).count() >= quota.total as usize {
+            return Ok(Reservation::CapacityExhausted);
         }
         state.records.insert(session, with_ttl(record, ttl));
         Ok(Reservation::Reserved)
@@ -134,7 +136,10 @@ impl SessionStore for MemoryStore {
 
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.live().records.get_mut(&key(owner, id.as_str())).map(|record| {
-            record.expires_at_ms = now_ms() + ttl_ms(ttl);
+            // A suspended session's expiry is its retention.
+            if !record.is_parked() {
+                record.expires_at_ms = now_ms() + ttl_ms(ttl);
+            }
             record.clone()
         }))
     }
@@ -156,7 +161,13 @@ impl SessionStore for MemoryStore {
     }
 
     async fn list_all(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self.live().records.values().cloned().collect())
+        Ok(self
+            .live()
+            .records
+            .values()
+            .filter(|r| !r.is_parked())
+            .cloned()
+            .collect())
     }
 
     async fn try_lock(&self, owner: &Owner, id: &SessionId, token: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -208,7 +208,7 @@ pub enum Reservation {
     /// The record is stored; the caller creates the container.
     Reserved,
     /// The session already has a ready record.
-    Exists(SessionRecord),
+    Exists(Box<SessionRecord>),
     /// The owner has `per_owner` live sessions; the soonest of them expires
     /// in `frees_in` (unless it is used meanwhile).
     OwnerQuotaExceeded { frees_in: Duration },

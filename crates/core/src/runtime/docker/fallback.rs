@@ -117,14 +117,17 @@ pub(crate) async fn file(
     let request = Frame::File { id: RUN_ID, request }.encode();
     let run = async {
         let mut output = start(docker, container, vec![AGENT_PATH.to_string(), "file".into()], &request).await?;
-        let mut decoder = FrameDecoder::new();
+        let (mut decoder, mut seen) = (FrameDecoder::new(), Vec::new());
         while let Some(chunk) = output.next().await {
             let LogOutput::StdOut { message } = chunk.map_err(|_| RuntimeError::ChannelClosed)? else {
                 continue;
             };
             decoder.push(&message);
+            seen.extend_from_slice(&message[..message.len().min(512usize.saturating_sub(seen.len()))]);
             if let Some(frame) = decoder.next_frame() {
-                return match frame.map_err(|err| RuntimeError::Protocol(err.to_string()))? {
+                // Its one frame is the first: bytes that are none are the engine's.
+                let frame = frame.map_err(|_| crate::runtime::exec_not_started(&seen))?;
+                return match frame {
                     Frame::FileDone { id: RUN_ID, reply } => Ok(reply),
                     Frame::Error { code, message, .. } => Err(request_error(code, message)),
                     other => Err(RuntimeError::Protocol(format!(

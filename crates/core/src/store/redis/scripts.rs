@@ -48,7 +48,8 @@ fn with(parts: &[&str], body: &str) -> Script {
     Script::new(&[parts.concat().as_str(), body].concat())
 }
 
-/// Reserve atomically: a ready record wins; else both quotas are checked
+/// Reserve atomically: a ready record (a container, not suspended) wins;
+/// else (none, a pending one, a suspended one being resumed) both quotas are checked
 /// against the live members of the owner and instance indexes (expired members
 /// dropped first) and the record is stored and indexed.
 /// KEYS: session, owner index, instance index.
@@ -61,7 +62,7 @@ pub(super) static RESERVE: LazyLock<Script> = LazyLock::new(|| {
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, record = pcall(cjson.decode, current)
-  if ok and type(record) == 'table' and record.container_id ~= '' then
+  if ok and type(record) == 'table' and record.container_id ~= '' and record.suspended == nil then
     local expiry = redis.call('ZSCORE', KEYS[2], ARGV[5]) or tostring(tonumber(ARGV[3]) + redis.call('PTTL', KEYS[1]))
     return {1, current, expiry}
   end
@@ -111,7 +112,9 @@ pub(super) static MARK: LazyLock<Script> = LazyLock::new(|| {
 /// record's JSON is not rewritten: its expiry is the owner index's score).
 /// KEYS: session, owner index, instance index. ARGV: ttl ms, new expiry ms,
 /// session id, "owner:session id". Returns the record's JSON, or nil. When a
-/// command ends, first KEYS[4] (`running:<container>`) forgets ARGV[5].
+/// command ends, first KEYS[4] (`running:<container>`) forgets ARGV[5]. A
+/// suspended session's record is returned untouched: its expiry is its
+/// retention (`SUSPENDED_RETENTION_SECONDS`), and it holds no capacity.
 pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     with(
         &[REFRESH],
@@ -119,6 +122,10 @@ pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
 if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[5]) end
 local json = redis.call('GET', KEYS[1])
 if not json then return false end
+local ok, record = pcall(cjson.decode, json)
+if ok and type(record) == 'table' and record.suspended ~= nil and record.container_id == '' then
+  return json
+end
 refresh()
 return json
 "#,
@@ -133,8 +140,8 @@ return json
 /// not know it yet (a standalone Redis; not for Redis Cluster). KEYS:
 /// session, owner index, instance index. ARGV: ttl ms, new expiry ms, session
 /// id, "owner:session id", key prefix, token, deadline ms, holder, lease ms,
-/// now ms. Returns nil without a ready record (nothing done), else {json, 1
-/// if leased else 0}.
+/// now ms. Returns nil without a ready record (pending, suspending or
+/// suspended: nothing done), else {json, 1 if leased else 0}.
 pub(super) static BEGIN_COMMAND: LazyLock<Script> = LazyLock::new(|| {
     with(
         &[REFRESH, MARK_RUNNING, TAKE_LEASE],
@@ -142,7 +149,8 @@ pub(super) static BEGIN_COMMAND: LazyLock<Script> = LazyLock::new(|| {
 local json = redis.call('GET', KEYS[1])
 if not json then return false end
 local ok, record = pcall(cjson.decode, json)
-if not ok or type(record) ~= 'table' or type(record.container_id) ~= 'string' or record.container_id == '' then
+if not ok or type(record) ~= 'table' or type(record.container_id) ~= 'string' or record.container_id == ''
+  or record.suspended ~= nil then
   return false
 end
 refresh()

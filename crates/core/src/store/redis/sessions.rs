@@ -74,7 +74,7 @@ impl RedisStore {
             0 => Ok(Reservation::Reserved),
             1 => Ok(
                 decode_at(Some(existing), expiry.parse::<f64>().ok().map(|score| score as i64))?
-                    .map_or(Reservation::Reserved, Reservation::Exists),
+                    .map_or(Reservation::Reserved, |record| Reservation::Exists(Box::new(record))),
             ),
             2 => {
                 let soonest = existing.parse::<i64>().unwrap_or(now);
@@ -131,7 +131,11 @@ impl RedisStore {
                 invocation.invoke_async(&mut c).await
             })
             .await?;
-        decode_at(json, Some(expiry))
+        match decode_at(json, Some(expiry))? {
+            // Left untouched: its expiry is the one stored.
+            Some(record) if record.is_parked() => self.get(owner, id).await,
+            other => Ok(other),
+        }
     }
 
     pub(super) async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -197,9 +201,12 @@ impl RedisStore {
             ttl_ms(ttl) as u64,
             stored.expires_at_ms,
         );
+        // A suspended session holds no container: it leaves the instance's
+        // index (capacity, the reaper's list) but stays its owner's.
+        let parked = record.is_parked();
         self.call(|mut c| async move {
-            redis::pipe()
-                .atomic()
+            let mut pipe = redis::pipe();
+            pipe.atomic()
                 .cmd("SET")
                 .arg(&key)
                 .arg(&json)
@@ -207,11 +214,13 @@ impl RedisStore {
                 .arg(ttl_ms)
                 .ignore()
                 .zadd(&owner_key, &id, expires)
-                .ignore()
-                .zadd(&instance_key, &member, expires)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await
+                .ignore();
+            if parked {
+                pipe.zrem(&instance_key, &member).ignore();
+            } else {
+                pipe.zadd(&instance_key, &member, expires).ignore();
+            }
+            pipe.query_async::<()>(&mut c).await
         })
         .await
     }

@@ -1,0 +1,389 @@
+//! Suspend and resume: a session's `/workspace` moves into a snapshot (read
+//! through its agent) and its container goes; the next use of the session
+//! makes a new container and restores the workspace into it.
+//!
+//! The record says where the truth is at every step, so that a process killed
+//! anywhere loses nothing a completed suspend kept:
+//!
+//! | record                              | the workspace is in        |
+//! |-------------------------------------|----------------------------|
+//! | container, not suspended            | the container (active)     |
+//! | container, suspended without snapshot | the container (suspending: commands wait) |
+//! | no container, suspended in snapshot | the snapshot (suspended)   |
+//! | container, suspended in snapshot    | the snapshot (resuming: the container is new) |
+//!
+//! Suspend and resume hold the session's creation lock, like creation. A
+//! snapshot no record names (a suspend killed before its record, a resume
+//! killed after its own, a suspended session past its retention) is removed
+//! by [`Sessions::sweep_suspended`] once it is old enough not to be in flight.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+
+use super::{random_token, time_left, Opened, SessionError, Sessions, CREATION_LOCK_TTL, CREATION_WAIT};
+use crate::runtime::transfer::{self, Transfer};
+use crate::session::ids::{Owner, SessionId};
+use crate::session::record::{SessionRecord, Suspension};
+use crate::snapshot::{SnapshotError, SnapshotStore};
+use crate::store::Reservation;
+
+/// Where suspended sessions' workspaces are kept, and for how long.
+pub(super) struct Setup {
+    shelf: SnapshotStore,
+    retention: Duration,
+    /// A snapshot no record names is removed once it is this old: younger,
+    /// it may belong to a suspend still writing its record.
+    sweep_after: Duration,
+}
+
+/// How long a session being suspended keeps its record at least: a suspend
+/// killed midway leaves it to be found, not expired under the next request.
+const SUSPENDING_TTL: Duration = Duration::from_secs(300);
+
+/// How long a suspend waits for a command running in the session to end.
+const COMMAND_WAIT: Duration = Duration::from_secs(2);
+
+/// What one [`Sessions::sweep_suspended`] or [`Sessions::suspend_expiring`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    pub suspended: usize,
+    /// Snapshots no record names any more, removed.
+    pub removed: usize,
+    /// Sessions left as they were: a command ran in them.
+    pub busy: usize,
+    pub errors: usize,
+}
+
+impl Sessions {
+    /// Sessions may be suspended into `shelf` (a snapshot store of their
+    /// own, outside their owners' quotas), kept for `retention` once they
+    /// are; a snapshot no record names goes once `sweep_after` old.
+    pub fn with_suspension(mut self, shelf: SnapshotStore, retention: Duration, sweep_after: Duration) -> Self {
+        self.suspension = Some(Setup {
+            shelf,
+            retention,
+            sweep_after,
+        });
+        self
+    }
+
+    fn setup(&self) -> Result<&Setup, SessionError> {
+        self.suspension
+            .as_ref()
+            .ok_or_else(|| SessionError::ResumeFailed("suspension is not set up in this process".into()))
+    }
+
+    /// Takes the session's creation lock (waiting for another holder, as
+    /// creation does) as `token`.
+    async fn lock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), SessionError> {
+        let give_up = Instant::now() + CREATION_WAIT;
+        while !self.store.try_lock(owner, id, token, CREATION_LOCK_TTL).await? {
+            if Instant::now() >= give_up {
+                return Err(SessionError::CreationContended);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Ok(())
+    }
+
+    /// Stores the session's workspace in a snapshot and removes its
+    /// container; its next use resumes it. Already suspended: answered as it
+    /// is. A command running in it: [`SessionError::InUse`], nothing done.
+    #[tracing::instrument(skip_all, fields(session = %id))]
+    pub async fn suspend(&self, owner: &Owner, id: &SessionId) -> Result<SessionRecord, SessionError> {
+        let setup = self.setup()?;
+        let token = random_token();
+        self.lock(owner, id, &token).await?;
+        let suspended = self.suspend_locked(setup, owner, id).await;
+        let _ = self.store.unlock(owner, id, &token).await;
+        suspended
+    }
+
+    async fn suspend_locked(
+        &self,
+        setup: &Setup,
+        owner: &Owner,
+        id: &SessionId,
+    ) -> Result<SessionRecord, SessionError> {
+        let record = self.store.get(owner, id).await?.ok_or(SessionError::NotFound)?;
+        if record.is_parked() {
+            return Ok(record);
+        }
+        if record.suspended_in().is_some() {
+            // A resume that died midway: finish it, then suspend.
+            self.resume_locked(record).await?;
+            return Box::pin(self.suspend_locked(setup, owner, id)).await;
+        }
+        // A pending record's creator died (we hold the lock): nothing to keep.
+        let Some(container) = record.container.clone() else {
+            return Err(SessionError::NotFound);
+        };
+        let active = SessionRecord {
+            suspended: None,
+            ..record.clone()
+        };
+        let since_ms = Utc::now().timestamp_millis();
+        // From here commands wait for the lock (they see no ready record),
+        // and one already running shows in the store: it was marked running
+        // in the same step that found the record ready.
+        let marked = SessionRecord {
+            suspended: Some(Suspension {
+                snapshot_id: None,
+                since_ms,
+                resuming: false,
+            }),
+            ..active.clone()
+        };
+        self.store
+            .replace(&marked, time_left(&record).max(SUSPENDING_TTL))
+            .await?;
+        let unmark = || async { self.store.replace(&active, time_left(&record)).await };
+        // A command that just answered is marked running until its last
+        // store call, off its answer's path: it gets a moment to end.
+        let give_up = Instant::now() + COMMAND_WAIT;
+        while self.store.command_running(&container).await? {
+            if Instant::now() >= give_up {
+                unmark().await?;
+                return Err(SessionError::InUse);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let taken = async {
+            let io = self
+                .runtime
+                .transfer(&container, &Transfer::TarOut(String::new()))
+                .await?;
+            let archive = transfer::download(io).await?;
+            Ok::<_, SessionError>(setup.shelf.write(owner, id.as_str(), archive).await?)
+        }
+        .await;
+        let meta = match taken {
+            Ok(meta) => meta,
+            Err(err) => {
+                tracing::warn!(%err, "the workspace was not stored; the session stays active");
+                unmark().await?;
+                return Err(err);
+            }
+        };
+        let parked = SessionRecord {
+            container: None,
+            expires_at_ms: since_ms + setup.retention.as_millis() as i64,
+            suspended: Some(Suspension {
+                snapshot_id: Some(meta.snapshot_id.clone()),
+                since_ms,
+                resuming: false,
+            }),
+            ..active.clone()
+        };
+        if let Err(err) = self.store.replace(&parked, setup.retention).await {
+            let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
+            let _ = unmark().await;
+            return Err(err.into());
+        }
+        // The snapshot is the truth now: the container goes (or, failing
+        // that, the reaper takes it: no record names it).
+        self.forget_container(&container).await;
+        if let Err(err) = self.runtime.remove(&container).await {
+            tracing::warn!(%err, %container, "removing a suspended session's container failed; the reaper will");
+        } else {
+            crate::metrics::container_removed("suspended", 1);
+        }
+        crate::metrics::session_suspended();
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = meta.bytes, "session suspended");
+        Ok(parked)
+    }
+
+    /// Brings a suspended (or suspending) session back, holding its lock.
+    pub(super) async fn resume_locked(&self, record: SessionRecord) -> Result<(SessionRecord, Opened), SessionError> {
+        let Some(snapshot) = record.suspended_in().map(String::from) else {
+            // A suspend that died before its snapshot was recorded: the
+            // container still holds the workspace (if it is gone, the next
+            // command finds out and replaces it, as for any lost container).
+            let active = SessionRecord {
+                suspended: None,
+                ..record
+            };
+            self.store.replace(&active, self.ttl).await?;
+            return Ok((active, Opened::Found));
+        };
+        let setup = self.setup()?;
+        let (owner, id) = (
+            record.owner.clone(),
+            SessionId::parse(&record.session_id).map_err(|_| {
+                SessionError::Store(crate::store::StoreError::Corrupt(format!(
+                    "session id {:?}",
+                    record.session_id
+                )))
+            })?,
+        );
+        // A container from a resume that died midway is not the truth.
+        if let Some(stale) = record.container() {
+            self.runtime.remove(stale).await?;
+        }
+        let parked = SessionRecord {
+            container: None,
+            suspended: record.suspended.clone().map(|s| Suspension { resuming: false, ..s }),
+            ..record.clone()
+        };
+        let resuming = SessionRecord {
+            suspended: record.suspended.clone().map(|s| Suspension { resuming: true, ..s }),
+            ..parked.clone()
+        };
+        // Against both quotas again: it holds capacity from here. Kept at
+        // least as long as the suspended record would have been.
+        let keep = time_left(&record).max(self.ttl);
+        match self.store.reserve(&resuming, keep, self.quota).await? {
+            Reservation::Reserved => {}
+            Reservation::Exists(record) => return Ok((*record, Opened::Found)),
+            Reservation::OwnerQuotaExceeded { frees_in } => return Err(SessionError::OwnerQuotaExceeded { frees_in }),
+            Reservation::CapacityExhausted => return Err(SessionError::CapacityExhausted),
+        }
+        let started = Instant::now();
+        let resumed = async {
+            let (with_container, _) = self.make_container(&resuming, keep).await?;
+            let container = with_container.container.clone().unwrap_or_default();
+            let restored = async {
+                let archive = setup.shelf.read(&owner, &snapshot).await?;
+                let io = self
+                    .runtime
+                    .transfer(&container, &Transfer::TarIn(String::new()))
+                    .await?;
+                transfer::upload(io, archive).await?;
+                Ok::<_, SessionError>(())
+            }
+            .await;
+            if let Err(err) = restored {
+                let _ = self.runtime.remove(&container).await;
+                return Err(err);
+            }
+            Ok(with_container)
+        }
+        .await;
+        let with_container = match resumed {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(%err, session = %id, %snapshot, "resume failed; the session stays suspended");
+                // Back to what it was (parked, out of the instance's capacity).
+                let _ = self.store.replace(&parked, time_left(&record)).await;
+                return Err(match err {
+                    SessionError::Snapshot(SnapshotError::NotFound) => SessionError::ResumeFailed(format!(
+                        "the suspended session's snapshot {snapshot} is gone; delete the session"
+                    )),
+                    SessionError::Runtime(crate::runtime::RuntimeError::InvalidRequest(detail))
+                    | SessionError::Snapshot(SnapshotError::Storage(detail)) => SessionError::ResumeFailed(format!(
+                        "the suspended session's workspace could not be restored: {detail}"
+                    )),
+                    other => other,
+                });
+            }
+        };
+        let active = SessionRecord {
+            suspended: None,
+            ..with_container
+        };
+        let now = Utc::now().timestamp_millis();
+        let active = SessionRecord {
+            expires_at_ms: now + self.ttl.as_millis() as i64,
+            ..active
+        };
+        self.store.replace(&active, self.ttl).await?;
+        // Best effort: a snapshot no record names is swept.
+        let _ = setup.shelf.delete(&owner, &snapshot).await;
+        crate::metrics::session_resumed(started.elapsed());
+        tracing::info!(session = %id, %snapshot, "session resumed");
+        Ok((active, Opened::Resumed))
+    }
+
+    /// The suspended workspace of a deleted session's `record` goes with it.
+    pub(super) async fn drop_suspension(&self, record: &SessionRecord) {
+        if let (Some(setup), Some(snapshot)) = (self.suspension.as_ref(), record.suspended_in()) {
+            // Best effort: a snapshot no record names is swept.
+            let _ = setup.shelf.delete(&record.owner, snapshot).await;
+        }
+    }
+
+    /// Forgets what was kept about `container` besides the session's record.
+    pub(super) async fn forget_container(&self, container: &str) {
+        if self.egress.is_some() {
+            // Best effort: the key also expires, and names a gone container.
+            let _ = self.store.delete_value(&super::egress::owner_key(container)).await;
+        }
+    }
+
+    /// Suspends the active sessions that expire within `lead` (the
+    /// `SESSION_EXPIRY=suspend` pass, run more often than `lead`), skipping
+    /// those running a command (each command refreshes its session anyway).
+    pub async fn suspend_expiring(&self, lead: Duration) -> Sweep {
+        let mut sweep = Sweep::default();
+        let records = match self.store.list_all().await {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::warn!(%err, "listing sessions to suspend failed");
+                sweep.errors += 1;
+                return sweep;
+            }
+        };
+        let horizon = Utc::now().timestamp_millis() + lead.as_millis() as i64;
+        for record in records.iter().filter(|r| r.is_ready() && r.expires_at_ms <= horizon) {
+            let Ok(id) = SessionId::parse(&record.session_id) else {
+                continue;
+            };
+            match self.suspend(&record.owner, &id).await {
+                Ok(_) => sweep.suspended += 1,
+                Err(SessionError::InUse | SessionError::CreationContended) => sweep.busy += 1,
+                // Deleted meanwhile.
+                Err(SessionError::NotFound) => {}
+                Err(err) => {
+                    tracing::warn!(%err, session = %record.session_id, "suspending an expiring session failed");
+                    sweep.errors += 1;
+                }
+            }
+        }
+        sweep
+    }
+
+    /// Removes suspended workspaces no record names any more (their session
+    /// was deleted, passed its retention, was resumed; or a suspend died
+    /// before its record), once they are older than any suspend in flight.
+    pub async fn sweep_suspended(&self) -> Sweep {
+        let mut sweep = Sweep::default();
+        let Some(setup) = self.suspension.as_ref() else {
+            return sweep;
+        };
+        let age = setup.sweep_after;
+        let owners = match setup.shelf.owners().await {
+            Ok(owners) => owners,
+            Err(err) => {
+                tracing::warn!(%err, "listing suspended workspaces failed");
+                sweep.errors += 1;
+                return sweep;
+            }
+        };
+        let old_enough = |created_at: u64| Utc::now().timestamp_millis() as u64 >= created_at + age.as_millis() as u64;
+        for owner in owners {
+            let Ok(snapshots) = setup.shelf.list(&owner).await else {
+                sweep.errors += 1;
+                continue;
+            };
+            for meta in snapshots.into_iter().filter(|m| old_enough(m.created_at)) {
+                let named = match SessionId::parse(&meta.session_id) {
+                    Ok(id) => match self.store.get(&owner, &id).await {
+                        Ok(record) => record.is_some_and(|r| r.suspended_in() == Some(meta.snapshot_id.as_str())),
+                        Err(_) => {
+                            // Unknown: kept until the store answers.
+                            sweep.errors += 1;
+                            continue;
+                        }
+                    },
+                    Err(_) => false,
+                };
+                if !named && setup.shelf.delete(&owner, &meta.snapshot_id).await.is_ok() {
+                    sweep.removed += 1;
+                }
+            }
+        }
+        sweep
+    }
+}
