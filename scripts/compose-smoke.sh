@@ -69,6 +69,12 @@ reply=$(curl -s -X POST "http://localhost:$port/execute" -H "X-API-Key: dev-key-
 echo "$reply"
 echo "$reply" | grep -q '"exit_code":0' || { echo "execute failed" >&2; exit 1; }
 echo "$reply" | grep -q '"stdout":"total ' || { echo "unexpected output" >&2; exit 1; }
+echo "==> suspend and resume (the snapshot volume)"
+status=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://localhost:$port/sessions/my-session-1/suspend" -H "X-API-Key: dev-key-0123456789abcdef")
+[ "$status" = 200 ] || { run_compose logs --tail 20 api; echo "suspend answered $status" >&2; exit 1; }
+reply=$(curl -s -X POST "http://localhost:$port/execute" -H "X-API-Key: dev-key-0123456789abcdef" -H "Content-Type: application/json" \
+  -d '{"command": "ls -la", "session_id": "my-session-1", "timeout": 30}')
+echo "$reply" | grep -q '"session_resumed":true' || { echo "not resumed: $reply" >&2; exit 1; }
 status=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://localhost:$port/sessions/my-session-1" -H "X-API-Key: dev-key-0123456789abcdef")
 [ "$status" = 204 ] || { echo "DELETE answered $status" >&2; exit 1; }
 

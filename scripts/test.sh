@@ -35,14 +35,14 @@ log "building sandbox images"
 images/sandbox-test/build.sh
 images/sandbox-python/build.sh
 
-log "installing schemathesis, openapi-spec-validator, openapi-python-client and the MCP SDK (PyPI) into target/schemathesis"
+log "installing schemathesis, openapi-spec-validator, openapi-python-client, the MCP SDK and moto's S3 server (PyPI) into target/schemathesis"
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq python3-venv >/dev/null
 }
 installed() {
-  for tool in schemathesis openapi-spec-validator openapi-python-client; do
+  for tool in schemathesis openapi-spec-validator openapi-python-client moto_server; do
     [ -x "target/schemathesis/bin/$tool" ] || return 1
   done
   # streamable_http_client(http_client=...) is mcp 1.24's.
@@ -51,7 +51,7 @@ installed() {
 installed || {
   python3 -m venv target/schemathesis
   target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5' 'openapi-spec-validator>=0.7,<1' \
-    'openapi-python-client>=0.29,<1' 'mcp>=1.24,<2'
+    'openapi-python-client>=0.29,<1' 'mcp>=1.24,<2' 'moto[server]>=5.1,<6'
 }
 target/schemathesis/bin/schemathesis --version
 

@@ -27,4 +27,5 @@ fn the_compose_stack_comes_up_answers_the_readme_example_and_leaves_nothing_behi
     assert!(output.status.success(), "compose smoke test failed:\n{log}");
     assert!(log.contains("compose smoke test passed"), "{log}");
     assert!(log.contains(r#""exit_code":0"#), "{log}");
+    assert!(log.contains("==> suspend and resume"), "{log}");
 }

@@ -148,3 +148,93 @@ async fn a_snapshot_forks_into_an_independent_session_and_is_owned_bounded_and_c
     }
     assert_eq!(std::fs::read_dir(&owner_dir).unwrap().count(), 0);
 }
+
+/// `SNAPSHOT_STORE=s3` on a real S3-compatible server (moto): snapshots and
+/// suspended workspaces live in the bucket, so any replica (or host) restores
+/// them; nothing lands in the local directory; an unreachable bucket is a 503
+/// naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_and_suspended_workspaces_live_in_an_s3_bucket_any_replica_restores() {
+    let (redis, s3) = (RedisServer::start(), S3Server::start());
+    let mut env = s3.env();
+    env.extend([
+        ("REDIS_URL", redis.url()),
+        ("ALLOWED_COMMANDS", "sh,cat,readlink,sha256sum".into()),
+    ]);
+    let env = env_refs(&env);
+    let a = BrigApi::start(&env);
+    let b = BrigApi::start_in(&a.instance, &env);
+    run(
+        &a,
+        ALICE_KEY,
+        "orig",
+        "sh -c 'mkdir -p d && echo one > d/f && ln -s f d/l && head -c 12000000 /dev/urandom > big'",
+    )
+    .await;
+    let sums = "sh -c 'cat d/f; readlink d/l; sha256sum big'";
+    let original = out(&run(&a, ALICE_KEY, "orig", sums).await);
+
+    let taken = take(&a, ALICE_KEY, "orig").await;
+    assert_eq!(taken.status, StatusCode::CREATED, "{:?}", taken.body);
+    let id = taken.body["snapshot_id"].as_str().unwrap().to_string();
+    let keys = s3.keys();
+    assert!(keys.iter().any(|k| k.ends_with(&format!("/{id}.tar"))), "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with(&format!("/{id}.json"))), "{keys:?}");
+    // The other replica lists and forks it.
+    let listed = call(&b, Method::GET, "/snapshots", ALICE_KEY, None).await;
+    assert_eq!(listed.body["snapshots"][0]["snapshot_id"], id.as_str());
+    assert_eq!(fork(&b, ALICE_KEY, "fork", &id).await.status, StatusCode::CREATED);
+    assert_eq!(out(&run(&b, ALICE_KEY, "fork", sums).await), original);
+
+    // Suspended on one replica, resumed on the other, through the bucket.
+    let suspended = call(&b, Method::POST, "/sessions/orig/suspend", ALICE_KEY, None).await;
+    assert_eq!(suspended.status, StatusCode::OK, "{:?}", suspended.body);
+    assert!(
+        s3.keys().iter().any(|k| k.starts_with(".suspended/")),
+        "{:?}",
+        s3.keys()
+    );
+    let resumed = run(&a, ALICE_KEY, "orig", sums).await;
+    assert_eq!(
+        (out(&resumed), resumed["session_resumed"].clone()),
+        (original, json!(true))
+    );
+    assert!(
+        !s3.keys().iter().any(|k| k.starts_with(".suspended/")),
+        "{:?}",
+        s3.keys()
+    );
+
+    // Deleted: gone from the bucket; nothing was ever kept locally.
+    let deleted = call(&a, Method::DELETE, &format!("/snapshots/{id}"), ALICE_KEY, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert!(s3.keys().is_empty(), "{:?}", s3.keys());
+    assert!(!snapshot_dir(&a.instance).exists());
+
+    // A bucket nobody answers for: 503 naming it, and the session is untouched.
+    let mut dead = S3Server::start().env();
+    dead.retain(|(name, _)| *name != "S3_ENDPOINT");
+    dead.push(("S3_ENDPOINT", format!("http://127.0.0.1:{}", free_port())));
+    let dead = env_refs(&dead);
+    let c = BrigApi::start(
+        &[
+            dead.as_slice(),
+            &[("ALLOWED_COMMANDS", "echo"), ("SESSION_STORE", "memory")],
+        ]
+        .concat(),
+    );
+    run(&c, ALICE_KEY, "s", "echo x").await;
+    let refused = take(&c, ALICE_KEY, "s").await;
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("snapshot_store_unavailable")),
+        "{:?}",
+        refused.body
+    );
+    assert!(
+        refused.body["detail"].as_str().unwrap().contains("S3_BUCKET"),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(run(&c, ALICE_KEY, "s", "echo still").await["stdout"], "still\n");
+}

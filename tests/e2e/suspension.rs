@@ -334,3 +334,82 @@ async fn retry_execute(api: &BrigApi, session: &str, command: &str) -> serde_jso
     }
     panic!("{session}: {command} never answered");
 }
+
+/// `ttl_seconds` and renew give a session its own lifetime; a session kept
+/// alive past the container age limit keeps its workspace: its container is
+/// recycled through suspend and resume instead of removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_have_their_own_lifetimes_and_outlive_the_container_age_limit() {
+    let dir = temp_dir();
+    let api = BrigApi::start(&[
+        ("SESSION_STORE", "memory"),
+        ("ALLOWED_COMMANDS", "sh,cat"),
+        ("SNAPSHOT_DIR", dir.0.to_str().unwrap()),
+        ("SESSION_TTL_SECONDS", "5"),
+        ("MAX_SESSION_TTL_SECONDS", "120"),
+        ("CLEANUP_MAX_CONTAINER_AGE_SECONDS", "40"),
+        ("CLEANUP_INTERVAL_SECONDS", "1"),
+        ("CLEANUP_GRACE_SECONDS", "1"),
+    ]);
+    let create = |body: serde_json::Value| call(&api, Method::POST, "/sessions", ALICE_KEY, Some(body));
+    for bad in [0, 121] {
+        let refused = create(json!({"session_id": "x", "ttl_seconds": bad})).await;
+        assert_eq!(
+            (refused.status, refused.body["error"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_ttl")),
+            "{bad}: {:?}",
+            refused.body
+        );
+        assert!(refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_SESSION_TTL_SECONDS"));
+    }
+    let long = create(json!({"session_id": "long", "ttl_seconds": 100})).await;
+    assert_eq!(long.status, StatusCode::CREATED, "{:?}", long.body);
+    assert_eq!(long.body["ttl_seconds"], 100);
+    run(&api, ALICE_KEY, "long", "sh -c 'echo kept > f'").await;
+    run(&api, ALICE_KEY, "short", "sh -c 'echo gone > f'").await;
+    run(&api, ALICE_KEY, "renewed", "sh -c 'echo kept > f'").await;
+    let renew = |session: &'static str, body: Option<serde_json::Value>| {
+        let api = &api;
+        async move {
+            call(
+                api,
+                Method::POST,
+                &format!("/sessions/{session}/renew"),
+                ALICE_KEY,
+                body,
+            )
+            .await
+        }
+    };
+    let renewed = renew("renewed", Some(json!({"ttl_seconds": 60}))).await;
+    assert_eq!(
+        (renewed.status, renewed.body["ttl_seconds"].clone()),
+        (StatusCode::OK, json!(60))
+    );
+    assert_eq!(renew("renewed", None).await.status, StatusCode::OK);
+    assert_eq!(renew("nobody", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        renew("renewed", Some(json!({"ttl_seconds": 500}))).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // Past the default TTL: the default session is gone, the others are not.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        call(&api, Method::GET, "/sessions/short", ALICE_KEY, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(run(&api, ALICE_KEY, "renewed", "cat f").await["stdout"], "kept\n");
+    // Kept busy past the 40 s container age limit: recycled (suspended and
+    // resumed in a new container) with its workspace, never lost.
+    let (started, mut resumed) = (std::time::Instant::now(), 0);
+    while started.elapsed() < Duration::from_secs(50) {
+        let used = run(&api, ALICE_KEY, "long", "cat f").await;
+        assert_eq!(used["stdout"], "kept\n", "{used}");
+        resumed += usize::from(used["session_resumed"] == true);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(resumed >= 1, "the aged container was not recycled");
+}

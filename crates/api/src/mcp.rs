@@ -29,7 +29,7 @@ use crate::extract::workspace_path;
 use crate::service::execute::ExecuteInput;
 use crate::service::sessions::open_session;
 use crate::state::AppState;
-use crate::views::{CreateSessionBody, SessionList, SessionView};
+use crate::views::{CreateSessionBody, SessionList};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ExecuteArgs {
@@ -81,6 +81,7 @@ impl From<NewSessionArgs> for CreateSessionBody {
             runtime: args.runtime,
             network: args.allow_hosts.map(|allow| crate::views::NetworkBody { allow }),
             from_snapshot: None,
+            ttl_seconds: None,
         }
     }
 }
@@ -192,16 +193,7 @@ impl BrigMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let state = &self.state;
         as_principal(&parts, |principal| async move {
-            let (view, created) = open_session(
-                &state.sessions,
-                &state.config.sandbox,
-                &state.config.egress,
-                state.egress_grant(&principal).as_ref(),
-                &state.snapshots,
-                &principal,
-                args.into(),
-            )
-            .await?;
+            let (view, created) = open_session(state.session_setup(&principal), &principal, args.into()).await?;
             let mut value = to_value(view)?;
             value["created"] = created.into();
             Ok(value)
@@ -231,9 +223,8 @@ impl BrigMcp {
     ) -> Result<CallToolResult, ErrorData> {
         as_principal(&parts, |principal| async move {
             let records = self.state.sessions.list(&principal.owner()).await?;
-            let sandbox = &self.state.config.sandbox;
             to_value(SessionList {
-                sessions: records.iter().map(|record| SessionView::of(record, sandbox)).collect(),
+                sessions: records.iter().map(|record| self.state.session_view(record)).collect(),
             })
         })
         .await

@@ -187,7 +187,7 @@ impl AppState {
             config.snapshots.suspended_retention,
             config.snapshots.sweep_after,
         ));
-        spawn_suspension(&sessions, config.snapshots.expiry, config.cleanup.interval, &shutdown);
+        spawn_suspension(&sessions, &config, &shutdown);
         let rules = Arc::new(rules);
         let execute = Arc::new(ExecuteService::new(
             sessions.clone(),
@@ -234,6 +234,23 @@ impl AppState {
         }
     }
 
+    /// What opening a session for `principal` draws on.
+    pub fn session_setup(&self, principal: &crate::auth::Principal) -> crate::service::sessions::SessionSetup<'_> {
+        crate::service::sessions::SessionSetup {
+            sessions: &self.sessions,
+            sandbox: &self.config.sandbox,
+            egress: &self.config.egress,
+            grant: self.egress_grant(principal),
+            snapshots: &self.snapshots,
+            max_ttl: self.config.max_session_ttl,
+        }
+    }
+
+    /// A session's record as clients see it.
+    pub fn session_view(&self, record: &brig_core::session::SessionRecord) -> crate::views::SessionView {
+        crate::views::SessionView::of(record, &self.config.sandbox, self.config.session_ttl)
+    }
+
     /// The egress patterns the policy file's roles let `principal`'s sessions
     /// be granted (`None`: the rules do not narrow `EGRESS_ALLOWED`).
     pub fn egress_grant(&self, principal: &crate::auth::Principal) -> Option<brig_core::egress::AllowList> {
@@ -241,38 +258,46 @@ impl AppState {
     }
 }
 
-/// How often expiring sessions are looked for under `SESSION_EXPIRY=suspend`,
-/// and how long before their expiry they are suspended: a pass is never
-/// missed, and the cleanup worker (which removes what expired) never sees
-/// them first.
+/// How often expiring sessions (under `SESSION_EXPIRY=suspend`) and aged
+/// containers are looked for, and how long before its expiry a session is
+/// suspended: a pass is never missed, and the cleanup worker (which removes
+/// what expired) never sees them first.
 const EXPIRY_PASS: Duration = Duration::from_secs(5);
 const EXPIRY_LEAD: Duration = Duration::from_secs(15);
 
 /// The loops of suspension: expiring sessions suspended (`SESSION_EXPIRY=suspend`),
-/// unclaimed suspended workspaces removed (every `sweep_every`:
+/// containers near `CLEANUP_MAX_CONTAINER_AGE_SECONDS` recycled (suspended,
+/// resumed at next use), and unclaimed suspended workspaces removed (every
 /// `CLEANUP_INTERVAL_SECONDS`). Replicas sharing a store may run them side by
 /// side: each suspend holds its session's lock.
-fn spawn_suspension(sessions: &Arc<Sessions>, expiry: SessionExpiry, sweep_every: Duration, shutdown: &Shutdown) {
-    if expiry == SessionExpiry::Suspend {
-        let sessions = sessions.clone();
-        shutdown.spawn_loop(async move {
-            loop {
-                let sweep = sessions.suspend_expiring(EXPIRY_LEAD).await;
+fn spawn_suspension(sessions: &Arc<Sessions>, config: &Config, shutdown: &Shutdown) {
+    let (expiry, max_age) = (config.snapshots.expiry, config.cleanup.max_age);
+    // Before the reaper's age limit, with time for a pass and the suspend.
+    let recycle_lead = (max_age / 4).min(Duration::from_secs(60));
+    let passes = sessions.clone();
+    shutdown.spawn_loop(async move {
+        loop {
+            if expiry == SessionExpiry::Suspend {
+                let sweep = passes.suspend_expiring(EXPIRY_LEAD).await;
                 if sweep != Default::default() {
                     tracing::info!(target: "brig::cleanup", suspended = sweep.suspended, busy = sweep.busy, errors = sweep.errors, "expiring sessions suspended");
                 }
-                tokio::time::sleep(EXPIRY_PASS).await;
             }
-        });
-    }
-    let sessions = sessions.clone();
+            let sweep = passes.recycle_aged(max_age, recycle_lead).await;
+            if sweep != Default::default() {
+                tracing::info!(target: "brig::cleanup", recycled = sweep.suspended, busy = sweep.busy, errors = sweep.errors, "aged containers recycled");
+            }
+            tokio::time::sleep(EXPIRY_PASS).await;
+        }
+    });
+    let (sweeps, every) = (sessions.clone(), config.cleanup.interval);
     shutdown.spawn_loop(async move {
         loop {
-            let sweep = sessions.sweep_suspended().await;
+            let sweep = sweeps.sweep_suspended().await;
             if sweep.removed > 0 || sweep.errors > 0 {
                 tracing::info!(target: "brig::cleanup", removed = sweep.removed, errors = sweep.errors, "unclaimed suspended workspaces removed");
             }
-            tokio::time::sleep(sweep_every).await;
+            tokio::time::sleep(every).await;
         }
     });
 }

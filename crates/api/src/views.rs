@@ -126,6 +126,19 @@ pub struct CreateSessionBody {
     /// workspace the new session starts with, as an independent copy. The
     /// session must not exist yet (409 otherwise).
     pub from_snapshot: Option<String>,
+    /// The session's idle TTL: how long it lives unused (default
+    /// `SESSION_TTL_SECONDS`, at most `MAX_SESSION_TTL_SECONDS`).
+    #[schema(minimum = 1)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `POST /sessions/{id}/renew`'s optional body.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    /// A new idle TTL for the session (at most `MAX_SESSION_TTL_SECONDS`).
+    #[schema(minimum = 1)]
+    pub ttl_seconds: Option<u64>,
 }
 
 /// A session's own egress allow-list.
@@ -160,6 +173,8 @@ pub struct SessionView {
     pub created_at: String,
     /// When it expires unused (suspended: when its workspace is dropped).
     pub expires_at: String,
+    /// Its idle TTL: each use pushes `expires_at` this far.
+    pub ttl_seconds: u64,
     pub image: String,
     pub runtime: String,
     /// Bytes.
@@ -168,7 +183,8 @@ pub struct SessionView {
 }
 
 impl SessionView {
-    pub fn of(record: &SessionRecord, sandbox: &SandboxConfig) -> Self {
+    /// `default_ttl`: `SESSION_TTL_SECONDS`, for a session without its own.
+    pub fn of(record: &SessionRecord, sandbox: &SandboxConfig, default_ttl: std::time::Duration) -> Self {
         let at = |ms: i64| rfc3339(Utc.timestamp_millis_opt(ms).single().unwrap_or_default());
         let options = &record.options;
         SessionView {
@@ -176,6 +192,7 @@ impl SessionView {
             status: record.state().as_str(),
             created_at: at(record.created_at_ms),
             expires_at: at(record.expires_at_ms),
+            ttl_seconds: record.ttl_or(default_ttl).as_secs(),
             image: options.image.clone().unwrap_or_else(|| sandbox.image.clone()),
             runtime: options.runtime.clone().unwrap_or_else(|| sandbox.runtime.clone()),
             memory_limit: options.memory_bytes.unwrap_or(sandbox.memory_bytes),

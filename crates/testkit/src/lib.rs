@@ -17,6 +17,105 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A throwaway S3-compatible server: moto's server mode (scripts/test.sh
+/// installs it from PyPI into target/schemathesis), with one empty bucket.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let moto = std::env::var_os("BRIG_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/schemathesis/bin/moto_server")
+            });
+        let port = free_port();
+        let child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start {} ({err}); scripts/test.sh installs it (target/schemathesis/bin/pip install \
+                     'moto[server]')",
+                    moto.display()
+                )
+            });
+        let server = S3Server {
+            child,
+            port,
+            bucket: format!("brig-{}", new_instance()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // moto takes any credentials; an unsigned PUT makes the bucket.
+            match http_status(port, &format!("PUT /{} HTTP/1.1", server.bucket)) {
+                Some(200) => return server,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                other => panic!("moto_server on port {port} did not make a bucket: {other:?}"),
+            }
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment that points brig at this bucket.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SNAPSHOT_STORE", "s3".into()),
+            ("S3_ENDPOINT", self.endpoint()),
+            ("S3_BUCKET", self.bucket.clone()),
+            ("S3_REGION", "us-east-1".into()),
+            ("S3_ACCESS_KEY_ID", "testing".into()),
+            ("S3_SECRET_ACCESS_KEY", "testing".into()),
+        ]
+    }
+
+    /// The keys in the bucket (a `GET` of its listing, unsigned).
+    pub fn keys(&self) -> Vec<String> {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return Vec::new();
+        };
+        let request = format!(
+            "GET /{}?list-type=2 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.bucket, self.port
+        );
+        let mut answer = String::new();
+        if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut answer).is_err() {
+            return Vec::new();
+        }
+        answer
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|part| part.split("</Key>").next().map(String::from))
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status of a bodiless request line sent to 127.0.0.1:`port`.
+fn http_status(port: u16, line: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("{line}\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut status = String::new();
+    BufReader::new(stream).read_line(&mut status).ok()?;
+    status.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A throwaway redis-server.
 pub struct RedisServer {
     child: Option<Child>,

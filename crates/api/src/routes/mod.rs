@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route("/sessions/{session_id}", get(sessions::get).delete(sessions::delete))
         .route("/sessions/{session_id}/suspend", post(sessions::suspend))
+        .route("/sessions/{session_id}/renew", post(sessions::renew))
         .route(
             "/sessions/{session_id}/network",
             get(sessions::get_network).put(sessions::put_network),

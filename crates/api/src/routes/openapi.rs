@@ -40,6 +40,7 @@ pub struct ErrorBody {
         sessions::get,
         sessions::delete,
         sessions::suspend,
+        sessions::renew,
         sessions::get_network,
         sessions::put_network,
         files::put,

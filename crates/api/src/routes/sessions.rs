@@ -1,5 +1,5 @@
 //! `POST /sessions`, `GET /sessions`, `GET|DELETE /sessions/{session_id}`,
-//! `POST /sessions/{session_id}/suspend`, `GET|PUT /sessions/{session_id}/network`.
+//! `POST /sessions/{session_id}/suspend`, `POST /sessions/{session_id}/renew`, `GET|PUT /sessions/{session_id}/network`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,14 +10,17 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::session_in_path;
 use crate::json::ApiJson;
-use crate::service::sessions::{checked_allow_list, open_session};
+use crate::service::sessions::{checked_allow_list, checked_ttl, open_session};
 use crate::state::AppState;
-use crate::views::{CreateSessionBody, NetworkBody, NetworkView, SessionList, SessionView};
+use crate::views::{CreateSessionBody, NetworkBody, NetworkView, RenewBody, SessionList, SessionView};
 
-/// The body is optional: empty means "generate an id"; otherwise it must be JSON.
-fn parse_create_body(headers: &HeaderMap, body: &Bytes) -> Result<CreateSessionBody, ApiError> {
+/// An optional JSON body: empty means every default.
+fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(CreateSessionBody::default());
+        return Ok(T::default());
     }
     if !crate::json::is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
@@ -39,17 +42,8 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
-    let body = parse_create_body(&headers, &body)?;
-    let (view, created) = open_session(
-        &state.sessions,
-        &state.config.sandbox,
-        &state.config.egress,
-        state.egress_grant(&principal).as_ref(),
-        &state.snapshots,
-        &principal,
-        body,
-    )
-    .await?;
+    let body: CreateSessionBody = parse_optional_body(&headers, &body)?;
+    let (view, created) = open_session(state.session_setup(&principal), &principal, body).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)))
 }
@@ -59,10 +53,7 @@ pub async fn create(
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>, ApiError> {
     let records = state.sessions.list(&principal.owner()).await?;
     Ok(Json(SessionList {
-        sessions: records
-            .iter()
-            .map(|record| SessionView::of(record, &state.config.sandbox))
-            .collect(),
+        sessions: records.iter().map(|record| state.session_view(record)).collect(),
     }))
 }
 
@@ -75,7 +66,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
     let record = state.sessions.get(&principal.owner(), &session_in_path(&id)?).await?;
-    Ok(Json(SessionView::of(&record, &state.config.sandbox)))
+    Ok(Json(state.session_view(&record)))
 }
 
 #[utoipa::path(delete, path = "/sessions/{session_id}", operation_id = "deleteSession", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
@@ -108,7 +99,25 @@ pub async fn suspend(
         .sessions
         .suspend(&principal.owner(), &session_in_path(&id)?)
         .await?;
-    Ok(Json(SessionView::of(&record, &state.config.sandbox)))
+    Ok(Json(state.session_view(&record)))
+}
+
+#[utoipa::path(post, path = "/sessions/{session_id}/renew", operation_id = "renewSession", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path)),
+    request_body(content = Option<RenewBody>, description = "optional; `ttl_seconds` sets the session's idle TTL"),
+    responses((status = 200, description = "Its expiry pushed one TTL on (suspended: one retention)", body = SessionView)))]
+pub async fn renew(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<SessionView>, ApiError> {
+    let id = session_in_path(&id)?;
+    let body: RenewBody = parse_optional_body(&headers, &body)?;
+    let ttl = checked_ttl(body.ttl_seconds, state.config.max_session_ttl)?;
+    let record = state.sessions.renew(&principal.owner(), &id, ttl).await?;
+    Ok(Json(state.session_view(&record)))
 }
 
 fn network_view(state: &AppState, record: &brig_core::session::SessionRecord) -> NetworkView {

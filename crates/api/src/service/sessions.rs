@@ -1,6 +1,8 @@
 //! Opening a session with a client's options: `POST /sessions` and MCP's
 //! `create_session` (checked the same way, answered in the same shape).
 
+use std::time::Duration;
+
 use brig_core::config::EgressConfig;
 use brig_core::egress::AllowList;
 use brig_core::session::{SessionId, Sessions};
@@ -11,17 +13,50 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::views::{CreateSessionBody, SessionView};
 
+/// What opening a session draws on: the sessions, the configuration that
+/// bounds a client's options, and the snapshots a new session may start from.
+pub struct SessionSetup<'a> {
+    pub sessions: &'a Sessions,
+    pub sandbox: &'a SandboxConfig,
+    pub egress: &'a EgressConfig,
+    /// What the policy file's roles let the caller's sessions be granted
+    /// (`None`: no narrowing of `EGRESS_ALLOWED`).
+    pub grant: Option<AllowList>,
+    pub snapshots: &'a SnapshotStore,
+    /// `MAX_SESSION_TTL_SECONDS`.
+    pub max_ttl: Duration,
+}
+
+/// A session's asked-for idle TTL (`ttl_seconds`), within `max_ttl` (422 naming it).
+pub fn checked_ttl(ttl_seconds: Option<u64>, max_ttl: Duration) -> Result<Option<Duration>, ApiError> {
+    match ttl_seconds {
+        None => Ok(None),
+        Some(seconds) if seconds >= 1 && seconds <= max_ttl.as_secs() => Ok(Some(Duration::from_secs(seconds))),
+        Some(seconds) => Err(ApiError::invalid(
+            "invalid_ttl",
+            format!(
+                "ttl_seconds {seconds} is out of range: 1 to MAX_SESSION_TTL_SECONDS ({})",
+                max_ttl.as_secs()
+            ),
+        )),
+    }
+}
+
 /// Opens (creates, or finds) the caller's session with the body's options,
 /// clamped and checked against the configuration; `true` when it was created.
 pub async fn open_session(
-    sessions: &Sessions,
-    sandbox: &SandboxConfig,
-    egress: &EgressConfig,
-    grant: Option<&AllowList>,
-    snapshots: &SnapshotStore,
+    setup: SessionSetup<'_>,
     principal: &Principal,
     body: CreateSessionBody,
 ) -> Result<(SessionView, bool), ApiError> {
+    let SessionSetup {
+        sessions,
+        sandbox,
+        egress,
+        grant,
+        snapshots,
+        max_ttl,
+    } = setup;
     let id = match body.session_id {
         Some(id) => SessionId::parse(&id)?,
         None => SessionId::random(),
@@ -32,13 +67,14 @@ pub async fn open_session(
         body.memory_limit.as_deref(),
         body.cpu_limit,
     )?;
-    options.egress = checked_allow_list(egress, grant, &body.network.unwrap_or_default().allow)?;
+    options.egress = checked_allow_list(egress, grant.as_ref(), &body.network.unwrap_or_default().allow)?;
+    let ttl = checked_ttl(body.ttl_seconds, max_ttl)?;
     let owner = principal.owner();
     if let Some(snapshot) = &body.from_snapshot {
         // Before anything is created: an unknown snapshot is a plain 404.
         snapshots.get(&owner, snapshot).await?;
     }
-    let (record, opened) = sessions.open_with(&owner, &id, &options).await?;
+    let (record, opened) = sessions.open_for(&owner, &id, &options, ttl).await?;
     let created = opened.created();
     if let Some(snapshot) = &body.from_snapshot {
         if !created {
@@ -52,7 +88,7 @@ pub async fn open_session(
             return Err(err);
         }
     }
-    Ok((SessionView::of(&record, sandbox), created))
+    Ok((SessionView::of(&record, sandbox, sessions.default_ttl()), created))
 }
 
 /// A session's asked-for allow-list, checked: every entry must parse (422

@@ -35,7 +35,7 @@ pub use self::http::HttpConfig;
 pub use self::llm::LlmConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
-pub use self::snapshot::{SessionExpiry, SnapshotConfig};
+pub use self::snapshot::{S3Config, SessionExpiry, SnapshotConfig, SnapshotLocation};
 pub use self::store::StoreConfig;
 use crate::policy::{CommandPolicy, Languages};
 
@@ -96,6 +96,9 @@ pub struct Config {
     pub rate_limit_requests: u32,
     pub rate_limit_window: Duration,
     pub session_ttl: Duration,
+    /// `MAX_SESSION_TTL_SECONDS`: the longest idle TTL a session may ask for
+    /// (`ttl_seconds`).
+    pub max_session_ttl: Duration,
     pub default_exec_timeout: Duration,
     pub max_exec_timeout: Duration,
     /// Bytes kept per stream, per command.
@@ -145,6 +148,10 @@ impl Config {
         let rate_limit_requests = env.parse("RATE_LIMIT_REQUESTS", 100u32, positive);
         let rate_limit_window = env.parse("RATE_LIMIT_WINDOW_SECONDS", Duration::from_secs(60), seconds);
         let session_ttl = env.parse("SESSION_TTL_SECONDS", Duration::from_secs(600), seconds);
+        let max_session_ttl = env.parse("MAX_SESSION_TTL_SECONDS", Duration::from_secs(86400), seconds);
+        if session_ttl > max_session_ttl {
+            env.error("SESSION_TTL_SECONDS", "must not exceed MAX_SESSION_TTL_SECONDS");
+        }
         let default_exec_timeout = env.parse("DEFAULT_EXEC_TIMEOUT_SECONDS", Duration::from_secs(30), seconds);
         let max_exec_timeout = env.parse("MAX_EXEC_TIMEOUT_SECONDS", Duration::from_secs(300), seconds);
         if default_exec_timeout > max_exec_timeout {
@@ -206,6 +213,7 @@ impl Config {
             rate_limit_requests,
             rate_limit_window,
             session_ttl,
+            max_session_ttl,
             default_exec_timeout,
             max_exec_timeout,
             max_output_bytes,

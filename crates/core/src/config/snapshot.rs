@@ -1,8 +1,11 @@
-//! Snapshots and suspension: `SNAPSHOT_DIR`, `SNAPSHOT_QUOTA_BYTES`,
-//! `SNAPSHOT_QUOTA_COUNT`, `SESSION_EXPIRY`, `SUSPENDED_RETENTION_SECONDS`.
+//! Snapshots and suspension: `SNAPSHOT_STORE`, `SNAPSHOT_DIR`, `S3_*`,
+//! `SNAPSHOT_QUOTA_BYTES`, `SNAPSHOT_QUOTA_COUNT`, `SESSION_EXPIRY`,
+//! `SUSPENDED_RETENTION_SECONDS`, `SUSPENDED_SWEEP_AFTER_SECONDS`.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use secrecy::SecretString;
 
 use super::{parse_size, positive, seconds, Env};
 
@@ -16,13 +19,34 @@ pub enum SessionExpiry {
     Suspend,
 }
 
-/// Where snapshots are kept and how much of it each principal may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotConfig {
-    /// `SNAPSHOT_DIR`: the local directory snapshots are kept in (default
+/// `SNAPSHOT_STORE`: where snapshots (and suspended workspaces) are kept.
+#[derive(Debug, Clone)]
+pub enum SnapshotLocation {
+    /// `local` (the default): `SNAPSHOT_DIR`, the local directory (default
     /// `$XDG_DATA_HOME/brig/snapshots`, else `$HOME/.local/share/brig/snapshots`,
-    /// else `/var/lib/brig/snapshots`); created at the first snapshot.
-    pub dir: PathBuf,
+    /// else `/var/lib/brig/snapshots`); created at the first snapshot. Serves
+    /// the replicas of one host.
+    Dir(PathBuf),
+    /// `s3`: an S3-compatible bucket, shared by hosts.
+    S3(S3Config),
+}
+
+/// `S3_ENDPOINT`, `S3_BUCKET`, `S3_REGION`, `S3_ACCESS_KEY_ID`, `S3_SECRET_ACCESS_KEY`.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `S3_ENDPOINT`: the service's URL (`http://` allowed); none: AWS's own.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// `S3_REGION` (default `us-east-1`).
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+}
+
+/// Where snapshots are kept and how much of it each principal may use.
+#[derive(Debug, Clone)]
+pub struct SnapshotConfig {
+    pub location: SnapshotLocation,
     /// `SNAPSHOT_QUOTA_BYTES`: bytes of snapshots per principal (default 1g).
     pub quota_bytes: u64,
     /// `SNAPSHOT_QUOTA_COUNT`: snapshots per principal (default 20).
@@ -40,7 +64,7 @@ pub struct SnapshotConfig {
 
 impl SnapshotConfig {
     pub(super) fn from(env: &mut Env<'_>) -> Self {
-        let dir = env.get("SNAPSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let local = env.get("SNAPSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| {
             let data = env
                 .get("XDG_DATA_HOME")
                 .map(PathBuf::from)
@@ -50,8 +74,16 @@ impl SnapshotConfig {
                 |d| d.join("brig/snapshots"),
             )
         });
+        let location = match env.get("SNAPSHOT_STORE").as_deref() {
+            None | Some("local") => SnapshotLocation::Dir(local),
+            Some("s3") => SnapshotLocation::S3(S3Config::from(env)),
+            Some(_) => {
+                env.error("SNAPSHOT_STORE", "must be local or s3");
+                SnapshotLocation::Dir(local)
+            }
+        };
         SnapshotConfig {
-            dir,
+            location,
             quota_bytes: env.parse("SNAPSHOT_QUOTA_BYTES", 1u64 << 30, |raw| {
                 parse_size("SNAPSHOT_QUOTA_BYTES", raw).map_err(|e| e.message)
             }),
@@ -63,6 +95,36 @@ impl SnapshotConfig {
             }),
             suspended_retention: env.parse("SUSPENDED_RETENTION_SECONDS", Duration::from_secs(7 * 86400), seconds),
             sweep_after: env.parse("SUSPENDED_SWEEP_AFTER_SECONDS", Duration::from_secs(600), seconds),
+        }
+    }
+}
+
+impl S3Config {
+    fn from(env: &mut Env<'_>) -> Self {
+        let endpoint = env.get("S3_ENDPOINT");
+        if let Some(endpoint) = &endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                env.error("S3_ENDPOINT", "must be an http:// or https:// URL");
+            }
+        }
+        let bucket = env.get("S3_BUCKET").unwrap_or_default();
+        if bucket.is_empty() {
+            env.error("S3_BUCKET", "is required with SNAPSHOT_STORE=s3");
+        }
+        let access_key_id = env.get("S3_ACCESS_KEY_ID");
+        let secret_access_key = env.get("S3_SECRET_ACCESS_KEY").map(SecretString::from);
+        if access_key_id.is_some() != secret_access_key.is_some() {
+            env.error(
+                "S3_SECRET_ACCESS_KEY",
+                "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together",
+            );
+        }
+        S3Config {
+            endpoint,
+            bucket,
+            region: env.get("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            access_key_id,
+            secret_access_key,
         }
     }
 }

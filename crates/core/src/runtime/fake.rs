@@ -109,7 +109,9 @@ impl FakeRuntime {
             owner: owner.into(),
             session_id: session_id.into(),
             pool,
-            created_unix: 0,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             running: true,
             labels: if store.is_empty() {
                 HashMap::new()

@@ -115,6 +115,19 @@ struct EgressSetup {
     owner_ttl: Duration,
 }
 
+/// What a session is created with if it does not exist.
+#[derive(Clone, Copy)]
+struct Spec<'a> {
+    options: &'a SandboxOptions,
+    ttl: Option<Duration>,
+}
+
+impl<'a> Spec<'a> {
+    fn of(options: &'a SandboxOptions) -> Self {
+        Spec { options, ttl: None }
+    }
+}
+
 /// What the caller of [`Sessions::open_from`] already knows of the record.
 enum Known {
     Unknown,
@@ -222,6 +235,11 @@ impl Sessions {
         self
     }
 
+    /// `SESSION_TTL_SECONDS`: the idle TTL of a session without its own.
+    pub fn default_ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
     }
@@ -250,7 +268,19 @@ impl Sessions {
         id: &SessionId,
         options: &SandboxOptions,
     ) -> Result<(SessionRecord, Opened), SessionError> {
-        self.open_from(owner, id, options, Known::Unknown).await
+        self.open_for(owner, id, options, None).await
+    }
+
+    /// [`open_with`](Self::open_with), a missing session created with its
+    /// own idle TTL `ttl` (`None`: `SESSION_TTL_SECONDS`; the caller bounds it).
+    pub async fn open_for(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        options: &SandboxOptions,
+        ttl: Option<Duration>,
+    ) -> Result<(SessionRecord, Opened), SessionError> {
+        self.open_from(owner, id, &Spec { options, ttl }, Known::Unknown).await
     }
 
     /// [`open_with`](Self::open_with), skipping the first look at the record
@@ -259,7 +289,7 @@ impl Sessions {
         &self,
         owner: &Owner,
         id: &SessionId,
-        options: &SandboxOptions,
+        spec: &Spec<'_>,
         mut known: Known,
     ) -> Result<(SessionRecord, Opened), SessionError> {
         let token = random_token();
@@ -277,7 +307,7 @@ impl Sessions {
                 return Ok((record, Opened::Found));
             }
             if self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
-                let created = self.create_locked(owner, id, options).await;
+                let created = self.create_locked(owner, id, spec).await;
                 // Best effort: the lock also expires by itself.
                 let _ = self.store.unlock(owner, id, &token).await;
                 return created;
@@ -295,7 +325,7 @@ impl Sessions {
         &self,
         owner: &Owner,
         id: &SessionId,
-        options: &SandboxOptions,
+        spec: &Spec<'_>,
     ) -> Result<(SessionRecord, Opened), SessionError> {
         if let Some(existing) = self.store.get(owner, id).await? {
             if existing.suspended.is_some() {
@@ -303,6 +333,7 @@ impl Sessions {
             }
         }
         let now = Utc::now().timestamp_millis();
+        let ttl = spec.ttl.unwrap_or(self.ttl);
         let pending = SessionRecord {
             owner: owner.clone(),
             session_id: id.as_str().into(),
@@ -310,17 +341,18 @@ impl Sessions {
             created_at_ms: now,
             // What the store will keep (it sets the same TTL), so that the
             // creator's answer says when the session expires.
-            expires_at_ms: now + self.ttl.as_millis() as i64,
-            options: options.clone(),
+            expires_at_ms: now + ttl.as_millis() as i64,
+            options: spec.options.clone(),
             suspended: None,
+            ttl_ms: spec.ttl.map(|ttl| ttl.as_millis() as i64),
         };
-        match self.store.reserve(&pending, self.ttl, self.quota).await? {
+        match self.store.reserve(&pending, ttl, self.quota).await? {
             Reservation::Reserved => tracing::debug!(session = %id, "reserved; creating the session's container"),
             Reservation::Exists(record) => return Ok((*record, Opened::Found)),
             Reservation::OwnerQuotaExceeded { frees_in } => return Err(SessionError::OwnerQuotaExceeded { frees_in }),
             Reservation::CapacityExhausted => return Err(SessionError::CapacityExhausted),
         }
-        match self.make_container(&pending, self.ttl).await {
+        match self.make_container(&pending, ttl).await {
             Ok((record, created)) => Ok((record, if created { Opened::Created } else { Opened::Found })),
             Err(err) => {
                 let _ = self.store.delete(owner, id).await;
@@ -417,7 +449,7 @@ impl Sessions {
             Some(Begun { record, leased }) => (record, Opened::Found, leased),
             None => {
                 let (_, opened) = self
-                    .open_from(owner, id, &SandboxOptions::default(), Known::NotReady)
+                    .open_from(owner, id, &Spec::of(&SandboxOptions::default()), Known::NotReady)
                     .await?;
                 let Begun { record, leased } = self.begin_opened(owner, id, &command(&request)).await?;
                 (record, opened, leased)
@@ -589,7 +621,9 @@ impl Sessions {
         if record.is_ready() {
             return ready_container(&record);
         }
-        let (record, _) = self.open_from(owner, id, &record.options, Known::NotReady).await?;
+        let (record, _) = self
+            .open_from(owner, id, &Spec::of(&record.options), Known::NotReady)
+            .await?;
         ready_container(&record)
     }
 

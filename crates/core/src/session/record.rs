@@ -26,6 +26,10 @@ pub struct SessionRecord {
     /// and while it resumes (a new container, the snapshot not yet restored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended: Option<Suspension>,
+    /// The session's own idle TTL (`ttl_seconds`), in milliseconds; `None`:
+    /// `SESSION_TTL_SECONDS`. Every refresh of the record uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<i64>,
 }
 
 /// A session's suspension (see [`SessionRecord::suspended`]).
@@ -69,6 +73,12 @@ impl SessionState {
 }
 
 impl SessionRecord {
+    /// Its idle TTL: its own, else `default`.
+    pub fn ttl_or(&self, default: std::time::Duration) -> std::time::Duration {
+        self.ttl_ms
+            .map_or(default, |ms| std::time::Duration::from_millis(ms.max(1) as u64))
+    }
+
     /// The container exists (as far as the record knows) and takes commands.
     pub fn is_ready(&self) -> bool {
         self.container.is_some() && self.suspended.is_none()
@@ -134,6 +144,7 @@ mod tests {
             expires_at_ms: 2,
             options: Default::default(),
             suspended: None,
+            ttl_ms: None,
         };
         let json = serde_json::to_value(&pending).unwrap();
         assert_eq!(json["container_id"], "");

@@ -42,6 +42,15 @@ pub(super) struct Setup {
 /// killed midway leaves it to be found, not expired under the next request.
 const SUSPENDING_TTL: Duration = Duration::from_secs(300);
 
+/// How long a suspended session's record is kept.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// `SUSPENDED_RETENTION_SECONDS`: it was suspended on purpose (or at expiry).
+    Retention,
+    /// Until the session would have expired: only its container was recycled.
+    Expiry,
+}
+
 /// How long a suspend waits for a command running in the session to end.
 const COMMAND_WAIT: Duration = Duration::from_secs(2);
 
@@ -93,12 +102,45 @@ impl Sessions {
     /// is. A command running in it: [`SessionError::InUse`], nothing done.
     #[tracing::instrument(skip_all, fields(session = %id))]
     pub async fn suspend(&self, owner: &Owner, id: &SessionId) -> Result<SessionRecord, SessionError> {
+        self.suspend_keeping(owner, id, Keep::Retention).await
+    }
+
+    async fn suspend_keeping(&self, owner: &Owner, id: &SessionId, keep: Keep) -> Result<SessionRecord, SessionError> {
         let setup = self.setup()?;
         let token = random_token();
         self.lock(owner, id, &token).await?;
-        let suspended = self.suspend_locked(setup, owner, id).await;
+        let suspended = self.suspend_locked(setup, owner, id, keep).await;
         let _ = self.store.unlock(owner, id, &token).await;
         suspended
+    }
+
+    /// Pushes the session's expiry one TTL on (a suspended one's: one
+    /// retention); with `ttl`, that becomes its idle TTL (already bounded by
+    /// the caller).
+    pub async fn renew(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        ttl: Option<Duration>,
+    ) -> Result<SessionRecord, SessionError> {
+        let token = random_token();
+        self.lock(owner, id, &token).await?;
+        let renewed = async {
+            let mut record = self.store.get(owner, id).await?.ok_or(SessionError::NotFound)?;
+            if let Some(ttl) = ttl {
+                record.ttl_ms = Some(ttl.as_millis() as i64);
+            }
+            let keep = match (&self.suspension, record.is_parked()) {
+                (Some(setup), true) => setup.retention,
+                _ => record.ttl_or(self.ttl),
+            };
+            record.expires_at_ms = Utc::now().timestamp_millis() + keep.as_millis() as i64;
+            self.store.replace(&record, keep).await?;
+            Ok(record)
+        }
+        .await;
+        let _ = self.store.unlock(owner, id, &token).await;
+        renewed
     }
 
     async fn suspend_locked(
@@ -106,6 +148,7 @@ impl Sessions {
         setup: &Setup,
         owner: &Owner,
         id: &SessionId,
+        keep: Keep,
     ) -> Result<SessionRecord, SessionError> {
         let record = self.store.get(owner, id).await?.ok_or(SessionError::NotFound)?;
         if record.is_parked() {
@@ -114,7 +157,7 @@ impl Sessions {
         if record.suspended_in().is_some() {
             // A resume that died midway: finish it, then suspend.
             self.resume_locked(record).await?;
-            return Box::pin(self.suspend_locked(setup, owner, id)).await;
+            return Box::pin(self.suspend_locked(setup, owner, id, keep)).await;
         }
         // A pending record's creator died (we hold the lock): nothing to keep.
         let Some(container) = record.container.clone() else {
@@ -167,9 +210,13 @@ impl Sessions {
                 return Err(err);
             }
         };
+        let retention = match keep {
+            Keep::Retention => setup.retention,
+            Keep::Expiry => time_left(&record),
+        };
         let parked = SessionRecord {
             container: None,
-            expires_at_ms: since_ms + setup.retention.as_millis() as i64,
+            expires_at_ms: since_ms + retention.as_millis() as i64,
             suspended: Some(Suspension {
                 snapshot_id: Some(meta.snapshot_id.clone()),
                 since_ms,
@@ -177,7 +224,7 @@ impl Sessions {
             }),
             ..active.clone()
         };
-        if let Err(err) = self.store.replace(&parked, setup.retention).await {
+        if let Err(err) = self.store.replace(&parked, retention).await {
             let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
             let _ = unmark().await;
             return Err(err.into());
@@ -205,7 +252,7 @@ impl Sessions {
                 suspended: None,
                 ..record
             };
-            self.store.replace(&active, self.ttl).await?;
+            self.store.replace(&active, active.ttl_or(self.ttl)).await?;
             return Ok((active, Opened::Found));
         };
         let setup = self.setup()?;
@@ -233,7 +280,7 @@ impl Sessions {
         };
         // Against both quotas again: it holds capacity from here. Kept at
         // least as long as the suspended record would have been.
-        let keep = time_left(&record).max(self.ttl);
+        let keep = time_left(&record).max(record.ttl_or(self.ttl));
         match self.store.reserve(&resuming, keep, self.quota).await? {
             Reservation::Reserved => {}
             Reservation::Exists(record) => return Ok((*record, Opened::Found)),
@@ -283,12 +330,12 @@ impl Sessions {
             suspended: None,
             ..with_container
         };
-        let now = Utc::now().timestamp_millis();
+        let (now, ttl) = (Utc::now().timestamp_millis(), active.ttl_or(self.ttl));
         let active = SessionRecord {
-            expires_at_ms: now + self.ttl.as_millis() as i64,
+            expires_at_ms: now + ttl.as_millis() as i64,
             ..active
         };
-        self.store.replace(&active, self.ttl).await?;
+        self.store.replace(&active, ttl).await?;
         // Best effort: a snapshot no record names is swept.
         let _ = setup.shelf.delete(&owner, &snapshot).await;
         crate::metrics::session_resumed(started.elapsed());
@@ -326,21 +373,62 @@ impl Sessions {
             }
         };
         let horizon = Utc::now().timestamp_millis() + lead.as_millis() as i64;
-        for record in records.iter().filter(|r| r.is_ready() && r.expires_at_ms <= horizon) {
+        let expiring = records.iter().filter(|r| r.is_ready() && r.expires_at_ms <= horizon);
+        self.suspend_each(expiring, Keep::Retention, &mut sweep).await;
+        sweep
+    }
+
+    /// Suspends each of `records` in turn, counting what came of it in `sweep`.
+    async fn suspend_each<'a>(&self, records: impl Iterator<Item = &'a SessionRecord>, keep: Keep, sweep: &mut Sweep) {
+        for record in records {
             let Ok(id) = SessionId::parse(&record.session_id) else {
                 continue;
             };
-            match self.suspend(&record.owner, &id).await {
+            match self.suspend_keeping(&record.owner, &id, keep).await {
                 Ok(_) => sweep.suspended += 1,
                 Err(SessionError::InUse | SessionError::CreationContended) => sweep.busy += 1,
                 // Deleted meanwhile.
                 Err(SessionError::NotFound) => {}
                 Err(err) => {
-                    tracing::warn!(%err, session = %record.session_id, "suspending an expiring session failed");
+                    tracing::warn!(%err, session = %record.session_id, "suspending a session failed");
                     sweep.errors += 1;
                 }
             }
         }
+    }
+
+    /// Recycles the containers of active sessions that reach `max_age`
+    /// within `lead` (`CLEANUP_MAX_CONTAINER_AGE_SECONDS`, past which the
+    /// reaper removes a container whatever it does): each is suspended, its
+    /// record kept until it would have expired, and its next use resumes it
+    /// in a new container. One running a command is left (and, if it still
+    /// runs at the age limit, removed by the reaper as before).
+    pub async fn recycle_aged(&self, max_age: Duration, lead: Duration) -> Sweep {
+        let mut sweep = Sweep::default();
+        let (records, sandboxes) = match (self.store.list_all().await, self.runtime.list().await) {
+            (Ok(records), Ok(sandboxes)) => (records, sandboxes),
+            (Err(err), _) => {
+                tracing::warn!(%err, "listing sessions to recycle failed");
+                sweep.errors += 1;
+                return sweep;
+            }
+            (_, Err(err)) => {
+                tracing::warn!(%err, "listing containers to recycle failed");
+                sweep.errors += 1;
+                return sweep;
+            }
+        };
+        let now = Utc::now().timestamp().max(0) as u64;
+        let due = max_age.saturating_sub(lead).as_secs();
+        let aged: std::collections::HashSet<&str> = sandboxes
+            .iter()
+            .filter(|s| now.saturating_sub(s.created_unix) >= due)
+            .map(|s| s.id.as_str())
+            .collect();
+        let due = records
+            .iter()
+            .filter(|r| r.is_ready() && r.container().is_some_and(|c| aged.contains(c)));
+        self.suspend_each(due, Keep::Expiry, &mut sweep).await;
         sweep
     }
 

@@ -287,7 +287,7 @@ mod suspension {
     fn shelf() -> Shelf {
         let dir = std::env::temp_dir().join(format!("brig-suspend-{}", hex::encode(rand::random::<[u8; 8]>())));
         let store = SnapshotStore::new(crate::config::SnapshotConfig {
-            dir: dir.clone(),
+            location: crate::config::SnapshotLocation::Dir(dir.clone()),
             quota_bytes: 1 << 20,
             quota_count: 1,
             expiry: crate::config::SessionExpiry::Suspend,
@@ -509,5 +509,65 @@ mod suspension {
                 SessionState::Suspended
             );
         }
+    }
+
+    #[tokio::test]
+    async fn aged_containers_are_recycled_through_suspend_and_resume() {
+        let (store, runtime, shelf) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()), shelf());
+        let sessions = suspending(&store, &runtime, &shelf);
+        let (first, _) = sessions.open(&alice(), &sid("s")).await.unwrap();
+        write(&sessions, "s", "f", b"kept").await;
+        // Young: left alone.
+        let young = sessions
+            .recycle_aged(Duration::from_secs(900), Duration::from_secs(60))
+            .await;
+        assert_eq!(young.suspended, 0);
+        // At the age limit (here: any age) it is suspended, kept only until
+        // it would have expired (not a week), and resumed in a new container.
+        let sweep = sessions
+            .recycle_aged(Duration::from_secs(60), Duration::from_secs(60))
+            .await;
+        assert_eq!(sweep.suspended, 1, "{sweep:?}");
+        let parked = sessions.get(&alice(), &sid("s")).await.unwrap();
+        assert_eq!(parked.state(), SessionState::Suspended);
+        assert!(
+            (parked.expires_at_ms - first.expires_at_ms).abs() < 2000,
+            "{parked:?} {first:?}"
+        );
+        let next = sessions.execute(&alice(), &sid("s"), echo("x")).await.unwrap();
+        assert!(next.resumed);
+        assert_ne!(next.record.container, first.container);
+        assert_eq!(read(&sessions, "s", "f").await, b"kept");
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_its_own_ttl_and_renewing_sets_a_new_one() {
+        let (store, runtime, shelf) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()), shelf());
+        let sessions = suspending(&store, &runtime, &shelf);
+        let hour = Duration::from_secs(3600);
+        let (record, _) = sessions
+            .open_for(&alice(), &sid("s"), &Default::default(), Some(hour))
+            .await
+            .unwrap();
+        let now = Utc::now().timestamp_millis();
+        assert!(record.expires_at_ms > now + 3_590_000, "{record:?}");
+        let used = sessions.execute(&alice(), &sid("s"), echo("x")).await.unwrap();
+        assert!(used.record.expires_at_ms > now + 3_590_000, "{:?}", used.record);
+        let renewed = sessions
+            .renew(&alice(), &sid("s"), Some(Duration::from_secs(120)))
+            .await
+            .unwrap();
+        assert!(renewed.expires_at_ms < now + 130_000, "{renewed:?}");
+        let used = sessions.execute(&alice(), &sid("s"), echo("y")).await.unwrap();
+        assert!(used.record.expires_at_ms < Utc::now().timestamp_millis() + 130_000);
+        // A suspended session's renewal restarts its retention.
+        sessions.suspend(&alice(), &sid("s")).await.unwrap();
+        let renewed = sessions.renew(&alice(), &sid("s"), None).await.unwrap();
+        assert!(renewed.expires_at_ms > Utc::now().timestamp_millis() + 6 * 86_400_000);
+        assert_eq!(renewed.state(), SessionState::Suspended);
+        assert!(matches!(
+            sessions.renew(&alice(), &sid("nobody"), None).await,
+            Err(SessionError::NotFound)
+        ));
     }
 }

@@ -54,6 +54,7 @@ contract!(
     charged_values_evict_the_accounts_soonest_to_expire_and_no_one_elses,
     the_identity_is_made_once_and_kept,
     a_suspended_session_keeps_its_owners_place_but_no_capacity_and_no_refresh,
+    a_records_own_ttl_wins_over_the_callers,
 );
 
 const TTL: Duration = Duration::from_secs(600);
@@ -71,6 +72,7 @@ fn record(owner: &Owner, id: &str, container: &str) -> SessionRecord {
         expires_at_ms: now_ms(),
         options: Default::default(),
         suspended: None,
+        ttl_ms: None,
     }
 }
 
@@ -520,4 +522,43 @@ async fn a_suspended_session_keeps_its_owners_place_but_no_capacity_and_no_refre
         .iter()
         .any(|r| r.container() == Some("c1")));
     assert_eq!(store.begin_command(&alice, &sid("s"), TTL, &start).await.unwrap(), None);
+}
+
+async fn a_records_own_ttl_wins_over_the_callers(store: &dyn SessionStore) {
+    let alice = owner("alice");
+    let own = SessionRecord {
+        ttl_ms: Some(3_600_000),
+        ..record(&alice, "long", "c1")
+    };
+    store.replace(&own, Duration::from_secs(3600)).await.unwrap();
+    let touched = store
+        .touch(&alice, &sid("long"), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(touched.expires_at_ms > now_ms() + 3_500_000, "{touched:?}");
+    let start = CommandStart {
+        token: "t",
+        deadline_ms: now_ms() + 60_000,
+        holder: "a",
+        lease: TTL,
+    };
+    let begun = store
+        .begin_command(&alice, &sid("long"), Duration::from_secs(5), &start)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(begun.record.expires_at_ms > now_ms() + 3_500_000, "{begun:?}");
+    // What readers see, and what the store keeps (the key outlives 5 s).
+    let read = store.get(&alice, &sid("long")).await.unwrap().unwrap();
+    assert!(read.expires_at_ms > now_ms() + 3_500_000, "{read:?}");
+    assert_eq!(store.list(&alice).await.unwrap().len(), 1);
+    // Without one, the caller's TTL.
+    store.replace(&record(&alice, "short", "c2"), TTL).await.unwrap();
+    let touched = store
+        .touch(&alice, &sid("short"), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(touched.expires_at_ms <= now_ms() + 5_000, "{touched:?}");
 }

@@ -138,7 +138,7 @@ impl SessionStore for MemoryStore {
         Ok(self.live().records.get_mut(&key(owner, id.as_str())).map(|record| {
             // A suspended session's expiry is its retention.
             if !record.is_parked() {
-                record.expires_at_ms = now_ms() + ttl_ms(ttl);
+                record.expires_at_ms = now_ms() + ttl_ms(record.ttl_or(ttl));
             }
             record.clone()
         }))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::sessions::decode_at;
+use super::sessions::decode_refreshed;
 use super::{scripts, RedisStore};
 use crate::session::ids::{Owner, SessionId};
 use crate::store::{now_ms, ttl_ms, Begun, CommandStart, StoreError};
@@ -130,7 +130,7 @@ impl RedisStore {
             })
             .await?;
         let Some((json, leased)) = begun else { return Ok(None) };
-        Ok(decode_at(Some(json), Some(expiry))?.map(|record| Begun {
+        Ok(decode_refreshed(Some(json), now, ttl)?.map(|record| Begun {
             record,
             leased: leased == 1,
         }))

@@ -8,15 +8,18 @@ use redis::Script;
 /// Lua shared by several scripts below, each rule written once: prepended to
 /// a script's body by [`with`].
 ///
-/// `refresh()`: pushes a session's expiry (KEYS: session, owner index,
-/// instance index; ARGV: ttl ms, new expiry ms, session id, "owner:session
-/// id"). The record's JSON is not rewritten: its expiry is the owner index's
-/// score.
+/// `refresh(record)`: pushes a session's expiry by its own TTL (`ttl_ms` in
+/// the record, else the caller's) (KEYS: session, owner index, instance
+/// index; ARGV: ttl ms, now + ttl ms, session id, "owner:session id"). The
+/// record's JSON is not rewritten: its expiry is the owner index's score.
 const REFRESH: &str = r#"
-local function refresh()
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+local function refresh(record)
+  local ttl = tonumber(ARGV[1])
+  if type(record) == 'table' and type(record.ttl_ms) == 'number' then ttl = record.ttl_ms end
+  local expiry = tonumber(ARGV[2]) - tonumber(ARGV[1]) + ttl
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('ZADD', KEYS[2], expiry, ARGV[3])
+  redis.call('ZADD', KEYS[3], expiry, ARGV[4])
 end
 "#;
 
@@ -126,7 +129,7 @@ local ok, record = pcall(cjson.decode, json)
 if ok and type(record) == 'table' and record.suspended ~= nil and record.container_id == '' then
   return json
 end
-refresh()
+refresh(record)
 return json
 "#,
     )
@@ -153,7 +156,7 @@ if not ok or type(record) ~= 'table' or type(record.container_id) ~= 'string' or
   or record.suspended ~= nil then
   return false
 end
-refresh()
+refresh(record)
 mark_running(ARGV[5] .. 'running:' .. record.container_id, ARGV[6], ARGV[7], ARGV[10])
 return {json, take_lease(ARGV[5] .. 'lease:' .. record.container_id, ARGV[8], ARGV[9])}
 "#,

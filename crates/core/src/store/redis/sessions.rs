@@ -113,7 +113,8 @@ impl RedisStore {
             self.owner_key(owner),
             self.instance_key(),
         ];
-        let expiry = now_ms() + ttl_ms(ttl);
+        let now = now_ms();
+        let expiry = now + ttl_ms(ttl);
         let mut args = vec![
             ttl_ms(ttl).to_string(),
             expiry.to_string(),
@@ -131,7 +132,7 @@ impl RedisStore {
                 invocation.invoke_async(&mut c).await
             })
             .await?;
-        match decode_at(json, Some(expiry))? {
+        match decode_refreshed(json, now, ttl)? {
             // Left untouched: its expiry is the one stored.
             Some(record) if record.is_parked() => self.get(owner, id).await,
             other => Ok(other),
@@ -250,6 +251,19 @@ pub(super) fn decode_at(json: Option<String>, expiry: Option<i64>) -> Result<Opt
         record.expires_at_ms = expiry;
     }
     Ok(Some(record))
+}
+
+/// A record just refreshed at `now`: it expires one TTL later, its own
+/// (`ttl_ms`) or the caller's `ttl`.
+pub(super) fn decode_refreshed(
+    json: Option<String>,
+    now: i64,
+    ttl: Duration,
+) -> Result<Option<SessionRecord>, StoreError> {
+    Ok(decode_at(json, None)?.map(|mut record| {
+        record.expires_at_ms = now + ttl_ms(record.ttl_or(ttl));
+        record
+    }))
 }
 
 fn encode(record: &SessionRecord) -> String {
