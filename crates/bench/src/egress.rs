@@ -244,7 +244,7 @@ async fn host_download(port: u16, bytes: u64) -> anyhow::Result<Rate> {
 }
 
 /// `head -c bytes /dev/zero` in `container`, read through the Engine API.
-async fn exec_stream(docker: &Docker, container: &str, bytes: u64) -> anyhow::Result<Rate> {
+pub async fn exec_stream(docker: &Docker, container: &str, bytes: u64) -> anyhow::Result<Rate> {
     let started = Instant::now();
     let options = CreateExecOptions {
         cmd: Some(vec![

@@ -8,6 +8,7 @@
 //! with a warm pool) and brig-cleanup-worker, on a throwaway BRIG_INSTANCE that
 //! it removes afterwards.
 
+mod durability;
 mod egress;
 mod probes;
 mod scenarios;
@@ -46,6 +47,9 @@ struct Cli {
     /// Where the results go as JSON.
     #[arg(long, value_name = "FILE", default_value = "bench-results.json")]
     json: String,
+    /// Only one section: `durability` (snapshots, forks, suspend, resume).
+    #[arg(long, value_name = "SECTION", value_parser = ["durability"])]
+    only: Option<String>,
 }
 
 struct Options {
@@ -55,12 +59,15 @@ struct Options {
     memory_sessions: usize,
     reap_sessions: usize,
     egress_bytes: u64,
+    /// Rounds of each durability series (per workspace size).
+    durability_rounds: usize,
+    only: Option<String>,
     json: String,
     image: String,
 }
 
 fn options() -> anyhow::Result<Options> {
-    let Cli { quick, json } = <Cli as clap::Parser>::parse();
+    let Cli { quick, json, only } = <Cli as clap::Parser>::parse();
     Ok(Options {
         warm: if quick { 50 } else { 500 },
         cold: if quick { 5 } else { 30 },
@@ -68,6 +75,8 @@ fn options() -> anyhow::Result<Options> {
         memory_sessions: if quick { 10 } else { 100 },
         reap_sessions: if quick { 10 } else { 50 },
         egress_bytes: if quick { 20_000_000 } else { 200_000_000 },
+        durability_rounds: if quick { 1 } else { 5 },
+        only,
         json,
         image: std::env::var("CONTAINER_IMAGE").unwrap_or_else(|_| "brig-sandbox-minimal:latest".into()),
     })
@@ -130,7 +139,10 @@ async fn main() -> anyhow::Result<()> {
     let redis = RedisServer::start();
     let api = start_api(&api_env(&redis, &options.image, &[]), None);
     let instance = api.instance.clone();
-    let result = run(&options, &docker, &redis, &api, &mut report).await;
+    let result = match options.only.as_deref() {
+        Some("durability") => run_durability(&options, &docker, &redis, &api, &mut report).await,
+        _ => run(&options, &docker, &redis, &api, &mut report).await,
+    };
     drop(api);
     remove_instance_containers(&instance);
     result?;
@@ -433,6 +445,7 @@ async fn run(
     for (name, value) in ratios.as_object().unwrap() {
         println!("  {name:<40} {:>8.2}", value.as_f64().unwrap_or(f64::NAN));
     }
+    run_durability(options, docker, redis, api, report).await?;
     report["latency_ms"] = json!({
         "raw_engine_exec": raw, "agent_channel": channel, "agent_channel_no_spawn": no_spawn, "http_warm": warm,
         "cold_no_pool": cold, "cold_pool": pooled, "docker_run_rm": run_rm,
@@ -445,7 +458,13 @@ async fn run(
         "api_idle": idle_kib, "api_one_session": one_kib, "api_many_sessions": many_kib,
         "sessions": options.memory_sessions, "api_per_session": per_session_kib, "agent": agent_kib,
     });
-    report["ratios"] = ratios;
+    if let Some(object) = report["ratios"].as_object().cloned() {
+        let mut ratios = ratios;
+        ratios.as_object_mut().unwrap().extend(object);
+        report["ratios"] = ratios;
+    } else {
+        report["ratios"] = ratios;
+    }
     report["redis_commands_per_warm_execute"] = json!({
         "sent": per_execute(redis_commands.sent),
         "in_scripts": per_execute(redis_commands.in_scripts),
@@ -555,6 +574,76 @@ async fn gvisor(
     drop(api);
     remove_instance_containers(&instance);
     measured
+}
+
+/// Snapshots, forks, suspends and resumes of 1, 10 and 100 MB workspaces on
+/// an API of their own, beside the Engine API's exec stream and a cold session.
+async fn run_durability(
+    options: &Options,
+    docker: &bollard::Docker,
+    redis: &RedisServer,
+    api: &BrigApi,
+    report: &mut Value,
+) -> anyhow::Result<()> {
+    println!(
+        "\ndurable sessions (ms, {} rounds per size; SNAPSHOT_DIR on this disk)",
+        options.durability_rounds
+    );
+    let client = reqwest::Client::new();
+    let config = SandboxConfig {
+        instance: api.instance.clone(),
+        image: options.image.clone(),
+        ..SandboxConfig::default()
+    };
+    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config, agent()).await?);
+    let sandbox = bench_sandbox(&runtime, "bench-durability").await?;
+    let dir = std::env::temp_dir().join(format!("brig-bench-snapshots-{}", std::process::id()));
+    let env = durability::api_env(&dir.to_string_lossy());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let durable = start_api(&api_env(redis, &options.image, &env), None);
+    let measured = durability::measure(&client, &durable.base, KEY, docker, &sandbox, options.durability_rounds).await;
+    let instance = durable.instance.clone();
+    drop(durable);
+    remove_instance_containers(&instance);
+    let _ = std::fs::remove_dir_all(&dir);
+    let measured = measured?;
+    println!(
+        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "p50 (ms)", "snapshot", "fork", "suspend", "resume", "exec MB/s"
+    );
+    for size in &measured.sizes {
+        println!(
+            "{:<24} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>14.1}",
+            format!("{} MB workspace", size.megabytes),
+            size.snapshot.p50_ms,
+            size.fork.p50_ms,
+            size.suspend.p50_ms,
+            size.resume.p50_ms,
+            size.engine_exec_stream.mb_per_second
+        );
+    }
+    row("cold session (reference for resume)", &measured.cold_session);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let mut ratios = serde_json::Map::new();
+    for size in &measured.sizes {
+        let mb = size.megabytes as f64;
+        let snapshot_rate = mb / (size.snapshot.p50_ms / 1000.0);
+        ratios.insert(
+            format!("snapshot_{}mb_rate_over_engine_exec_stream", size.megabytes),
+            json!(ratio(snapshot_rate, size.engine_exec_stream.mb_per_second)),
+        );
+        ratios.insert(
+            format!("resume_{}mb_over_cold_session_p50", size.megabytes),
+            json!(ratio(size.resume.p50_ms, measured.cold_session.p50_ms)),
+        );
+    }
+    println!("ratios (same run)");
+    for (name, value) in &ratios {
+        println!("  {name:<44} {:>8.2}", value.as_f64().unwrap_or(f64::NAN));
+    }
+    report["durability"] = json!(measured);
+    report["ratios"] = json!(ratios);
+    Ok(())
 }
 
 /// Time from each session's expiry to its container's removal, with a cleanup

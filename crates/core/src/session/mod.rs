@@ -89,8 +89,8 @@ pub struct Executed {
     pub elapsed: Duration,
 }
 
-/// How long a creator may hold a session's creation lock; a crashed creator's
-/// lock frees itself after this.
+/// How long a session's creation lock lasts unless its holder keeps it (see
+/// [`Sessions::holding`]); a crashed holder's lock frees itself after this.
 const CREATION_LOCK_TTL: Duration = Duration::from_secs(30);
 
 /// How long a request waits for someone else's creation of its session.
@@ -307,7 +307,9 @@ impl Sessions {
                 return Ok((record, Opened::Found));
             }
             if self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
-                let created = self.create_locked(owner, id, spec).await;
+                let created = self
+                    .holding(owner, id, &token, self.create_locked(owner, id, spec))
+                    .await;
                 // Best effort: the lock also expires by itself.
                 let _ = self.store.unlock(owner, id, &token).await;
                 return created;
@@ -316,6 +318,34 @@ impl Sessions {
                 return Err(SessionError::CreationContended);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Runs `work` under the session's lock, which `token` holds, keeping the
+    /// lock alive meanwhile: a suspend or a resume of a large workspace may
+    /// take longer than [`CREATION_LOCK_TTL`], and must not lose the lock to
+    /// another request midway. (A holder that dies stops keeping it.)
+    async fn holding<T>(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        token: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let keep = async {
+            loop {
+                tokio::time::sleep(CREATION_LOCK_TTL / 3).await;
+                if !matches!(
+                    self.store.extend_lock(owner, id, token, CREATION_LOCK_TTL).await,
+                    Ok(true)
+                ) {
+                    tracing::warn!(session = %id, "could not keep the session's lock; another request may take it");
+                }
+            }
+        };
+        tokio::select! {
+            done = work => done,
+            never = keep => never,
         }
     }
 

@@ -109,7 +109,9 @@ impl Sessions {
         let setup = self.setup()?;
         let token = random_token();
         self.lock(owner, id, &token).await?;
-        let suspended = self.suspend_locked(setup, owner, id, keep).await;
+        let suspended = self
+            .holding(owner, id, &token, self.suspend_locked(setup, owner, id, keep))
+            .await;
         let _ = self.store.unlock(owner, id, &token).await;
         suspended
     }
@@ -224,6 +226,12 @@ impl Sessions {
             }),
             ..active.clone()
         };
+        // Deleted meanwhile (delete does not wait for the lock): it stays so.
+        if self.store.get(owner, id).await?.is_none() {
+            let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
+            let _ = self.runtime.remove(&container).await;
+            return Err(SessionError::NotFound);
+        }
         if let Err(err) = self.store.replace(&parked, retention).await {
             let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
             let _ = unmark().await;

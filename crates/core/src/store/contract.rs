@@ -212,6 +212,16 @@ async fn a_creation_lock_is_exclusive_and_released_only_by_its_holder(store: &dy
     assert!(!store.try_lock(&alice, &id, "t2", TTL).await.unwrap());
     store.unlock(&alice, &id, "t1").await.unwrap();
     assert!(store.try_lock(&alice, &id, "t2", TTL).await.unwrap());
+    // Only its holder keeps it longer.
+    assert!(!store.extend_lock(&alice, &id, "t1", TTL).await.unwrap());
+    assert!(store.extend_lock(&alice, &id, "t2", TTL).await.unwrap());
+    assert!(store
+        .try_lock(&alice, &sid("kept"), "k", Duration::from_millis(100))
+        .await
+        .unwrap());
+    assert!(store.extend_lock(&alice, &sid("kept"), "k", TTL).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!store.try_lock(&alice, &sid("kept"), "other", TTL).await.unwrap());
     // A crashed holder's lock frees itself.
     assert!(store
         .try_lock(&alice, &sid("x"), "t", Duration::from_millis(50))

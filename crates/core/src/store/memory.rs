@@ -180,6 +180,17 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn extend_lock(&self, owner: &Owner, id: &SessionId, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut state = self.live();
+        match state.locks.get_mut(&key(owner, id.as_str())) {
+            Some((holder, expiry)) if holder == token => {
+                *expiry = now_ms() + ttl_ms(ttl);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError> {
         let mut state = self.live();
         let session = key(owner, id.as_str());

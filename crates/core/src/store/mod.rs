@@ -63,6 +63,10 @@ pub trait SessionStore: Send + Sync {
     /// Releases the lock if `token` still holds it.
     async fn unlock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), StoreError>;
 
+    /// Keeps the lock `token` holds for `ttl` more; `false` if it no longer
+    /// holds it (it lapsed, someone else took it).
+    async fn extend_lock(&self, owner: &Owner, id: &SessionId, token: &str, ttl: Duration) -> Result<bool, StoreError>;
+
     /// A command's first store call (the hot path: one round trip in Redis).
     /// If the session has a ready record: refreshes its TTL
     /// ([`touch`](Self::touch)), notes the command as running in its container

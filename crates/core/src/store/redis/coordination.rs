@@ -42,6 +42,27 @@ impl RedisStore {
             .map(drop)
     }
 
+    pub(super) async fn extend_lock(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let (key, token, ttl_ms) = (self.lock_key(owner, id.as_str()), token.to_string(), ttl_ms(ttl));
+        let kept: i64 = self
+            .call(|mut c| async move {
+                scripts::EXTEND_LOCK
+                    .key(&key)
+                    .arg(&token)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(kept == 1)
+    }
+
     pub(super) async fn command_started(
         &self,
         container: &str,

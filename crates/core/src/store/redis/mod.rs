@@ -200,6 +200,10 @@ impl SessionStore for RedisStore {
         again_if_dropped(|| RedisStore::unlock(self, owner, id, token)).await
     }
 
+    async fn extend_lock(&self, owner: &Owner, id: &SessionId, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        again_if_dropped(|| RedisStore::extend_lock(self, owner, id, token, ttl)).await
+    }
+
     async fn begin_command(
         &self,
         owner: &Owner,

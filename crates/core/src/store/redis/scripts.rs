@@ -163,6 +163,16 @@ return {json, take_lease(ARGV[5] .. 'lease:' .. record.container_id, ARGV[8], AR
     )
 });
 
+/// Sets KEYS[1]'s TTL to ARGV[2] ms only if it still holds ARGV[1]; 1 if so.
+pub(super) static EXTEND_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#,
+    )
+});
+
 /// Deletes KEYS[1] only if it still holds ARGV[1].
 pub(super) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
