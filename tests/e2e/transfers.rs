@@ -309,3 +309,30 @@ async fn another_replica_streams_too_and_strangers_get_404() {
         .unwrap();
     assert_eq!(stranger.status(), StatusCode::NOT_FOUND);
 }
+
+/// A session deleted while its archive streams out (its container removed
+/// under the agent's exec) is a 404, as the session is: not a 503 telling the
+/// client to retry (schemathesis found it, racing its own DELETE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_cut_by_the_deletion_of_its_session_is_not_found() {
+    let api = BrigApi::start(&[("SESSION_STORE", "memory")]);
+    // A hundredth of a CPU: the agent's exec takes a second or more to start.
+    let body = serde_json::json!({"session_id": "slow", "cpu_limit": 0.01});
+    let created = call(&api, reqwest::Method::POST, "/sessions", ALICE_KEY, Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let archive = {
+        let url = api.url("/sessions/slow/archive");
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("x-api-key", ALICE_KEY)
+                .send()
+                .await
+                .map(|reply| reply.status())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let deleted = call(&api, reqwest::Method::DELETE, "/sessions/slow", ALICE_KEY, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(archive.await.unwrap().unwrap(), StatusCode::NOT_FOUND);
+}

@@ -195,10 +195,10 @@ async fn upload(
         .transfer(&principal.owner(), &session_id, &transfer)
         .await
     {
-        Ok(io) => transfer::upload(io, stream.by_ref())
-            .await
-            .map(drop)
-            .map_err(|err| transfer_error(state, err, archive)),
+        Ok(io) => match transfer::upload(io, stream.by_ref()).await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(transfer_error(state, principal, &session_id, err, archive).await),
+        },
         Err(err) => Err(err.into()),
     };
     if outcome.is_err() {
@@ -240,15 +240,27 @@ async fn download(
         .sessions
         .transfer(&principal.owner(), &session_id, &transfer)
         .await?;
-    let bytes = transfer::download(io)
-        .await
-        .map_err(|err| transfer_error(state, err, false))?;
+    let bytes = match transfer::download(io).await {
+        Ok(bytes) => bytes,
+        Err(err) => return Err(transfer_error(state, principal, &session_id, err, false).await),
+    };
     Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(bytes)).into_response())
 }
 
 /// A transfer's failure, as the client should read it: a full workspace names
-/// its size, a refused archive entry is `invalid_archive`.
-fn transfer_error(state: &AppState, err: RuntimeError, archive: bool) -> ApiError {
+/// its size, a refused archive entry is `invalid_archive`, a session deleted
+/// under it is not found.
+async fn transfer_error(
+    state: &AppState,
+    principal: &Principal,
+    session_id: &brig_core::session::SessionId,
+    err: RuntimeError,
+    archive: bool,
+) -> ApiError {
+    let err = match state.sessions.went_away(&principal.owner(), session_id, err).await {
+        brig_core::session::SessionError::Runtime(err) => err,
+        other => return other.into(),
+    };
     match err {
         RuntimeError::FileTooLarge(detail) => ApiError::FileTooLarge(format!(
             "{detail}: the workspace holds {} bytes (CONTAINER_WORKSPACE_SIZE) and one file {} \

@@ -16,7 +16,10 @@ pub async fn take(
     id: &SessionId,
 ) -> Result<SnapshotMeta, ApiError> {
     let io = sessions.transfer(owner, id, &Transfer::TarOut(String::new())).await?;
-    let archive = transfer::download(io).await?;
+    let archive = match transfer::download(io).await {
+        Ok(archive) => archive,
+        Err(err) => return Err(sessions.went_away(owner, id, err).await.into()),
+    };
     store.write(owner, id.as_str(), archive).await.map_err(|err| {
         tracing::warn!(%err, session = %id.as_str(), "snapshot not taken");
         err.into()

@@ -639,6 +639,19 @@ impl Sessions {
         Ok(self.runtime.transfer(container, transfer).await?)
     }
 
+    /// What a sandbox that went away under a request (its exec's output cut,
+    /// its container gone) means to the client: the session was deleted
+    /// meanwhile (`NotFound`), or its sandbox failed (the error as it is).
+    pub async fn went_away(&self, owner: &Owner, id: &SessionId, err: RuntimeError) -> SessionError {
+        let gone = matches!(err, RuntimeError::ChannelClosed | RuntimeError::SandboxNotFound)
+            && matches!(self.store.get(owner, id).await, Ok(None));
+        if gone {
+            SessionError::NotFound
+        } else {
+            err.into()
+        }
+    }
+
     /// The container of a session, whose lifetime this use extends: a
     /// suspended session is resumed (one being created is waited for), a
     /// missing one is not found.
