@@ -140,7 +140,10 @@ async fn main() -> anyhow::Result<()> {
     let api = start_api(&api_env(&redis, &options.image, &[]), None);
     let instance = api.instance.clone();
     let result = match options.only.as_deref() {
-        Some("durability") => run_durability(&options, &docker, &redis, &api, &mut report).await,
+        Some("durability") => match direct(&options, &api, "runc", "bench-durability").await {
+            Ok((_runtime, sandbox)) => run_durability(&options, &docker, &redis, &sandbox, &mut report).await,
+            Err(err) => Err(err),
+        },
         _ => run(&options, &docker, &redis, &api, &mut report).await,
     };
     drop(api);
@@ -160,14 +163,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let base = api.base.clone();
-    // The runtime of the same instance, for the paths below HTTP.
-    let config = SandboxConfig {
-        instance: api.instance.clone(),
-        image: options.image.clone(),
-        ..SandboxConfig::default()
-    };
-    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config, agent()).await?);
-    let sandbox = bench_sandbox(&runtime, "bench-direct").await?;
+    let (runtime, sandbox) = direct(options, api, "runc", "bench-direct").await?;
 
     println!(
         "\n{:<38} {:>9} {:>9} {:>9} {:>6}",
@@ -445,7 +441,7 @@ async fn run(
     for (name, value) in ratios.as_object().unwrap() {
         println!("  {name:<40} {:>8.2}", value.as_f64().unwrap_or(f64::NAN));
     }
-    run_durability(options, docker, redis, api, report).await?;
+    run_durability(options, docker, redis, &sandbox, report).await?;
     report["latency_ms"] = json!({
         "raw_engine_exec": raw, "agent_channel": channel, "agent_channel_no_spawn": no_spawn, "http_warm": warm,
         "cold_no_pool": cold, "cold_pool": pooled, "docker_run_rm": run_rm,
@@ -532,14 +528,7 @@ async fn gvisor(
 ) -> anyhow::Result<Gvisor> {
     let api = start_api(&api_env(redis, &options.image, &[("CONTAINER_RUNTIME", "runsc")]), None);
     let base = api.base.clone();
-    let config = SandboxConfig {
-        instance: api.instance.clone(),
-        image: options.image.clone(),
-        runtime: "runsc".into(),
-        ..SandboxConfig::default()
-    };
-    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config, agent()).await?);
-    let sandbox = bench_sandbox(&runtime, "gvisor-direct").await?;
+    let (runtime, sandbox) = direct(options, &api, "runsc", "gvisor-direct").await?;
     let measured = async {
         let raw = series(options.warm.min(300), |_| raw_exec(docker, &sandbox)).await?;
         let channel = series(options.warm, |_| channel_exec(&runtime, &sandbox)).await?;
@@ -576,13 +565,33 @@ async fn gvisor(
     measured
 }
 
+/// The runtime of `api`'s instance under `runtime` (`runc`, `runsc`), and a
+/// sandbox of its own named for `session`: for the paths below HTTP.
+async fn direct(
+    options: &Options,
+    api: &BrigApi,
+    runtime: &str,
+    session: &str,
+) -> anyhow::Result<(Arc<DockerRuntime>, String)> {
+    let config = SandboxConfig {
+        instance: api.instance.clone(),
+        image: options.image.clone(),
+        runtime: runtime.into(),
+        ..SandboxConfig::default()
+    };
+    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config, agent()).await?);
+    let sandbox = bench_sandbox(&runtime, session).await?;
+    Ok((runtime, sandbox))
+}
+
 /// Snapshots, forks, suspends and resumes of 1, 10 and 100 MB workspaces on
-/// an API of their own, beside the Engine API's exec stream and a cold session.
+/// an API of their own, beside the Engine API's exec stream (through
+/// `sandbox`, a direct one) and a cold session.
 async fn run_durability(
     options: &Options,
     docker: &bollard::Docker,
     redis: &RedisServer,
-    api: &BrigApi,
+    sandbox: &str,
     report: &mut Value,
 ) -> anyhow::Result<()> {
     println!(
@@ -590,18 +599,11 @@ async fn run_durability(
         options.durability_rounds
     );
     let client = reqwest::Client::new();
-    let config = SandboxConfig {
-        instance: api.instance.clone(),
-        image: options.image.clone(),
-        ..SandboxConfig::default()
-    };
-    let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config, agent()).await?);
-    let sandbox = bench_sandbox(&runtime, "bench-durability").await?;
     let dir = std::env::temp_dir().join(format!("brig-bench-snapshots-{}", std::process::id()));
     let env = durability::api_env(&dir.to_string_lossy());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let durable = start_api(&api_env(redis, &options.image, &env), None);
-    let measured = durability::measure(&client, &durable.base, KEY, docker, &sandbox, options.durability_rounds).await;
+    let measured = durability::measure(&client, &durable.base, KEY, docker, sandbox, options.durability_rounds).await;
     let instance = durable.instance.clone();
     drop(durable);
     remove_instance_containers(&instance);

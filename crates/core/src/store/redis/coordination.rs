@@ -49,18 +49,18 @@ impl RedisStore {
         token: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let (key, token, ttl_ms) = (self.lock_key(owner, id.as_str()), token.to_string(), ttl_ms(ttl));
-        let kept: i64 = self
-            .call(|mut c| async move {
-                scripts::EXTEND_LOCK
-                    .key(&key)
-                    .arg(&token)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut c)
-                    .await
-            })
+        self.hold(&scripts::EXTEND_LOCK, self.lock_key(owner, id.as_str()), token, ttl)
+            .await
+    }
+
+    /// Runs a holder's script (`LEASE`, `EXTEND_LOCK`: KEYS[1] the key,
+    /// ARGV the holder and a TTL in ms): whether the holder has the key now.
+    async fn hold(&self, script: &redis::Script, key: String, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let (holder, ttl_ms) = (holder.to_string(), ttl_ms(ttl));
+        let held: i64 = self
+            .call(|mut c| async move { script.key(&key).arg(&holder).arg(ttl_ms).invoke_async(&mut c).await })
             .await?;
-        Ok(kept == 1)
+        Ok(held == 1)
     }
 
     pub(super) async fn command_started(
@@ -99,22 +99,13 @@ impl RedisStore {
     }
 
     pub(super) async fn lease_channel(&self, container: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let (key, holder, ttl_ms) = (
+        self.hold(
+            &scripts::LEASE,
             format!("{}lease:{container}", self.prefix),
-            holder.to_string(),
-            ttl_ms(ttl),
-        );
-        let granted: i64 = self
-            .call(|mut c| async move {
-                scripts::LEASE
-                    .key(&key)
-                    .arg(&holder)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(granted == 1)
+            holder,
+            ttl,
+        )
+        .await
     }
 
     pub(super) async fn begin_command(
