@@ -10,6 +10,7 @@ mod code;
 mod compose;
 mod creation;
 mod daemons;
+mod durable;
 mod egress;
 mod executions;
 mod faults;

@@ -2,7 +2,9 @@
 //! forwards output under the cap, drops the rest, feeds stdin, and finishes a
 //! command once its leader has ended, its leftovers are killed and its pipes are
 //! drained (or the drain grace has passed: a descendant we could not attribute
-//! may hold them open).
+//! may hold them open). A kept execution's output also goes, whole, into its
+//! rings ([`kept`](crate::kept)), whose waiting readers the loop times out, and
+//! its stdin comes from the queue its `Stdin` frames fill.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use brig_protocol::{RunResult, Stream, MAX_OUTPUT_CHUNK};
 
+use crate::kept::{Exec, Kept};
 use crate::supervisor::{Running, Supervisor};
 use crate::sys::{self, PollFd};
 
@@ -26,8 +29,12 @@ pub trait OutputSink: Send + Sync {
 /// Called once with a command's result.
 pub type OnDone = Box<dyn FnOnce(RunResult) + Send>;
 
+/// A kept execution's key and state.
+pub type KeptJob = (String, Arc<Exec>);
+
 struct Job {
     running: Running,
+    kept: Option<KeptJob>,
     sink: Arc<dyn OutputSink>,
     on_done: OnDone,
     out: u64,
@@ -40,13 +47,15 @@ struct Job {
 pub struct IoLoop {
     incoming: Mutex<Vec<Job>>,
     wake: OwnedFd,
+    kept: Arc<Kept>,
 }
 
 impl IoLoop {
-    pub fn start(supervisor: Supervisor) -> io::Result<Arc<IoLoop>> {
+    pub fn start(supervisor: Supervisor, kept: Arc<Kept>) -> io::Result<Arc<IoLoop>> {
         let io_loop = Arc::new(IoLoop {
             incoming: Mutex::new(Vec::new()),
             wake: sys::eventfd()?,
+            kept,
         });
         let handle = Arc::clone(&io_loop);
         std::thread::Builder::new()
@@ -55,8 +64,13 @@ impl IoLoop {
         Ok(io_loop)
     }
 
+    /// Has the loop look again at what it waits for: queued stdin, a reader's deadline.
+    pub fn wake(&self) {
+        sys::eventfd_signal(&self.wake);
+    }
+
     /// Hands a started command to the loop.
-    pub fn submit(&self, running: Running, sink: Arc<dyn OutputSink>, on_done: OnDone) {
+    pub fn submit(&self, running: Running, kept: Option<KeptJob>, sink: Arc<dyn OutputSink>, on_done: OnDone) {
         for fd in [
             running.stdout.as_ref().map(|p| p.as_raw_fd()),
             running.stderr.as_ref().map(|p| p.as_raw_fd()),
@@ -70,6 +84,7 @@ impl IoLoop {
         }
         let job = Job {
             running,
+            kept,
             sink,
             on_done,
             out: 0,
@@ -90,6 +105,7 @@ impl IoLoop {
             let timeout_ms = jobs
                 .iter()
                 .filter_map(|job| job.drain_until)
+                .chain(self.kept.expire(now))
                 .min()
                 .map_or(-1, |until| until.saturating_duration_since(now).as_millis() as i32 + 1);
             fds.clear();
@@ -113,6 +129,9 @@ impl IoLoop {
                 if jobs[index].is_done(now) {
                     let job = jobs.swap_remove(index);
                     let result = supervisor.finish(&job.running, job.out, job.err);
+                    if let Some((key, exec)) = &job.kept {
+                        self.kept.finished(key, exec, result.clone());
+                    }
                     (job.on_done)(result);
                 } else {
                     index += 1;
@@ -133,9 +152,12 @@ impl Job {
             r.stderr
                 .as_ref()
                 .map_or(PollFd::unused(), |p| PollFd::readable(p.as_raw_fd())),
-            r.stdin
-                .as_ref()
-                .map_or(PollFd::unused(), |p| PollFd::writable(p.as_raw_fd())),
+            match (&r.stdin, self.stdin_pipe()) {
+                // A kept execution's pipe waits for what its client sends.
+                (Some(_), Some(exec)) if !exec.stdin_pending() => PollFd::unused(),
+                (Some(p), _) => PollFd::writable(p.as_raw_fd()),
+                (None, _) => PollFd::unused(),
+            },
             if self.drain_until.is_none() {
                 PollFd::readable(r.wake_fd())
             } else {
@@ -144,39 +166,45 @@ impl Job {
         ]
     }
 
+    /// The kept execution whose stdin its client feeds.
+    fn stdin_pipe(&self) -> Option<&Exec> {
+        self.kept
+            .as_ref()
+            .map(|(_, exec)| &**exec)
+            .filter(|exec| exec.stdin_pipe)
+    }
+
     fn step(&mut self, ready: &[PollFd], buf: &mut [u8], supervisor: &Supervisor) {
-        let (id, cap, sink) = (self.running.id, self.running.output_cap, &*self.sink);
+        let out = Out {
+            id: self.running.id,
+            cap: self.running.output_cap,
+            sink: &*self.sink,
+            kept: self.kept.as_ref().map(|(_, exec)| &**exec),
+        };
         if ready[0].ready() {
-            pump(
-                &mut self.running.stdout,
-                Stream::Stdout,
-                &mut self.out,
-                cap,
-                buf,
-                id,
-                sink,
-            );
+            out.pump(&mut self.running.stdout, Stream::Stdout, &mut self.out, buf);
         }
         if ready[1].ready() {
-            pump(
-                &mut self.running.stderr,
-                Stream::Stderr,
-                &mut self.err,
-                cap,
-                buf,
-                id,
-                sink,
-            );
+            out.pump(&mut self.running.stderr, Stream::Stderr, &mut self.err, buf);
         }
         if ready[2].ready() {
-            feed_stdin(
+            match (
                 &mut self.running.stdin,
-                &self.running.stdin_bytes,
-                &mut self.stdin_written,
-            );
+                self.kept.as_ref().map(|(_, exec)| exec).filter(|e| e.stdin_pipe),
+            ) {
+                (Some(pipe), Some(exec)) => {
+                    if !exec.feed_stdin(pipe) {
+                        self.running.stdin = None;
+                    }
+                }
+                (pipe, _) => feed_stdin(pipe, &self.running.stdin_bytes, &mut self.stdin_written),
+            }
         }
         if ready[3].ready() && supervisor.leader_ended(&self.running) {
             self.running.stdin = None;
+            if let Some((_, exec)) = &self.kept {
+                exec.stdin_gone();
+            }
             self.drain_until = Some(Instant::now() + DRAIN_GRACE);
         }
     }
@@ -187,37 +215,43 @@ impl Job {
     }
 }
 
-/// Reads what is available from one pipe; forwards the part under the cap and
-/// drops the rest. Closes the pipe on EOF or error.
-fn pump<R: Read>(
-    pipe: &mut Option<R>,
-    stream: Stream,
-    total: &mut u64,
-    cap: u64,
-    buf: &mut [u8],
+/// Where one command's output goes.
+struct Out<'a> {
     id: u32,
-    sink: &dyn OutputSink,
-) {
-    let Some(reader) = pipe.as_mut() else { return };
-    // Bounded, so one flooding command cannot starve the others.
-    for _ in 0..16 {
-        match reader.read(buf) {
-            Ok(0) => {
-                *pipe = None;
-                return;
-            }
-            Ok(n) => {
-                let room = cap.saturating_sub(*total).min(n as u64) as usize;
-                if room > 0 {
-                    sink.output(id, stream, &buf[..room]);
+    cap: u64,
+    sink: &'a dyn OutputSink,
+    kept: Option<&'a Exec>,
+}
+
+impl Out<'_> {
+    /// Reads what is available from one pipe; forwards the part under the cap
+    /// and drops the rest (a kept execution keeps it all, in its ring). Closes
+    /// the pipe on EOF or error.
+    fn pump<R: Read>(&self, pipe: &mut Option<R>, stream: Stream, total: &mut u64, buf: &mut [u8]) {
+        let Some(reader) = pipe.as_mut() else { return };
+        // Bounded, so one flooding command cannot starve the others.
+        for _ in 0..16 {
+            match reader.read(buf) {
+                Ok(0) => {
+                    *pipe = None;
+                    return;
                 }
-                *total += n as u64;
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                *pipe = None;
-                return;
+                Ok(n) => {
+                    let room = self.cap.saturating_sub(*total).min(n as u64) as usize;
+                    if room > 0 {
+                        self.sink.output(self.id, stream, &buf[..room]);
+                    }
+                    if let Some(exec) = self.kept {
+                        exec.append(stream, &buf[..n]);
+                    }
+                    *total += n as u64;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    *pipe = None;
+                    return;
+                }
             }
         }
     }

@@ -5,13 +5,16 @@
 //! - `file`: one file request frame on stdin, its answer on stdout (through `docker exec`).
 //! - `put|get|tar-out|tar-in PATH`: a file or a directory streamed as frames ([`transfer`]).
 //! - `kill-tag TAG`: kill the command of the `run --tag TAG` (cancel, through `docker exec`).
+//! - `relay`: stdin/stdout joined to PID 1's relay socket (through `docker exec`, as the relay uid).
 //!
 //! Modules: [`egress`] (the loopback proxy whose connections brig-api dials), [`supervisor`] (spawn, reap, deadlines, cancel), [`io_loop`] (pipes, caps), [`leftovers`] (finding
 //! what a command left behind), [`sys`] (the only unsafe code: raw syscalls).
 
+mod connection;
 mod egress;
 mod files;
 mod io_loop;
+mod kept;
 mod leftovers;
 mod run;
 mod serve;
@@ -23,7 +26,7 @@ mod transfer;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: brig-agent serve | brig-agent run [options] -- ARGV... | brig-agent file | \
-                     brig-agent put|get|tar-out|tar-in PATH | brig-agent kill-tag TAG | brig-agent --version | brig-agent --help";
+                     brig-agent put|get|tar-out|tar-in PATH | brig-agent kill-tag TAG | brig-agent relay | brig-agent --version | brig-agent --help";
 
 fn main() -> ExitCode {
     // First thing: nothing in the sandbox may ptrace us or read /proc/1/fd/*.
@@ -64,6 +67,13 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code as u8),
             Err(err) => {
                 eprintln!("brig-agent: {err}");
+                ExitCode::from(125)
+            }
+        },
+        Some("relay") => match serve::relay() {
+            Ok(code) => ExitCode::from(code),
+            Err(err) => {
+                eprintln!("brig-agent: relay: {err}");
                 ExitCode::from(125)
             }
         },

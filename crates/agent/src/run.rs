@@ -69,6 +69,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         cwd: "/workspace".into(),
         timeout_ms: 30_000,
         output_cap: 1024 * 1024,
+        keep: None,
         ..RunRequest::default()
     };
     let mut frames = false;
@@ -135,7 +136,7 @@ pub fn run(args: &[String]) -> Result<i32, String> {
         None => Supervisor::start(),
     }
     .map_err(|e| format!("cannot start: {e}"))?;
-    let io_loop = IoLoop::start(supervisor.clone()).map_err(|e| format!("cannot start: {e}"))?;
+    let io_loop = IoLoop::start(supervisor.clone(), Arc::default()).map_err(|e| format!("cannot start: {e}"))?;
     let writer = Arc::new(FrameWriter::new());
     let sink: Arc<dyn OutputSink> = if options.frames {
         writer.clone()
@@ -158,7 +159,7 @@ pub fn run(args: &[String]) -> Result<i32, String> {
         }
     };
     let (done, result) = mpsc::channel();
-    io_loop.submit(running, sink, Box::new(move |result| drop(done.send(result))));
+    io_loop.submit(running, None, sink, Box::new(move |result| drop(done.send(result))));
     let result = result.recv().map_err(|_| "the I/O loop stopped".to_string())?;
     if options.frames {
         writer.send(&Frame::Exit {

@@ -1,36 +1,83 @@
-//! `brig-agent serve`: PID 1 of a sandbox, answering frames on stdin/stdout.
+//! `brig-agent serve`: PID 1 of a sandbox, answering frames on stdin/stdout
+//! (the engine's attach stream) and on relayed connections: `brig-agent
+//! relay`, started through an engine exec as [`RELAY_UID`] by a brig-api
+//! replica that does not own the attach stream, connects to PID 1's abstract
+//! socket. The socket takes that uid only, which no process of the sandbox
+//! can take (commands run as 1000, without capabilities, no-new-privileges).
 
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use brig_protocol::{DecodeError, ErrorCode, Frame, FrameDecoder, Stream, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use brig_protocol::{ErrorCode, Frame, FrameDecoder, Stream, RELAY_SOCKET, RELAY_UID};
 
-use crate::egress::{Egress, FromApi};
-use crate::files;
+use crate::connection::{handle, Agent, Connection};
+use crate::egress::Egress;
 use crate::io_loop::{IoLoop, OutputSink};
+use crate::kept::Kept;
 use crate::supervisor::Supervisor;
+use crate::sys;
 
-/// Writes whole frames to stdout, one at a time, so concurrent commands never
+/// Relayed connections served at once (each costs a thread, which counts
+/// against the sandbox's pids limit).
+const MAX_RELAYS: usize = 8;
+
+/// How long a write to a relay may block before the relay is dropped: one
+/// stalled relay must not hold up the I/O loop, which serves every command.
+const RELAY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes whole frames, one at a time, so concurrent commands never
 /// interleave below a frame boundary.
 pub struct FrameWriter {
-    out: Mutex<io::Stdout>,
+    out: Mutex<Box<dyn Write + Send>>,
 }
 
 impl FrameWriter {
+    /// To stdout.
     pub fn new() -> Self {
-        FrameWriter {
-            out: Mutex::new(io::stdout()),
-        }
+        Self::to(Box::new(io::stdout()))
+    }
+
+    pub fn to(out: Box<dyn Write + Send>) -> Self {
+        FrameWriter { out: Mutex::new(out) }
     }
 
     pub fn send(&self, frame: &Frame) {
         let bytes = encoded(frame);
-        let out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut out = out.lock();
-        // A failed write means nobody is attached; the client re-sends what it
-        // still waits for after re-attaching, so there is nothing to do here.
+        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A failed write means nobody is attached (the attach stream: its
+        // client re-attaches) or the relay is gone (it is shut down).
         let _ = out.write_all(&bytes).and_then(|()| out.flush());
+    }
+}
+
+impl OutputSink for FrameWriter {
+    fn output(&self, id: u32, stream: Stream, data: &[u8]) {
+        self.send(&Frame::Output {
+            id,
+            stream,
+            data: data.to_vec(),
+        });
+    }
+}
+
+/// A relay's socket as a frame sink: a failed (or timed out) write shuts the
+/// connection down, so that its reader ends and its commands are killed.
+struct RelayOut(UnixStream);
+
+impl Write for RelayOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).inspect_err(|_| {
+            let _ = self.0.shutdown(Shutdown::Both);
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -48,112 +95,128 @@ pub fn encoded(frame: &Frame) -> Vec<u8> {
     })
 }
 
-impl OutputSink for FrameWriter {
-    fn output(&self, id: u32, stream: Stream, data: &[u8]) {
-        self.send(&Frame::Output {
-            id,
-            stream,
-            data: data.to_vec(),
-        });
-    }
-}
-
 /// Serves until the process is killed. Never returns on its own: stdin EOF
-/// (no client attached) only pauses reading.
+/// (no client attached) only pauses reading, after killing every command
+/// still running: their client is gone, and none outlives it.
 pub fn serve() -> io::Result<()> {
     let supervisor = Supervisor::start()?;
-    let io_loop = IoLoop::start(supervisor.clone())?;
+    let kept = Arc::new(Kept::default());
+    let io_loop = IoLoop::start(supervisor.clone(), Arc::clone(&kept))?;
+    let agent = Arc::new(Agent::new(supervisor, io_loop, kept));
     let writer = Arc::new(FrameWriter::new());
     // Without its port (taken, or no loopback) the sandbox just has no egress.
     let egress = Egress::start(Arc::clone(&writer))
         .map_err(|err| eprintln!("brig-agent: egress proxy not started: {err}"))
         .ok();
+    let attached_stream = Connection::new(writer, egress);
+    // Without it, only the attach stream's owner can reach kept executions.
+    if let Err(err) = serve_relays(Arc::clone(&agent)) {
+        eprintln!("brig-agent: relay socket not served: {err}");
+    }
     let mut decoder = FrameDecoder::new();
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut attached = false;
     loop {
         let n = match stdin.read(&mut buf) {
             Ok(0) => {
                 // The stdin fifo has no writer right now; a later attach reopens it.
                 // Whatever partial frame we held belonged to the gone writer.
                 decoder.reset();
+                if std::mem::take(&mut attached) {
+                    attached_stream.ended(&agent);
+                }
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            Ok(n) => n,
+            Ok(n) => {
+                attached = true;
+                n
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),
         };
         decoder.push(&buf[..n]);
         while let Some(frame) = decoder.next_frame() {
-            handle(frame, &supervisor, &io_loop, &writer, egress.as_deref());
+            handle(frame, &agent, &attached_stream);
         }
     }
 }
 
-fn handle(
-    frame: Result<Frame, DecodeError>,
-    supervisor: &Supervisor,
-    io_loop: &IoLoop,
-    writer: &Arc<FrameWriter>,
-    egress: Option<&Egress>,
-) {
-    let error = |id, code, message: String| writer.send(&Frame::Error { id, code, message });
-    // Without a proxy no tunnel was ever opened: nothing to route.
-    let tunnel = |message: FromApi| {
-        if let Some(egress) = egress {
-            egress.deliver(message);
+/// Accepts relayed connections from [`RELAY_UID`] only, each served on a
+/// thread of its own until it ends.
+fn serve_relays(agent: Arc<Agent>) -> io::Result<()> {
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(RELAY_SOCKET)?)?;
+    let active = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new().name("relays".into()).spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            // Anyone in the sandbox can connect; only the relay's uid is heard.
+            if sys::peer_uid(&stream).ok() != Some(RELAY_UID) {
+                continue;
+            }
+            if active.fetch_add(1, Ordering::SeqCst) >= MAX_RELAYS {
+                active.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let (agent, active) = (Arc::clone(&agent), Arc::clone(&active));
+            let served = std::thread::Builder::new().name("relay".into()).spawn(move || {
+                if let Err(err) = serve_relay(&agent, stream) {
+                    eprintln!("brig-agent: relay: {err}");
+                }
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+            if served.is_err() {
+                eprintln!("brig-agent: no thread for a relay");
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn serve_relay(agent: &Agent, stream: UnixStream) -> io::Result<()> {
+    stream.set_write_timeout(Some(RELAY_WRITE_TIMEOUT))?;
+    let writer = Arc::new(FrameWriter::to(Box::new(RelayOut(stream.try_clone()?))));
+    let connection = Connection::new(writer, None);
+    let mut decoder = FrameDecoder::new();
+    let mut reader = &stream;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => break Err(err),
+        };
+        decoder.push(&buf[..n]);
+        while let Some(frame) = decoder.next_frame() {
+            handle(frame, agent, &connection);
         }
     };
-    match frame {
-        Ok(Frame::Hello { version }) => {
-            if let Some(egress) = egress {
-                egress.deliver(FromApi::Reset);
-            }
-            writer.send(&Frame::HelloOk {
-                version: version.min(PROTOCOL_VERSION),
-                agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                max_frame_len: MAX_FRAME_LEN as u32,
-            })
+    connection.ended(agent);
+    let _ = stream.shutdown(Shutdown::Both);
+    ended
+}
+
+/// `brig-agent relay`: joins its stdin and stdout to PID 1's relay socket
+/// until either side ends. Started by brig-api through an engine exec as
+/// [`RELAY_UID`].
+pub fn relay() -> io::Result<u8> {
+    let stream = UnixStream::connect_addr(&SocketAddr::from_abstract_name(RELAY_SOCKET)?)?;
+    let mut to_agent = stream.try_clone()?;
+    std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        let _ = io::copy(&mut io::stdin().lock(), &mut to_agent);
+        // brig-api went away: so does the conversation, and what it started.
+        std::process::exit(0);
+    })?;
+    let (mut from_agent, mut stdout) = (&stream, io::stdout().lock());
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from_agent.read(&mut buf) {
+            Ok(0) => return Ok(0),
+            Ok(n) => stdout.write_all(&buf[..n]).and_then(|()| stdout.flush())?,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
         }
-        Ok(Frame::DialReply { id, refusal }) => tunnel(FromApi::Reply { id, refusal }),
-        Ok(Frame::Data { id, data }) => tunnel(FromApi::Data { id, data }),
-        Ok(Frame::Credit { id, bytes }) => tunnel(FromApi::Credit { id, bytes }),
-        Ok(Frame::Shut { id }) => tunnel(FromApi::Shut { id }),
-        Ok(Frame::Close { id }) => tunnel(FromApi::Close { id }),
-        // An older brig-api answering a `Dial` it does not know.
-        Ok(Frame::Error {
-            id,
-            code: ErrorCode::UnsupportedFrame,
-            ..
-        }) => tunnel(FromApi::Unsupported { id }),
-        // Never answer an error with an error.
-        Ok(Frame::Error { .. }) => {}
-        Ok(Frame::Run { id, request }) => match supervisor.spawn(id, request) {
-            Ok(running) => {
-                let done_writer = Arc::clone(writer);
-                let on_done = Box::new(move |result| done_writer.send(&Frame::Exit { id, result }));
-                io_loop.submit(running, Arc::clone(writer) as Arc<dyn OutputSink>, on_done);
-            }
-            Err(err) => error(id, err.code, err.message),
-        },
-        Ok(Frame::Cancel { id }) => supervisor.cancel(id),
-        // Quick (tmpfs, bounded sizes, O_NONBLOCK): answered inline.
-        Ok(Frame::File { id, request }) => match files::handle(files::ROOT, request) {
-            Ok(reply) => writer.send(&Frame::FileDone { id, reply }),
-            Err((code, message)) => error(id, code, message),
-        },
-        Ok(other) => error(
-            other.id(),
-            ErrorCode::UnsupportedFrame,
-            "frame not accepted by the agent".into(),
-        ),
-        Err(DecodeError::UnknownKind { kind, id }) => error(
-            id,
-            ErrorCode::UnsupportedFrame,
-            format!("unknown frame kind {kind:#04x}"),
-        ),
-        Err(err @ DecodeError::Malformed { id, .. }) => error(id, ErrorCode::MalformedFrame, err.to_string()),
-        Err(err @ DecodeError::BadLength { .. }) => error(0, ErrorCode::MalformedFrame, err.to_string()),
     }
 }

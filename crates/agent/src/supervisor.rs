@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use brig_protocol::{ErrorCode, RunRequest, RunResult, Termination};
 
-use crate::{leftovers, spawn, sys};
+use crate::{kept, leftovers, spawn, sys};
 
 /// Most commands running at once in one sandbox.
 pub const MAX_ACTIVE: usize = 64;
@@ -115,6 +115,8 @@ pub struct Running {
     pub(crate) stdout: Option<File>,
     pub(crate) stderr: Option<File>,
     pub(crate) output_cap: u64,
+    /// The sandbox's OOM kill count when the command started.
+    oom_kills: Option<u64>,
 }
 
 impl Running {
@@ -176,7 +178,7 @@ impl Supervisor {
             argv: &request.argv,
             env,
             cwd: &request.cwd,
-            stdin: !request.stdin.is_empty(),
+            stdin: !request.stdin.is_empty() || request.keep.as_ref().is_some_and(|keep| keep.stdin_pipe),
         };
         let wake = sys::eventfd().map_err(|err| StartError::new(ErrorCode::Busy, err.to_string()))?;
 
@@ -198,6 +200,7 @@ impl Supervisor {
         // command that is already gone.
         let _ = sys::prefer_oom_kill(child.pid as u32);
         let started = Instant::now();
+        let oom_kills = kept::oom_kills();
         let pid = child.pid;
         let slot = Arc::new(Slot {
             wake,
@@ -223,6 +226,7 @@ impl Supervisor {
             stdout: Some(child.stdout),
             stderr: Some(child.stderr),
             output_cap: request.output_cap,
+            oom_kills,
         })
         // The reaper owns reaping.
     }
@@ -235,6 +239,17 @@ impl Supervisor {
             lock_outcome(slot).cancelled = true;
             sys::kill_group(pid);
         }
+    }
+
+    /// Sends `signal` to request `id`'s process group: `false` if it is not running.
+    pub fn signal(&self, id: u32, signal: i32) -> bool {
+        let table = self.shared.lock();
+        let Some(&pid) = table.requests.get(&id) else {
+            return false;
+        };
+        // The leader's zombie keeps the group id ours until the reaper, under
+        // this lock, reaps it.
+        table.leaders.contains_key(&pid) && sys::signal_group(pid, signal)
     }
 
     /// The command has ended (its slot was woken): kill its leftovers once.
@@ -252,10 +267,17 @@ impl Supervisor {
     pub(crate) fn finish(&self, running: &Running, stdout_bytes: u64, stderr_bytes: u64) -> RunResult {
         self.shared.lock().requests.remove(&running.id);
         let outcome = lock_outcome(&running.slot);
+        let termination = outcome.termination.unwrap_or(Termination::Signaled(libc::SIGKILL));
+        // Killed, not by us, while the sandbox's OOM killer struck.
+        let oom_killed = termination == Termination::Signaled(libc::SIGKILL)
+            && !outcome.timed_out
+            && !outcome.cancelled
+            && matches!((running.oom_kills, kept::oom_kills()), (Some(before), Some(after)) if after > before);
         RunResult {
-            termination: outcome.termination.unwrap_or(Termination::Signaled(libc::SIGKILL)),
+            termination,
             timed_out: outcome.timed_out,
             cancelled: outcome.cancelled,
+            oom_killed,
             stdout_bytes,
             stderr_bytes,
             stdout_truncated: stdout_bytes > running.output_cap,

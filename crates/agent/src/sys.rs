@@ -126,9 +126,15 @@ pub fn reap(pid: i32) -> Option<Termination> {
 
 /// SIGKILL to a process group. Returns false when the group no longer exists.
 pub fn kill_group(pgid: i32) -> bool {
+    signal_group(pgid, libc::SIGKILL)
+}
+
+/// `signal` to a process group. Returns false when the group no longer
+/// exists (or the signal is invalid).
+pub fn signal_group(pgid: i32, signal: i32) -> bool {
     debug_assert!(pgid > 1);
     // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) == 0 }
+    unsafe { libc::kill(-pgid, signal) == 0 }
 }
 
 /// SIGKILL to one process.
@@ -136,6 +142,23 @@ pub fn kill_process(pid: i32) {
     debug_assert!(pid > 1);
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// The uid of the process at the other end of unix socket `fd`.
+pub fn peer_uid(fd: &impl AsRawFd) -> io::Result<u32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of a ucred's size.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &raw mut len,
+        )
+    })?;
+    Ok(cred.uid)
 }
 
 /// Our own pid.

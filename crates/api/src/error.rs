@@ -85,6 +85,12 @@ pub enum ApiError {
     SessionExists(String),
     /// A command runs in the session being suspended.
     SessionInUse,
+    /// Stdin or a signal for an execution that has ended (or whose stdin is closed).
+    ExecutionNotRunning(String),
+    /// An output offset that has left the execution's buffer (or the buffer itself).
+    CursorExpired(String),
+    /// A stdin chunk past the protocol's bound.
+    StdinTooLarge,
     /// A suspended session could not get its workspace back (it stays suspended).
     ResumeFailed(String),
     /// A snapshot would pass the principal's quota (named).
@@ -124,7 +130,11 @@ impl ApiError {
             PayloadTooLarge | FileTooLarge(_) | SnapshotQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            FileRefused(_) | IdempotencyInProgress | SessionExists(_) | SessionInUse => StatusCode::CONFLICT,
+            FileRefused(_) | IdempotencyInProgress | SessionExists(_) | SessionInUse | ExecutionNotRunning(_) => {
+                StatusCode::CONFLICT
+            }
+            StdinTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            CursorExpired(_) => StatusCode::GONE,
             RateLimited { .. }
             | AuthRateLimited { .. }
             | UnreadResponses
@@ -182,6 +192,9 @@ impl ApiError {
             SnapshotQuota(_) => "snapshot_quota_exceeded",
             SessionExists(_) => "session_exists",
             SessionInUse => "session_in_use",
+            ExecutionNotRunning(_) => "execution_not_running",
+            CursorExpired(_) => "cursor_expired",
+            StdinTooLarge => "stdin_too_large",
             ResumeFailed(_) => "resume_failed",
             SnapshotStoreUnavailable(_) => "snapshot_store_unavailable",
             IdempotencyInProgress => "idempotency_in_progress",
@@ -216,6 +229,11 @@ impl ApiError {
                 detail.clone()
             }
             SessionInUse => "a command runs in the session: suspend it once the command ends".into(),
+            ExecutionNotRunning(detail) | CursorExpired(detail) => detail.clone(),
+            StdinTooLarge => format!(
+                "a stdin chunk is at most {} bytes (MAX_STDIN_CHUNK_BYTES): send it in parts",
+                brig_protocol::MAX_STDIN_BYTES
+            ),
             PayloadTooLarge => "request body too large".into(),
             UnsupportedMediaType => "expected Content-Type: application/json".into(),
             MethodNotAllowed => "method not allowed".into(),
@@ -388,6 +406,15 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::InvalidRequest(detail) => ApiError::invalid("invalid_request", detail),
             RuntimeError::Protocol(cause) => ApiError::SandboxProtocol(cause),
             RuntimeError::NotReady(detail) => ApiError::NotReady(detail),
+            RuntimeError::NotRunning(detail) => ApiError::ExecutionNotRunning(detail),
+            RuntimeError::CursorExpired(detail) => ApiError::CursorExpired(format!(
+                "{detail}: it keeps the last EXECUTION_BUFFER_BYTES of each stream; read from a later offset"
+            )),
+            RuntimeError::ExecutionNotFound => ApiError::CursorExpired(
+                "the sandbox no longer keeps this execution's output (its container was replaced, or newer \
+                 executions took its place)"
+                    .into(),
+            ),
             err @ (RuntimeError::Engine(_) | RuntimeError::SpawnFailed(_)) => ApiError::Internal(err.to_string()),
         }
     }

@@ -174,7 +174,7 @@ impl BrigMcp {
                 language: args.language,
                 timeout: args.timeout,
                 working_dir: args.working_dir,
-                stdin: None,
+                ..ExecuteInput::default()
             };
             let validated = state.execute.validate(&principal, input)?;
             let response = state.execute.run(&principal, validated, state.shutdown.token()).await?;

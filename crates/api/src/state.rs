@@ -198,6 +198,7 @@ impl AppState {
             execute.clone(),
             ExecutionRecords::new(store.clone(), config.result_store_quota),
             config.execution_retention,
+            config.execution_buffer_bytes,
             shutdown.clone(),
         ));
         let readiness = Arc::new(Readiness::new(store.clone(), runtime.clone()));

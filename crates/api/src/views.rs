@@ -26,7 +26,12 @@ pub struct ExecuteBody {
     /// Seconds; default `DEFAULT_EXEC_TIMEOUT_SECONDS`, at most `MAX_EXEC_TIMEOUT_SECONDS`.
     pub timeout: Option<f64>,
     pub working_dir: Option<String>,
+    /// Bytes fed to stdin, which then ends. On `/executions`, the string
+    /// `"pipe"` instead keeps stdin open for `POST /executions/{id}/stdin`.
     pub stdin: Option<String>,
+    /// Environment variables for the command (names `[A-Za-z_][A-Za-z0-9_]*`;
+    /// brig's own, `PATH`, `HOME`, `BRIG_*` and the proxy variables, are refused).
+    pub env: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// What came of a command: the body of `/execute`, the `exit` event of a
@@ -38,7 +43,15 @@ pub struct ExecutionResult {
     pub stdout: String,
     pub stderr: String,
     pub timed_out: bool,
+    /// Either stream was cut at `MAX_OUTPUT_BYTES`.
     pub truncated: bool,
+    #[serde(default)]
+    pub stdout_truncated: bool,
+    #[serde(default)]
+    pub stderr_truncated: bool,
+    /// How the command ended.
+    #[serde(default)]
+    pub reason: Reason,
     pub execution_time: f64,
     pub started_at: String,
     pub finished_at: String,
@@ -59,11 +72,47 @@ impl From<&Executed> for ExecutionResult {
             stderr: outcome.stderr_str(),
             timed_out: outcome.timed_out,
             truncated: outcome.stdout_truncated || outcome.stderr_truncated,
+            stdout_truncated: outcome.stdout_truncated,
+            stderr_truncated: outcome.stderr_truncated,
+            reason: Reason::of(outcome),
             execution_time: executed.elapsed.as_secs_f64(),
             started_at: rfc3339(executed.started_at),
             finished_at: rfc3339(executed.finished_at),
             session_created: executed.created,
             session_resumed: executed.resumed,
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// It exited by itself (`exit_code` says how).
+    #[default]
+    Exited,
+    /// A signal ended it (`signal` says which): sent by the client, or by itself.
+    Signalled,
+    /// Its deadline passed; brig killed its process tree.
+    TimedOut,
+    /// It was cancelled (by a client, or its connection or brig going away).
+    Cancelled,
+    /// The sandbox ran out of memory and the kernel killed it.
+    OomKilled,
+}
+
+impl Reason {
+    pub fn of(outcome: &brig_core::ExecOutcome) -> Self {
+        if outcome.cancelled {
+            Reason::Cancelled
+        } else if outcome.timed_out {
+            Reason::TimedOut
+        } else if outcome.oom_killed {
+            Reason::OomKilled
+        } else if outcome.signal.is_some() {
+            Reason::Signalled
+        } else {
+            Reason::Exited
         }
     }
 }

@@ -46,6 +46,63 @@ pub enum Frame {
     /// Either direction: the tunnel is gone (reset, refused midway, or both
     /// sides shut); no more frames follow for `id`.
     Close { id: u32 },
+    /// Client → agent: what a kept execution wrote from the given offsets on,
+    /// waiting a bounded time for something new. Answered by `ReadDone`.
+    Read { id: u32, request: ReadRequest },
+    /// Agent → client: the answer to `Read`.
+    ReadDone { id: u32, reply: ReadReply },
+    /// Client → agent: bytes for a kept execution's stdin pipe (at most
+    /// [`MAX_STDIN_BYTES`](crate::MAX_STDIN_BYTES)), then its end if `close`.
+    /// Answered by `Ack` once the command has taken them all.
+    Stdin {
+        id: u32,
+        key: String,
+        data: Vec<u8>,
+        close: bool,
+    },
+    /// Client → agent: send `signal` to a kept execution's process group.
+    /// Answered by `Ack`.
+    Signal { id: u32, key: String, signal: i32 },
+    /// Agent → client: a request that returns nothing is done.
+    Ack { id: u32 },
+}
+
+/// A command whose output the agent keeps, by absolute offset, for readers
+/// other than the one that started it (`Read`), and which takes stdin and
+/// signals after it started (`Stdin`, `Signal`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Keep {
+    /// Names the execution for `Read`, `Stdin` and `Signal` (at most
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes).
+    pub key: String,
+    /// Most bytes kept per stream: the last ones; older ones leave the buffer.
+    pub buffer_bytes: u64,
+    /// stdin is a pipe fed by `Stdin` frames, not the request's bytes.
+    pub stdin_pipe: bool,
+}
+
+/// `Read`'s question.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReadRequest {
+    pub key: String,
+    /// Absolute offsets: bytes of each stream the reader already has.
+    pub stdout_offset: u64,
+    pub stderr_offset: u64,
+    /// Most bytes of both streams together in the answer (at most
+    /// [`MAX_READ_BYTES`](crate::MAX_READ_BYTES)).
+    pub max_bytes: u32,
+    /// With nothing new yet and the command running: how long to wait for
+    /// output or its end before answering empty.
+    pub wait_ms: u32,
+}
+
+/// `Read`'s answer: each stream's bytes from the asked offset on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadReply {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The command's result once it ended and the reader has all its output.
+    pub finished: Option<RunResult>,
 }
 
 /// A file operation. Paths are relative to `/workspace`, `/`-separated, with no
@@ -115,7 +172,12 @@ impl Frame {
             | Frame::Data { id, .. }
             | Frame::Credit { id, .. }
             | Frame::Shut { id }
-            | Frame::Close { id } => *id,
+            | Frame::Close { id }
+            | Frame::Read { id, .. }
+            | Frame::ReadDone { id, .. }
+            | Frame::Stdin { id, .. }
+            | Frame::Signal { id, .. }
+            | Frame::Ack { id } => *id,
         }
     }
 }
@@ -135,6 +197,8 @@ pub struct RunRequest {
     pub timeout_ms: u64,
     /// Bytes kept per stream; output past it is read and dropped.
     pub output_cap: u64,
+    /// Keep the output for `Read` and take `Stdin`/`Signal`: a durable execution.
+    pub keep: Option<Keep>,
 }
 
 /// Which output stream a chunk belongs to.
@@ -178,6 +242,9 @@ pub struct RunResult {
     pub timed_out: bool,
     /// A `Cancel` arrived and the agent killed the command.
     pub cancelled: bool,
+    /// The kernel's OOM killer killed a process of the command's sandbox
+    /// while it ran, and the command died of SIGKILL.
+    pub oom_killed: bool,
     /// Bytes the command wrote, including those dropped past the cap.
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
@@ -219,6 +286,12 @@ pub enum ErrorCode {
     FileRefused,
     /// The file is larger than a frame carries, or the sandbox is out of space.
     FileTooLarge,
+    /// No kept execution has this key (never started, or forgotten).
+    ExecutionNotFound,
+    /// The kept execution has ended (or its stdin was closed).
+    NotRunning,
+    /// The offset asked for has left the execution's buffer.
+    CursorExpired,
     /// A code this build does not know (from a newer peer).
     Other(u16),
 }
@@ -235,6 +308,9 @@ impl ErrorCode {
             ErrorCode::FileNotFound => 7,
             ErrorCode::FileRefused => 8,
             ErrorCode::FileTooLarge => 9,
+            ErrorCode::ExecutionNotFound => 10,
+            ErrorCode::NotRunning => 11,
+            ErrorCode::CursorExpired => 12,
             ErrorCode::Other(code) => code,
         }
     }
@@ -250,6 +326,9 @@ impl ErrorCode {
             7 => ErrorCode::FileNotFound,
             8 => ErrorCode::FileRefused,
             9 => ErrorCode::FileTooLarge,
+            10 => ErrorCode::ExecutionNotFound,
+            11 => ErrorCode::NotRunning,
+            12 => ErrorCode::CursorExpired,
             other => ErrorCode::Other(other),
         }
     }

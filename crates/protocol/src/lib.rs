@@ -28,7 +28,8 @@ mod wire;
 
 pub use decoder::FrameDecoder;
 pub use frame::{
-    DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, RunRequest, RunResult, Stream, Termination,
+    DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, Keep, ReadReply, ReadRequest, RunRequest, RunResult,
+    Stream, Termination,
 };
 pub use wire::{DecodeError, FrameTooLarge};
 
@@ -73,6 +74,24 @@ pub const MAX_DIAL_HOST: usize = 255;
 
 /// The port of the egress proxy the agent serves on the sandbox's loopback.
 pub const EGRESS_PROXY_PORT: u16 = 3128;
+
+/// The uid `brig-agent relay` runs as (an engine exec's user): the only
+/// peer the agent's relay socket accepts. No process of the sandbox has it:
+/// commands run as 1000 with no capability to change uid.
+pub const RELAY_UID: u32 = 65533;
+
+/// The abstract unix socket (in the sandbox's network namespace) on which
+/// PID 1 takes relayed conversations.
+pub const RELAY_SOCKET: &str = "brig-agent-relay";
+
+/// Longest key of a kept execution.
+pub const MAX_KEY_LEN: usize = 64;
+
+/// Most output bytes one `ReadDone` carries (both streams together).
+pub const MAX_READ_BYTES: usize = 1024 * 1024;
+
+/// Longest a `Read` may wait for output.
+pub const MAX_READ_WAIT_MS: u32 = 30_000;
 
 /// Size of the fixed frame header: len (4), kind (1), request id (4).
 pub const HEADER_LEN: usize = 9;

@@ -2,10 +2,12 @@
 //! The incremental reassembly of frames from a byte stream is [`crate::decoder`].
 
 use crate::frame::{
-    DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, RunRequest, RunResult, Stream, Termination,
+    DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, Keep, ReadReply, ReadRequest, RunRequest, RunResult,
+    Stream, Termination,
 };
 use crate::{
-    MAX_DIAL_HOST, MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES, MAX_TUNNEL_CHUNK,
+    MAX_DIAL_HOST, MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_FRAME_LEN, MAX_KEY_LEN, MAX_LIST_LEN, MAX_READ_BYTES,
+    MAX_READ_WAIT_MS, MAX_STDIN_BYTES, MAX_TUNNEL_CHUNK,
 };
 
 const KIND_HELLO: u8 = 0x01;
@@ -32,6 +34,11 @@ const KIND_DATA: u8 = 0x10;
 const KIND_CREDIT: u8 = 0x11;
 const KIND_SHUT: u8 = 0x12;
 const KIND_CLOSE: u8 = 0x13;
+const KIND_READ: u8 = 0x06;
+const KIND_STDIN: u8 = 0x07;
+const KIND_SIGNAL: u8 = 0x08;
+const KIND_READ_DONE: u8 = 0x86;
+const KIND_ACK: u8 = 0x87;
 
 const TERM_EXITED: u8 = 0;
 const TERM_SIGNALED: u8 = 1;
@@ -40,6 +47,7 @@ const FLAG_TIMED_OUT: u8 = 1;
 const FLAG_CANCELLED: u8 = 1 << 1;
 const FLAG_STDOUT_TRUNCATED: u8 = 1 << 2;
 const FLAG_STDERR_TRUNCATED: u8 = 1 << 3;
+const FLAG_OOM_KILLED: u8 = 1 << 4;
 
 /// Why bytes did not decode into a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +135,15 @@ impl Frame {
                 w.bytes(&request.stdin);
                 w.u64(request.timeout_ms);
                 w.u64(request.output_cap);
+                match &request.keep {
+                    None => w.u8(0),
+                    Some(keep) => {
+                        w.u8(1);
+                        w.str(&keep.key);
+                        w.u64(keep.buffer_bytes);
+                        w.u8(u8::from(keep.stdin_pipe));
+                    }
+                }
             }
             Frame::Cancel { .. } => {}
             Frame::Output { stream, data, .. } => {
@@ -192,7 +209,34 @@ impl Frame {
             },
             Frame::Data { data, .. } => w.bytes(data),
             Frame::Credit { bytes, .. } => w.u32(*bytes),
-            Frame::Shut { .. } | Frame::Close { .. } => {}
+            Frame::Shut { .. } | Frame::Close { .. } | Frame::Ack { .. } => {}
+            Frame::Read { request, .. } => {
+                w.str(&request.key);
+                w.u64(request.stdout_offset);
+                w.u64(request.stderr_offset);
+                w.u32(request.max_bytes);
+                w.u32(request.wait_ms);
+            }
+            Frame::ReadDone { reply, .. } => {
+                w.bytes(&reply.stdout);
+                w.bytes(&reply.stderr);
+                match &reply.finished {
+                    None => w.u8(0),
+                    Some(result) => {
+                        w.u8(1);
+                        encode_result(&mut w, result);
+                    }
+                }
+            }
+            Frame::Stdin { key, data, close, .. } => {
+                w.str(key);
+                w.bytes(data);
+                w.u8(u8::from(*close));
+            }
+            Frame::Signal { key, signal, .. } => {
+                w.str(key);
+                w.i32(*signal);
+            }
         }
         let len = out.len() - start - 4;
         if len > MAX_FRAME_LEN {
@@ -227,6 +271,11 @@ impl Frame {
             Frame::Credit { .. } => KIND_CREDIT,
             Frame::Shut { .. } => KIND_SHUT,
             Frame::Close { .. } => KIND_CLOSE,
+            Frame::Read { .. } => KIND_READ,
+            Frame::ReadDone { .. } => KIND_READ_DONE,
+            Frame::Stdin { .. } => KIND_STDIN,
+            Frame::Signal { .. } => KIND_SIGNAL,
+            Frame::Ack { .. } => KIND_ACK,
         }
     }
 }
@@ -248,6 +297,7 @@ fn encode_result(w: &mut Writer<'_>, result: &RunResult) {
         (result.cancelled, FLAG_CANCELLED),
         (result.stdout_truncated, FLAG_STDOUT_TRUNCATED),
         (result.stderr_truncated, FLAG_STDERR_TRUNCATED),
+        (result.oom_killed, FLAG_OOM_KILLED),
     ] {
         if set {
             flags |= bit;
@@ -257,6 +307,29 @@ fn encode_result(w: &mut Writer<'_>, result: &RunResult) {
     w.u64(result.stdout_bytes);
     w.u64(result.stderr_bytes);
     w.u64(result.duration_us);
+}
+
+fn decode_result(r: &mut Reader<'_>) -> Result<RunResult, &'static str> {
+    let termination = match r.u8()? {
+        TERM_EXITED => Termination::Exited(r.i32()?),
+        TERM_SIGNALED => Termination::Signaled(r.i32()?),
+        _ => return Err("unknown termination"),
+    };
+    let flags = r.u8()?;
+    if flags & !0x1f != 0 {
+        return Err("unknown result flags");
+    }
+    Ok(RunResult {
+        termination,
+        timed_out: flags & FLAG_TIMED_OUT != 0,
+        cancelled: flags & FLAG_CANCELLED != 0,
+        oom_killed: flags & FLAG_OOM_KILLED != 0,
+        stdout_truncated: flags & FLAG_STDOUT_TRUNCATED != 0,
+        stderr_truncated: flags & FLAG_STDERR_TRUNCATED != 0,
+        stdout_bytes: r.u64()?,
+        stderr_bytes: r.u64()?,
+        duration_us: r.u64()?,
+    })
 }
 
 pub(crate) fn decode_payload(kind: u8, id: u32, payload: &[u8]) -> Result<Frame, DecodeError> {
@@ -293,6 +366,15 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
                 stdin,
                 timeout_ms: r.u64()?,
                 output_cap: r.u64()?,
+                keep: match r.u8()? {
+                    0 => None,
+                    1 => Some(Keep {
+                        key: r.key()?,
+                        buffer_bytes: r.u64()?,
+                        stdin_pipe: r.flag()?,
+                    }),
+                    _ => return Err("bad keep flag"),
+                },
             };
             Frame::Run { id, request }
         }
@@ -305,28 +387,10 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
                 data: r.bytes()?,
             }
         }
-        KIND_EXIT => {
-            let termination = match r.u8()? {
-                TERM_EXITED => Termination::Exited(r.i32()?),
-                TERM_SIGNALED => Termination::Signaled(r.i32()?),
-                _ => return Err("unknown termination"),
-            };
-            let flags = r.u8()?;
-            if flags & !0x0f != 0 {
-                return Err("unknown result flags");
-            }
-            let result = RunResult {
-                termination,
-                timed_out: flags & FLAG_TIMED_OUT != 0,
-                cancelled: flags & FLAG_CANCELLED != 0,
-                stdout_truncated: flags & FLAG_STDOUT_TRUNCATED != 0,
-                stderr_truncated: flags & FLAG_STDERR_TRUNCATED != 0,
-                stdout_bytes: r.u64()?,
-                stderr_bytes: r.u64()?,
-                duration_us: r.u64()?,
-            };
-            Frame::Exit { id, result }
-        }
+        KIND_EXIT => Frame::Exit {
+            id,
+            result: decode_result(&mut r)?,
+        },
         KIND_ERROR => Frame::Error {
             id,
             code: ErrorCode::from_u16(r.u16()?),
@@ -411,6 +475,57 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
         KIND_CREDIT => Frame::Credit { id, bytes: r.u32()? },
         KIND_SHUT => Frame::Shut { id },
         KIND_CLOSE => Frame::Close { id },
+        KIND_ACK => Frame::Ack { id },
+        KIND_READ => {
+            let request = ReadRequest {
+                key: r.key()?,
+                stdout_offset: r.u64()?,
+                stderr_offset: r.u64()?,
+                max_bytes: r.u32()?,
+                wait_ms: r.u32()?,
+            };
+            if request.max_bytes as usize > MAX_READ_BYTES || request.wait_ms > MAX_READ_WAIT_MS {
+                return Err("read larger than MAX_READ_BYTES or longer than MAX_READ_WAIT_MS");
+            }
+            Frame::Read { id, request }
+        }
+        KIND_READ_DONE => {
+            let (stdout, stderr) = (r.bytes()?, r.bytes()?);
+            if stdout.len() + stderr.len() > MAX_READ_BYTES {
+                return Err("read answer larger than MAX_READ_BYTES");
+            }
+            let finished = match r.u8()? {
+                0 => None,
+                1 => Some(decode_result(&mut r)?),
+                _ => return Err("bad finished flag"),
+            };
+            Frame::ReadDone {
+                id,
+                reply: ReadReply {
+                    stdout,
+                    stderr,
+                    finished,
+                },
+            }
+        }
+        KIND_STDIN => {
+            let key = r.key()?;
+            let data = r.bytes()?;
+            if data.len() > MAX_STDIN_BYTES {
+                return Err("stdin larger than MAX_STDIN_BYTES");
+            }
+            Frame::Stdin {
+                id,
+                key,
+                data,
+                close: r.flag()?,
+            }
+        }
+        KIND_SIGNAL => Frame::Signal {
+            id,
+            key: r.key()?,
+            signal: r.i32()?,
+        },
         _ => return Ok(None),
     };
     if !r.0.is_empty() {
@@ -481,6 +596,20 @@ impl Reader<'_> {
     fn str(&mut self) -> Result<String, &'static str> {
         String::from_utf8(self.bytes()?).map_err(|_| "string is not UTF-8")
     }
+    fn flag(&mut self) -> Result<bool, &'static str> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err("bad flag"),
+        }
+    }
+    fn key(&mut self) -> Result<String, &'static str> {
+        let key = self.str()?;
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err("key empty or longer than MAX_KEY_LEN");
+        }
+        Ok(key)
+    }
     fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T, &'static str>) -> Result<Vec<T>, &'static str> {
         let count = self.u32()?;
         if count as usize > MAX_LIST_LEN {
@@ -512,6 +641,7 @@ mod tests {
                     stdin: b"in\0put".to_vec(),
                     timeout_ms: 1500,
                     output_cap: 1024,
+                    keep: None,
                 },
             },
             Frame::Cancel { id: 9 },
@@ -526,6 +656,7 @@ mod tests {
                     termination: Termination::Signaled(9),
                     timed_out: true,
                     cancelled: false,
+                    oom_killed: false,
                     stdout_bytes: 10,
                     stderr_bytes: u64::MAX,
                     stdout_truncated: false,
@@ -605,6 +736,69 @@ mod tests {
             Frame::Credit { id: 1, bytes: 4096 },
             Frame::Shut { id: 1 },
             Frame::Close { id: 1 },
+            Frame::Run {
+                id: 8,
+                request: RunRequest {
+                    argv: vec!["cat".into()],
+                    cwd: "/workspace".into(),
+                    timeout_ms: 1000,
+                    output_cap: 10,
+                    keep: Some(Keep {
+                        key: "e1".into(),
+                        buffer_bytes: 1 << 20,
+                        stdin_pipe: true,
+                    }),
+                    ..RunRequest::default()
+                },
+            },
+            Frame::Read {
+                id: 9,
+                request: ReadRequest {
+                    key: "e1".into(),
+                    stdout_offset: 5,
+                    stderr_offset: 1 << 40,
+                    max_bytes: 4096,
+                    wait_ms: 100,
+                },
+            },
+            Frame::ReadDone {
+                id: 9,
+                reply: ReadReply {
+                    stdout: b"out".to_vec(),
+                    stderr: Vec::new(),
+                    finished: None,
+                },
+            },
+            Frame::ReadDone {
+                id: 9,
+                reply: ReadReply {
+                    stdout: Vec::new(),
+                    stderr: b"err".to_vec(),
+                    finished: Some(RunResult {
+                        termination: Termination::Signaled(9),
+                        timed_out: false,
+                        cancelled: false,
+                        oom_killed: true,
+                        stdout_bytes: 3,
+                        stderr_bytes: 3,
+                        stdout_truncated: false,
+                        stderr_truncated: false,
+                        duration_us: 7,
+                    }),
+                },
+            },
+            Frame::Stdin {
+                id: 10,
+                key: "e1".into(),
+                data: b"line\n".to_vec(),
+                close: true,
+            },
+            Frame::Signal {
+                id: 11,
+                key: "e1".into(),
+                signal: 2,
+            },
+            Frame::Ack { id: 11 },
         ]
     }
 
@@ -801,6 +995,7 @@ mod fuzz {
                 stdin,
                 timeout_ms,
                 output_cap,
+                keep: None,
             })
     }
 

@@ -8,7 +8,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use brig_protocol::{ErrorCode, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN};
+use brig_protocol::{
+    ErrorCode, Frame, FrameDecoder, Keep, ReadRequest, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN,
+};
 
 struct Agent {
     child: Child,
@@ -65,6 +67,7 @@ impl Agent {
                 cwd: "/".into(),
                 timeout_ms,
                 output_cap: 1024,
+                keep: None,
                 ..RunRequest::default()
             },
         });
@@ -168,6 +171,7 @@ fn garbage_oversized_and_unknown_frames_are_answered_with_errors_and_do_not_wedg
             termination: Termination::Exited(0),
             timed_out: false,
             cancelled: false,
+            oom_killed: false,
             stdout_bytes: 0,
             stderr_bytes: 0,
             stdout_truncated: false,
@@ -229,6 +233,7 @@ fn a_missing_working_directory_is_named_not_blamed_on_the_program() {
             cwd: "/no/such/working/dir".into(),
             timeout_ms: 1000,
             output_cap: 1024,
+            keep: None,
             ..RunRequest::default()
         },
     });
@@ -296,6 +301,7 @@ fn a_command_starts_in_its_own_group_with_default_signals_no_agent_descriptor_an
                 cwd: "/tmp".into(),
                 timeout_ms: 5000,
                 output_cap: 4096,
+                keep: None,
                 ..RunRequest::default()
             },
         });
@@ -353,6 +359,7 @@ fn a_command_starts_in_its_own_group_with_default_signals_no_agent_descriptor_an
             cwd: "/".into(),
             timeout_ms: 1000,
             output_cap: 1024,
+            keep: None,
             ..RunRequest::default()
         },
     });
@@ -413,4 +420,173 @@ fn a_one_shot_run_takes_environment_additions_and_refuses_bad_ones() {
         let out = run(bad);
         assert!(!out.status.success(), "{bad:?} ran: {out:?}");
     }
+}
+
+/// The next frame of request `id` other than its output, keeping the frames
+/// of other requests in `stash` for later.
+fn answer_of(agent: &Agent, stash: &mut Vec<Frame>, id: u32) -> Frame {
+    if let Some(at) = stash
+        .iter()
+        .position(|f| f.id() == id && !matches!(f, Frame::Output { .. }))
+    {
+        return stash.remove(at);
+    }
+    loop {
+        match agent.next() {
+            Frame::Output { .. } => {}
+            frame if frame.id() == id => return frame,
+            other => stash.push(other),
+        }
+    }
+}
+
+fn kept_run(agent: &mut Agent, id: u32, key: &str, argv: &[&str]) {
+    agent.send(Frame::Run {
+        id,
+        request: RunRequest {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            cwd: "/".into(),
+            timeout_ms: 30_000,
+            output_cap: 4,
+            keep: Some(Keep {
+                key: key.into(),
+                buffer_bytes: 1 << 20,
+                stdin_pipe: true,
+            }),
+            ..RunRequest::default()
+        },
+    });
+}
+
+fn read_frame(id: u32, key: &str, stdout_offset: u64, wait_ms: u32) -> Frame {
+    Frame::Read {
+        id,
+        request: ReadRequest {
+            key: key.into(),
+            stdout_offset,
+            stderr_offset: 0,
+            max_bytes: 1 << 20,
+            wait_ms,
+        },
+    }
+}
+
+#[test]
+fn a_kept_execution_takes_stdin_and_signals_and_is_read_by_offset_past_its_cap() {
+    let mut agent = Agent::start();
+    let mut stash = Vec::new();
+    kept_run(&mut agent, 1, "cat", &["cat"]);
+    agent.send(Frame::Stdin {
+        id: 2,
+        key: "cat".into(),
+        data: b"hello world".to_vec(),
+        close: false,
+    });
+    assert_eq!(answer_of(&agent, &mut stash, 2), Frame::Ack { id: 2 });
+    // Everything, whatever the cap of the starter's own copy; `cat` may
+    // not have echoed it all yet, so read until it has.
+    let mut seen = Vec::new();
+    for id in 3.. {
+        agent.send(read_frame(id, "cat", seen.len() as u64, 5_000));
+        let Frame::ReadDone { reply, .. } = answer_of(&agent, &mut stash, id) else {
+            panic!("read refused")
+        };
+        assert!(reply.finished.is_none());
+        seen.extend(reply.stdout);
+        if seen.len() >= 11 {
+            break;
+        }
+    }
+    assert_eq!(seen, b"hello world");
+    // A reader waiting at the end is answered by the next output.
+    agent.send(read_frame(20, "cat", 11, 10_000));
+    agent.send(Frame::Stdin {
+        id: 21,
+        key: "cat".into(),
+        data: b"!".to_vec(),
+        close: true,
+    });
+    let Frame::ReadDone { reply, .. } = answer_of(&agent, &mut stash, 20) else {
+        panic!("waiting read refused")
+    };
+    assert_eq!(reply.stdout, b"!");
+    assert_eq!(answer_of(&agent, &mut stash, 21), Frame::Ack { id: 21 });
+    let Frame::Exit { result, .. } = answer_of(&agent, &mut stash, 1) else {
+        panic!("no exit")
+    };
+    assert_eq!((result.termination, result.stdout_bytes), (Termination::Exited(0), 12));
+    agent.send(read_frame(22, "cat", 12, 0));
+    let Frame::ReadDone { reply, .. } = answer_of(&agent, &mut stash, 22) else {
+        panic!("read after the end refused")
+    };
+    assert_eq!(reply.finished, Some(result));
+    for (id, frame) in [
+        (
+            23,
+            Frame::Stdin {
+                id: 23,
+                key: "cat".into(),
+                data: b"late".to_vec(),
+                close: false,
+            },
+        ),
+        (
+            24,
+            Frame::Signal {
+                id: 24,
+                key: "cat".into(),
+                signal: 15,
+            },
+        ),
+    ] {
+        agent.send(frame);
+        assert!(matches!(
+            answer_of(&agent, &mut stash, id),
+            Frame::Error {
+                code: ErrorCode::NotRunning,
+                ..
+            }
+        ));
+    }
+    agent.send(read_frame(25, "nobody", 0, 0));
+    assert!(matches!(
+        answer_of(&agent, &mut stash, 25),
+        Frame::Error {
+            code: ErrorCode::ExecutionNotFound,
+            ..
+        }
+    ));
+    // A signal reaches the group; the result says which.
+    kept_run(&mut agent, 30, "sleep", &["sleep", "30"]);
+    agent.send(Frame::Signal {
+        id: 31,
+        key: "sleep".into(),
+        signal: 2,
+    });
+    assert_eq!(answer_of(&agent, &mut stash, 31), Frame::Ack { id: 31 });
+    let Frame::Exit { result, .. } = answer_of(&agent, &mut stash, 30) else {
+        panic!("no exit")
+    };
+    assert_eq!(result.termination, Termination::Signaled(2));
+    assert!(!result.cancelled && !result.timed_out);
+}
+
+#[test]
+fn commands_die_when_their_client_goes_away() {
+    let mut agent = Agent::start();
+    let mut stash = Vec::new();
+    kept_run(&mut agent, 1, "sleep", &["sleep", "30"]);
+    agent.send(read_frame(2, "sleep", 0, 0));
+    assert!(matches!(answer_of(&agent, &mut stash, 2), Frame::ReadDone { .. }));
+    // The agent's stdin ends: nobody is attached any more.
+    let Agent { stdin, .. } = &mut agent;
+    drop(std::mem::replace(stdin, {
+        // A stand-in that is never written: the real one is closed.
+        let (_, write) = std::io::pipe().unwrap();
+        ChildStdin::from(std::os::fd::OwnedFd::from(write))
+    }));
+    let Frame::Exit { result, .. } = answer_of(&agent, &mut stash, 1) else {
+        panic!("no exit")
+    };
+    assert!(result.cancelled, "{result:?}");
 }

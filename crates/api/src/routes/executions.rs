@@ -2,14 +2,17 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::json::ApiJson;
+use crate::json::{ApiJson, ApiQuery};
+use crate::service::execute::ExecuteInput;
 use crate::service::idempotency::{IdempotentRequest, NextAction};
 use crate::state::AppState;
 use crate::views::{ExecuteBody, ExecutionView};
@@ -31,9 +34,16 @@ pub async fn start(
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
     let idempotent = IdempotentRequest::from_headers(&headers, "/executions", &body)?;
-    let validated = state.execute.validate(&principal, body.into())?;
+    let mut input = ExecuteInput::from(body);
+    // `"stdin": "pipe"`: stdin stays open for `POST /executions/{id}/stdin`.
+    let stdin_pipe = input.stdin.as_deref() == Some("pipe");
+    if stdin_pipe {
+        input.stdin = None;
+        input.stdin_pipe = true;
+    }
+    let validated = state.execute.validate(&principal, input)?;
     let Some(request) = idempotent else {
-        let view = state.executions.start(principal, validated).await?;
+        let view = state.executions.start(principal, validated, stdin_pipe).await?;
         return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
     };
     let owner = principal.owner();
@@ -41,7 +51,7 @@ pub async fn start(
         NextAction::StartProcessing(claim) => claim,
         NextAction::ReturnSavedResponse(saved) => return Ok(saved),
     };
-    let result = state.executions.start(principal, validated).await;
+    let result = state.executions.start(principal, validated, stdin_pipe).await;
     state.idempotency.save(claim, StatusCode::ACCEPTED, result).await
 }
 
@@ -57,6 +67,86 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<ExecutionView>, ApiError> {
     Ok(Json(state.executions.get(&principal.owner(), &id).await?))
+}
+
+/// `GET /sessions/{id}/executions`: the session's executions still on record.
+#[utoipa::path(
+    get, path = "/sessions/{session_id}/executions", operation_id = "listSessionExecutions", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    params(("session_id" = String, Path)),
+    responses((status = 200, description = "The session's latest executions, oldest first", body = [ExecutionView]))
+)]
+pub async fn of_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(session_id): Path<String>,
+) -> Result<Json<Vec<ExecutionView>>, ApiError> {
+    Ok(Json(
+        state.executions.of_session(&principal.owner(), &session_id).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StdinQuery {
+    /// End stdin after this chunk.
+    #[serde(default)]
+    close: bool,
+}
+
+/// `POST /executions/{id}/stdin`: raw bytes for the stdin pipe of an
+/// execution started with `"stdin": "pipe"`; answered once the command took them.
+#[utoipa::path(
+    post, path = "/executions/{execution_id}/stdin", operation_id = "writeExecutionStdin", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    params(("execution_id" = String, Path), StdinQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 204, description = "The command took the bytes (and stdin ended, with close=true)"))
+)]
+pub async fn stdin(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<StdinQuery>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let owner = principal.owner();
+    state.executions.stdin(&owner, &id, body.to_vec(), query.close).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalBody {
+    /// `INT`, `TERM`, `KILL` or `HUP`.
+    signal: String,
+}
+
+/// `POST /executions/{id}/signal`: a signal for the command's process group.
+#[utoipa::path(
+    post, path = "/executions/{execution_id}/signal", operation_id = "signalExecution", tag = "execute", security(("api_key" = []), ("bearer" = [])),
+    params(("execution_id" = String, Path)),
+    request_body = SignalBody,
+    responses((status = 200, description = "Sent; the execution as it was", body = ExecutionView))
+)]
+pub async fn signal(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SignalBody>,
+) -> Result<Json<ExecutionView>, ApiError> {
+    let signal = match body.signal.trim_start_matches("SIG") {
+        "HUP" => 1,
+        "INT" => 2,
+        "KILL" => 9,
+        "TERM" => 15,
+        other => {
+            return Err(ApiError::invalid(
+                "invalid_signal",
+                format!("unknown signal {other:?}: send INT, TERM, KILL or HUP"),
+            ))
+        }
+    };
+    Ok(Json(state.executions.signal(&principal.owner(), &id, signal).await?))
 }
 
 /// `POST /executions/{id}/cancel`: kills the command's process tree.

@@ -10,8 +10,7 @@
 //! - `DELETE .../files/{path}`: a file, symlink or empty directory; 204.
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{session_in_path, workspace_path};
+use crate::json::ApiQuery;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -138,8 +138,7 @@ pub struct ArchiveQuery {
     pub path: String,
 }
 
-fn archive_dir(query: Result<Query<ArchiveQuery>, QueryRejection>) -> Result<String, ApiError> {
-    let Query(query) = query.map_err(|err| ApiError::invalid("invalid_query", err.body_text()))?;
+fn archive_dir(query: ArchiveQuery) -> Result<String, ApiError> {
     workspace_path(&query.path, true)
 }
 
@@ -150,7 +149,7 @@ pub async fn get_archive(
     State(state): State<AppState>,
     principal: Principal,
     Path(session_id): Path<String>,
-    query: Result<Query<ArchiveQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ArchiveQuery>,
 ) -> Result<Response, ApiError> {
     let dir = archive_dir(query)?;
     download(
@@ -171,7 +170,7 @@ pub async fn put_archive(
     State(state): State<AppState>,
     principal: Principal,
     Path(session_id): Path<String>,
-    query: Result<Query<ArchiveQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ArchiveQuery>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let dir = archive_dir(query)?;
@@ -296,9 +295,8 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Path(session_id): Path<String>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Listing>, ApiError> {
-    let Query(query) = query.map_err(|err| ApiError::invalid("invalid_query", err.body_text()))?;
     let dir = workspace_path(&query.dir, true)?;
     let request = FileRequest::List { path: dir.clone() };
     match file(&state, &principal, &session_id, request).await? {

@@ -2,6 +2,7 @@
 
 pub(crate) mod execute;
 pub(crate) mod execute_stream;
+pub(crate) mod execution_output;
 pub(crate) mod executions;
 pub(crate) mod files;
 pub(crate) mod generate;
@@ -42,6 +43,11 @@ pub fn router(state: AppState) -> Router {
         .route("/executions", post(executions::start))
         .route("/executions/{execution_id}", get(executions::get))
         .route("/executions/{execution_id}/cancel", post(executions::cancel))
+        .route("/executions/{execution_id}/output", get(execution_output::output))
+        .route("/executions/{execution_id}/events", get(execution_output::events))
+        .route("/executions/{execution_id}/stdin", post(executions::stdin))
+        .route("/executions/{execution_id}/signal", post(executions::signal))
+        .route("/sessions/{session_id}/executions", get(executions::of_session))
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route("/sessions/{session_id}", get(sessions::get).delete(sessions::delete))
         .route("/sessions/{session_id}/suspend", post(sessions::suspend))

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{execute, executions, files, generate, health, sessions, snapshots};
+use super::{execute, execution_output, executions, files, generate, health, sessions, snapshots};
 
 /// Every error: a stable code and a message.
 #[derive(ToSchema)]
@@ -35,6 +35,11 @@ pub struct ErrorBody {
         executions::start,
         executions::get,
         executions::cancel,
+        executions::stdin,
+        executions::signal,
+        executions::of_session,
+        execution_output::output,
+        execution_output::events,
         sessions::create,
         sessions::list,
         sessions::get,

@@ -3,6 +3,7 @@
 //! request, charge the policy's cooldown, run the command in the session,
 //! write the audit line.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,47 @@ use crate::views::{ExecuteBody, ExecuteResponse, ExecutionResult};
 /// Largest `stdin` (or `code`) accepted (the agent protocol's bound).
 const MAX_STDIN_BYTES: usize = 1024 * 1024;
 
+/// Most variables one `env` sets.
+const MAX_ENV_VARS: usize = 64;
+
+/// Most bytes of one `env` (names and values).
+const MAX_ENV_BYTES: usize = 32 * 1024;
+
+/// Names brig sets itself: a command may not change them.
+fn reserved(name: &str) -> bool {
+    matches!(name, "PATH" | "HOME" | "NO_PROXY" | "no_proxy")
+        || name.starts_with("BRIG_")
+        || brig_core::session::egress::proxy_env()
+            .iter()
+            .any(|(reserved, _)| reserved == name)
+}
+
+/// `env` as the agent takes it: valid names, no NUL, bounded, none of brig's own.
+pub fn checked_env(env: BTreeMap<String, String>) -> Result<Vec<(String, String)>, ApiError> {
+    let invalid = |detail: String| Err(ApiError::invalid("invalid_env", detail));
+    if env.len() > MAX_ENV_VARS {
+        return invalid(format!("env sets at most {MAX_ENV_VARS} variables"));
+    }
+    if env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_ENV_BYTES {
+        return invalid(format!("env is at most {MAX_ENV_BYTES} bytes"));
+    }
+    for (name, value) in &env {
+        let mut chars = name.chars();
+        let valid_name = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return invalid(format!("env: {name:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+        }
+        if reserved(name) {
+            return invalid(format!("env: {name} is set by brig and cannot be changed"));
+        }
+        if value.contains('\0') {
+            return invalid(format!("env: the value of {name} holds a NUL byte"));
+        }
+    }
+    Ok(env.into_iter().collect())
+}
+
 /// What any transport asks to run: a command line, or code for a language's
 /// interpreter, in a session.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +78,9 @@ pub struct ExecuteInput {
     pub timeout: Option<f64>,
     pub working_dir: Option<String>,
     pub stdin: Option<String>,
+    /// stdin stays open for `POST /executions/{id}/stdin` (`"stdin": "pipe"`).
+    pub stdin_pipe: bool,
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 impl From<ExecuteBody> for ExecuteInput {
@@ -48,6 +93,8 @@ impl From<ExecuteBody> for ExecuteInput {
             timeout: body.timeout,
             working_dir: body.working_dir,
             stdin: body.stdin,
+            stdin_pipe: false,
+            env: body.env,
         }
     }
 }
@@ -96,6 +143,10 @@ impl ExecuteService {
             rules,
             limits,
         }
+    }
+
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
     }
 
     pub fn limits(&self) -> &ExecLimits {
@@ -154,13 +205,20 @@ impl ExecuteService {
                 format!("stdin (or code) is limited to {MAX_STDIN_BYTES} bytes"),
             ));
         }
+        if input.stdin_pipe && !stdin.is_empty() {
+            return Err(ApiError::invalid(
+                "invalid_stdin",
+                "`code` and a stdin pipe do not go together",
+            ));
+        }
         let request = ExecRequest {
             argv: allowed.argv.into_vec(),
             working_dir: working_dir.as_str().to_string(),
-            env: Vec::new(),
+            env: checked_env(input.env.unwrap_or_default())?,
             stdin,
             timeout,
             output_cap: self.limits.output_cap,
+            keep: None,
         };
         Ok(Validated {
             session_id,

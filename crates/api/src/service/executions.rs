@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use brig_core::runtime::{Control, ControlReply};
 use brig_core::sandbox::ExecHooks;
-use brig_core::session::Owner;
+use brig_core::session::{Owner, SessionError, SessionId};
 use brig_core::shutdown::Shutdown;
 use brig_core::store::{ExecutionId, ExecutionRecords, Kept};
+use brig_protocol::{Keep, ReadRequest, MAX_READ_WAIT_MS};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +39,32 @@ struct Stored {
     /// Unix ms after which a `running` record is lost.
     lost_at_ms: i64,
     view: ExecutionView,
+    /// Its stdin is a pipe fed by `POST /executions/{id}/stdin`.
+    #[serde(default)]
+    stdin_pipe: bool,
+}
+
+/// Where a reader of an execution's output is: bytes of each stream it has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub stdout: u64,
+    pub stderr: u64,
+}
+
+/// Output read from an execution's buffer in its sandbox.
+pub struct Read {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// How it ended, once the reader has all of its output.
+    pub finished: Option<brig_protocol::RunResult>,
 }
 
 pub struct Executions {
     execute: Arc<ExecuteService>,
     records: ExecutionRecords,
     retention: Duration,
+    /// Output the sandbox keeps per stream of each execution.
+    buffer_bytes: u64,
     shutdown: Shutdown,
     /// Executions this process runs: id → their cancel token.
     running: Mutex<HashMap<ExecutionId, CancellationToken>>,
@@ -53,12 +75,14 @@ impl Executions {
         execute: Arc<ExecuteService>,
         records: ExecutionRecords,
         retention: Duration,
+        buffer_bytes: u64,
         shutdown: Shutdown,
     ) -> Self {
         Executions {
             execute,
             records,
             retention,
+            buffer_bytes,
             shutdown,
             running: Mutex::default(),
         }
@@ -94,12 +118,21 @@ impl Executions {
         self: &Arc<Self>,
         principal: Principal,
         validated: Validated,
+        stdin_pipe: bool,
     ) -> Result<ExecutionView, ApiError> {
         self.execute.admit(&principal, &validated).await?;
         let Validated {
-            session_id, request, ..
+            session_id,
+            mut request,
+            ..
         } = validated;
         let id = ExecutionId::random();
+        // The sandbox's agent keeps its output for any reader, by offset.
+        request.keep = Some(Keep {
+            key: id.to_string(),
+            buffer_bytes: self.buffer_bytes,
+            stdin_pipe,
+        });
         let running_for = request.timeout + LOST_AFTER;
         let stored = Stored {
             owner: principal.owner().as_str().to_string(),
@@ -111,8 +144,12 @@ impl Executions {
                 result: None,
                 failure: None,
             },
+            stdin_pipe,
         };
         self.records.put(&id, &stored, running_for + self.retention).await?;
+        self.records
+            .index(&principal.owner(), &session_id, &id, running_for + self.retention)
+            .await?;
         // Cancelled by a client's cancel, or when the process stops waiting.
         let cancel = self.shutdown.token();
         self.running().insert(id.clone(), cancel.clone());
@@ -183,6 +220,101 @@ impl Executions {
 
     pub async fn get(&self, owner: &Owner, id: &str) -> Result<ExecutionView, ApiError> {
         Ok(self.load(owner, id).await?.1.view)
+    }
+
+    /// The executions of `owner`'s session `session` still on record, oldest first.
+    pub async fn of_session(&self, owner: &Owner, session: &str) -> Result<Vec<ExecutionView>, ApiError> {
+        let session = SessionId::parse(session)?;
+        let sessions = self.execute.sessions();
+        let ids = self.records.of_session(owner, &session).await?;
+        if ids.is_empty() {
+            // Nothing listed: say whether the session exists at all.
+            sessions.get(owner, &session).await?;
+        }
+        let mut views = Vec::new();
+        for id in ids {
+            match self.load(owner, id.as_str()).await {
+                Ok((_, stored)) => views.push(stored.view),
+                Err(ApiError::NotFound(_) | ApiError::ResultEvicted) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(views)
+    }
+
+    /// Output of execution `id` from `at` on (at most `max_bytes` of both
+    /// streams), waiting up to `wait` for some while it runs.
+    pub async fn read(
+        &self,
+        owner: &Owner,
+        id: &str,
+        at: Offsets,
+        max_bytes: u32,
+        wait: Duration,
+    ) -> Result<Read, ApiError> {
+        let (id, stored) = self.load(owner, id).await?;
+        let request = ReadRequest {
+            key: id.to_string(),
+            stdout_offset: at.stdout,
+            stderr_offset: at.stderr,
+            max_bytes,
+            wait_ms: wait.as_millis().min(u128::from(MAX_READ_WAIT_MS)) as u32,
+        };
+        match self.control(owner, &stored, Control::Read(request)).await? {
+            ControlReply::Read(reply) => Ok(Read {
+                stdout: reply.stdout,
+                stderr: reply.stderr,
+                finished: reply.finished,
+            }),
+            ControlReply::Done => Err(ApiError::SandboxProtocol("a read answered without output".into())),
+        }
+    }
+
+    /// Feeds `data` to a running execution's stdin pipe (then ends it if `close`).
+    pub async fn stdin(&self, owner: &Owner, id: &str, data: Vec<u8>, close: bool) -> Result<(), ApiError> {
+        if data.len() > brig_protocol::MAX_STDIN_BYTES {
+            return Err(ApiError::StdinTooLarge);
+        }
+        let (id, stored) = self.load_running(owner, id).await?;
+        if !stored.stdin_pipe {
+            return Err(ApiError::ExecutionNotRunning(
+                "this execution's stdin is not a pipe: start it with \"stdin\": \"pipe\"".into(),
+            ));
+        }
+        let key = id.to_string();
+        self.control(owner, &stored, Control::Stdin { key, data, close })
+            .await?;
+        Ok(())
+    }
+
+    /// Sends `signal` to a running execution's process group.
+    pub async fn signal(&self, owner: &Owner, id: &str, signal: i32) -> Result<ExecutionView, ApiError> {
+        let (id, stored) = self.load_running(owner, id).await?;
+        let key = id.to_string();
+        self.control(owner, &stored, Control::Signal { key, signal }).await?;
+        Ok(stored.view)
+    }
+
+    /// The record of `id`, which must still be running (409 otherwise).
+    async fn load_running(&self, owner: &Owner, id: &str) -> Result<(ExecutionId, Stored), ApiError> {
+        let (id, stored) = self.load(owner, id).await?;
+        if stored.view.status != Status::Running {
+            return Err(ApiError::ExecutionNotRunning("the execution has ended".into()));
+        }
+        Ok((id, stored))
+    }
+
+    /// A request to the agent that keeps the execution. A session gone since
+    /// took the execution's output with it.
+    async fn control(&self, owner: &Owner, stored: &Stored, control: Control) -> Result<ControlReply, ApiError> {
+        let session = SessionId::parse(&stored.view.session_id)?;
+        match self.execute.sessions().control(owner, &session, control).await {
+            Ok(reply) => Ok(reply),
+            Err(SessionError::NotFound) => Err(ApiError::CursorExpired(
+                "the execution's session is gone, and its output with it".into(),
+            )),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Kills a running execution's process tree and waits (a bounded time) for

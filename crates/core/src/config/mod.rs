@@ -106,6 +106,9 @@ pub struct Config {
     /// `EXECUTION_RESULT_TTL_SECONDS`: how long `/executions` results are kept
     /// after they finish.
     pub execution_retention: Duration,
+    /// `EXECUTION_BUFFER_BYTES`: output the sandbox's agent keeps per stream
+    /// of each execution, for `/executions/{id}/output` and `/events`.
+    pub execution_buffer_bytes: u64,
     /// `IDEMPOTENCY_TTL_SECONDS`: how long an `Idempotency-Key`'s answer is replayed.
     pub idempotency_ttl: Duration,
     /// `RESULT_STORE_QUOTA_BYTES`: stored bytes of kept results (executions,
@@ -171,6 +174,14 @@ impl Config {
         });
         let idempotency_ttl = env.parse("IDEMPOTENCY_TTL_SECONDS", Duration::from_secs(86400), seconds);
         let execution_retention = env.parse("EXECUTION_RESULT_TTL_SECONDS", Duration::from_secs(3600), seconds);
+        let execution_buffer_bytes = env.parse("EXECUTION_BUFFER_BYTES", 8u64 << 20, |raw| {
+            let bytes = parse_size("EXECUTION_BUFFER_BYTES", raw).map_err(|e| e.message)?;
+            if (64 << 10..=128 << 20).contains(&bytes) {
+                Ok(bytes)
+            } else {
+                Err("must be between 64k and 128m".into())
+            }
+        });
         let result_store_quota = env.parse("RESULT_STORE_QUOTA_BYTES", 32u64 << 20, |raw| {
             parse_size("RESULT_STORE_QUOTA_BYTES", raw).map_err(|e| e.message)
         });
@@ -218,6 +229,7 @@ impl Config {
             max_exec_timeout,
             max_output_bytes,
             execution_retention,
+            execution_buffer_bytes,
             idempotency_ttl,
             result_store_quota,
             commands,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use brig_protocol::{FileReply, FileRequest, Stream};
 
-use super::{RuntimeError, SandboxRuntime};
+use super::{Control, ControlReply, RuntimeError, SandboxRuntime};
 use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
 
 /// How a command reached its sandbox.
@@ -227,6 +227,18 @@ impl SandboxRuntime for FakeRuntime {
         hooks: ExecHooks,
     ) -> Result<ExecOutcome, RuntimeError> {
         self.run(id, request, hooks, Path::Detached).await
+    }
+
+    /// The fake keeps no executions: the integration tests cover them.
+    async fn control(&self, id: &str, _control: Control) -> Result<ControlReply, RuntimeError> {
+        if !self.state().sandboxes.contains_key(id) {
+            return Err(RuntimeError::SandboxNotFound);
+        }
+        Err(RuntimeError::ExecutionNotFound)
+    }
+
+    async fn control_via_engine(&self, id: &str, control: Control) -> Result<ControlReply, RuntimeError> {
+        self.control(id, control).await
     }
 
     async fn file(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {

@@ -5,6 +5,8 @@ pub mod docker;
 pub mod fake;
 pub mod transfer;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use brig_protocol::{FileReply, FileRequest};
 
@@ -59,6 +61,45 @@ pub enum RuntimeError {
     /// The runtime cannot create sandboxes now: what is missing.
     #[error("{0}")]
     NotReady(String),
+    /// The sandbox keeps no execution of this key.
+    #[error("no such execution in the sandbox")]
+    ExecutionNotFound,
+    /// The execution has ended, or its stdin was closed.
+    #[error("{0}")]
+    NotRunning(String),
+    /// The output offset asked for has left the execution's buffer.
+    #[error("{0}")]
+    CursorExpired(String),
+}
+
+/// A request about a kept (durable) execution in a sandbox.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// Its output from the given offsets on (waiting a bounded time for more).
+    Read(brig_protocol::ReadRequest),
+    /// Bytes for its stdin pipe, then its end if `close`; answered once the
+    /// command took them all.
+    Stdin { key: String, data: Vec<u8>, close: bool },
+    /// A signal for its process group.
+    Signal { key: String, signal: i32 },
+}
+
+impl Control {
+    /// How long the agent may take to answer.
+    pub fn wait(&self) -> Duration {
+        match self {
+            Control::Read(read) => Duration::from_millis(u64::from(read.wait_ms)) + Duration::from_secs(10),
+            Control::Stdin { .. } => Duration::from_secs(30),
+            Control::Signal { .. } => Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a [`Control`] request returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlReply {
+    Read(brig_protocol::ReadReply),
+    Done,
 }
 
 /// Creates, runs commands in, and removes sandboxes.
@@ -106,6 +147,14 @@ pub trait SandboxRuntime: Send + Sync {
         request: ExecRequest,
         hooks: ExecHooks,
     ) -> Result<ExecOutcome, RuntimeError>;
+
+    /// A request about a kept execution of sandbox `id`, over this
+    /// process's channel (kept executions live in the agent that runs them).
+    async fn control(&self, id: &str, control: Control) -> Result<ControlReply, RuntimeError>;
+
+    /// [`control`](Self::control) for a sandbox whose channel another API
+    /// process owns: relayed to the same agent through an engine exec.
+    async fn control_via_engine(&self, id: &str, control: Control) -> Result<ControlReply, RuntimeError>;
 
     /// A file operation under `/workspace` of sandbox `id`, through the agent.
     async fn file(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError>;

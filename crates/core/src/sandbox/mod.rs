@@ -102,6 +102,9 @@ pub struct ExecRequest {
     pub timeout: Duration,
     /// Bytes kept per stream.
     pub output_cap: u64,
+    /// Keep the output in the agent for readers and take stdin and signals
+    /// later: a durable execution (over the channel only).
+    pub keep: Option<brig_protocol::Keep>,
 }
 
 impl ExecRequest {
@@ -114,6 +117,7 @@ impl ExecRequest {
             stdin: Vec::new(),
             timeout: Duration::from_secs(30),
             output_cap: 1 << 20,
+            keep: None,
         }
     }
 
@@ -184,6 +188,8 @@ pub struct ExecOutcome {
     pub signal: Option<i32>,
     pub timed_out: bool,
     pub cancelled: bool,
+    /// The sandbox's OOM killer struck while it ran, and it died of SIGKILL.
+    pub oom_killed: bool,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub stdout_truncated: bool,
@@ -205,6 +211,7 @@ impl ExecOutcome {
             signal: None,
             timed_out: false,
             cancelled: false,
+            oom_killed: false,
             stdout_bytes: 0,
             stderr_bytes: stderr.len() as u64,
             stdout: Vec::new(),

@@ -22,7 +22,7 @@ pub use self::ids::{InvalidSessionId, Owner, SessionId};
 pub use self::record::{SessionRecord, SessionState, Suspension};
 pub use self::suspend::Sweep;
 use crate::pool::WarmPool;
-use crate::runtime::{RuntimeError, SandboxRuntime};
+use crate::runtime::{Control, ControlReply, RuntimeError, SandboxRuntime};
 use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxOptions};
 use crate::store::{Begun, CommandStart, Quota, Reservation, SessionStore, StoreError};
 
@@ -668,6 +668,20 @@ impl Sessions {
             .open_from(owner, id, &Spec::of(&record.options), Known::NotReady)
             .await?;
         ready_container(&record)
+    }
+
+    /// A request about a kept execution in the session's sandbox (the
+    /// session must exist; its TTL is refreshed). Kept executions live in
+    /// the sandbox's agent: reached over this process's channel, or relayed
+    /// while another replica holds that channel.
+    pub async fn control(&self, owner: &Owner, id: &SessionId, control: Control) -> Result<ControlReply, SessionError> {
+        let container = &self.touched_container(owner, id).await?;
+        let reply = if self.holds_channel(container).await? {
+            self.runtime.control(container, control).await?
+        } else {
+            self.runtime.control_via_engine(container, control).await?
+        };
+        Ok(reply)
     }
 
     /// The session's record, without refreshing it.

@@ -55,6 +55,7 @@ contract!(
     the_identity_is_made_once_and_kept,
     a_suspended_session_keeps_its_owners_place_but_no_capacity_and_no_refresh,
     a_records_own_ttl_wins_over_the_callers,
+    bounded_lists_keep_their_last_items_and_expire,
 );
 
 const TTL: Duration = Duration::from_secs(600);
@@ -571,4 +572,21 @@ async fn a_records_own_ttl_wins_over_the_callers(store: &dyn SessionStore) {
         .unwrap()
         .unwrap();
     assert!(touched.expires_at_ms <= now_ms() + 5_000, "{touched:?}");
+}
+
+async fn bounded_lists_keep_their_last_items_and_expire(store: &dyn SessionStore) {
+    assert!(store.list_items("l").await.unwrap().is_empty());
+    for item in ["a", "b", "c", "d"] {
+        store.push_bounded("l", item, 3, TTL).await.unwrap();
+    }
+    assert_eq!(store.list_items("l").await.unwrap(), ["b", "c", "d"]);
+    // A value of the same name is another thing.
+    store.put_value("l", "v", TTL).await.unwrap();
+    assert_eq!(store.list_items("l").await.unwrap(), ["b", "c", "d"]);
+    store
+        .push_bounded("short", "x", 3, Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(store.list_items("short").await.unwrap().is_empty());
 }

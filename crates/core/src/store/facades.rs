@@ -256,6 +256,9 @@ impl std::fmt::Display for ExecutionId {
 
 /// Execution records (any serialisable record type) and cancel requests, so
 /// that any replica can answer for an execution and cancel it.
+/// Executions listed per session (the latest).
+pub const SESSION_EXECUTIONS: usize = 100;
+
 #[derive(Clone)]
 pub struct ExecutionRecords {
     store: Arc<dyn SessionStore>,
@@ -301,6 +304,33 @@ impl ExecutionRecords {
 
     pub async fn cancel_requested(&self, id: &ExecutionId) -> Result<bool, StoreError> {
         Ok(self.store.get_value(&format!("execution-cancel:{id}")).await?.is_some())
+    }
+
+    /// Lists `id` among the executions of `owner`'s session `session` (the
+    /// last [`SESSION_EXECUTIONS`] of them, for `ttl`).
+    pub async fn index(
+        &self,
+        owner: &Owner,
+        session: &SessionId,
+        id: &ExecutionId,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = format!("executions:{}:{session}", owner.as_str());
+        self.store
+            .push_bounded(&key, id.as_str(), SESSION_EXECUTIONS, ttl)
+            .await
+    }
+
+    /// The executions listed for `owner`'s session `session`, oldest first.
+    pub async fn of_session(&self, owner: &Owner, session: &SessionId) -> Result<Vec<ExecutionId>, StoreError> {
+        let key = format!("executions:{}:{session}", owner.as_str());
+        let mut ids: Vec<ExecutionId> = Vec::new();
+        for item in self.store.list_items(&key).await? {
+            if let Some(id) = ExecutionId::parse(&item).filter(|id| !ids.contains(id)) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 }
 

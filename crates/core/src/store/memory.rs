@@ -318,6 +318,32 @@ impl SessionStore for MemoryStore {
         Ok(self.live().values.get(key).map(|(value, _)| value.clone()))
     }
 
+    async fn push_bounded(&self, key: &str, item: &str, max: usize, ttl: Duration) -> Result<(), StoreError> {
+        // Kept as a value of newline-separated items, under its own key space.
+        let mut state = self.live();
+        let key = format!("\0list:{key}");
+        let mut items: Vec<String> = state
+            .values
+            .get(&key)
+            .map(|(value, _)| value.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        items.push(item.to_string());
+        let skip = items.len().saturating_sub(max);
+        state
+            .values
+            .insert(key, (items[skip..].join("\n"), now_ms() + ttl_ms(ttl)));
+        Ok(())
+    }
+
+    async fn list_items(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .live()
+            .values
+            .get(&format!("\0list:{key}"))
+            .map(|(value, _)| value.lines().map(str::to_string).collect())
+            .unwrap_or_default())
+    }
+
     async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError> {
         let mut state = self.live();
         let now = now_ms();

@@ -146,6 +146,13 @@ pub trait SessionStore: Send + Sync {
     /// The value under `key`, unless it expired.
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError>;
 
+    /// Appends `item` (no newline) to the list `key`, keeping its last `max`
+    /// items; the list expires `ttl` after this call.
+    async fn push_bounded(&self, key: &str, item: &str, max: usize, ttl: Duration) -> Result<(), StoreError>;
+
+    /// The items of list `key`, oldest first (none if it does not exist).
+    async fn list_items(&self, key: &str) -> Result<Vec<String>, StoreError>;
+
     /// Sets `key` for `ttl` unless it is set: `Ok(None)` when this call set it,
     /// else how long the holder still has (`SET NX PX`; cooldowns).
     async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError>;

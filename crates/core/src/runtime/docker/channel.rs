@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use super::tunnel::Tunnels;
 use super::{engine_error, TIMEOUT_EXIT_CODE};
-use crate::runtime::RuntimeError;
+use crate::runtime::{Control, ControlReply, RuntimeError};
 use crate::sandbox::egress::EgressDialer;
 use crate::sandbox::{ExecHooks, ExecOutcome};
 
@@ -62,6 +62,7 @@ impl Finished {
             },
             timed_out: result.timed_out,
             cancelled: result.cancelled,
+            oom_killed: result.oom_killed,
             stdout: self.stdout,
             stderr: self.stderr,
             stdout_truncated: result.stdout_truncated,
@@ -90,13 +91,27 @@ struct Pending {
     done: oneshot::Sender<Result<Finished, RuntimeError>>,
 }
 
-type FileWaiter = oneshot::Sender<Result<FileReply, RuntimeError>>;
+/// The one answer of a request that is not a command.
+enum Answer {
+    File(FileReply),
+    Control(ControlReply),
+}
+
+type AnswerWaiter = oneshot::Sender<Result<Answer, RuntimeError>>;
 
 #[derive(Default)]
 struct Waiters {
     requests: HashMap<u32, Pending>,
-    files: HashMap<u32, FileWaiter>,
+    answers: HashMap<u32, AnswerWaiter>,
     hello: Option<oneshot::Sender<u16>>,
+}
+
+impl Waiters {
+    fn answer(&mut self, id: u32, answer: Answer) {
+        if let Some(waiter) = self.answers.remove(&id) {
+            let _ = waiter.send(Ok(answer));
+        }
+    }
 }
 
 struct Shared {
@@ -118,8 +133,8 @@ impl Shared {
         for (_, pending) in waiters.requests.drain() {
             let _ = pending.done.send(Err(error()));
         }
-        for (_, file) in waiters.files.drain() {
-            let _ = file.send(Err(error()));
+        for (_, answer) in waiters.answers.drain() {
+            let _ = answer.send(Err(error()));
         }
         drop(waiters);
         self.tunnels.close_all();
@@ -160,6 +175,23 @@ impl Channel {
             .attach_container(container, Some(options))
             .await
             .map_err(engine_error)?;
+        Self::start(container, attached.input, attached.output, dialer).await
+    }
+
+    /// A relayed conversation with `container`'s agent (`brig-agent relay`
+    /// through an engine exec): for a replica that does not own the attach
+    /// stream. Commands started on it die when it closes.
+    pub async fn relay(docker: &Docker, container: &str) -> Result<Arc<Channel>, RuntimeError> {
+        let (input, output) = super::fallback::start_relay(docker, container).await?;
+        Self::start(container, input, output, None).await
+    }
+
+    async fn start(
+        container: &str,
+        input: super::fallback::ExecInput,
+        output: super::fallback::ExecOutput,
+        dialer: Option<Weak<dyn EgressDialer>>,
+    ) -> Result<Arc<Channel>, RuntimeError> {
         let (frames, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let (bulk, mut bulk_queue) = mpsc::channel::<Vec<u8>>(BULK_QUEUE);
         let shared = Arc::new(Shared {
@@ -168,7 +200,7 @@ impl Channel {
             tunnels: Tunnels::new(container, dialer, frames.clone(), bulk),
         });
 
-        let mut input = attached.input;
+        let mut input = input;
         let writer_shared = Arc::clone(&shared);
         let writer = tokio::spawn(async move {
             loop {
@@ -185,7 +217,7 @@ impl Channel {
             writer_shared.close(|| RuntimeError::ChannelClosed);
         });
 
-        let mut output = attached.output;
+        let mut output = output;
         let reader_shared = Arc::clone(&shared);
         let control = frames.clone();
         let container_name = container.to_string();
@@ -310,15 +342,36 @@ impl Channel {
 
     /// One file operation, answered within `wait`.
     pub async fn file(&self, request: FileRequest, wait: Duration) -> Result<FileReply, RuntimeError> {
+        match self.ask(|id| Frame::File { id, request }, wait).await? {
+            Answer::File(reply) => Ok(reply),
+            Answer::Control(_) => Err(RuntimeError::Protocol("a file request answered as a control".into())),
+        }
+    }
+
+    /// One request about a kept execution, answered within `wait`.
+    pub async fn control(&self, control: Control, wait: Duration) -> Result<ControlReply, RuntimeError> {
+        let frame = |id| match control {
+            Control::Read(request) => Frame::Read { id, request },
+            Control::Stdin { key, data, close } => Frame::Stdin { id, key, data, close },
+            Control::Signal { key, signal } => Frame::Signal { id, key, signal },
+        };
+        match self.ask(frame, wait).await? {
+            Answer::Control(reply) => Ok(reply),
+            Answer::File(_) => Err(RuntimeError::Protocol("a control answered as a file request".into())),
+        }
+    }
+
+    /// Sends the request `frame` makes with a fresh id; its one answer, within `wait`.
+    async fn ask(&self, frame: impl FnOnce(u32) -> Frame, wait: Duration) -> Result<Answer, RuntimeError> {
         let id = self.request_id();
         let (done, answer) = oneshot::channel();
-        self.shared.lock().files.insert(id, done);
-        let sent = self.send(Frame::File { id, request }).await;
+        self.shared.lock().answers.insert(id, done);
+        let sent = self.send(frame(id)).await;
         let answer = match sent {
             Ok(()) => tokio::time::timeout(wait, answer).await,
             Err(err) => Ok(Ok(Err(err))),
         };
-        self.shared.lock().files.remove(&id);
+        self.shared.lock().answers.remove(&id);
         match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(RuntimeError::ChannelClosed),
@@ -425,15 +478,13 @@ fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared, control: &mpsc::Sen
             Frame::Error { id, code, message } => {
                 if let Some(pending) = waiters.requests.remove(&id) {
                     let _ = pending.done.send(Err(request_error(code, message)));
-                } else if let Some(file) = waiters.files.remove(&id) {
-                    let _ = file.send(Err(request_error(code, message)));
+                } else if let Some(answer) = waiters.answers.remove(&id) {
+                    let _ = answer.send(Err(request_error(code, message)));
                 }
             }
-            Frame::FileDone { id, reply } => {
-                if let Some(file) = waiters.files.remove(&id) {
-                    let _ = file.send(Ok(reply));
-                }
-            }
+            Frame::FileDone { id, reply } => waiters.answer(id, Answer::File(reply)),
+            Frame::ReadDone { id, reply } => waiters.answer(id, Answer::Control(ControlReply::Read(reply))),
+            Frame::Ack { id } => waiters.answer(id, Answer::Control(ControlReply::Done)),
             other @ (Frame::Hello { .. }
             | Frame::Run { .. }
             | Frame::Cancel { .. }
@@ -443,7 +494,10 @@ fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared, control: &mpsc::Sen
             | Frame::Credit { .. }
             | Frame::Shut { .. }
             | Frame::Close { .. }
-            | Frame::Dial { .. }) => {
+            | Frame::Dial { .. }
+            | Frame::Read { .. }
+            | Frame::Stdin { .. }
+            | Frame::Signal { .. }) => {
                 return Err(format!("agent sent a client-side frame (request {})", other.id()));
             }
         }
@@ -459,6 +513,9 @@ pub(crate) fn request_error(code: ErrorCode, message: String) -> RuntimeError {
         ErrorCode::FileNotFound => RuntimeError::FileNotFound(message),
         ErrorCode::FileRefused => RuntimeError::FileRefused(message),
         ErrorCode::FileTooLarge => RuntimeError::FileTooLarge(message),
+        ErrorCode::ExecutionNotFound => RuntimeError::ExecutionNotFound,
+        ErrorCode::NotRunning => RuntimeError::NotRunning(message),
+        ErrorCode::CursorExpired => RuntimeError::CursorExpired(message),
         ErrorCode::MalformedFrame | ErrorCode::UnsupportedFrame | ErrorCode::Other(_) => {
             RuntimeError::Protocol(format!("{code:?}: {message}"))
         }

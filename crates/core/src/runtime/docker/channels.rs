@@ -92,6 +92,30 @@ impl DockerRuntime {
         }
     }
 
+    /// The relayed conversation with container `id`'s agent (its full engine
+    /// id), opened (again) if there is none or the last one closed. One per
+    /// container and process: the commands started on it live as long as it.
+    pub(super) async fn relay(&self, id: &str) -> Result<Arc<Channel>, RuntimeError> {
+        let slot = {
+            let mut relays = self.relays.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Relays of removed containers close: sweep them as the map grows.
+            if relays.len() >= 64 {
+                relays.retain(|_, slot| {
+                    slot.try_lock()
+                        .map_or(true, |c| c.as_ref().is_none_or(|c| !c.is_closed()))
+                });
+            }
+            Arc::clone(relays.entry(id.to_string()).or_default())
+        };
+        let mut current = slot.lock().await;
+        if let Some(relay) = current.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(relay));
+        }
+        let relay = Channel::relay(&self.docker, id).await?;
+        *current = Some(Arc::clone(&relay));
+        Ok(relay)
+    }
+
     pub(super) fn forget_channel(&self, id: &str) {
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         channels.remove(id);

@@ -48,6 +48,11 @@ pub(crate) async fn exec(
     hooks: &ExecHooks,
 ) -> Result<Finished, RuntimeError> {
     check_fits(&request)?;
+    if request.keep.is_some() {
+        return Err(RuntimeError::InvalidRequest(
+            "a kept execution runs over the sandbox's channel, not an engine exec".into(),
+        ));
+    }
     // Names this run for `brig-agent kill-tag` (cancel): hex with a letter.
     let tag = format!("c{}", hex::encode(rand::random::<[u8; 12]>()));
     let run = async {
@@ -144,12 +149,13 @@ pub(crate) async fn file(
         .map_err(|_| RuntimeError::AgentUnresponsive)?
 }
 
-type ExecOutput = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+pub(super) type ExecOutput =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
 /// Starts `cmd` in `container` through the engine's exec, feeds it `stdin`
 /// (then closes it) and returns its output.
 async fn start(docker: &Docker, container: &str, cmd: Vec<String>, stdin: &[u8]) -> Result<ExecOutput, RuntimeError> {
-    let (mut input, output) = start_attached(docker, container, cmd, !stdin.is_empty()).await?;
+    let (mut input, output) = start_attached(docker, container, cmd, !stdin.is_empty(), None).await?;
     if !stdin.is_empty() {
         input.write_all(stdin).await.map_err(|_| RuntimeError::ChannelClosed)?;
         input.shutdown().await.map_err(|_| RuntimeError::ChannelClosed)?;
@@ -157,7 +163,7 @@ async fn start(docker: &Docker, container: &str, cmd: Vec<String>, stdin: &[u8])
     Ok(output)
 }
 
-type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+pub(super) type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
 /// Starts `cmd` in `container` through the engine's exec, its stdin open if
 /// `stdin`.
@@ -166,12 +172,14 @@ async fn start_attached(
     container: &str,
     cmd: Vec<String>,
     stdin: bool,
+    user: Option<String>,
 ) -> Result<(ExecInput, ExecOutput), RuntimeError> {
     let options = CreateExecOptions {
         cmd: Some(cmd),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         attach_stdin: Some(stdin),
+        user,
         ..Default::default()
     };
     let created = docker.create_exec(container, options).await.map_err(|err| match err {
@@ -188,12 +196,20 @@ async fn start_attached(
     Ok((input, output))
 }
 
+/// `brig-agent relay` in `container`, as [`RELAY_UID`](brig_protocol::RELAY_UID):
+/// its stdin and stdout are a conversation with the sandbox's PID 1.
+pub(super) async fn start_relay(docker: &Docker, container: &str) -> Result<(ExecInput, ExecOutput), RuntimeError> {
+    let user = format!("{0}:{0}", brig_protocol::RELAY_UID);
+    let cmd = vec![AGENT_PATH.to_string(), "relay".into()];
+    start_attached(docker, container, cmd, true, Some(user)).await
+}
+
 /// A streamed transfer (see [`crate::runtime::transfer`]): the agent's
 /// one-shot mode with its stdin and stdout.
 pub(crate) async fn transfer(docker: &Docker, container: &str, transfer: &Transfer) -> Result<AgentIo, RuntimeError> {
     let mut cmd = vec![AGENT_PATH.to_string()];
     cmd.extend(transfer.agent_args());
-    let (input, output) = start_attached(docker, container, cmd, transfer.uploads()).await?;
+    let (input, output) = start_attached(docker, container, cmd, transfer.uploads(), None).await?;
     let output = output.filter_map(|chunk| async move {
         match chunk {
             Ok(LogOutput::StdOut { message }) => Some(Ok(message)),

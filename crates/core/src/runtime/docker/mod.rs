@@ -40,7 +40,7 @@ use self::spec::{info_from_labels, sandbox_info};
 use crate::agent_binary::AgentBinary;
 use crate::config::{DockerConfig, SandboxConfig};
 use crate::runtime::transfer::{AgentIo, Transfer};
-use crate::runtime::{RuntimeError, SandboxRuntime};
+use crate::runtime::{Control, ControlReply, RuntimeError, SandboxRuntime};
 use crate::sandbox::egress::EgressDialer;
 use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo, SandboxOptions};
 use brig_protocol::{FileReply, FileRequest};
@@ -67,6 +67,9 @@ pub struct DockerRuntime {
     channels: Mutex<HashMap<String, ChannelSlot>>,
     /// Map size at which closed channels are swept next.
     sweep_at: AtomicUsize,
+    /// Engine id → a relayed conversation with its agent, for sandboxes whose
+    /// attach stream another replica owns (kept executions live in PID 1).
+    relays: Mutex<HashMap<String, ChannelSlot>>,
     /// Answers the dials of the sandboxes' egress proxies (none: refused).
     egress: std::sync::OnceLock<std::sync::Weak<dyn EgressDialer>>,
 }
@@ -95,6 +98,7 @@ impl DockerRuntime {
             published: Mutex::default(),
             channels: Mutex::default(),
             sweep_at: AtomicUsize::new(64),
+            relays: Mutex::default(),
             egress: std::sync::OnceLock::new(),
         }
     }
@@ -386,6 +390,11 @@ impl SandboxRuntime for DockerRuntime {
     ) -> Result<ExecOutcome, RuntimeError> {
         let id = self.resolve(id).await?;
         let wait = request.timeout + self.config.agent_grace;
+        // A kept execution must live in PID 1, where readers find it.
+        if request.keep.is_some() {
+            let relay = self.relay(&id).await?;
+            return Ok(relay.run(run_request(request), wait, &hooks).await?.into_outcome());
+        }
         Ok(fallback::exec(&self.docker, &id, run_request(request), wait, &hooks)
             .await?
             .into_outcome())
@@ -394,6 +403,18 @@ impl SandboxRuntime for DockerRuntime {
     async fn file(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
         let id = self.resolve(id).await?;
         self.channel(&id).await?.file(request, FILE_WAIT).await
+    }
+
+    async fn control(&self, id: &str, control: Control) -> Result<ControlReply, RuntimeError> {
+        let id = self.resolve(id).await?;
+        let channel = self.channel(&id).await?;
+        control_over(&channel, control).await
+    }
+
+    async fn control_via_engine(&self, id: &str, control: Control) -> Result<ControlReply, RuntimeError> {
+        let id = self.resolve(id).await?;
+        let relay = self.relay(&id).await?;
+        control_over(&relay, control).await
     }
 
     async fn file_via_engine(&self, id: &str, request: FileRequest) -> Result<FileReply, RuntimeError> {
@@ -476,6 +497,20 @@ impl SandboxRuntime for DockerRuntime {
     }
 }
 
+/// `control` over `channel`, within its wait.
+async fn control_over(channel: &Channel, control: Control) -> Result<ControlReply, RuntimeError> {
+    let wait = control.wait();
+    let stdin = matches!(control, Control::Stdin { .. });
+    match channel.control(control, wait).await {
+        // A command that does not read its stdin is not a wedged agent.
+        Err(RuntimeError::AgentUnresponsive) if stdin => Err(RuntimeError::Busy(format!(
+            "the command did not take its stdin within {} s",
+            wait.as_secs()
+        ))),
+        other => other,
+    }
+}
+
 fn run_request(request: ExecRequest) -> RunRequest {
     RunRequest {
         argv: request.argv,
@@ -484,6 +519,7 @@ fn run_request(request: ExecRequest) -> RunRequest {
         stdin: request.stdin,
         timeout_ms: request.timeout.as_millis().max(1) as u64,
         output_cap: request.output_cap,
+        keep: request.keep,
     }
 }
 

@@ -273,6 +273,15 @@ impl SessionStore for RedisStore {
         RedisStore::set_once(self, key, ttl).await
     }
 
+    async fn push_bounded(&self, key: &str, item: &str, max: usize, ttl: Duration) -> Result<(), StoreError> {
+        // Repeating it may list the item twice; readers drop duplicates.
+        again_if_dropped(|| RedisStore::push_bounded(self, key, item, max, ttl)).await
+    }
+
+    async fn list_items(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        again_if_dropped(|| RedisStore::list_items(self, key)).await
+    }
+
     async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
         again_if_dropped(|| RedisStore::delete_value(self, key)).await
     }

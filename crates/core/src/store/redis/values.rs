@@ -113,6 +113,41 @@ impl RedisStore {
         .await
     }
 
+    pub(super) async fn push_bounded(
+        &self,
+        key: &str,
+        item: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let (key, item, ttl) = (
+            format!("{}list:{key}", self.prefix),
+            item.to_string(),
+            ttl_ms(ttl).max(1),
+        );
+        self.call(|mut c| {
+            let (key, item) = (key.clone(), item.clone());
+            async move {
+                redis::pipe()
+                    .atomic()
+                    .rpush(&key, item)
+                    .ignore()
+                    .ltrim(&key, -(max as isize), -1)
+                    .ignore()
+                    .pexpire(&key, ttl)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            }
+        })
+        .await
+    }
+
+    pub(super) async fn list_items(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        let key = format!("{}list:{key}", self.prefix);
+        self.call(|mut c| async move { c.lrange(&key, 0, -1).await }).await
+    }
+
     pub(super) async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
         let key = format!("{}value:{key}", self.prefix);
         self.call(|mut c| async move { c.del::<_, ()>(&key).await }).await

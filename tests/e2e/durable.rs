@@ -1,0 +1,379 @@
+//! Durable executions: output kept in the sandbox by offset (read, followed
+//! live, resumed after a disconnect with no byte lost or repeated, expired
+//! explicitly), a stdin pipe, signals, environment, exit reasons, listing,
+//! and another principal seeing none of it.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::*;
+
+const ALLOWLIST: &str = "sh,cat,sleep,env,yes,head";
+
+/// 20 MiB of `yes` lines: what the big output tests stream.
+const BIG: usize = 20 << 20;
+const LINE: &[u8] = b"0123456789abcdef\n";
+
+fn expected_big() -> Vec<u8> {
+    LINE.iter().copied().cycle().take(BIG).collect()
+}
+
+fn api() -> BrigApi {
+    BrigApi::start(&[
+        ("SESSION_STORE", "memory"),
+        ("ALLOWED_COMMANDS", ALLOWLIST),
+        ("EXECUTION_BUFFER_BYTES", "24m"),
+        ("CONTAINER_MEM_LIMIT", "256m"),
+    ])
+}
+
+async fn start(api: &BrigApi, session: &str, body: Value) -> String {
+    let mut body = body;
+    body["session_id"] = json!(session);
+    let reply = call(api, Method::POST, "/executions", ALICE_KEY, Some(body)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    reply.body["execution_id"].as_str().unwrap().to_string()
+}
+
+/// Polls until the execution is no longer running.
+async fn finished(api: &BrigApi, id: &str) -> Value {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = call(api, Method::GET, &format!("/executions/{id}"), ALICE_KEY, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        if reply.body["status"] != "running" {
+            return reply.body;
+        }
+        assert!(Instant::now() < give_up, "still running: {:?}", reply.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// All of stdout from `offset` on, through `GET /output`, page by page.
+async fn read_all(api: &BrigApi, id: &str, offset: u64) -> (Vec<u8>, Value) {
+    let (mut out, mut at) = (Vec::new(), offset);
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let path = format!("/executions/{id}/output?stdout_offset={at}&stderr_offset=0");
+        let reply = call(api, Method::GET, &path, ALICE_KEY, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let text = reply.body["stdout"].as_str().unwrap();
+        out.extend_from_slice(text.as_bytes());
+        assert_eq!(reply.body["stdout_offset"], at + text.len() as u64);
+        at = reply.body["stdout_offset"].as_u64().unwrap();
+        if reply.body["complete"] == true {
+            return (out, reply.body["ending"].clone());
+        }
+        assert!(Instant::now() < give_up, "output never completed");
+        if text.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// An SSE connection to `/executions/{id}/events`.
+struct Follow {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl Follow {
+    async fn open(api: &BrigApi, id: &str, last_event_id: Option<&str>) -> Follow {
+        let mut request = reqwest::Client::new()
+            .get(api.url(&format!("/executions/{id}/events")))
+            .header("x-api-key", ALICE_KEY);
+        if let Some(last) = last_event_id {
+            request = request.header("last-event-id", last);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        Follow {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event: (name, id, data).
+    async fn next(&mut self) -> Option<(String, String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8(block).unwrap();
+                let (mut name, mut id, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        id = value.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                    }
+                }
+                if name.is_empty() {
+                    continue; // keep-alive comment
+                }
+                return Some((name, id, serde_json::from_str(&data).unwrap()));
+            }
+            let chunk = self.response.chunk().await.unwrap()?;
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_output_is_followed_resumed_after_a_disconnect_and_paged_with_no_byte_lost_or_repeated() {
+    let api = api();
+    let command = format!("sh -c 'yes 0123456789abcdef | head -c {BIG}'");
+    let id = start(&api, "big", json!({"command": command, "timeout": 120})).await;
+
+    // Follow until a few MiB arrived, then drop the connection mid-output.
+    let (mut seen, mut last_id) = (Vec::new(), String::new());
+    let mut follow = Follow::open(&api, &id, None).await;
+    while seen.len() < 5 << 20 {
+        let (name, event_id, data) = follow.next().await.expect("the stream ended early");
+        assert_eq!(name, "stdout", "{data}");
+        seen.extend_from_slice(data["data"].as_str().unwrap().as_bytes());
+        assert_eq!(
+            event_id,
+            format!("{}:0", seen.len()),
+            "an event's id is the offsets after it"
+        );
+        last_id = event_id;
+    }
+    drop(follow);
+    // The command went on without a reader.
+    let done = finished(&api, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        (done["reason"].as_str(), done["stdout_truncated"].as_bool()),
+        (Some("exited"), Some(true))
+    );
+
+    // Reconnect where the stream stopped: the rest, then the end.
+    let mut follow = Follow::open(&api, &id, Some(&last_id)).await;
+    let ending = loop {
+        let (name, _, data) = follow.next().await.expect("the stream ended without exit");
+        match name.as_str() {
+            "stdout" => seen.extend_from_slice(data["data"].as_str().unwrap().as_bytes()),
+            "exit" => break data,
+            other => panic!("unexpected {other} event: {data}"),
+        }
+    };
+    assert!(seen == expected_big(), "{} bytes, not the 20 MiB written", seen.len());
+    assert_eq!(ending["reason"], "exited");
+    assert_eq!(ending["exit_code"], 0);
+    assert_eq!(ending["stdout_bytes"], BIG as u64);
+
+    // Paged, from anywhere: the same bytes.
+    let (all, ending) = read_all(&api, &id, 0).await;
+    assert!(all == expected_big(), "paged bytes differ");
+    assert_eq!(ending["reason"], "exited");
+    let (tail, _) = read_all(&api, &id, 12345).await;
+    assert!(tail == expected_big()[12345..], "paged bytes differ");
+
+    // Past the 24 MiB buffer, bytes that left it are said to have, never
+    // silently skipped.
+    let more = start(
+        &api,
+        "big",
+        json!({"command": "sh -c 'yes | head -c 30000000'", "timeout": 120}),
+    )
+    .await;
+    finished(&api, &more).await;
+    let (tail, _) = read_all(&api, &more, 30_000_000 - (24 << 20)).await;
+    assert_eq!(tail.len(), 24 << 20);
+    let expired = call(
+        &api,
+        Method::GET,
+        &format!("/executions/{more}/output?stdout_offset=0"),
+        ALICE_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(expired.status, StatusCode::GONE, "{:?}", expired.body);
+    assert_eq!(expired.body["error"], "cursor_expired");
+    // So is a resumed stream's: a plain 410 before any event.
+    let resumed = reqwest::Client::new()
+        .get(api.url(&format!("/executions/{more}/events")))
+        .header("x-api-key", ALICE_KEY)
+        .header("last-event-id", "1:0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), StatusCode::GONE);
+    let body: Value = resumed.json().await.unwrap();
+    assert_eq!(body["error"], "cursor_expired");
+}
+
+async fn post_stdin(api: &BrigApi, id: &str, data: Vec<u8>, close: bool) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(api.url(&format!("/executions/{id}/stdin?close={close}")))
+        .header("x-api-key", ALICE_KEY)
+        .header("content-type", "application/octet-stream")
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_megabytes_go_through_cat_by_the_stdin_pipe() {
+    let api = api();
+    let id = start(&api, "pipe", json!({"command": "cat", "stdin": "pipe", "timeout": 120})).await;
+    let chunk: Vec<u8> = LINE.iter().copied().cycle().take(1 << 20).collect();
+    let (status, body) = post_stdin(&api, &id, vec![b'x'; (1 << 20) + 1], false).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("stdin_too_large"))
+    );
+    assert!(body["detail"].as_str().unwrap().contains("1048576"), "{body}");
+    for part in 0..10 {
+        let (status, body) = post_stdin(&api, &id, chunk.clone(), part == 9).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "chunk {part}: {body}");
+    }
+    let done = finished(&api, &id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["exit_code"].as_i64()),
+        (Some("completed"), Some(0))
+    );
+    let (out, ending) = read_all(&api, &id, 0).await;
+    assert!(out == chunk.repeat(10), "{} bytes came out of cat", out.len());
+    assert_eq!(ending["stdout_bytes"], 10 << 20);
+    // The process has ended: its stdin and signals are refused.
+    let (status, body) = post_stdin(&api, &id, b"late".to_vec(), false).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("execution_not_running"))
+    );
+    let signal = call(
+        &api,
+        Method::POST,
+        &format!("/executions/{id}/signal"),
+        ALICE_KEY,
+        Some(json!({"signal": "TERM"})),
+    )
+    .await;
+    assert_eq!(signal.status, StatusCode::CONFLICT, "{:?}", signal.body);
+    // An execution started without a pipe takes no stdin.
+    let plain = start(&api, "pipe", json!({"command": "sleep 5", "timeout": 10})).await;
+    let (status, body) = post_stdin(&api, &plain, b"x".to_vec(), false).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("execution_not_running"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_environment_reasons_and_listing_and_nothing_for_another_principal() {
+    let api = api();
+    // A signal ends the command's group; the result says how.
+    let sleeper = start(
+        &api,
+        "sig",
+        json!({"command": "sh -c 'sleep 30; echo never'", "timeout": 60}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let path = format!("/executions/{sleeper}/signal");
+    let bad = call(&api, Method::POST, &path, ALICE_KEY, Some(json!({"signal": "STOP"}))).await;
+    assert_eq!(
+        (bad.status, bad.body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_signal"))
+    );
+    let sent = call(&api, Method::POST, &path, ALICE_KEY, Some(json!({"signal": "INT"}))).await;
+    assert_eq!(sent.status, StatusCode::OK, "{:?}", sent.body);
+    let done = finished(&api, &sleeper).await;
+    assert_eq!(
+        (
+            done["reason"].as_str(),
+            done["signal"].as_i64(),
+            done["exit_code"].as_i64()
+        ),
+        (Some("signalled"), Some(2), Some(130)),
+        "{done}"
+    );
+    assert_eq!(done["stdout"], "");
+    let slow = start(&api, "sig", json!({"command": "sleep 30", "timeout": 1})).await;
+    assert_eq!(finished(&api, &slow).await["reason"], "timed_out");
+
+    // Environment: set for the command; brig's own and bad names refused, named.
+    let run = |env: Value| {
+        let api = &api;
+        async move {
+            let body = json!({"command": "env", "session_id": "sig", "env": env});
+            call(api, Method::POST, "/execute", ALICE_KEY, Some(body)).await
+        }
+    };
+    let set = run(json!({"GREETING": "hello there", "_X1": ""})).await;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    let stdout = set.body["stdout"].as_str().unwrap();
+    assert!(
+        stdout.contains("GREETING=hello there\n") && stdout.contains("_X1=\n"),
+        "{stdout}"
+    );
+    assert_eq!(set.body["reason"], "exited");
+    for (env, named) in [
+        (json!({"PATH": "/tmp"}), "PATH"),
+        (json!({"BRIG_CMD": "x"}), "BRIG_CMD"),
+        (json!({"HTTP_PROXY": "http://evil"}), "HTTP_PROXY"),
+        (json!({"1BAD": "x"}), "1BAD"),
+        (json!({"A=B": "x"}), "A=B"),
+        (json!({"NUL": "a\u{0}b"}), "NUL"),
+    ] {
+        let refused = run(env).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", refused.body);
+        assert_eq!(refused.body["error"], "invalid_env");
+        assert!(
+            refused.body["detail"].as_str().unwrap().contains(named),
+            "{:?}",
+            refused.body
+        );
+    }
+    let with_env = start(&api, "sig", json!({"command": "env", "env": {"FROM_EXECUTIONS": "1"}})).await;
+    assert!(finished(&api, &with_env).await["stdout"]
+        .as_str()
+        .unwrap()
+        .contains("FROM_EXECUTIONS=1\n"));
+
+    // The session's executions, oldest first.
+    let listed = call(&api, Method::GET, "/sessions/sig/executions", ALICE_KEY, None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    let ids: Vec<&str> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["execution_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [sleeper.as_str(), slow.as_str(), with_env.as_str()]);
+
+    // Another principal: every door is a 404.
+    for (method, path, body) in [
+        (Method::GET, format!("/executions/{sleeper}/output"), None),
+        (Method::GET, format!("/executions/{sleeper}/events"), None),
+        (
+            Method::POST,
+            format!("/executions/{sleeper}/signal"),
+            Some(json!({"signal": "KILL"})),
+        ),
+        (Method::GET, "/sessions/sig/executions".to_string(), None),
+    ] {
+        let reply = call(&api, method, &path, BOB_KEY, body).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {:?}", reply.body);
+    }
+    let response = reqwest::Client::new()
+        .post(api.url(&format!("/executions/{sleeper}/stdin")))
+        .header("x-api-key", BOB_KEY)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let unknown = call(&api, Method::GET, "/executions/0123/output", ALICE_KEY, None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
