@@ -8,6 +8,8 @@
  *                             detach and leave them behind; print how many
  *   brig-probe iouring        io_uring_setup with 4 entries
  *   brig-probe mq             open a new POSIX message queue
+ *   brig-probe relay          connect to the agent's relay socket and greet
+ *                             it, then try to bind its name
  * Prints "ok" on success or "denied: <errno text>", exits 0 either way. */
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +21,9 @@
 #include <sys/syscall.h>
 #include <mqueue.h>
 #include <netinet/in.h>
+#include <stddef.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -65,6 +70,31 @@ int main(int argc, char **argv) {
         if (rc >= 0) mq_unlink("/brig-probe");
         return report(rc);
     }
-    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N | sysvshm N | iouring | mq\n");
+    if (argc == 2 && strcmp(argv[1], "relay") == 0) {
+        const char *name = "brig-agent-relay";
+        struct sockaddr_un addr;
+        memset(&addr, 0, sizeof addr);
+        addr.sun_family = AF_UNIX;
+        memcpy(addr.sun_path + 1, name, strlen(name));
+        socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        printf("connect: ");
+        report(connect(fd, (struct sockaddr *)&addr, len));
+        /* A Hello frame: len 7, kind 1, request 0, version 1. */
+        unsigned char hello[] = {0, 0, 0, 7, 1, 0, 0, 0, 0, 0, 1};
+        send(fd, hello, sizeof hello, MSG_NOSIGNAL);
+        struct timeval tv = {3, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char buf[64];
+        ssize_t n = read(fd, buf, sizeof buf);
+        /* Closed or reset: unheard. A timeout would mean the agent kept it. */
+        if (n > 0) printf("read: answered\n");
+        else if (n == 0 || errno == ECONNRESET) printf("read: dropped\n");
+        else printf("read: %s\n", strerror(errno));
+        int squat = socket(AF_UNIX, SOCK_STREAM, 0);
+        printf("bind: ");
+        return report(bind(squat, (struct sockaddr *)&addr, len));
+    }
+    fprintf(stderr, "usage: brig-probe ptrace PID | rawsock | euid | openfiles N | sysvshm N | iouring | mq | relay\n");
     return 2;
 }

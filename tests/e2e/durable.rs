@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::*;
 
-const ALLOWLIST: &str = "sh,cat,sleep,env,yes,head";
+const ALLOWLIST: &str = "sh,cat,sleep,env,yes,head,ps";
 
 /// 20 MiB of `yes` lines: what the big output tests stream.
 const BIG: usize = 20 << 20;
@@ -376,4 +376,92 @@ async fn signals_environment_reasons_and_listing_and_nothing_for_another_princip
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let unknown = call(&api, Method::GET, "/executions/0123/output", ALICE_KEY, None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_resumes_the_stream_and_a_killed_api_leaves_its_output_and_no_process() {
+    let redis = RedisServer::start();
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("ALLOWED_COMMANDS", ALLOWLIST.to_string()),
+        ("EXECUTION_BUFFER_BYTES", "24m".to_string()),
+        ("CONTAINER_MEM_LIMIT", "256m".to_string()),
+    ];
+    let mut first = BrigApi::start(&env_refs(&env));
+    let second = BrigApi::start_in(&first.instance, &env_refs(&env));
+
+    // Started and followed on the first replica (which owns the sandbox's
+    // channel), resumed on the second (which relays to the same agent).
+    let command = format!("sh -c 'yes 0123456789abcdef | head -c {BIG}'");
+    let id = start(&first, "shared", json!({"command": command, "timeout": 120})).await;
+    let (mut seen, mut last_id) = (Vec::new(), String::new());
+    let mut follow = Follow::open(&first, &id, None).await;
+    while seen.len() < 3 << 20 {
+        let (name, event_id, data) = follow.next().await.expect("the stream ended early");
+        assert_eq!(name, "stdout", "{data}");
+        seen.extend_from_slice(data["data"].as_str().unwrap().as_bytes());
+        last_id = event_id;
+    }
+    drop(follow);
+    let mut follow = Follow::open(&second, &id, Some(&last_id)).await;
+    loop {
+        let (name, _, data) = follow.next().await.expect("the stream ended without exit");
+        match name.as_str() {
+            "stdout" => seen.extend_from_slice(data["data"].as_str().unwrap().as_bytes()),
+            "exit" => break,
+            other => panic!("unexpected {other} event: {data}"),
+        }
+    }
+    assert!(seen == expected_big(), "{} bytes, not the 20 MiB written", seen.len());
+
+    // Started by the second replica (relayed), read by the first.
+    let relayed = start(
+        &second,
+        "shared",
+        json!({"command": "sh -c 'echo relayed; echo err >&2'"}),
+    )
+    .await;
+    finished(&first, &relayed).await;
+    let (out, ending) = read_all(&first, &relayed, 0).await;
+    assert_eq!(
+        (out.as_slice(), ending["reason"].as_str()),
+        (&b"relayed\n"[..], Some("exited"))
+    );
+
+    // The replica running an execution dies: its tree dies with it, and what
+    // it wrote until then stays readable from the other.
+    let cut = start(
+        &first,
+        "shared",
+        json!({"command": "sh -c 'echo before; sleep 200 & sleep 200'", "timeout": 300}),
+    )
+    .await;
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while sleepers(&second, "shared").await < 2 {
+        assert!(Instant::now() < give_up, "the execution never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.service.kill();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let ending = loop {
+        let path = format!("/executions/{cut}/output");
+        let reply = call(&second, Method::GET, &path, ALICE_KEY, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.body["stdout"], "before\n");
+        if reply.body["complete"] == true {
+            break reply.body["ending"].clone();
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the execution outlived its API: {:?}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ending["reason"], "cancelled", "{ending}");
+    assert_eq!(
+        sleepers(&second, "shared").await,
+        0,
+        "a process outlived the API that ran it"
+    );
 }

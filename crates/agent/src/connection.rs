@@ -57,6 +57,10 @@ impl Connection {
         self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    pub fn has_runs(&self) -> bool {
+        !self.runs().is_empty()
+    }
+
     /// The client went away: kill what it started.
     pub fn ended(&self, agent: &Agent) {
         for own in self.runs().values() {
@@ -121,6 +125,8 @@ pub fn handle(frame: Result<Frame, DecodeError>, agent: &Agent, connection: &Con
         }) => tunnel(FromApi::Unsupported { id }),
         // Never answer an error with an error.
         Ok(Frame::Error { .. }) => {}
+        // Heard: that is all a ping is for.
+        Ok(Frame::Ping) => {}
         Ok(Frame::Run { id, request }) => {
             if connection.runs().contains_key(&id) {
                 return error(id, ErrorCode::DuplicateRequest, "request id already running".into());

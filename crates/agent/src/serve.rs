@@ -11,9 +11,9 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use brig_protocol::{ErrorCode, Frame, FrameDecoder, Stream, RELAY_SOCKET, RELAY_UID};
+use brig_protocol::{ErrorCode, Frame, FrameDecoder, Stream, CLIENT_SILENCE_MS, RELAY_SOCKET, RELAY_UID};
 
 use crate::connection::{handle, Agent, Connection};
 use crate::egress::Egress;
@@ -108,7 +108,11 @@ pub fn serve() -> io::Result<()> {
     let egress = Egress::start(Arc::clone(&writer))
         .map_err(|err| eprintln!("brig-agent: egress proxy not started: {err}"))
         .ok();
-    let attached_stream = Connection::new(writer, egress);
+    let attached_stream = Arc::new(Connection::new(writer, egress));
+    // The engine keeps the stream open for a client that died: its pings
+    // stopping is how the agent learns it is gone.
+    let heard = Arc::new(Mutex::new(Instant::now()));
+    watch_silence(Arc::clone(&agent), Arc::clone(&attached_stream), Arc::clone(&heard))?;
     // Without it, only the attach stream's owner can reach kept executions.
     if let Err(err) = serve_relays(Arc::clone(&agent)) {
         eprintln!("brig-agent: relay socket not served: {err}");
@@ -131,6 +135,7 @@ pub fn serve() -> io::Result<()> {
             }
             Ok(n) => {
                 attached = true;
+                *heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
                 n
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -141,6 +146,20 @@ pub fn serve() -> io::Result<()> {
             handle(frame, &agent, &attached_stream);
         }
     }
+}
+
+/// Kills what the attach stream's client started once it has been silent
+/// for [`CLIENT_SILENCE_MS`] (it pings every [`PING_INTERVAL_MS`](brig_protocol::PING_INTERVAL_MS)).
+fn watch_silence(agent: Arc<Agent>, connection: Arc<Connection>, heard: Arc<Mutex<Instant>>) -> io::Result<()> {
+    let silence = Duration::from_millis(CLIENT_SILENCE_MS);
+    std::thread::Builder::new().name("silence".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let quiet = heard.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        if quiet > silence && connection.has_runs() {
+            connection.ended(&agent);
+        }
+    })?;
+    Ok(())
 }
 
 /// Accepts relayed connections from [`RELAY_UID`] only, each served on a

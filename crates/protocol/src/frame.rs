@@ -65,6 +65,10 @@ pub enum Frame {
     Signal { id: u32, key: String, signal: i32 },
     /// Agent → client: a request that returns nothing is done.
     Ack { id: u32 },
+    /// Client → agent, every [`PING_INTERVAL_MS`](crate::PING_INTERVAL_MS)
+    /// on the attach stream: the client is still there (the engine never
+    /// ends the stream for a client that died). Not answered.
+    Ping,
 }
 
 /// A command whose output the agent keeps, by absolute offset, for readers
@@ -159,7 +163,7 @@ impl Frame {
     /// The request id the frame carries.
     pub fn id(&self) -> u32 {
         match self {
-            Frame::Hello { .. } | Frame::HelloOk { .. } => 0,
+            Frame::Hello { .. } | Frame::HelloOk { .. } | Frame::Ping => 0,
             Frame::Run { id, .. }
             | Frame::Cancel { id }
             | Frame::Output { id, .. }

@@ -84,6 +84,13 @@ pub const RELAY_UID: u32 = 65533;
 /// PID 1 takes relayed conversations.
 pub const RELAY_SOCKET: &str = "brig-agent-relay";
 
+/// How often a client pings the agent on the attach stream.
+pub const PING_INTERVAL_MS: u64 = 2_000;
+
+/// Silence on the attach stream after which the agent takes its client for
+/// gone and kills what it started.
+pub const CLIENT_SILENCE_MS: u64 = 15_000;
+
 /// Longest key of a kept execution.
 pub const MAX_KEY_LEN: usize = 64;
 

@@ -39,6 +39,7 @@ const KIND_STDIN: u8 = 0x07;
 const KIND_SIGNAL: u8 = 0x08;
 const KIND_READ_DONE: u8 = 0x86;
 const KIND_ACK: u8 = 0x87;
+const KIND_PING: u8 = 0x09;
 
 const TERM_EXITED: u8 = 0;
 const TERM_SIGNALED: u8 = 1;
@@ -209,7 +210,7 @@ impl Frame {
             },
             Frame::Data { data, .. } => w.bytes(data),
             Frame::Credit { bytes, .. } => w.u32(*bytes),
-            Frame::Shut { .. } | Frame::Close { .. } | Frame::Ack { .. } => {}
+            Frame::Shut { .. } | Frame::Close { .. } | Frame::Ack { .. } | Frame::Ping => {}
             Frame::Read { request, .. } => {
                 w.str(&request.key);
                 w.u64(request.stdout_offset);
@@ -276,6 +277,7 @@ impl Frame {
             Frame::Stdin { .. } => KIND_STDIN,
             Frame::Signal { .. } => KIND_SIGNAL,
             Frame::Ack { .. } => KIND_ACK,
+            Frame::Ping => KIND_PING,
         }
     }
 }
@@ -476,6 +478,7 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
         KIND_SHUT => Frame::Shut { id },
         KIND_CLOSE => Frame::Close { id },
         KIND_ACK => Frame::Ack { id },
+        KIND_PING => Frame::Ping,
         KIND_READ => {
             let request = ReadRequest {
                 key: r.key()?,
@@ -799,6 +802,7 @@ mod tests {
                 signal: 2,
             },
             Frame::Ack { id: 11 },
+            Frame::Ping,
         ]
     }
 

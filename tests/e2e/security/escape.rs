@@ -141,6 +141,20 @@ async fn the_agent_cannot_be_read_traced_or_signalled() {
     still_fine(&api, "pid1").await;
 }
 
+/// PID 1 takes relayed conversations (another replica's, through an engine
+/// exec as the relay uid) on an abstract socket any sandbox process can
+/// reach: it must hear none of them, nor let them take the name first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_relay_socket_hears_no_sandbox_process() {
+    let api = hostile_api();
+    let probe = attack(&api, "relay", "brig-probe relay", 10).await;
+    assert_eq!(
+        probe["stdout"], "connect: ok\nread: dropped\nbind: denied: Address already in use\n",
+        "{probe}"
+    );
+    still_fine(&api, "relay").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_residue_survives_into_another_or_a_recreated_session() {
     let api = hostile_api();

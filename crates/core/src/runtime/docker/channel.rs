@@ -17,7 +17,7 @@ use bollard::query_parameters::AttachContainerOptionsBuilder;
 use bollard::Docker;
 use brig_protocol::{
     DecodeError, ErrorCode, FileReply, FileRequest, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination,
-    MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES, PROTOCOL_VERSION,
+    MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES, PING_INTERVAL_MS, PROTOCOL_VERSION,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -145,7 +145,7 @@ pub(crate) struct Channel {
     frames: mpsc::Sender<Vec<u8>>,
     shared: Arc<Shared>,
     next_id: AtomicU32,
-    tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 3],
 }
 
 impl Drop for Channel {
@@ -246,11 +246,23 @@ impl Channel {
             }
         });
 
+        // The agent takes a silent client for gone, and kills what it started.
+        let pings = frames.clone();
+        let pinger = tokio::spawn(async move {
+            let ping = Frame::Ping.encode();
+            let mut every = tokio::time::interval(Duration::from_millis(PING_INTERVAL_MS));
+            loop {
+                every.tick().await;
+                if pings.send(ping.clone()).await.is_err() {
+                    return;
+                }
+            }
+        });
         let channel = Arc::new(Channel {
             frames,
             shared,
             next_id: AtomicU32::new(random_start_id()),
-            tasks: [writer, reader],
+            tasks: [writer, reader, pinger],
         });
         channel.hello().await?;
         Ok(channel)
@@ -497,7 +509,8 @@ fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared, control: &mpsc::Sen
             | Frame::Dial { .. }
             | Frame::Read { .. }
             | Frame::Stdin { .. }
-            | Frame::Signal { .. }) => {
+            | Frame::Signal { .. }
+            | Frame::Ping) => {
                 return Err(format!("agent sent a client-side frame (request {})", other.id()));
             }
         }
