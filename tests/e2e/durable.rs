@@ -334,6 +334,25 @@ async fn signals_environment_reasons_and_listing_and_nothing_for_another_princip
             refused.body
         );
     }
+    // A session's environment: every command's, under the command's own.
+    let body = json!({"session_id": "envs", "env": {"TEAM": "blue", "X": "session"}});
+    let created = call(&api, Method::POST, "/sessions", ALICE_KEY, Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let body = json!({"command": "env", "session_id": "envs", "env": {"X": "command"}});
+    let both = call(&api, Method::POST, "/execute", ALICE_KEY, Some(body)).await;
+    let stdout = both.body["stdout"].as_str().unwrap();
+    assert!(
+        stdout.contains("TEAM=blue\n") && stdout.contains("X=command\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("X=session"), "{stdout}");
+    let body = json!({"session_id": "bad-env", "env": {"HOME": "/"}});
+    let refused = call(&api, Method::POST, "/sessions", ALICE_KEY, Some(body)).await;
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_env"))
+    );
+
     let with_env = start(&api, "sig", json!({"command": "env", "env": {"FROM_EXECUTIONS": "1"}})).await;
     assert!(finished(&api, &with_env).await["stdout"]
         .as_str()

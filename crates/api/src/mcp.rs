@@ -69,6 +69,8 @@ pub struct NewSessionArgs {
     /// proxy (`pypi.org`, `*.pythonhosted.org`, `api.example.com:443`, a CIDR),
     /// within EGRESS_ALLOWED; none by default.
     pub allow_hosts: Option<Vec<String>>,
+    /// Environment variables every command of the session gets.
+    pub env: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl From<NewSessionArgs> for CreateSessionBody {
@@ -82,6 +84,7 @@ impl From<NewSessionArgs> for CreateSessionBody {
             network: args.allow_hosts.map(|allow| crate::views::NetworkBody { allow }),
             from_snapshot: None,
             ttl_seconds: None,
+            env: args.env,
         }
     }
 }

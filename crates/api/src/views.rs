@@ -179,6 +179,9 @@ pub struct CreateSessionBody {
     /// `SESSION_TTL_SECONDS`, at most `MAX_SESSION_TTL_SECONDS`).
     #[schema(minimum = 1)]
     pub ttl_seconds: Option<u64>,
+    /// Environment variables every command of the session gets (a command's
+    /// own `env` wins), checked like a command's.
+    pub env: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `POST /sessions/{id}/renew`'s optional body.

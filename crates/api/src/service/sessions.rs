@@ -68,6 +68,7 @@ pub async fn open_session(
         body.cpu_limit,
     )?;
     options.egress = checked_allow_list(egress, grant.as_ref(), &body.network.unwrap_or_default().allow)?;
+    options.env = super::execute::checked_env(body.env.unwrap_or_default())?;
     let ttl = checked_ttl(body.ttl_seconds, max_ttl)?;
     let owner = principal.owner();
     if let Some(snapshot) = &body.from_snapshot {

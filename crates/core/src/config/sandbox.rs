@@ -251,6 +251,7 @@ impl SandboxConfig {
             memory_bytes,
             nano_cpus,
             egress: Vec::new(),
+            env: Vec::new(),
         })
     }
 }

@@ -52,6 +52,11 @@ pub struct SandboxOptions {
     /// container: the dialer reads it from the record.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// Environment variables every command of the session gets (a
+    /// command's own `env` wins over them); already checked. Shapes no
+    /// container either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 impl SandboxOptions {
@@ -61,10 +66,12 @@ impl SandboxOptions {
     }
 
     /// Whether a warm-pool spare (created with the default image and
-    /// limits) fits: the allow-list is no property of the container.
+    /// limits) fits: the allow-list and the environment are no property of
+    /// the container.
     pub fn fits_spare(&self) -> bool {
         SandboxOptions {
             egress: Vec::new(),
+            env: Vec::new(),
             ..self.clone()
         }
         .is_default()

@@ -487,6 +487,13 @@ impl Sessions {
         };
         let mut container = ready_container(&record)?;
         let mut request = request;
+        // The session's environment, under the command's own.
+        let mut env: Vec<(String, String)> = (record.options.env.iter())
+            .filter(|(name, _)| !request.env.iter().any(|(own, _)| own == name))
+            .cloned()
+            .collect();
+        env.append(&mut request.env);
+        request.env = env;
         if self.has_egress(&record) {
             request.env.extend(egress::proxy_env());
         }
