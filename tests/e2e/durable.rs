@@ -484,3 +484,136 @@ async fn another_replica_resumes_the_stream_and_a_killed_api_leaves_its_output_a
         "a process outlived the API that ran it"
     );
 }
+
+/// A WebSocket attached to an execution: bytes in, bytes and the last word out.
+struct Attached {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    seen: String,
+}
+
+impl Attached {
+    async fn open(api: &BrigApi, id: &str) -> Attached {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = api.url(&format!("/executions/{id}/attach")).replacen("http", "ws", 1);
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("x-api-key", ALICE_KEY.parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("attach");
+        Attached {
+            socket,
+            seen: String::new(),
+        }
+    }
+
+    async fn send(&mut self, message: tokio_tungstenite::tungstenite::Message) {
+        use futures_util::SinkExt;
+        self.socket.send(message).await.unwrap();
+    }
+
+    async fn type_in(&mut self, keys: &str) {
+        self.send(tokio_tungstenite::tungstenite::Message::Binary(
+            keys.as_bytes().to_vec().into(),
+        ))
+        .await;
+    }
+
+    /// Reads output until `wanted` shows up; the text message that ends the
+    /// attachment, if it came instead.
+    async fn until(&mut self, wanted: &str) -> Option<Value> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while !self.seen.contains(wanted) {
+            let left = give_up.saturating_duration_since(Instant::now());
+            let message = tokio::time::timeout(left, self.socket.next())
+                .await
+                .unwrap_or_else(|_| panic!("{wanted:?} never came: {:?}", self.seen));
+            match message {
+                Some(Ok(Message::Binary(bytes))) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
+                Some(Ok(_)) => {}
+                other => panic!(
+                    "the attachment ended before {wanted:?}: {other:?} after {:?}",
+                    self.seen
+                ),
+            }
+        }
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_over_a_websocket_survives_ctrl_c_resizes_and_ends() {
+    let api = api();
+    let body = json!({"command": "sh -i", "tty": {"rows": 24, "cols": 80}, "timeout": 120});
+    let id = start(&api, "term", body).await;
+    let mut term = Attached::open(&api, &id).await;
+    term.type_in("stty size\n").await;
+    assert!(term.until("24 80").await.is_none());
+    // Ctrl-C ends the foreground sleep; the shell lives on.
+    term.type_in("sleep 100\n").await;
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while sleepers(&api, "term").await == 0 {
+        assert!(Instant::now() < give_up, "the sleep never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    term.type_in("\u{3}").await;
+    term.type_in("echo alive-$((40+2))\n").await;
+    assert!(term.until("alive-42").await.is_none());
+    assert_eq!(sleepers(&api, "term").await, 0, "the sleep survived Ctrl-C");
+    // A resize reaches the terminal.
+    term.send(tokio_tungstenite::tungstenite::Message::Text(
+        json!({"resize": {"rows": 40, "cols": 100}}).to_string().into(),
+    ))
+    .await;
+    term.type_in("stty size\n").await;
+    assert!(term.until("40 100").await.is_none());
+    // The shell's end is the attachment's last word.
+    term.type_in("exit 3\n").await;
+    let last = term.until("never printed").await.expect("no last message");
+    assert_eq!(
+        (last["exit"]["reason"].as_str(), last["exit"]["exit_code"].as_i64()),
+        (Some("exited"), Some(3)),
+        "{last}"
+    );
+    let done = finished(&api, &id).await;
+    assert_eq!(done["exit_code"], 3, "{done}");
+
+    // Attaching: to an ended execution 409, without the upgrade 426, as another principal 404.
+    let again = call(&api, Method::GET, &format!("/executions/{id}/attach"), ALICE_KEY, None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+    let running = start(&api, "term", json!({"command": "cat", "stdin": "pipe", "timeout": 30})).await;
+    let plain = call(
+        &api,
+        Method::GET,
+        &format!("/executions/{running}/attach"),
+        ALICE_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (plain.status, plain.body["error"].as_str()),
+        (StatusCode::UPGRADE_REQUIRED, Some("upgrade_required"))
+    );
+    let foreign = call(
+        &api,
+        Method::GET,
+        &format!("/executions/{running}/attach"),
+        BOB_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    // A piped command attaches too: what is typed comes back through cat.
+    let mut piped = Attached::open(&api, &running).await;
+    piped.type_in("through cat\n").await;
+    assert!(piped.until("through cat\n").await.is_none());
+    let tty_on_execute = call(
+        &api,
+        Method::POST,
+        "/execute",
+        ALICE_KEY,
+        Some(json!({"command": "sh", "session_id": "term", "tty": {"rows": 1, "cols": 1}})),
+    )
+    .await;
+    assert_eq!(tty_on_execute.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -139,7 +139,10 @@ pub fn handle(frame: Result<Frame, DecodeError>, agent: &Agent, connection: &Con
                 Err((code, message)) => return error(id, code, message),
             };
             match supervisor.spawn(own, request) {
-                Ok(running) => {
+                Ok(mut running) => {
+                    if let Some(exec) = &exec {
+                        exec.set_pty(running.pty.take());
+                    }
                     connection.runs().insert(id, own);
                     let (done_writer, runs) = (Arc::clone(writer), Arc::clone(&connection.runs));
                     let on_done = Box::new(move |result| {
@@ -203,6 +206,15 @@ pub fn handle(frame: Result<Frame, DecodeError>, agent: &Agent, connection: &Con
             }
             Ok(exec) if !exec.is_finished() && supervisor.signal(exec.id, signal) => writer.send(&Frame::Ack { id }),
             Ok(_) => error(id, ErrorCode::NotRunning, "the execution has ended".into()),
+            Err((code, message)) => error(id, code, message),
+        },
+        Ok(Frame::Resize { id, key, size }) => match kept.get(&key).and_then(|exec| {
+            if exec.is_finished() {
+                return Err((ErrorCode::NotRunning, "the execution has ended".into()));
+            }
+            exec.resize(size)
+        }) {
+            Ok(()) => writer.send(&Frame::Ack { id }),
             Err((code, message)) => error(id, code, message),
         },
         Ok(Frame::Cancel { id }) => {

@@ -15,7 +15,9 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use brig_protocol::{ErrorCode, Keep, ReadReply, ReadRequest, RunResult, Stream};
+use std::os::fd::OwnedFd;
+
+use brig_protocol::{ErrorCode, Keep, ReadReply, ReadRequest, RunResult, Stream, TtySize};
 
 /// Ring bytes all kept executions of a sandbox may reserve together.
 pub const BUDGET: u64 = 256 << 20;
@@ -126,6 +128,8 @@ pub struct Exec {
     /// The ring bytes it reserved of the [`BUDGET`].
     reserved: u64,
     state: Mutex<State>,
+    /// Its terminal's master, if it runs under one (set once spawned).
+    pty: Mutex<Option<OwnedFd>>,
 }
 
 impl Exec {
@@ -135,6 +139,19 @@ impl Exec {
 
     pub fn is_finished(&self) -> bool {
         self.lock().finished.is_some()
+    }
+
+    pub fn set_pty(&self, master: Option<OwnedFd>) {
+        *self.pty.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = master;
+    }
+
+    /// Gives its terminal a new size.
+    pub fn resize(&self, size: TtySize) -> Result<(), Failure> {
+        let pty = self.pty.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(master) = pty.as_ref() else {
+            return Err(failure(ErrorCode::InvalidRequest, "the execution has no terminal"));
+        };
+        crate::sys::set_tty_size(master, size).map_err(|err| (ErrorCode::NotRunning, err.to_string()))
     }
 
     /// Output of the command (all of it, before any cap): kept, and handed to
@@ -266,6 +283,7 @@ impl Exec {
     }
 
     fn finish(&self, result: RunResult) {
+        self.set_pty(None);
         let mut state = self.lock();
         state.finished = Some(result);
         let all = take_waiters(&mut state, |_| true);
@@ -397,6 +415,7 @@ impl Kept {
                 },
                 waiters: Vec::new(),
             }),
+            pty: Mutex::new(None),
         });
         registry.reserved += need;
         registry.by_key.insert(keep.key.clone(), Arc::clone(&exec));
@@ -463,6 +482,7 @@ mod tests {
             key: key.into(),
             buffer_bytes,
             stdin_pipe: true,
+            tty: None,
         }
     }
 

@@ -28,7 +28,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use brig_protocol::TtySize;
+
 use crate::supervisor::COMMAND_PATH;
+use crate::sys;
 
 /// What to start.
 pub struct Spec<'a> {
@@ -38,14 +41,19 @@ pub struct Spec<'a> {
     pub cwd: &'a str,
     /// A pipe for stdin (else `/dev/null`).
     pub stdin: bool,
+    /// Run under a new pseudo-terminal of this size instead of pipes.
+    pub tty: Option<TtySize>,
 }
 
-/// A started command: its pid and the agent's ends of its pipes.
+/// A started command: its pid and the agent's ends of its pipes (under a
+/// terminal: the master, to read and to write, and no stderr).
 pub struct Spawned {
     pub pid: i32,
     pub stdin: Option<File>,
     pub stdout: File,
-    pub stderr: File,
+    pub stderr: Option<File>,
+    /// The terminal's master, for resizing.
+    pub pty: Option<OwnedFd>,
 }
 
 pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
@@ -62,6 +70,9 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
         .map(|(name, value)| c_string(format!("{name}={value}").as_bytes()))
         .collect::<io::Result<Vec<_>>>()?;
     let cwd = c_string(spec.cwd.as_bytes())?;
+    if let Some(size) = spec.tty {
+        return spawn_in_tty(&program, argv, &envp, &cwd, size);
+    }
 
     let (stdout, child_stdout) = pipe()?;
     let (stderr, child_stderr) = pipe()?;
@@ -81,9 +92,57 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
     actions.dup2(child_stdout.as_raw_fd(), 1)?;
     actions.dup2(child_stderr.as_raw_fd(), 2)?;
     actions.chdir(&cwd)?;
-    let attributes = Attributes::new()?;
+    let pid = start(&program, argv, &envp, &actions, &Attributes::new(false)?)?;
+    // The child's ends close here, in the agent.
+    drop((child_stdin, child_stdout, child_stderr));
+    Ok(Spawned {
+        pid,
+        stdin: stdin.map(File::from),
+        stdout: File::from(stdout),
+        stderr: Some(File::from(stderr)),
+        pty: None,
+    })
+}
 
-    let envp_ptrs = null_terminated(&envp);
+/// Starts the command as the leader of a new session whose controlling
+/// terminal is a new pseudo-terminal's slave (opened by the child after
+/// `setsid`, so it becomes its controlling terminal), as its stdin, stdout
+/// and stderr.
+fn spawn_in_tty(
+    program: &CString,
+    argv: Vec<CString>,
+    envp: &[CString],
+    cwd: &CString,
+    size: TtySize,
+) -> io::Result<Spawned> {
+    let (master, slave) = sys::open_pty(size)?;
+    let slave = c_string(slave.as_bytes())?;
+    let mut actions = FileActions::new()?;
+    actions.open(0, &slave, libc::O_RDWR)?;
+    actions.dup2(0, 1)?;
+    actions.dup2(0, 2)?;
+    actions.chdir(cwd)?;
+    let pid = start(program, argv, envp, &actions, &Attributes::new(true)?)?;
+    let duplicate = |fd: &OwnedFd| fd.try_clone();
+    Ok(Spawned {
+        pid,
+        stdin: Some(File::from(duplicate(&master)?)),
+        stdout: File::from(duplicate(&master)?),
+        stderr: None,
+        pty: Some(master),
+    })
+}
+
+/// `posix_spawn` of `program`; a file the kernel cannot execute (a script
+/// without `#!`) is run with `/bin/sh`, as execvp does.
+fn start(
+    program: &CString,
+    argv: Vec<CString>,
+    envp: &[CString],
+    actions: &FileActions,
+    attributes: &Attributes,
+) -> io::Result<i32> {
+    let envp_ptrs = null_terminated(envp);
     let start = |program: &CString, argv: &[CString]| {
         let argv_ptrs = null_terminated(argv);
         let mut pid: libc::pid_t = 0;
@@ -105,27 +164,17 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
             Err(io::Error::from_raw_os_error(failed))
         }
     };
-    let pid = match start(&program, &argv) {
-        // A file the kernel cannot execute (a script without `#!`): execvp,
-        // which the fork path used, runs it with /bin/sh; so do we.
+    match start(program, &argv) {
         Err(err) if err.raw_os_error() == Some(libc::ENOEXEC) => {
             let shell = c_string(b"/bin/sh")?;
             let argv: Vec<CString> = [shell.clone(), program.clone()]
                 .into_iter()
                 .chain(argv.into_iter().skip(1))
                 .collect();
-            start(&shell, &argv)?
+            start(&shell, &argv)
         }
-        started => started?,
-    };
-    // The child's ends close here, in the agent.
-    drop((child_stdin, child_stdout, child_stderr));
-    Ok(Spawned {
-        pid,
-        stdin: stdin.map(File::from),
-        stdout: File::from(stdout),
-        stderr: File::from(stderr),
-    })
+        started => started,
+    }
 }
 
 /// `program` itself if it names a path, else the first executable regular
@@ -213,6 +262,11 @@ impl FileActions {
         check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, fd, target) })
     }
 
+    fn open(&mut self, target: i32, path: &CString, flags: i32) -> io::Result<()> {
+        // SAFETY: initialised in `new`; glibc copies the path.
+        check(unsafe { libc::posix_spawn_file_actions_addopen(&mut self.0, target, path.as_ptr(), flags, 0) })
+    }
+
     fn chdir(&mut self, dir: &CString) -> io::Result<()> {
         // SAFETY: initialised in `new`; glibc copies the path.
         check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut self.0, dir.as_ptr()) })
@@ -226,7 +280,8 @@ impl Drop for FileActions {
     }
 }
 
-/// A process group of its own (`setpgid(0, 0)`), every catchable signal back
+/// A process group of its own (`setpgid(0, 0)`; under a terminal a session
+/// of its own, `setsid`, which makes a group too), every catchable signal back
 /// to its default disposition (the agent ignores SIGPIPE), an empty mask.
 /// glibc's two internal signals (32 and 33, below `SIGRTMIN`, which no
 /// program may use) are the exception: its posix_spawn leaves them ignored,
@@ -234,7 +289,7 @@ impl Drop for FileActions {
 struct Attributes(libc::posix_spawnattr_t);
 
 impl Attributes {
-    fn new() -> io::Result<Self> {
+    fn new(session: bool) -> io::Result<Self> {
         // SAFETY: zeroed storage, initialised by the call before any other use;
         // the signal sets are initialised by sigfillset/sigemptyset.
         unsafe {
@@ -247,11 +302,13 @@ impl Attributes {
             check(libc::posix_spawnattr_setsigdefault(&mut attributes.0, &all))?;
             check(libc::posix_spawnattr_setsigmask(&mut attributes.0, &none))?;
             check(libc::posix_spawnattr_setpgroup(&mut attributes.0, 0))?;
-            let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK;
-            check(libc::posix_spawnattr_setflags(
-                &mut attributes.0,
-                flags as libc::c_short,
-            ))?;
+            let group = if session {
+                libc::POSIX_SPAWN_SETSID
+            } else {
+                libc::POSIX_SPAWN_SETPGROUP as libc::c_short
+            };
+            let flags = group | (libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK) as libc::c_short;
+            check(libc::posix_spawnattr_setflags(&mut attributes.0, flags))?;
             Ok(attributes)
         }
     }

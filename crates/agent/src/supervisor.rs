@@ -117,6 +117,8 @@ pub struct Running {
     pub(crate) output_cap: u64,
     /// The sandbox's OOM kill count when the command started.
     oom_kills: Option<u64>,
+    /// Its terminal's master, if it runs under one.
+    pub(crate) pty: Option<OwnedFd>,
 }
 
 impl Running {
@@ -179,6 +181,7 @@ impl Supervisor {
             env,
             cwd: &request.cwd,
             stdin: !request.stdin.is_empty() || request.keep.as_ref().is_some_and(|keep| keep.stdin_pipe),
+            tty: request.keep.as_ref().and_then(|keep| keep.tty),
         };
         let wake = sys::eventfd().map_err(|err| StartError::new(ErrorCode::Busy, err.to_string()))?;
 
@@ -224,7 +227,8 @@ impl Supervisor {
             stdin: child.stdin,
             stdin_bytes: request.stdin,
             stdout: Some(child.stdout),
-            stderr: Some(child.stderr),
+            stderr: child.stderr,
+            pty: child.pty,
             output_cap: request.output_cap,
             oom_kills,
         })

@@ -161,6 +161,39 @@ pub fn peer_uid(fd: &impl AsRawFd) -> io::Result<u32> {
     Ok(cred.uid)
 }
 
+/// A new pseudo-terminal of `size`: its master (close-on-exec) and the
+/// path of its slave.
+pub fn open_pty(size: brig_protocol::TtySize) -> io::Result<(OwnedFd, String)> {
+    // SAFETY: plain calls on the descriptor this function opens and owns.
+    unsafe {
+        let master = check(libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC))?;
+        let master = OwnedFd::from_raw_fd(master);
+        check(libc::grantpt(master.as_raw_fd()))?;
+        check(libc::unlockpt(master.as_raw_fd()))?;
+        let mut name = [0 as libc::c_char; 64];
+        let failed = libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len());
+        if failed != 0 {
+            return Err(io::Error::from_raw_os_error(failed));
+        }
+        let slave = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
+        set_tty_size(&master, size)?;
+        Ok((master, slave))
+    }
+}
+
+/// Sets the size of the terminal whose master is `master` (its foreground
+/// process group gets SIGWINCH).
+pub fn set_tty_size(master: &impl AsRawFd, size: brig_protocol::TtySize) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize, which `size` is.
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &raw const size) }).map(drop)
+}
+
 /// Our own pid.
 pub fn getpid() -> i32 {
     std::process::id() as i32

@@ -91,6 +91,8 @@ pub enum ApiError {
     CursorExpired(String),
     /// A stdin chunk past the protocol's bound.
     StdinTooLarge,
+    /// A WebSocket endpoint asked for without the upgrade.
+    UpgradeRequired,
     /// A suspended session could not get its workspace back (it stays suspended).
     ResumeFailed(String),
     /// A snapshot would pass the principal's quota (named).
@@ -134,6 +136,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             StdinTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             CursorExpired(_) => StatusCode::GONE,
             RateLimited { .. }
             | AuthRateLimited { .. }
@@ -195,6 +198,7 @@ impl ApiError {
             ExecutionNotRunning(_) => "execution_not_running",
             CursorExpired(_) => "cursor_expired",
             StdinTooLarge => "stdin_too_large",
+            UpgradeRequired => "upgrade_required",
             ResumeFailed(_) => "resume_failed",
             SnapshotStoreUnavailable(_) => "snapshot_store_unavailable",
             IdempotencyInProgress => "idempotency_in_progress",
@@ -230,6 +234,7 @@ impl ApiError {
             }
             SessionInUse => "a command runs in the session: suspend it once the command ends".into(),
             ExecutionNotRunning(detail) | CursorExpired(detail) => detail.clone(),
+            UpgradeRequired => "this endpoint is a WebSocket: connect with `Upgrade: websocket`".into(),
             StdinTooLarge => format!(
                 "a stdin chunk is at most {} bytes (MAX_STDIN_CHUNK_BYTES): send it in parts",
                 brig_protocol::MAX_STDIN_BYTES

@@ -32,6 +32,19 @@ pub struct ExecuteBody {
     /// Environment variables for the command (names `[A-Za-z_][A-Za-z0-9_]*`;
     /// brig's own, `PATH`, `HOME`, `BRIG_*` and the proxy variables, are refused).
     pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// `/executions` only: run under a terminal of this size (output as
+    /// stdout, stdin a pipe; `GET /executions/{id}/attach` for a WebSocket).
+    pub tty: Option<TtyBody>,
+}
+
+/// A terminal's size, in characters.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TtyBody {
+    #[schema(minimum = 1, maximum = 1000)]
+    pub rows: u16,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub cols: u16,
 }
 
 /// What came of a command: the body of `/execute`, the `exit` event of a

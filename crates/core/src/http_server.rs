@@ -27,11 +27,12 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// Serves `app` on `listener` until `signal`, then stops accepting and waits
@@ -49,7 +50,9 @@ pub async fn serve(
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = Arc::new(PerIp::new(limits.max_connections_per_ip));
-    let graceful = GracefulShutdown::new();
+    // Connections finish their requests on shutdown (hyper-util's graceful
+    // watcher does not take upgradeable connections).
+    let (stopping, connections) = (CancellationToken::new(), TaskTracker::new());
     tokio::pin!(signal);
     loop {
         let accepted = tokio::select! {
@@ -71,17 +74,28 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(request)
         });
-        let connection = http.serve_connection(io, service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+        // Upgrades: WebSocket attaches (`/executions/{id}/attach`).
+        let connection = http.serve_connection(io, service).with_upgrades();
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "connection closed");
             }
             drop((slot, address));
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    stopping.cancel();
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 

@@ -63,6 +63,9 @@ pub enum Frame {
     /// Client → agent: send `signal` to a kept execution's process group.
     /// Answered by `Ack`.
     Signal { id: u32, key: String, signal: i32 },
+    /// Client → agent: a kept execution's terminal has a new size (its
+    /// foreground group gets SIGWINCH). Answered by `Ack`.
+    Resize { id: u32, key: String, size: TtySize },
     /// Agent → client: a request that returns nothing is done.
     Ack { id: u32 },
     /// Client → agent, every [`PING_INTERVAL_MS`](crate::PING_INTERVAL_MS)
@@ -83,6 +86,17 @@ pub struct Keep {
     pub buffer_bytes: u64,
     /// stdin is a pipe fed by `Stdin` frames, not the request's bytes.
     pub stdin_pipe: bool,
+    /// Run under a pseudo-terminal of this size: stdin, stdout and stderr
+    /// are its slave (output comes as stdout; `Stdin` writes to it), the
+    /// command leads a session with the terminal as its controlling one.
+    pub tty: Option<TtySize>,
+}
+
+/// A terminal's size, in characters (1 to 1000 each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// `Read`'s question.
@@ -181,6 +195,7 @@ impl Frame {
             | Frame::ReadDone { id, .. }
             | Frame::Stdin { id, .. }
             | Frame::Signal { id, .. }
+            | Frame::Resize { id, .. }
             | Frame::Ack { id } => *id,
         }
     }

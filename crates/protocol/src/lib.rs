@@ -29,7 +29,7 @@ mod wire;
 pub use decoder::FrameDecoder;
 pub use frame::{
     DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, Keep, ReadReply, ReadRequest, RunRequest, RunResult,
-    Stream, Termination,
+    Stream, Termination, TtySize,
 };
 pub use wire::{DecodeError, FrameTooLarge};
 

@@ -3,7 +3,7 @@
 
 use crate::frame::{
     DirEntry, EntryKind, ErrorCode, FileReply, FileRequest, Frame, Keep, ReadReply, ReadRequest, RunRequest, RunResult,
-    Stream, Termination,
+    Stream, Termination, TtySize,
 };
 use crate::{
     MAX_DIAL_HOST, MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_FRAME_LEN, MAX_KEY_LEN, MAX_LIST_LEN, MAX_READ_BYTES,
@@ -40,6 +40,7 @@ const KIND_SIGNAL: u8 = 0x08;
 const KIND_READ_DONE: u8 = 0x86;
 const KIND_ACK: u8 = 0x87;
 const KIND_PING: u8 = 0x09;
+const KIND_RESIZE: u8 = 0x0a;
 
 const TERM_EXITED: u8 = 0;
 const TERM_SIGNALED: u8 = 1;
@@ -143,6 +144,14 @@ impl Frame {
                         w.str(&keep.key);
                         w.u64(keep.buffer_bytes);
                         w.u8(u8::from(keep.stdin_pipe));
+                        match keep.tty {
+                            None => w.u8(0),
+                            Some(size) => {
+                                w.u8(1);
+                                w.u16(size.rows);
+                                w.u16(size.cols);
+                            }
+                        }
                     }
                 }
             }
@@ -238,6 +247,11 @@ impl Frame {
                 w.str(key);
                 w.i32(*signal);
             }
+            Frame::Resize { key, size, .. } => {
+                w.str(key);
+                w.u16(size.rows);
+                w.u16(size.cols);
+            }
         }
         let len = out.len() - start - 4;
         if len > MAX_FRAME_LEN {
@@ -278,6 +292,7 @@ impl Frame {
             Frame::Signal { .. } => KIND_SIGNAL,
             Frame::Ack { .. } => KIND_ACK,
             Frame::Ping => KIND_PING,
+            Frame::Resize { .. } => KIND_RESIZE,
         }
     }
 }
@@ -374,6 +389,11 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
                         key: r.key()?,
                         buffer_bytes: r.u64()?,
                         stdin_pipe: r.flag()?,
+                        tty: match r.u8()? {
+                            0 => None,
+                            1 => Some(r.tty_size()?),
+                            _ => return Err("bad tty flag"),
+                        },
                     }),
                     _ => return Err("bad keep flag"),
                 },
@@ -479,6 +499,11 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
         KIND_CLOSE => Frame::Close { id },
         KIND_ACK => Frame::Ack { id },
         KIND_PING => Frame::Ping,
+        KIND_RESIZE => Frame::Resize {
+            id,
+            key: r.key()?,
+            size: r.tty_size()?,
+        },
         KIND_READ => {
             let request = ReadRequest {
                 key: r.key()?,
@@ -598,6 +623,16 @@ impl Reader<'_> {
     }
     fn str(&mut self) -> Result<String, &'static str> {
         String::from_utf8(self.bytes()?).map_err(|_| "string is not UTF-8")
+    }
+    fn tty_size(&mut self) -> Result<TtySize, &'static str> {
+        let size = TtySize {
+            rows: self.u16()?,
+            cols: self.u16()?,
+        };
+        if !(1..=1000).contains(&size.rows) || !(1..=1000).contains(&size.cols) {
+            return Err("terminal size out of 1..=1000");
+        }
+        Ok(size)
     }
     fn flag(&mut self) -> Result<bool, &'static str> {
         match self.u8()? {
@@ -750,6 +785,7 @@ mod tests {
                         key: "e1".into(),
                         buffer_bytes: 1 << 20,
                         stdin_pipe: true,
+                        tty: Some(TtySize { rows: 24, cols: 80 }),
                     }),
                     ..RunRequest::default()
                 },
@@ -803,6 +839,11 @@ mod tests {
             },
             Frame::Ack { id: 11 },
             Frame::Ping,
+            Frame::Resize {
+                id: 12,
+                key: "e1".into(),
+                size: TtySize { rows: 50, cols: 132 },
+            },
         ]
     }
 

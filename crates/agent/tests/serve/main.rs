@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use brig_protocol::{
-    ErrorCode, Frame, FrameDecoder, Keep, ReadRequest, RunRequest, RunResult, Stream, Termination, MAX_FRAME_LEN,
+    ErrorCode, Frame, FrameDecoder, Keep, ReadRequest, RunRequest, RunResult, Stream, Termination, TtySize,
+    MAX_FRAME_LEN,
 };
 
 struct Agent {
@@ -452,6 +453,7 @@ fn kept_run(agent: &mut Agent, id: u32, key: &str, argv: &[&str]) {
                 key: key.into(),
                 buffer_bytes: 1 << 20,
                 stdin_pipe: true,
+                tty: None,
             }),
             ..RunRequest::default()
         },
@@ -589,4 +591,81 @@ fn commands_die_when_their_client_goes_away() {
         panic!("no exit")
     };
     assert!(result.cancelled, "{result:?}");
+}
+
+/// Output of kept execution `key` from `offset` until `wanted` shows up.
+fn read_until(agent: &mut Agent, stash: &mut Vec<Frame>, key: &str, offset: &mut u64, wanted: &str) -> String {
+    let mut seen = String::new();
+    for id in 1000.. {
+        agent.send(read_frame(id, key, *offset, 5_000));
+        let Frame::ReadDone { reply, .. } = answer_of(agent, stash, id) else {
+            panic!("read refused")
+        };
+        *offset += reply.stdout.len() as u64;
+        seen.push_str(&String::from_utf8_lossy(&reply.stdout));
+        if seen.contains(wanted) {
+            return seen;
+        }
+        assert!(reply.finished.is_none() && id < 1100, "{wanted:?} never came: {seen:?}");
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_terminal_has_its_size_echoes_its_input_and_is_resized() {
+    let mut agent = Agent::start();
+    let mut stash = Vec::new();
+    agent.send(Frame::Run {
+        id: 1,
+        request: RunRequest {
+            argv: [
+                "sh",
+                "-c",
+                "tty; stty size; read line; echo got $line; read again; stty size",
+            ]
+            .map(String::from)
+            .to_vec(),
+            cwd: "/".into(),
+            timeout_ms: 30_000,
+            output_cap: 1 << 20,
+            keep: Some(Keep {
+                key: "tty".into(),
+                buffer_bytes: 1 << 20,
+                stdin_pipe: true,
+                tty: Some(TtySize { rows: 24, cols: 80 }),
+            }),
+            ..RunRequest::default()
+        },
+    });
+    let mut offset = 0;
+    let seen = read_until(&mut agent, &mut stash, "tty", &mut offset, "24 80");
+    assert!(seen.starts_with("/dev/pts/"), "{seen:?}");
+    agent.send(Frame::Stdin {
+        id: 2,
+        key: "tty".into(),
+        data: b"hello\n".to_vec(),
+        close: false,
+    });
+    assert_eq!(answer_of(&agent, &mut stash, 2), Frame::Ack { id: 2 });
+    // The terminal echoes what it is sent, then the command answers.
+    let seen = read_until(&mut agent, &mut stash, "tty", &mut offset, "got hello");
+    assert!(seen.contains("hello\r\n"), "{seen:?}");
+    agent.send(Frame::Resize {
+        id: 3,
+        key: "tty".into(),
+        size: TtySize { rows: 50, cols: 132 },
+    });
+    assert_eq!(answer_of(&agent, &mut stash, 3), Frame::Ack { id: 3 });
+    agent.send(Frame::Stdin {
+        id: 4,
+        key: "tty".into(),
+        data: b"\n".to_vec(),
+        close: false,
+    });
+    assert_eq!(answer_of(&agent, &mut stash, 4), Frame::Ack { id: 4 });
+    read_until(&mut agent, &mut stash, "tty", &mut offset, "50 132");
+    let Frame::Exit { result, .. } = answer_of(&agent, &mut stash, 1) else {
+        panic!("no exit")
+    };
+    assert_eq!(result.termination, Termination::Exited(0));
 }

@@ -36,6 +36,12 @@ pub async fn execute(
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
     let idempotent = IdempotentRequest::from_headers(&headers, "/execute", &body)?;
+    if body.tty.is_some() {
+        return Err(ApiError::invalid(
+            "invalid_request",
+            "`tty` runs a command for a terminal to attach to: use POST /executions",
+        ));
+    }
     let validated = state.execute.validate(&principal, body.into())?;
     if wants_event_stream(&headers) {
         if idempotent.is_some() {

@@ -48,6 +48,15 @@ pub struct OffsetsQuery {
     stderr_offset: Option<u64>,
 }
 
+impl OffsetsQuery {
+    pub fn offsets(&self) -> Offsets {
+        Offsets {
+            stdout: self.stdout_offset.unwrap_or(0),
+            stderr: self.stderr_offset.unwrap_or(0),
+        }
+    }
+}
+
 /// How an execution ended, as its sandbox reported it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Ending {
@@ -113,10 +122,7 @@ pub async fn output(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<OffsetsQuery>,
 ) -> Result<Json<OutputView>, ApiError> {
-    let at = Offsets {
-        stdout: query.stdout_offset.unwrap_or(0),
-        stderr: query.stderr_offset.unwrap_or(0),
-    };
+    let at = query.offsets();
     let read = state
         .executions
         .read(&principal.owner(), &id, at, READ_BYTES, Duration::ZERO)
@@ -219,10 +225,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let at = match resumed_from(&headers)? {
         Some(at) => at,
-        None => Offsets {
-            stdout: query.stdout_offset.unwrap_or(0),
-            stderr: query.stderr_offset.unwrap_or(0),
-        },
+        None => query.offsets(),
     };
     let owner = principal.owner();
     // The first read answers plain HTTP errors (unknown execution, expired cursor).

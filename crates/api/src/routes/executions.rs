@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use brig_protocol::TtySize;
 use serde::Deserialize;
 
 use crate::auth::Principal;
@@ -34,16 +35,20 @@ pub async fn start(
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
     let idempotent = IdempotentRequest::from_headers(&headers, "/executions", &body)?;
+    let tty = body.tty.map(|tty| TtySize {
+        rows: tty.rows,
+        cols: tty.cols,
+    });
     let mut input = ExecuteInput::from(body);
     // `"stdin": "pipe"`: stdin stays open for `POST /executions/{id}/stdin`.
-    let stdin_pipe = input.stdin.as_deref() == Some("pipe");
-    if stdin_pipe {
+    if input.stdin.as_deref() == Some("pipe") {
         input.stdin = None;
         input.stdin_pipe = true;
     }
+    input.tty = tty;
     let validated = state.execute.validate(&principal, input)?;
     let Some(request) = idempotent else {
-        let view = state.executions.start(principal, validated, stdin_pipe).await?;
+        let view = state.executions.start(principal, validated).await?;
         return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
     };
     let owner = principal.owner();
@@ -51,7 +56,7 @@ pub async fn start(
         NextAction::StartProcessing(claim) => claim,
         NextAction::ReturnSavedResponse(saved) => return Ok(saved),
     };
-    let result = state.executions.start(principal, validated, stdin_pipe).await;
+    let result = state.executions.start(principal, validated).await;
     state.idempotency.save(claim, StatusCode::ACCEPTED, result).await
 }
 
@@ -134,19 +139,23 @@ pub async fn signal(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SignalBody>,
 ) -> Result<Json<ExecutionView>, ApiError> {
-    let signal = match body.signal.trim_start_matches("SIG") {
-        "HUP" => 1,
-        "INT" => 2,
-        "KILL" => 9,
-        "TERM" => 15,
-        other => {
-            return Err(ApiError::invalid(
-                "invalid_signal",
-                format!("unknown signal {other:?}: send INT, TERM, KILL or HUP"),
-            ))
-        }
-    };
+    let signal = signal_number(&body.signal)?;
     Ok(Json(state.executions.signal(&principal.owner(), &id, signal).await?))
+}
+
+/// The number of a signal a client may send (`INT`, `TERM`, `KILL`, `HUP`,
+/// with or without `SIG`); 422 `invalid_signal` for any other.
+pub fn signal_number(name: &str) -> Result<i32, ApiError> {
+    match name.trim_start_matches("SIG") {
+        "HUP" => Ok(1),
+        "INT" => Ok(2),
+        "KILL" => Ok(9),
+        "TERM" => Ok(15),
+        other => Err(ApiError::invalid(
+            "invalid_signal",
+            format!("unknown signal {other:?}: send INT, TERM, KILL or HUP"),
+        )),
+    }
 }
 
 /// `POST /executions/{id}/cancel`: kills the command's process tree.

@@ -2,6 +2,7 @@
 
 pub(crate) mod execute;
 pub(crate) mod execute_stream;
+pub(crate) mod execution_attach;
 pub(crate) mod execution_output;
 pub(crate) mod executions;
 pub(crate) mod files;
@@ -47,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         .route("/executions/{execution_id}/events", get(execution_output::events))
         .route("/executions/{execution_id}/stdin", post(executions::stdin))
         .route("/executions/{execution_id}/signal", post(executions::signal))
+        .route("/executions/{execution_id}/resize", post(execution_attach::resize))
+        .route("/executions/{execution_id}/attach", get(execution_attach::attach))
         .route("/sessions/{session_id}/executions", get(executions::of_session))
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route("/sessions/{session_id}", get(sessions::get).delete(sessions::delete))

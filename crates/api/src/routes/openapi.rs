@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{execute, execution_output, executions, files, generate, health, sessions, snapshots};
+use super::{execute, execution_attach, execution_output, executions, files, generate, health, sessions, snapshots};
 
 /// Every error: a stable code and a message.
 #[derive(ToSchema)]
@@ -40,6 +40,8 @@ pub struct ErrorBody {
         executions::of_session,
         execution_output::output,
         execution_output::events,
+        execution_attach::attach,
+        execution_attach::resize,
         sessions::create,
         sessions::list,
         sessions::get,

@@ -14,6 +14,7 @@ use brig_core::session::SessionId;
 use brig_core::session::{Executed, SessionError, Sessions};
 use brig_core::store::{CooldownScope, Cooldowns};
 use brig_core::{Config, ExecRequest};
+use brig_protocol::{Keep, TtySize};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
@@ -33,6 +34,9 @@ const MAX_ENV_BYTES: usize = 32 * 1024;
 fn reserved(name: &str) -> bool {
     matches!(name, "PATH" | "HOME" | "NO_PROXY" | "no_proxy")
         || name.starts_with("BRIG_")
+        // The dynamic loader's: they would make any allowed program run
+        // code of the caller's choosing.
+        || name.starts_with("LD_")
         || brig_core::session::egress::proxy_env()
             .iter()
             .any(|(reserved, _)| reserved == name)
@@ -55,7 +59,9 @@ pub fn checked_env(env: BTreeMap<String, String>) -> Result<Vec<(String, String)
             return invalid(format!("env: {name:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"));
         }
         if reserved(name) {
-            return invalid(format!("env: {name} is set by brig and cannot be changed"));
+            return invalid(format!(
+                "env: {name} is set by brig (or steers the dynamic loader) and cannot be changed"
+            ));
         }
         if value.contains('\0') {
             return invalid(format!("env: the value of {name} holds a NUL byte"));
@@ -80,6 +86,8 @@ pub struct ExecuteInput {
     pub stdin: Option<String>,
     /// stdin stays open for `POST /executions/{id}/stdin` (`"stdin": "pipe"`).
     pub stdin_pipe: bool,
+    /// Run under a terminal of this size (stdin a pipe too).
+    pub tty: Option<TtySize>,
     pub env: Option<BTreeMap<String, String>>,
 }
 
@@ -94,6 +102,7 @@ impl From<ExecuteBody> for ExecuteInput {
             working_dir: body.working_dir,
             stdin: body.stdin,
             stdin_pipe: false,
+            tty: None,
             env: body.env,
         }
     }
@@ -205,12 +214,24 @@ impl ExecuteService {
                 format!("stdin (or code) is limited to {MAX_STDIN_BYTES} bytes"),
             ));
         }
-        if input.stdin_pipe && !stdin.is_empty() {
+        let stdin_pipe = input.stdin_pipe || input.tty.is_some();
+        if stdin_pipe && !stdin.is_empty() {
             return Err(ApiError::invalid(
                 "invalid_stdin",
                 "`code` and a stdin pipe do not go together",
             ));
         }
+        if let Some(size) = input.tty {
+            if !(1..=1000).contains(&size.rows) || !(1..=1000).contains(&size.cols) {
+                return Err(ApiError::invalid("invalid_tty", "tty rows and cols are 1 to 1000"));
+            }
+        }
+        // Kept by the agent: its key and buffer come when it starts.
+        let keep = stdin_pipe.then(|| Keep {
+            stdin_pipe,
+            tty: input.tty,
+            ..Keep::default()
+        });
         let request = ExecRequest {
             argv: allowed.argv.into_vec(),
             working_dir: working_dir.as_str().to_string(),
@@ -218,7 +239,7 @@ impl ExecuteService {
             stdin,
             timeout,
             output_cap: self.limits.output_cap,
-            keep: None,
+            keep,
         };
         Ok(Validated {
             session_id,

@@ -13,7 +13,7 @@ use brig_core::sandbox::ExecHooks;
 use brig_core::session::{Owner, SessionError, SessionId};
 use brig_core::shutdown::Shutdown;
 use brig_core::store::{ExecutionId, ExecutionRecords, Kept};
-use brig_protocol::{Keep, ReadRequest, MAX_READ_WAIT_MS};
+use brig_protocol::{Keep, ReadRequest, TtySize, MAX_READ_WAIT_MS};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +42,9 @@ struct Stored {
     /// Its stdin is a pipe fed by `POST /executions/{id}/stdin`.
     #[serde(default)]
     stdin_pipe: bool,
+    /// It runs under a terminal.
+    #[serde(default)]
+    tty: bool,
 }
 
 /// Where a reader of an execution's output is: bytes of each stream it has.
@@ -118,7 +121,6 @@ impl Executions {
         self: &Arc<Self>,
         principal: Principal,
         validated: Validated,
-        stdin_pipe: bool,
     ) -> Result<ExecutionView, ApiError> {
         self.execute.admit(&principal, &validated).await?;
         let Validated {
@@ -128,11 +130,13 @@ impl Executions {
         } = validated;
         let id = ExecutionId::random();
         // The sandbox's agent keeps its output for any reader, by offset.
-        request.keep = Some(Keep {
+        let keep = Keep {
             key: id.to_string(),
             buffer_bytes: self.buffer_bytes,
-            stdin_pipe,
-        });
+            ..request.keep.take().unwrap_or_default()
+        };
+        let (stdin_pipe, tty) = (keep.stdin_pipe, keep.tty.is_some());
+        request.keep = Some(keep);
         let running_for = request.timeout + LOST_AFTER;
         let stored = Stored {
             owner: principal.owner().as_str().to_string(),
@@ -145,6 +149,7 @@ impl Executions {
                 failure: None,
             },
             stdin_pipe,
+            tty,
         };
         self.records.put(&id, &stored, running_for + self.retention).await?;
         self.records
@@ -293,6 +298,34 @@ impl Executions {
         let key = id.to_string();
         self.control(owner, &stored, Control::Signal { key, signal }).await?;
         Ok(stored.view)
+    }
+
+    /// Gives a running execution's terminal a new size.
+    pub async fn resize(&self, owner: &Owner, id: &str, size: TtySize) -> Result<ExecutionView, ApiError> {
+        let (id, stored) = self.load_running(owner, id).await?;
+        if !stored.tty {
+            return Err(ApiError::invalid(
+                "invalid_tty",
+                "this execution runs without a terminal",
+            ));
+        }
+        if !(1..=1000).contains(&size.rows) || !(1..=1000).contains(&size.cols) {
+            return Err(ApiError::invalid("invalid_tty", "tty rows and cols are 1 to 1000"));
+        }
+        let key = id.to_string();
+        self.control(owner, &stored, Control::Resize { key, size }).await?;
+        Ok(stored.view)
+    }
+
+    /// Checks that a client may attach to execution `id`: it runs, with a stdin pipe.
+    pub async fn attachable(&self, owner: &Owner, id: &str) -> Result<(), ApiError> {
+        let (_, stored) = self.load_running(owner, id).await?;
+        if !stored.stdin_pipe {
+            return Err(ApiError::ExecutionNotRunning(
+                "this execution's stdin is not a pipe: start it with \"stdin\": \"pipe\" or a tty".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The record of `id`, which must still be running (409 otherwise).

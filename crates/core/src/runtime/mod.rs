@@ -82,6 +82,8 @@ pub enum Control {
     Stdin { key: String, data: Vec<u8>, close: bool },
     /// A signal for its process group.
     Signal { key: String, signal: i32 },
+    /// A new size for its terminal.
+    Resize { key: String, size: brig_protocol::TtySize },
 }
 
 impl Control {
@@ -90,7 +92,7 @@ impl Control {
         match self {
             Control::Read(read) => Duration::from_millis(u64::from(read.wait_ms)) + Duration::from_secs(10),
             Control::Stdin { .. } => Duration::from_secs(30),
-            Control::Signal { .. } => Duration::from_secs(10),
+            Control::Signal { .. } | Control::Resize { .. } => Duration::from_secs(10),
         }
     }
 }

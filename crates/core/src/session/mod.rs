@@ -643,7 +643,11 @@ impl Sessions {
         transfer: &crate::runtime::transfer::Transfer,
     ) -> Result<crate::runtime::transfer::AgentIo, SessionError> {
         let container = &self.touched_container(owner, id).await?;
-        Ok(self.runtime.transfer(container, transfer).await?)
+        match self.runtime.transfer(container, transfer).await {
+            Ok(io) => Ok(io),
+            // Its container removed under this start: the session's deletion.
+            Err(err) => Err(self.went_away(owner, id, err).await),
+        }
     }
 
     /// What a sandbox that went away under a request (its exec's output cut,
@@ -684,11 +688,14 @@ impl Sessions {
     pub async fn control(&self, owner: &Owner, id: &SessionId, control: Control) -> Result<ControlReply, SessionError> {
         let container = &self.touched_container(owner, id).await?;
         let reply = if self.holds_channel(container).await? {
-            self.runtime.control(container, control).await?
+            self.runtime.control(container, control).await
         } else {
-            self.runtime.control_via_engine(container, control).await?
+            self.runtime.control_via_engine(container, control).await
         };
-        Ok(reply)
+        match reply {
+            Ok(reply) => Ok(reply),
+            Err(err) => Err(self.went_away(owner, id, err).await),
+        }
     }
 
     /// The session's record, without refreshing it.

@@ -366,6 +366,7 @@ impl Channel {
             Control::Read(request) => Frame::Read { id, request },
             Control::Stdin { key, data, close } => Frame::Stdin { id, key, data, close },
             Control::Signal { key, signal } => Frame::Signal { id, key, signal },
+            Control::Resize { key, size } => Frame::Resize { id, key, size },
         };
         match self.ask(frame, wait).await? {
             Answer::Control(reply) => Ok(reply),
@@ -510,6 +511,7 @@ fn dispatch_all(decoder: &mut FrameDecoder, shared: &Shared, control: &mpsc::Sen
             | Frame::Read { .. }
             | Frame::Stdin { .. }
             | Frame::Signal { .. }
+            | Frame::Resize { .. }
             | Frame::Ping) => {
                 return Err(format!("agent sent a client-side frame (request {})", other.id()));
             }
