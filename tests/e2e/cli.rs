@@ -410,3 +410,91 @@ async fn cp_copies_files_and_directories_both_ways() {
     assert_eq!(neither.status.code(), Some(125));
     std::fs::remove_dir_all(&local).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_interactive_streams_a_pipe_through_and_ends_its_stdin() {
+    let api = cli_api();
+    let mut child = Command::new(binary("brig"))
+        .env_clear()
+        .env("BRIG_URL", &api.base)
+        .env("BRIG_API_KEY", ALICE_KEY)
+        .args(["exec", "-i", "-s", "pipe", "--", "sh", "-c", "cat; echo done; exit 4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"first line\nsecond\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "first line\nsecond\ndone\n");
+    assert_eq!(out.status.code(), Some(4));
+}
+
+/// `brig shell` under a real pseudo-terminal (util-linux `script`), driven
+/// by what is typed into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_under_a_real_terminal_passes_ctrl_c_to_the_sandbox_and_its_size() {
+    let api = BrigApi::start(&[("SESSION_STORE", "memory"), ("ALLOWED_COMMANDS", "sh,ps")]);
+    // The terminal brig runs in is 33x99; brig sizes the sandbox's like it.
+    let inner = format!("stty rows 33 cols 99; exec {} shell -s tty", binary("brig").display());
+    let mut child = Command::new("script")
+        .args(["-qfec", &inner, "/dev/null"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("BRIG_URL", &api.base)
+        .env("BRIG_API_KEY", ALICE_KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    let mut keyboard = child.stdin.take().unwrap();
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::clone(&screen);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let until = |wanted: &str| {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while !screen.lock().unwrap().contains(wanted) {
+            assert!(
+                Instant::now() < give_up,
+                "{wanted:?} never showed: {:?}",
+                screen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut type_in = |keys: &str| {
+        std::io::Write::write_all(&mut keyboard, keys.as_bytes()).unwrap();
+        std::io::Write::flush(&mut keyboard).unwrap();
+    };
+    type_in("stty size\n");
+    until("33 99");
+    type_in("sleep 100\n");
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while sleepers(&api, "tty").await == 0 {
+        assert!(Instant::now() < give_up, "the sleep never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Ctrl-C: raw here, so it travels to the sandbox's terminal, whose
+    // foreground job (the sleep) it ends; the shell, and brig, live on.
+    type_in("\u{3}");
+    type_in("echo alive-$((40+2))\n");
+    until("alive-42");
+    assert_eq!(sleepers(&api, "tty").await, 0, "the sleep survived Ctrl-C");
+    type_in("exit 7\n");
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < give_up, "brig shell did not end with its shell");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(7), "{:?}", screen.lock().unwrap());
+}

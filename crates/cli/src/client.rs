@@ -220,6 +220,52 @@ impl Client {
         Ok((status, body.to_vec()))
     }
 
+    /// Opens the WebSocket at `path` (the API's scheme, `ws` or `wss`),
+    /// with this client's credentials.
+    pub async fn websocket(
+        &self,
+        path: &str,
+    ) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, Failure>
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Error;
+        let url = format!("ws{}{path}", self.base.strip_prefix("http").unwrap_or(&self.base));
+        let mut request = url
+            .into_client_request()
+            .map_err(|err| Failure::Local(format!("{}: {err}", self.shown)))?;
+        let credentials = match (&self.api_key, &self.token) {
+            (Some(key), _) => Some(("x-api-key", key.clone())),
+            (None, Some(token)) => Some(("authorization", format!("Bearer {token}"))),
+            (None, None) => None,
+        };
+        if let Some((name, value)) = credentials {
+            let value = value
+                .parse()
+                .map_err(|_| Failure::Local("credentials are not a valid header".into()))?;
+            request.headers_mut().insert(name, value);
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(Error::Http(response)) => {
+                let body: Value = response
+                    .body()
+                    .as_deref()
+                    .and_then(|body| serde_json::from_slice(body).ok())
+                    .unwrap_or_default();
+                let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                if status == StatusCode::UNAUTHORIZED && !self.has_credentials() {
+                    return Err(no_credentials());
+                }
+                Err(Failure::Api {
+                    status,
+                    error: body["error"].as_str().unwrap_or("http_error").to_string(),
+                    detail: body["detail"].as_str().unwrap_or("no detail").to_string(),
+                })
+            }
+            Err(err) => Err(Failure::Transport(format!("{}: {err}", self.shown))),
+        }
+    }
+
     pub async fn put_file(&self, path: &str, data: Vec<u8>) -> Result<(), Failure> {
         self.send(self.builder(Method::PUT, path).body(data)).await.map(drop)
     }

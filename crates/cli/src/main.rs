@@ -1,6 +1,7 @@
 //! `brig`: the command line of the brig API.
 //!
-//!   brig exec [-s SESSION] [--timeout S] [--stream] -- CMD ARGS...
+//!   brig exec [-s SESSION] [--timeout S] [--stream] [-i] [-t] -- CMD ARGS...
+//!   brig shell [-s SESSION] [--timeout S] [SHELL]
 //!   brig sessions [ls | create [ID] | rm ID]
 //!   brig files [-s SESSION] [put LOCAL PATH | get PATH [LOCAL] | ls [DIR]]
 //!   brig cp SRC DST          (files and directories; one side SESSION:PATH)
@@ -17,6 +18,7 @@
 mod client;
 mod copy;
 mod mcp;
+mod shell;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -66,11 +68,33 @@ enum Command {
         workdir: Option<String>,
         /// Do not send stdin. Without this, stdin is sent to the command when it
         /// is a pipe or a file (at most 1 MiB of text), never when it is a terminal.
-        #[arg(short = 'n', long)]
+        #[arg(short = 'n', long, conflicts_with = "interactive")]
         no_stdin: bool,
+        /// Keep stdin open and stream it to the command as it comes (any
+        /// size), its output back as it comes (over a WebSocket).
+        #[arg(short, long, conflicts_with_all = ["json", "stream"])]
+        interactive: bool,
+        /// Run the command under a terminal in the sandbox, sized like this
+        /// one (with -i: this terminal goes raw, Ctrl-C reaches the command).
+        #[arg(short, long, requires = "interactive")]
+        tty: bool,
         /// The command and its arguments (joined with shell quoting, run without a shell).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
+    },
+    /// An interactive shell in a session (created if needed): `exec -it` of
+    /// SHELL (default `sh`). Its deadline is --timeout (the API's
+    /// MAX_EXEC_TIMEOUT_SECONDS at most: 300 s by default).
+    Shell {
+        /// The session.
+        #[arg(short, long, env = "BRIG_SESSION", default_value = "cli")]
+        session: String,
+        /// Deadline in seconds.
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+        /// The shell to run.
+        #[arg(default_value = "sh")]
+        shell: String,
     },
     /// List, create or remove sessions.
     Sessions {
@@ -184,8 +208,19 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             stream,
             workdir,
             no_stdin,
+            interactive,
+            tty,
             command,
         } => {
+            if interactive {
+                let what = shell::Interactive {
+                    session: &session,
+                    command: shell_words::join(&command),
+                    tty,
+                    timeout,
+                };
+                return shell::run(&client, what).await;
+            }
             let mut body = json!({"command": shell_words::join(&command), "session_id": session});
             if !no_stdin {
                 if let Some(stdin) = piped_stdin()? {
@@ -226,6 +261,19 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .as_i64()
                 .unwrap_or(i64::from(BRIG_FAILED))
                 .clamp(0, 255) as u8)
+        }
+        Command::Shell {
+            session,
+            timeout,
+            shell: program,
+        } => {
+            let what = shell::Interactive {
+                session: &session,
+                command: format!("{program} -i"),
+                tty: true,
+                timeout: Some(timeout),
+            };
+            shell::run(&client, what).await
         }
         Command::Sessions { action } => {
             match action.unwrap_or(SessionsAction::Ls) {

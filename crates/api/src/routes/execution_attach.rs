@@ -3,8 +3,9 @@
 //! (the client's go to the command's stdin, answered by the next one only
 //! once the command took them; the command's output comes from the
 //! sandbox's buffer, from `stdout_offset` on, replayed then live). Text
-//! messages from the client are JSON controls: `{"resize": {"rows", "cols"}}`
-//! or `{"signal": "INT"}`. The last message is text, `{"exit": {...}}` (how
+//! messages from the client are JSON controls: `{"resize": {"rows", "cols"}}`,
+//! `{"signal": "INT"}` or `{"eof": true}` (the end of stdin, in order with
+//! the bytes before it). The last message is text, `{"exit": {...}}` (how
 //! it ended) or `{"error": {...}}`, then a close. A client that goes away
 //! detaches: the command runs on, and can be attached to again.
 
@@ -41,6 +42,7 @@ const READ_WAIT: Duration = Duration::from_secs(15);
 enum ClientControl {
     Resize(TtyBody),
     Signal(String),
+    Eof(bool),
 }
 
 /// `GET /executions/{id}/attach`: a WebSocket to the command's terminal.
@@ -112,6 +114,8 @@ async fn attached(state: AppState, owner: Owner, id: String, at: Offsets, socket
                         Ok(signal) => executions.signal(&owner, &id, signal).await.map(drop),
                         Err(err) => Err(err),
                     },
+                    Ok(ClientControl::Eof(true)) => executions.stdin(&owner, &id, Vec::new(), true).await,
+                    Ok(ClientControl::Eof(false)) => Ok(()),
                     // A control this server does not know: ignored, like a
                     // newer client's extension.
                     Err(_) => Ok(()),

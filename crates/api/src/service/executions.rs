@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use brig_core::runtime::{Control, ControlReply};
+use brig_core::runtime::{Control, ControlReply, RuntimeError};
 use brig_core::sandbox::ExecHooks;
 use brig_core::session::{Owner, SessionError, SessionId};
 use brig_core::shutdown::Shutdown;
@@ -28,6 +28,10 @@ const CANCEL_POLL: Duration = Duration::from_millis(200);
 /// Slack past the command's deadline before a record still `running` is
 /// declared lost (its API process died): session creation, grace, clocks.
 const LOST_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a request about a just accepted execution waits for its session
+/// and command to be there.
+const START_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a cancel waits for the execution's record to say it ended.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -341,12 +345,31 @@ impl Executions {
     /// took the execution's output with it.
     async fn control(&self, owner: &Owner, stored: &Stored, control: Control) -> Result<ControlReply, ApiError> {
         let session = SessionId::parse(&stored.view.session_id)?;
-        match self.execute.sessions().control(owner, &session, control).await {
-            Ok(reply) => Ok(reply),
-            Err(SessionError::NotFound) => Err(ApiError::CursorExpired(
-                "the execution's session is gone, and its output with it".into(),
-            )),
-            Err(err) => Err(err.into()),
+        let give_up = tokio::time::Instant::now() + START_WAIT;
+        loop {
+            let err = match self.execute.sessions().control(owner, &session, control.clone()).await {
+                Ok(reply) => return Ok(reply),
+                Err(err) => err,
+            };
+            // Just accepted, its session (or the command in it) may not be
+            // there yet: wait for it while the record says it runs.
+            let starting = matches!(
+                err,
+                SessionError::NotFound | SessionError::Runtime(RuntimeError::ExecutionNotFound)
+            );
+            if starting && tokio::time::Instant::now() < give_up {
+                let (_, now) = self.load(owner, &stored.view.execution_id).await?;
+                if now.view.status == Status::Running {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+            return Err(match err {
+                SessionError::NotFound => {
+                    ApiError::CursorExpired("the execution's session is gone, and its output with it".into())
+                }
+                other => other.into(),
+            });
         }
     }
 
