@@ -617,3 +617,132 @@ async fn a_terminal_over_a_websocket_survives_ctrl_c_resizes_and_ends() {
     .await;
     assert_eq!(tty_on_execute.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_context_keeps_its_variables_survives_an_interrupt_and_is_nobody_elses() {
+    const PYTHON_IMAGE: &str = "brig-sandbox-python:latest";
+    let api = BrigApi::start(&[
+        ("SESSION_STORE", "memory"),
+        ("ALLOWED_COMMANDS", "python3,ps"),
+        ("ALLOWED_IMAGES", PYTHON_IMAGE),
+        ("LANGUAGES", "python=python3 -"),
+    ]);
+    let body = json!({"session_id": "ctx", "image": PYTHON_IMAGE});
+    assert_eq!(
+        call(&api, Method::POST, "/sessions", ALICE_KEY, Some(body))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let created = call(
+        &api,
+        Method::POST,
+        "/sessions/ctx/contexts",
+        ALICE_KEY,
+        Some(json!({"language": "python"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let context = created.body["context_id"].as_str().unwrap().to_string();
+    let run = |code: &str, timeout: f64| {
+        let (api, path) = (&api, format!("/contexts/{context}/run"));
+        let body = json!({"code": code, "timeout": timeout});
+        async move { call(api, Method::POST, &path, ALICE_KEY, Some(body)).await }
+    };
+    let first = run("x = 41\nprint('set')", 30.0).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(
+        (first.body["stdout"].as_str(), &first.body["result"]),
+        (Some("set\n"), &Value::Null)
+    );
+    let second = run("x + 1", 30.0).await;
+    assert_eq!(second.body["result"], "42", "{:?}", second.body);
+    let failed = run("import sys\nprint('to err', file=sys.stderr)\n1 / 0", 30.0).await;
+    assert_eq!(failed.body["stderr"], "to err\n");
+    assert_eq!(failed.body["error"]["name"], "ZeroDivisionError", "{:?}", failed.body);
+    assert!(failed.body["error"]["traceback"].as_str().unwrap().contains("<cell>"));
+
+    // A runaway cell: interrupted, the context and its variables live on.
+    let runaway = tokio::spawn({
+        let (base, path) = (api.base.clone(), format!("/contexts/{context}/run"));
+        async move {
+            let body = json!({"code": "while True: pass", "timeout": 60});
+            reqwest::Client::new()
+                .post(format!("{base}{path}"))
+                .header("x-api-key", ALICE_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let busy = run("x", 5.0).await;
+    assert_eq!(
+        (busy.status, busy.body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("context_busy"))
+    );
+    let path = format!("/contexts/{context}/interrupt");
+    assert_eq!(
+        call(&api, Method::POST, &path, ALICE_KEY, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let interrupted = runaway.await.unwrap();
+    assert_eq!(interrupted["error"]["name"], "KeyboardInterrupt", "{interrupted}");
+    assert_eq!(run("x * 2", 30.0).await.body["result"], "82");
+    // A cell past its timeout is interrupted and says so.
+    let late = run("import time\ntime.sleep(30)", 1.0).await;
+    assert_eq!(
+        (late.body["timed_out"].as_bool(), late.body["error"]["name"].as_str()),
+        (Some(true), Some("KeyboardInterrupt")),
+        "{:?}",
+        late.body
+    );
+
+    // Another principal: nothing, every way.
+    for (method, path) in [
+        (Method::POST, format!("/contexts/{context}/run")),
+        (Method::POST, format!("/contexts/{context}/interrupt")),
+        (Method::DELETE, format!("/contexts/{context}")),
+    ] {
+        let body = (method == Method::POST && path.ends_with("/run")).then(|| json!({"code": "x"}));
+        assert_eq!(
+            call(&api, method, &path, BOB_KEY, body).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let other = call(
+        &api,
+        Method::POST,
+        "/sessions/ctx/contexts",
+        ALICE_KEY,
+        Some(json!({"language": "ruby"})),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Deleted: its interpreter is gone, and so is the context.
+    let path = format!("/contexts/{context}");
+    assert_eq!(
+        call(&api, Method::DELETE, &path, ALICE_KEY, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(run("x", 5.0).await.status, StatusCode::NOT_FOUND);
+    let ps = call(
+        &api,
+        Method::POST,
+        "/execute",
+        ALICE_KEY,
+        Some(json!({"command": "ps -o args", "session_id": "ctx"})),
+    )
+    .await;
+    assert!(
+        !ps.body["stdout"].as_str().unwrap().contains("python3 -u -c"),
+        "{:?}",
+        ps.body
+    );
+}

@@ -93,6 +93,8 @@ pub enum ApiError {
     StdinTooLarge,
     /// A WebSocket endpoint asked for without the upgrade.
     UpgradeRequired,
+    /// Another run of the code context is under way.
+    ContextBusy,
     /// A suspended session could not get its workspace back (it stays suspended).
     ResumeFailed(String),
     /// A snapshot would pass the principal's quota (named).
@@ -132,9 +134,12 @@ impl ApiError {
             PayloadTooLarge | FileTooLarge(_) | SnapshotQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            FileRefused(_) | IdempotencyInProgress | SessionExists(_) | SessionInUse | ExecutionNotRunning(_) => {
-                StatusCode::CONFLICT
-            }
+            FileRefused(_)
+            | IdempotencyInProgress
+            | SessionExists(_)
+            | SessionInUse
+            | ExecutionNotRunning(_)
+            | ContextBusy => StatusCode::CONFLICT,
             StdinTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             CursorExpired(_) => StatusCode::GONE,
@@ -199,6 +204,7 @@ impl ApiError {
             CursorExpired(_) => "cursor_expired",
             StdinTooLarge => "stdin_too_large",
             UpgradeRequired => "upgrade_required",
+            ContextBusy => "context_busy",
             ResumeFailed(_) => "resume_failed",
             SnapshotStoreUnavailable(_) => "snapshot_store_unavailable",
             IdempotencyInProgress => "idempotency_in_progress",
@@ -235,6 +241,7 @@ impl ApiError {
             SessionInUse => "a command runs in the session: suspend it once the command ends".into(),
             ExecutionNotRunning(detail) | CursorExpired(detail) => detail.clone(),
             UpgradeRequired => "this endpoint is a WebSocket: connect with `Upgrade: websocket`".into(),
+            ContextBusy => "another run of this context is under way: wait for it, or interrupt it".into(),
             StdinTooLarge => format!(
                 "a stdin chunk is at most {} bytes (MAX_STDIN_CHUNK_BYTES): send it in parts",
                 brig_protocol::MAX_STDIN_BYTES

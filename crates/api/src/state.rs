@@ -43,6 +43,8 @@ pub struct AppState {
     /// The execute use case every transport runs.
     pub execute: Arc<ExecuteService>,
     pub executions: Arc<Executions>,
+    /// Stateful code contexts, on top of executions.
+    pub contexts: Arc<crate::service::contexts::Contexts>,
     pub idempotency: Arc<Idempotency>,
     /// The command rules in force (the policy file's, reloaded on SIGHUP).
     pub rules: Arc<LiveRules>,
@@ -201,6 +203,11 @@ impl AppState {
             config.execution_buffer_bytes,
             shutdown.clone(),
         ));
+        let contexts = Arc::new(crate::service::contexts::Contexts::new(
+            execute.clone(),
+            executions.clone(),
+            brig_core::store::ContextRecords::new(store.clone()),
+        ));
         let readiness = Arc::new(Readiness::new(store.clone(), runtime.clone()));
         let idempotency = Arc::new(Idempotency::new(
             IdempotencyRecords::new(store, config.result_store_quota),
@@ -223,6 +230,7 @@ impl AppState {
             auth_failures,
             execute,
             executions,
+            contexts,
             idempotency,
             rules,
             llm,

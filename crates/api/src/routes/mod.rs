@@ -1,5 +1,6 @@
 //! The router: one file per resource.
 
+pub(crate) mod contexts;
 pub(crate) mod execute;
 pub(crate) mod execute_stream;
 pub(crate) mod execution_attach;
@@ -51,6 +52,10 @@ pub fn router(state: AppState) -> Router {
         .route("/executions/{execution_id}/resize", post(execution_attach::resize))
         .route("/executions/{execution_id}/attach", get(execution_attach::attach))
         .route("/sessions/{session_id}/executions", get(executions::of_session))
+        .route("/sessions/{session_id}/contexts", post(contexts::create))
+        .route("/contexts/{context_id}/run", post(contexts::run))
+        .route("/contexts/{context_id}/interrupt", post(contexts::interrupt))
+        .route("/contexts/{context_id}", axum::routing::delete(contexts::delete))
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route("/sessions/{session_id}", get(sessions::get).delete(sessions::delete))
         .route("/sessions/{session_id}/suspend", post(sessions::suspend))

@@ -11,7 +11,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{execute, execution_attach, execution_output, executions, files, generate, health, sessions, snapshots};
+use super::{
+    contexts, execute, execution_attach, execution_output, executions, files, generate, health, sessions, snapshots,
+};
 
 /// Every error: a stable code and a message.
 #[derive(ToSchema)]
@@ -42,6 +44,10 @@ pub struct ErrorBody {
         execution_output::events,
         execution_attach::attach,
         execution_attach::resize,
+        contexts::create,
+        contexts::run,
+        contexts::interrupt,
+        contexts::delete,
         sessions::create,
         sessions::list,
         sessions::get,

@@ -8,6 +8,7 @@
 //! - [`readiness`]: `/ready`, checked at most once a second.
 //! - [`sessions`]: opening a session with a client's options.
 
+pub mod contexts;
 pub mod execute;
 pub mod executions;
 pub mod idempotency;

@@ -6,6 +6,7 @@
 //! | [`Cooldowns`] | `cooldown:<rule>:<scope>` |
 //! | [`IdempotencyRecords`] | `idempotency:<owner>:<sha256 of key>`, `idempotency-run:<...>` |
 //! | [`ExecutionRecords`] | `execution:<id>`, `execution-cancel:<id>` |
+//! | [`ContextRecords`] | `context:<id>`, `context-run:<id>` |
 //!
 //! Kept results (an execution's, an idempotent request's answer) hold
 //! command output, so they are stored compactly ([`pack`]: deflated past a
@@ -256,6 +257,46 @@ impl std::fmt::Display for ExecutionId {
 
 /// Execution records (any serialisable record type) and cancel requests, so
 /// that any replica can answer for an execution and cancel it.
+/// Code contexts (`context:<id>`) and the mark of the run that holds one
+/// (`context-run:<id>`): one run at a time per context, across replicas.
+#[derive(Clone)]
+pub struct ContextRecords {
+    store: Arc<dyn SessionStore>,
+}
+
+impl ContextRecords {
+    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+        ContextRecords { store }
+    }
+
+    pub async fn put<T: Serialize>(&self, id: &ExecutionId, record: &T, ttl: Duration) -> Result<(), StoreError> {
+        self.store
+            .put_value(&format!("context:{id}"), &packed(record)?, ttl)
+            .await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, id: &ExecutionId) -> Result<Option<T>, StoreError> {
+        match read_kept(self.store.get_value(&format!("context:{id}")).await?)? {
+            Some(Kept::Present(record)) => Ok(Some(record)),
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn delete(&self, id: &ExecutionId) -> Result<(), StoreError> {
+        self.store.delete_value(&format!("context:{id}")).await
+    }
+
+    /// Takes context `id` for one run (for `ttl` at most): `false` while
+    /// another run holds it.
+    pub async fn begin_run(&self, id: &ExecutionId, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self.store.set_once(&format!("context-run:{id}"), ttl).await?.is_none())
+    }
+
+    pub async fn end_run(&self, id: &ExecutionId) -> Result<(), StoreError> {
+        self.store.delete_value(&format!("context-run:{id}")).await
+    }
+}
+
 /// Executions listed per session (the latest).
 pub const SESSION_EXECUTIONS: usize = 100;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::facades::{
-    CooldownScope, Cooldowns, ExecutionId, ExecutionRecords, IdempotencyRecords, Kept, SavedAnswer,
+    ContextRecords, CooldownScope, Cooldowns, ExecutionId, ExecutionRecords, IdempotencyRecords, Kept, SavedAnswer,
 };
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
