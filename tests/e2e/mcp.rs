@@ -64,6 +64,7 @@ async fn an_mcp_client_initializes_lists_the_tools_and_calls_them() {
             "execute",
             "list_sessions",
             "read_file",
+            "run_code",
             "write_file"
         ]
     );
@@ -266,7 +267,7 @@ async fn transport_problems_are_json_rpc_errors_and_json_only_clients_are_served
         let listed: Value = response.json().await.unwrap();
         assert_eq!(listed["id"], 7);
         assert!(
-            listed["result"]["tools"].as_array().is_some_and(|t| t.len() == 6),
+            listed["result"]["tools"].as_array().is_some_and(|t| t.len() == 7),
             "{listed}"
         );
     }
@@ -325,6 +326,35 @@ async fn python_is_offered_where_it_runs_and_a_session_can_choose_its_image() {
     )
     .await;
     assert_eq!(ran["structuredContent"]["stdout"], "42\n", "{ran}");
+    // run_code: a context whose variables the next call, given its id, still has.
+    let first = call_tool(
+        &api,
+        ALICE_KEY,
+        5,
+        "run_code",
+        json!({"session_id": "py", "code": "x = 41"}),
+    )
+    .await;
+    assert_eq!(first["isError"], false, "{first}");
+    let context = first["structuredContent"]["context_id"].as_str().unwrap().to_string();
+    let second = call_tool(
+        &api,
+        ALICE_KEY,
+        6,
+        "run_code",
+        json!({"session_id": "py", "code": "x + 1", "context_id": context}),
+    )
+    .await;
+    assert_eq!(second["structuredContent"]["result"], "42", "{second}");
+    let foreign = call_tool(
+        &api,
+        BOB_KEY,
+        7,
+        "run_code",
+        json!({"session_id": "py", "code": "x", "context_id": context}),
+    )
+    .await;
+    assert_eq!(foreign["structuredContent"]["error"], "not_found", "{foreign}");
     let other = call_tool(
         &api,
         ALICE_KEY,
@@ -403,6 +433,7 @@ async fn the_official_python_sdk_works_over_http_and_through_brig_mcp() {
                 "execute",
                 "list_sessions",
                 "read_file",
+                "run_code",
                 "write_file"
             ]),
             "{transport}"

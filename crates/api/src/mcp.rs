@@ -48,6 +48,19 @@ pub struct ExecuteArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RunCodeArgs {
+    /// The session to run in (created if needed; its image must have python3).
+    pub session_id: String,
+    /// Python source; the repr of a last expression comes back as `result`.
+    pub code: String,
+    /// A context to run in (from an earlier run_code): its variables are
+    /// still there. Omitted: a new context.
+    pub context_id: Option<String>,
+    /// Deadline in seconds; past it the cell is interrupted.
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SessionArgs {
     /// The session id.
     pub session_id: String,
@@ -199,6 +212,38 @@ impl BrigMcp {
             let (view, created) = open_session(state.session_setup(&principal), &principal, args.into()).await?;
             let mut value = to_value(view)?;
             value["created"] = created.into();
+            Ok(value)
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Run Python code in a stateful context of a brig session: variables persist from one call to the next when the same context_id is passed back. Returns context_id, stdout, stderr, result (the repr of a last expression) and error (name, message, traceback)."
+    )]
+    async fn run_code(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<RunCodeArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let state = &self.state;
+        as_principal(&parts, |principal| async move {
+            let context_id = match args.context_id {
+                Some(id) => id,
+                None => state.contexts.create(&principal, &args.session_id, "python").await?,
+            };
+            let limits = state.execute.limits();
+            let timeout = args
+                .timeout
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .map_or(limits.default_timeout, |t| {
+                    std::time::Duration::from_secs_f64(t).min(limits.max_timeout)
+                });
+            let ran = state
+                .contexts
+                .run(&principal.owner(), &context_id, args.code, timeout)
+                .await?;
+            let mut value = to_value(ran)?;
+            value["context_id"] = context_id.into();
             Ok(value)
         })
         .await
