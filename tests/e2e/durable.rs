@@ -746,3 +746,33 @@ async fn a_code_context_keeps_its_variables_survives_an_interrupt_and_is_nobody_
         ps.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_the_oom_killer_ends_says_so() {
+    let api = api();
+    // The shell holds 400 MB of output in a 256 MiB sandbox.
+    let body =
+        json!({"command": "sh -c 'x=$(yes | head -c 400000000); echo survived'", "session_id": "oom", "timeout": 60});
+    let reply = call(&api, Method::POST, "/execute", ALICE_KEY, Some(body)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(
+        (reply.body["reason"].as_str(), reply.body["signal"].as_i64()),
+        (Some("oom_killed"), Some(9)),
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(reply.body["stdout"], "");
+    // The sandbox itself lives on.
+    let after = call(
+        &api,
+        Method::POST,
+        "/execute",
+        ALICE_KEY,
+        Some(json!({"command": "env", "session_id": "oom"})),
+    )
+    .await;
+    assert_eq!(
+        (after.status, after.body["reason"].as_str()),
+        (StatusCode::OK, Some("exited"))
+    );
+}
