@@ -227,17 +227,11 @@ impl BrigMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let state = &self.state;
         as_principal(&parts, |principal| async move {
+            let timeout = state.execute.limits().timeout(args.timeout)?;
             let context_id = match args.context_id {
                 Some(id) => id,
                 None => state.contexts.create(&principal, &args.session_id, "python").await?,
             };
-            let limits = state.execute.limits();
-            let timeout = args
-                .timeout
-                .filter(|t| t.is_finite() && *t > 0.0)
-                .map_or(limits.default_timeout, |t| {
-                    std::time::Duration::from_secs_f64(t).min(limits.max_timeout)
-                });
             let ran = state
                 .contexts
                 .run(&principal.owner(), &context_id, args.code, timeout)

@@ -1,7 +1,5 @@
 //! `/contexts`: stateful code contexts (see [`crate::service::contexts`]).
 
-use std::time::Duration;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -73,19 +71,7 @@ pub async fn run(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RunBody>,
 ) -> Result<Json<RunResult>, ApiError> {
-    let limits = state.execute.limits();
-    let timeout = match body.timeout {
-        None => limits.default_timeout,
-        Some(seconds) if seconds > 0.0 && seconds <= limits.max_timeout.as_secs_f64() => {
-            Duration::from_secs_f64(seconds)
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_timeout",
-                format!("timeout must be in (0, {}] seconds", limits.max_timeout.as_secs_f64()),
-            ))
-        }
-    };
+    let timeout = state.execute.limits().timeout(body.timeout)?;
     let owner = principal.owner();
     Ok(Json(state.contexts.run(&owner, &id, body.code, timeout).await?))
 }

@@ -127,6 +127,20 @@ pub struct ExecLimits {
 }
 
 impl ExecLimits {
+    /// A deadline asked for in seconds: the default when none, else within
+    /// (0, `MAX_EXEC_TIMEOUT_SECONDS`] (422 `invalid_timeout` otherwise).
+    pub fn timeout(&self, seconds: Option<f64>) -> Result<Duration, ApiError> {
+        let max = self.max_timeout;
+        match seconds {
+            None => Ok(self.default_timeout),
+            Some(seconds) if seconds > 0.0 && seconds <= max.as_secs_f64() => Ok(Duration::from_secs_f64(seconds)),
+            Some(_) => Err(ApiError::invalid(
+                "invalid_timeout",
+                format!("timeout must be in (0, {}] seconds", max.as_secs_f64()),
+            )),
+        }
+    }
+
     pub fn of(config: &Config) -> Self {
         ExecLimits {
             default_timeout: config.default_exec_timeout,
@@ -192,17 +206,7 @@ impl ExecuteService {
             }
         };
         let allowed = self.rules.current().check(&argv, principal.caller())?;
-        let max = self.limits.max_timeout;
-        let timeout = match input.timeout {
-            None => self.limits.default_timeout,
-            Some(seconds) if seconds > 0.0 && seconds <= max.as_secs_f64() => Duration::from_secs_f64(seconds),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "invalid_timeout",
-                    format!("timeout must be in (0, {}] seconds", max.as_secs_f64()),
-                ))
-            }
-        };
+        let timeout = self.limits.timeout(input.timeout)?;
         let working_dir = match input.working_dir.as_deref() {
             None => WorkingDir::default(),
             Some(dir) => WorkingDir::parse(dir)?,
