@@ -309,7 +309,7 @@ async fn brig_mcp_bridges_stdio_to_the_apis_mcp_server() {
     );
     assert_eq!(answers[0]["error"]["code"], -32700, "{}", answers[0]);
     assert_eq!(answers[1]["result"]["serverInfo"]["name"], "brig");
-    assert_eq!(answers[2]["result"]["tools"].as_array().unwrap().len(), 6);
+    assert_eq!(answers[2]["result"]["tools"].as_array().unwrap().len(), 7);
     assert_eq!(answers[3]["result"]["structuredContent"]["stdout"], "through stdio\n");
 
     // What the bridge cannot deliver is an error for that request, with its id.

@@ -661,6 +661,18 @@ async fn a_code_context_keeps_its_variables_survives_an_interrupt_and_is_nobody_
     assert_eq!(failed.body["stderr"], "to err\n");
     assert_eq!(failed.body["error"]["name"], "ZeroDivisionError", "{:?}", failed.body);
     assert!(failed.body["error"]["traceback"].as_str().unwrap().contains("<cell>"));
+    // A subprocess writing to fd 1 and a huge error break nothing.
+    let sub = run("import os\nos.system('echo from-a-subprocess')", 30.0).await;
+    assert_eq!(
+        (sub.status, sub.body["result"].as_str()),
+        (StatusCode::OK, Some("0")),
+        "{:?}",
+        sub.body
+    );
+    let huge = run("raise ValueError('é' * 10**7)", 30.0).await;
+    assert_eq!(huge.body["error"]["name"], "ValueError", "{:?}", huge.status);
+    assert!(huge.body["error"]["message"].as_str().unwrap().chars().count() <= 256 * 1024);
+    assert_eq!(run("x", 30.0).await.body["result"], "41");
 
     // A runaway cell: interrupted, the context and its variables live on.
     let runaway = tokio::spawn({

@@ -3,7 +3,7 @@
 //! commands it started die when it ends (nobody is left to hear of them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use brig_protocol::{DecodeError, ErrorCode, Frame, Stream, MAX_FRAME_LEN, PROTOCOL_VERSION};
@@ -42,6 +42,8 @@ pub struct Connection {
     pub egress: Option<Arc<Egress>>,
     /// Its running commands: its request id → the supervisor's.
     runs: Arc<Mutex<HashMap<u32, u32>>>,
+    /// Its client greeted with version 2 or later: it pings.
+    pings: AtomicBool,
 }
 
 impl Connection {
@@ -50,6 +52,7 @@ impl Connection {
             writer,
             egress,
             runs: Arc::default(),
+            pings: AtomicBool::new(false),
         }
     }
 
@@ -57,8 +60,9 @@ impl Connection {
         self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn has_runs(&self) -> bool {
-        !self.runs().is_empty()
+    /// Whether it runs commands and its client promised to ping.
+    pub fn has_runs_and_pings(&self) -> bool {
+        self.pings.load(Ordering::SeqCst) && !self.runs().is_empty()
     }
 
     /// The client went away: kill what it started.
@@ -103,6 +107,8 @@ pub fn handle(frame: Result<Frame, DecodeError>, agent: &Agent, connection: &Con
     };
     match frame {
         Ok(Frame::Hello { version }) => {
+            // An older client (version 1) never pings: not held to silence.
+            connection.pings.store(version >= 2, Ordering::SeqCst);
             if let Some(egress) = egress {
                 egress.deliver(FromApi::Reset);
             }

@@ -19,8 +19,21 @@ use std::os::fd::OwnedFd;
 
 use brig_protocol::{ErrorCode, Keep, ReadReply, ReadRequest, RunResult, Stream, TtySize};
 
-/// Ring bytes all kept executions of a sandbox may reserve together.
+/// Ring bytes all kept executions of a sandbox may reserve together, at
+/// most: half the sandbox's memory limit when it can be read (the rings
+/// count against it).
 pub const BUDGET: u64 = 256 << 20;
+
+/// The budget for this sandbox.
+fn budget() -> u64 {
+    let limit = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<u64>().ok());
+    limit.map_or(BUDGET, |limit| (limit / 2).clamp(1 << 20, BUDGET))
+}
 
 /// Finished executions kept for their readers.
 pub const MAX_FINISHED: usize = 16;
@@ -69,8 +82,19 @@ impl Ring {
         let bytes = &bytes[bytes.len().saturating_sub(self.cap)..];
         let over = (self.data.len() + bytes.len()).saturating_sub(self.cap);
         self.data.drain(..over);
+        // Grown by doubling, but never past the cap (the budget counts caps).
+        let needed = self.data.len() + bytes.len();
+        if needed > self.data.capacity() {
+            let target = (self.data.capacity() * 2).max(needed).min(self.cap);
+            self.data.reserve_exact(target - self.data.len());
+        }
         self.data.extend(bytes);
         self.start = end - self.data.len() as u64;
+    }
+
+    /// Bytes from `offset` to the end (none if it is outside the ring).
+    fn after(&self, offset: u64) -> u64 {
+        self.end().saturating_sub(offset.max(self.start))
     }
 
     /// Up to `max` bytes from `offset` on.
@@ -286,6 +310,9 @@ impl Exec {
         self.set_pty(None);
         let mut state = self.lock();
         state.finished = Some(result);
+        for ring in &mut state.rings {
+            ring.data.shrink_to_fit();
+        }
         let all = take_waiters(&mut state, |_| true);
         drop(state);
         answer_all(all);
@@ -313,7 +340,10 @@ fn answer(state: &State, request: &ReadRequest) -> Option<Result<ReadReply, Fail
 fn reply(state: &State, request: &ReadRequest) -> Result<ReadReply, Failure> {
     let max = request.max_bytes as usize;
     let [out, err] = &state.rings;
-    let stdout = out.from(request.stdout_offset, max)?;
+    // Both streams get a fair share: a stdout flood never starves stderr
+    // until its bytes leave the ring.
+    let stderr_share = (err.after(request.stderr_offset) as usize).min(max / 2);
+    let stdout = out.from(request.stdout_offset, max - stderr_share)?;
     let stderr = err.from(request.stderr_offset, max - stdout.len())?;
     let at_end = request.stdout_offset + stdout.len() as u64 == out.end()
         && request.stderr_offset + stderr.len() as u64 == err.end();
@@ -370,12 +400,26 @@ impl Registry {
 }
 
 /// Every kept execution of the sandbox, by key.
-#[derive(Default)]
 pub struct Kept {
     registry: Mutex<Registry>,
+    /// Ring bytes all of them may reserve together.
+    budget: u64,
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Kept::with_budget(budget())
+    }
 }
 
 impl Kept {
+    pub fn with_budget(budget: u64) -> Self {
+        Kept {
+            registry: Mutex::default(),
+            budget,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -383,10 +427,13 @@ impl Kept {
     /// Makes room for and records a new execution (before it is spawned).
     pub fn register(&self, id: u32, keep: &Keep) -> Result<Arc<Exec>, Failure> {
         let per_stream = keep.buffer_bytes;
-        if per_stream == 0 || per_stream > BUDGET / 2 {
+        if per_stream == 0 || per_stream > self.budget / 2 {
             return Err((
                 ErrorCode::InvalidRequest,
-                format!("buffer_bytes must be between 1 and {}", BUDGET / 2),
+                format!(
+                    "buffer_bytes must be between 1 and {} (half the output this sandbox may keep)",
+                    self.budget / 2
+                ),
             ));
         }
         let mut registry = self.lock();
@@ -397,7 +444,7 @@ impl Kept {
             ));
         }
         let need = 2 * per_stream;
-        while registry.reserved + need > BUDGET {
+        while registry.reserved + need > self.budget {
             if !registry.forget_oldest() {
                 return Err(failure(ErrorCode::Busy, "the sandbox keeps as much output as it may"));
             }
@@ -549,7 +596,11 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!((partial.stdout.as_slice(), partial.finished), (&b"ab"[..], None));
+        // Both streams share the budget: one byte each.
+        assert_eq!(
+            (partial.stdout.as_slice(), partial.stderr.as_slice(), partial.finished),
+            (&b"a"[..], &b"e"[..], None)
+        );
         assert!(read_now(&exec, read("a", 12, 1, 0)).unwrap().finished.is_some());
     }
 
@@ -576,7 +627,7 @@ mod tests {
 
     #[test]
     fn the_budget_forgets_finished_executions_first_and_refuses_past_running_ones() {
-        let kept = Kept::default();
+        let kept = Kept::with_budget(BUDGET);
         let half = BUDGET / 4;
         let first = kept.register(1, &keep("a", half)).unwrap();
         let _second = kept.register(2, &keep("b", half)).unwrap();

@@ -155,7 +155,7 @@ fn watch_silence(agent: Arc<Agent>, connection: Arc<Connection>, heard: Arc<Mute
     std::thread::Builder::new().name("silence".into()).spawn(move || loop {
         std::thread::sleep(Duration::from_secs(1));
         let quiet = heard.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-        if quiet > silence && connection.has_runs() {
+        if quiet > silence && connection.has_runs_and_pings() {
             connection.ended(&agent);
         }
     })?;
@@ -178,6 +178,7 @@ fn serve_relays(agent: Arc<Agent>) -> io::Result<()> {
                 active.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
+            let active_after_refusal = Arc::clone(&active);
             let (agent, active) = (Arc::clone(&agent), Arc::clone(&active));
             let served = std::thread::Builder::new().name("relay".into()).spawn(move || {
                 if let Err(err) = serve_relay(&agent, stream) {
@@ -186,6 +187,8 @@ fn serve_relays(agent: Arc<Agent>) -> io::Result<()> {
                 active.fetch_sub(1, Ordering::SeqCst);
             });
             if served.is_err() {
+                // The thread never ran: its slot is free again.
+                active_after_refusal.fetch_sub(1, Ordering::SeqCst);
                 eprintln!("brig-agent: no thread for a relay");
             }
         }
@@ -195,6 +198,8 @@ fn serve_relays(agent: Arc<Agent>) -> io::Result<()> {
 
 fn serve_relay(agent: &Agent, stream: UnixStream) -> io::Result<()> {
     stream.set_write_timeout(Some(RELAY_WRITE_TIMEOUT))?;
+    // Its client pings every 2 s: a relay silent for longer is dead.
+    stream.set_read_timeout(Some(Duration::from_millis(CLIENT_SILENCE_MS)))?;
     let writer = Arc::new(FrameWriter::to(Box::new(RelayOut(stream.try_clone()?))));
     let connection = Connection::new(writer, None);
     let mut decoder = FrameDecoder::new();

@@ -33,8 +33,14 @@ pub use frame::{
 };
 pub use wire::{DecodeError, FrameTooLarge};
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this crate speaks. Version 2 adds kept executions
+/// (`keep` on `Run`, `Read`, `Stdin`, `Signal`, `Resize`, `Ack`) and `Ping`;
+/// a `Run` without `keep` is encoded as version 1 had it.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest version a client still speaks with (an agent published by an
+/// earlier brig, in a sandbox made before an upgrade).
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// Hard upper bound of one frame's `len` field (kind + id + payload).
 pub const MAX_FRAME_LEN: usize = 2 * 1024 * 1024;

@@ -137,8 +137,9 @@ impl Frame {
                 w.bytes(&request.stdin);
                 w.u64(request.timeout_ms);
                 w.u64(request.output_cap);
+                // Absent, not a zero flag: version 1 agents decode it.
                 match &request.keep {
-                    None => w.u8(0),
+                    None => {}
                     Some(keep) => {
                         w.u8(1);
                         w.str(&keep.key);
@@ -383,9 +384,9 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
                 stdin,
                 timeout_ms: r.u64()?,
                 output_cap: r.u64()?,
-                keep: match r.u8()? {
-                    0 => None,
-                    1 => Some(Keep {
+                keep: match r.0.first().map(|_| r.u8()).transpose()? {
+                    None | Some(0) => None,
+                    Some(1) => Some(Keep {
                         key: r.key()?,
                         buffer_bytes: r.u64()?,
                         stdin_pipe: r.flag()?,
@@ -395,7 +396,7 @@ fn decode_fields(kind: u8, id: u32, payload: &[u8]) -> Result<Option<Frame>, &'s
                             _ => return Err("bad tty flag"),
                         },
                     }),
-                    _ => return Err("bad keep flag"),
+                    Some(_) => return Err("bad keep flag"),
                 },
             };
             Frame::Run { id, request }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use brig_protocol::{
     ErrorCode, Frame, FrameDecoder, Keep, ReadRequest, RunRequest, RunResult, Stream, Termination, TtySize,
-    MAX_FRAME_LEN,
+    MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 
 struct Agent {
@@ -112,11 +112,38 @@ fn hello_is_answered_with_the_protocol_version() {
         Frame::HelloOk {
             version, max_frame_len, ..
         } => {
-            assert_eq!(version, 1, "agent must answer with the version it speaks");
+            assert_eq!(
+                version, PROTOCOL_VERSION,
+                "agent must answer with the version it speaks"
+            );
             assert_eq!(max_frame_len as usize, MAX_FRAME_LEN);
         }
         other => panic!("{other:?}"),
     }
+    // A client of version 1 (an earlier brig) is answered in its version,
+    // and its plain runs, which carry no keep byte, still run.
+    agent.send(Frame::Hello { version: 1 });
+    assert!(matches!(agent.next(), Frame::HelloOk { version: 1, .. }));
+    let mut v1_run = Frame::Run {
+        id: 3,
+        request: RunRequest {
+            argv: vec!["true".into()],
+            cwd: "/".into(),
+            timeout_ms: 5_000,
+            output_cap: 16,
+            ..RunRequest::default()
+        },
+    }
+    .encode();
+    // Header, argv (count, "true"), cwd "/", env count, stdin, timeout, cap.
+    let version_1_len = 9 + (4 + 4 + 4) + (4 + 1) + 4 + 4 + 8 + 8;
+    assert_eq!(
+        v1_run.len(),
+        version_1_len,
+        "a plain Run is encoded as version 1 had it"
+    );
+    agent.send_raw(&std::mem::take(&mut v1_run));
+    assert!(matches!(agent.next(), Frame::Exit { id: 3, .. }));
 }
 
 #[test]

@@ -78,10 +78,15 @@ async fn attached(state: AppState, owner: Owner, id: String, at: Offsets, socket
     let output = async {
         let mut at = at;
         let last = loop {
+            let asked = tokio::time::Instant::now();
             let read = match executions.read(&owner, &id, at, READ_BYTES, READ_WAIT).await {
                 Ok(read) => read,
                 Err(err) => break serde_json::json!({ "error": err.failure() }),
             };
+            let empty = read.stdout.is_empty() && read.stderr.is_empty() && read.finished.is_none();
+            if empty && asked.elapsed() < READ_WAIT / 2 {
+                tokio::time::sleep(super::execution_output::NO_PROGRESS_PAUSE).await;
+            }
             for (bytes, offset) in [(read.stdout, &mut at.stdout), (read.stderr, &mut at.stderr)] {
                 if bytes.is_empty() {
                     continue;
@@ -99,7 +104,13 @@ async fn attached(state: AppState, owner: Owner, id: String, at: Offsets, socket
         let _ = to_client.send(Message::Close(None)).await;
     };
     let input = async {
+        // After a refused input (the command ended, or took no more stdin)
+        // the rest is dropped, but the output and the exit still come.
+        let mut refused = false;
         while let Some(Ok(message)) = from_client.next().await {
+            if refused && !matches!(message, Message::Close(_)) {
+                continue;
+            }
             let done = match message {
                 Message::Binary(bytes) => executions.stdin(&owner, &id, bytes.to_vec(), false).await.map(drop),
                 Message::Text(text) => match serde_json::from_str::<ClientControl>(&text) {
@@ -123,13 +134,10 @@ async fn attached(state: AppState, owner: Owner, id: String, at: Offsets, socket
                 Message::Close(_) => return,
                 Message::Ping(_) | Message::Pong(_) => Ok(()),
             };
-            // The command ended (its output tells how) or went away.
-            if done.is_err() {
-                return;
-            }
+            refused |= done.is_err();
         }
     };
-    // Whichever ends first ends the attachment; the other is dropped.
+    // The output's end, or the client's leaving, ends the attachment.
     tokio::select! {
         () = output => {}
         () = input => {}

@@ -35,8 +35,9 @@ const EVENT_READ_BYTES: u32 = 256 << 10;
 /// How long one SSE round waits in the sandbox for new output.
 const EVENT_WAIT: Duration = Duration::from_secs(15);
 
-/// Pause after a round that could send nothing (only part of a character).
-const NO_PROGRESS_PAUSE: Duration = Duration::from_millis(50);
+/// Pause after a round that brought nothing sooner than its wait (only part
+/// of a character, or the sandbox had too many readers waiting already).
+pub const NO_PROGRESS_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -272,6 +273,7 @@ impl Follow {
             if self.done {
                 return None;
             }
+            let asked = tokio::time::Instant::now();
             let read = match self.pending.take() {
                 Some(read) => read,
                 None => {
@@ -314,8 +316,7 @@ impl Follow {
             }
             made.reverse();
             self.events = made;
-            if !moved && !self.done && (!read.stdout.is_empty() || !read.stderr.is_empty()) {
-                // Only part of a character so far: let its rest arrive.
+            if !moved && !self.done && asked.elapsed() < EVENT_WAIT / 2 {
                 tokio::time::sleep(NO_PROGRESS_PAUSE).await;
             }
         }

@@ -291,6 +291,22 @@ impl Executions {
             ));
         }
         let key = id.to_string();
+        if stored.tty && close {
+            // A terminal's input ends with its EOF character (Ctrl-D), not
+            // by closing: its master stays open for the output.
+            if !data.is_empty() {
+                let (key, close) = (key.clone(), false);
+                self.control(owner, &stored, Control::Stdin { key, data, close })
+                    .await?;
+            }
+            let eof = Control::Stdin {
+                key,
+                data: vec![0x04],
+                close: false,
+            };
+            self.control(owner, &stored, eof).await?;
+            return Ok(());
+        }
         self.control(owner, &stored, Control::Stdin { key, data, close })
             .await?;
         Ok(())

@@ -5,10 +5,13 @@
 # repr of a last expression and error {"name", "message", "traceback"}.
 # SIGINT interrupts a running cell (KeyboardInterrupt) and is ignored between
 # cells, so an interrupt never ends the context. Standard library only.
-import ast, contextlib, io, json, signal, sys, traceback
+import ast, contextlib, io, json, os, signal, sys, traceback
 
-CAP = 1 << 20
-out = sys.stdout
+CAP = 256 * 1024
+# Answers go to a descriptor of their own; fd 1 (what subprocesses of a cell
+# inherit) goes where fd 2 does, so nothing else lands in the answers.
+out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+os.dup2(2, 1)
 namespace = {"__name__": "__main__", "__builtins__": __builtins__}
 running = False
 
@@ -48,8 +51,8 @@ for line in sys.stdin:
     except BaseException as exc:
         error = {
             "name": type(exc).__name__,
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            "message": str(exc)[:CAP],
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-CAP:],
         }
     finally:
         running = False
@@ -60,5 +63,5 @@ for line in sys.stdin:
         "result": result[:CAP] if result is not None else None,
         "error": error,
     }
-    out.write(json.dumps(answer) + "\n")
+    out.write(json.dumps(answer, ensure_ascii=False) + "\n")
     out.flush()

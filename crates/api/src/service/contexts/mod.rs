@@ -39,7 +39,7 @@ const LANGUAGE: &str = "python";
 const RUN_MARK_SLACK: Duration = Duration::from_secs(30);
 
 /// Longest answer line read back (the driver caps each part at 1 MiB).
-const MAX_ANSWER_BYTES: usize = 4 << 20;
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// SIGINT (2 on every Linux architecture).
 const SIGINT: i32 = 2;
@@ -55,6 +55,10 @@ struct Record {
     execution_id: String,
     /// Bytes of the driver's stdout already read: where the next answer starts.
     offset: u64,
+    /// Bytes of its stderr passed over (what the interpreter itself, or a
+    /// cell's subprocesses, wrote there).
+    #[serde(default)]
+    stderr_offset: u64,
     /// The sequence number of the last request.
     seq: u64,
 }
@@ -131,6 +135,7 @@ impl Contexts {
             session_id: view.session_id,
             execution_id: view.execution_id,
             offset: 0,
+            stderr_offset: 0,
             seq: 0,
         };
         self.records.put(&id, &record, retention).await?;
@@ -148,10 +153,18 @@ impl Contexts {
     /// Runs `code` in context `id`, waiting at most `timeout` (then the cell
     /// is interrupted and its answer says so).
     pub async fn run(&self, owner: &Owner, id: &str, code: String, timeout: Duration) -> Result<RunResult, ApiError> {
-        let (id, mut record) = self.load(owner, id).await?;
+        let (id, _) = self.load(owner, id).await?;
         if !self.records.begin_run(&id, timeout + RUN_MARK_SLACK).await? {
             return Err(ApiError::ContextBusy);
         }
+        // Read again under the mark: the run before may have moved it on.
+        let mut record = match self.load(owner, id.as_str()).await {
+            Ok((_, record)) => record,
+            Err(err) => {
+                let _ = self.records.end_run(&id).await;
+                return Err(err);
+            }
+        };
         let ran = self.run_held(owner, &mut record, code, timeout).await;
         // The offset moves past this run's answer (or where reading stopped).
         let saved = self.records.put(&id, &record, self.execute.limits().max_timeout).await;
@@ -218,35 +231,41 @@ impl Contexts {
     ) -> Result<Option<Answer>, ApiError> {
         let give_up = tokio::time::Instant::now() + wait;
         let mut line: Vec<u8> = Vec::new();
-        // The driver's own stderr (the interpreter's warnings) is passed over.
-        let mut stderr = 0;
+        // Past MAX_ANSWER_BYTES a line is passed over, not kept.
+        let mut skipped = 0u64;
         loop {
             let left = give_up.saturating_duration_since(tokio::time::Instant::now());
             let at = Offsets {
-                stdout: record.offset + line.len() as u64,
-                stderr,
+                stdout: record.offset + skipped + line.len() as u64,
+                stderr: record.stderr_offset,
             };
+            let wait = left.min(Duration::from_secs(25));
+            let asked = tokio::time::Instant::now();
             let read = self
                 .executions
-                .read(
-                    owner,
-                    &record.execution_id,
-                    at,
-                    1 << 20,
-                    left.min(Duration::from_secs(25)),
-                )
+                .read(owner, &record.execution_id, at, 1 << 20, wait)
                 .await?;
-            stderr += read.stderr.len() as u64;
+            let empty = read.stdout.is_empty() && read.stderr.is_empty() && read.finished.is_none();
+            if empty && !left.is_zero() && asked.elapsed() < wait / 2 {
+                // Answered early with nothing: too many readers in the sandbox.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // The driver's stderr is no part of any answer.
+            record.stderr_offset += read.stderr.len() as u64;
             if let Some(end) = read.stdout.iter().position(|&b| b == b'\n') {
                 line.extend_from_slice(&read.stdout[..end]);
-                record.offset += line.len() as u64 + 1;
+                record.offset += skipped + line.len() as u64 + 1;
+                if skipped > 0 {
+                    return Err(ApiError::SandboxProtocol("a context's answer was too long".into()));
+                }
                 let answer = serde_json::from_slice(&line)
                     .map_err(|err| ApiError::SandboxProtocol(format!("a context answered badly: {err}")))?;
                 return Ok(Some(answer));
             }
             line.extend_from_slice(&read.stdout);
             if line.len() > MAX_ANSWER_BYTES {
-                return Err(ApiError::SandboxProtocol("a context's answer is too long".into()));
+                skipped += line.len() as u64;
+                line.clear();
             }
             if read.finished.is_some() {
                 return Err(ApiError::ExecutionNotRunning(

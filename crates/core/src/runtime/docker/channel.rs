@@ -8,7 +8,7 @@
 //! container's stdout on its slowest attached reader.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use bollard::query_parameters::AttachContainerOptionsBuilder;
 use bollard::Docker;
 use brig_protocol::{
     DecodeError, ErrorCode, FileReply, FileRequest, Frame, FrameDecoder, RunRequest, RunResult, Stream, Termination,
-    MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES, PING_INTERVAL_MS, PROTOCOL_VERSION,
+    MAX_FRAME_LEN, MAX_LIST_LEN, MAX_STDIN_BYTES, MIN_PROTOCOL_VERSION, PING_INTERVAL_MS, PROTOCOL_VERSION,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -117,6 +117,8 @@ impl Waiters {
 struct Shared {
     waiters: Mutex<Waiters>,
     closed: AtomicBool,
+    /// The protocol version agreed with the agent (0 until its `HelloOk`).
+    version: AtomicU16,
     tunnels: Arc<Tunnels>,
 }
 
@@ -197,6 +199,7 @@ impl Channel {
         let shared = Arc::new(Shared {
             waiters: Mutex::default(),
             closed: AtomicBool::new(false),
+            version: AtomicU16::new(0),
             tunnels: Tunnels::new(container, dialer, frames.clone(), bulk),
         });
 
@@ -246,13 +249,17 @@ impl Channel {
             }
         });
 
-        // The agent takes a silent client for gone, and kills what it started.
-        let pings = frames.clone();
+        // The agent takes a silent client for gone, and kills what it
+        // started (an agent of version 1 knows no pings, and needs none).
+        let (pings, ping_shared) = (frames.clone(), Arc::clone(&shared));
         let pinger = tokio::spawn(async move {
             let ping = Frame::Ping.encode();
             let mut every = tokio::time::interval(Duration::from_millis(PING_INTERVAL_MS));
             loop {
                 every.tick().await;
+                if ping_shared.version.load(Ordering::SeqCst) < 2 {
+                    continue;
+                }
                 if pings.send(ping.clone()).await.is_err() {
                     return;
                 }
@@ -280,7 +287,10 @@ impl Channel {
         })
         .await?;
         match tokio::time::timeout(HELLO_TIMEOUT, rx).await {
-            Ok(Ok(PROTOCOL_VERSION)) => Ok(()),
+            Ok(Ok(version @ MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION)) => {
+                self.shared.version.store(version, Ordering::SeqCst);
+                Ok(())
+            }
             Ok(Ok(other)) => Err(RuntimeError::Protocol(format!("agent speaks protocol version {other}"))),
             Ok(Err(_)) => Err(RuntimeError::ChannelClosed),
             Err(_) => Err(RuntimeError::AgentUnresponsive),
@@ -304,6 +314,9 @@ impl Channel {
     /// the result says so.
     pub async fn run(&self, request: RunRequest, wait: Duration, hooks: &ExecHooks) -> Result<Finished, RuntimeError> {
         check_fits(&request)?;
+        if request.keep.is_some() {
+            self.check_keeps()?;
+        }
         let id = self.request_id();
         let (done, finished) = oneshot::channel();
         let cap = request.output_cap;
@@ -360,8 +373,22 @@ impl Channel {
         }
     }
 
+    /// An agent published by a brig that predates kept executions (a
+    /// sandbox made before an upgrade) cannot keep one.
+    fn check_keeps(&self) -> Result<(), RuntimeError> {
+        if self.shared.version.load(Ordering::SeqCst) >= 2 {
+            return Ok(());
+        }
+        Err(RuntimeError::InvalidRequest(
+            "this session's sandbox runs an agent from an earlier brig, which keeps no executions: delete the \
+             session and use a new one"
+                .into(),
+        ))
+    }
+
     /// One request about a kept execution, answered within `wait`.
     pub async fn control(&self, control: Control, wait: Duration) -> Result<ControlReply, RuntimeError> {
+        self.check_keeps()?;
         let frame = |id| match control {
             Control::Read(request) => Frame::Read { id, request },
             Control::Stdin { key, data, close } => Frame::Stdin { id, key, data, close },
