@@ -125,7 +125,7 @@ async fn attached(state: AppState, owner: Owner, id: String, at: Offsets, socket
                         Ok(signal) => executions.signal(&owner, &id, signal).await.map(drop),
                         Err(err) => Err(err),
                     },
-                    Ok(ClientControl::Eof(true)) => executions.stdin(&owner, &id, Vec::new(), true).await,
+                    Ok(ClientControl::Eof(true)) => executions.stdin(&owner, &id, Vec::new(), true).await.map(drop),
                     Ok(ClientControl::Eof(false)) => Ok(()),
                     // A control this server does not know: ignored, like a
                     // newer client's extension.

@@ -100,12 +100,17 @@ pub struct StdinQuery {
 }
 
 /// `POST /executions/{id}/stdin`: raw bytes for the stdin pipe of an
-/// execution started with `"stdin": "pipe"`; answered once the command took them.
+/// execution started with `"stdin": "pipe"`; answered once the command took
+/// them (204), or with 202 when after 30 s they still wait in the sandbox's
+/// queue for the command to read them: they are not to be sent again.
 #[utoipa::path(
     post, path = "/executions/{execution_id}/stdin", operation_id = "writeExecutionStdin", tag = "execute", security(("api_key" = []), ("bearer" = [])),
     params(("execution_id" = String, Path), StdinQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 204, description = "The command took the bytes (and stdin ended, with close=true)"))
+    responses(
+        (status = 204, description = "The command took the bytes (and stdin ended, with close=true)"),
+        (status = 202, description = "Queued in the sandbox: the command has not read them yet (do not send them again)")
+    )
 )]
 pub async fn stdin(
     State(state): State<AppState>,
@@ -115,8 +120,12 @@ pub async fn stdin(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let owner = principal.owner();
-    state.executions.stdin(&owner, &id, body.to_vec(), query.close).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let taken = state.executions.stdin(&owner, &id, body.to_vec(), query.close).await?;
+    Ok(if taken {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::ACCEPTED
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -275,12 +275,16 @@ impl Executions {
                 stderr: reply.stderr,
                 finished: reply.finished,
             }),
-            ControlReply::Done => Err(ApiError::SandboxProtocol("a read answered without output".into())),
+            ControlReply::Done | ControlReply::Queued => {
+                Err(ApiError::SandboxProtocol("a read answered without output".into()))
+            }
         }
     }
 
-    /// Feeds `data` to a running execution's stdin pipe (then ends it if `close`).
-    pub async fn stdin(&self, owner: &Owner, id: &str, data: Vec<u8>, close: bool) -> Result<(), ApiError> {
+    /// Feeds `data` to a running execution's stdin pipe (then ends it if
+    /// `close`): `true` once the command took it all, `false` when it is
+    /// still queued in the sandbox after 30 s (it is not to be sent again).
+    pub async fn stdin(&self, owner: &Owner, id: &str, data: Vec<u8>, close: bool) -> Result<bool, ApiError> {
         if data.len() > brig_protocol::MAX_STDIN_BYTES {
             return Err(ApiError::StdinTooLarge);
         }
@@ -304,12 +308,13 @@ impl Executions {
                 data: vec![0x04],
                 close: false,
             };
-            self.control(owner, &stored, eof).await?;
-            return Ok(());
+            let taken = self.control(owner, &stored, eof).await?;
+            return Ok(taken != ControlReply::Queued);
         }
-        self.control(owner, &stored, Control::Stdin { key, data, close })
+        let taken = self
+            .control(owner, &stored, Control::Stdin { key, data, close })
             .await?;
-        Ok(())
+        Ok(taken != ControlReply::Queued)
     }
 
     /// Sends `signal` to a running execution's process group.

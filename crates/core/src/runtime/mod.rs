@@ -102,6 +102,8 @@ impl Control {
 pub enum ControlReply {
     Read(brig_protocol::ReadReply),
     Done,
+    /// Stdin taken into the agent's queue, not yet by the command.
+    Queued,
 }
 
 /// Creates, runs commands in, and removes sandboxes.

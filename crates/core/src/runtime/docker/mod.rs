@@ -502,11 +502,9 @@ async fn control_over(channel: &Channel, control: Control) -> Result<ControlRepl
     let wait = control.wait();
     let stdin = matches!(control, Control::Stdin { .. });
     match channel.control(control, wait).await {
-        // A command that does not read its stdin is not a wedged agent.
-        Err(RuntimeError::AgentUnresponsive) if stdin => Err(RuntimeError::Busy(format!(
-            "the command did not take its stdin within {} s",
-            wait.as_secs()
-        ))),
+        // A command that does not read its stdin is not a wedged agent: the
+        // bytes wait in its queue (sending them again would repeat them).
+        Err(RuntimeError::AgentUnresponsive) if stdin => Ok(ControlReply::Queued),
         other => other,
     }
 }
