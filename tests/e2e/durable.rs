@@ -792,7 +792,12 @@ async fn a_command_the_oom_killer_ends_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_a_command_does_not_read_is_queued_not_refused_so_it_is_never_sent_twice() {
     let api = api();
-    let id = start(&api, "slow-reader", json!({"command": "sh -c 'sleep 40; wc -c'", "stdin": "pipe", "timeout": 90})).await;
+    let id = start(
+        &api,
+        "slow-reader",
+        json!({"command": "sh -c 'sleep 40; wc -c'", "stdin": "pipe", "timeout": 90}),
+    )
+    .await;
     // More than a pipe holds: the command reads none of it for 40 s.
     let (status, _) = post_stdin(&api, &id, vec![b'x'; 200_000], true).await;
     assert_eq!(status, StatusCode::ACCEPTED, "queued, not yet read");
