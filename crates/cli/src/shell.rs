@@ -82,12 +82,11 @@ async fn pump(socket: Socket, tty: bool) -> Result<Value, Failure> {
                 Some(bytes) => to_server.send(Message::Binary(bytes.into())).await.map_err(lost)?,
                 None => {
                     typing = false;
-                    // Our stdin ended: so does the command's (a terminal's
-                    // user ends it with Ctrl-D instead).
-                    if !tty {
-                        let eof = json!({"eof": true}).to_string();
-                        to_server.send(Message::Text(eof.into())).await.map_err(lost)?;
-                    }
+                    // Our stdin ended (a file or a pipe: a terminal in raw
+                    // mode never ends): so does the command's, under a
+                    // terminal as its EOF character.
+                    let eof = json!({"eof": true}).to_string();
+                    to_server.send(Message::Text(eof.into())).await.map_err(lost)?;
                 }
             },
             _ = resized.recv(), if tty => {
