@@ -3,7 +3,7 @@
 //! store, and restored into a new session the same way.
 
 use brig_core::runtime::transfer::{self, Transfer};
-use brig_core::session::{Owner, SessionId, Sessions};
+use brig_core::session::{Owner, SessionError, SessionId, Sessions};
 use brig_core::snapshot::{SnapshotMeta, SnapshotStore};
 
 use crate::error::ApiError;
@@ -20,10 +20,18 @@ pub async fn take(
         Ok(archive) => archive,
         Err(err) => return Err(sessions.went_away(owner, id, err).await.into()),
     };
-    store.write(owner, id.as_str(), archive).await.map_err(|err| {
-        tracing::warn!(%err, session = %id.as_str(), "snapshot not taken");
-        err.into()
-    })
+    match store.write(owner, id.as_str(), archive).await {
+        Ok(meta) => Ok(meta),
+        Err(err) => {
+            tracing::warn!(%err, session = %id.as_str(), "snapshot not taken");
+            // The archive cut because the session was deleted meanwhile (its
+            // container removed under the stream): not found, like the session.
+            if let Err(gone @ SessionError::NotFound) = sessions.get(owner, id).await {
+                return Err(gone.into());
+            }
+            Err(err.into())
+        }
+    }
 }
 
 /// Extracts snapshot `snapshot_id` into the session's workspace. A damaged
