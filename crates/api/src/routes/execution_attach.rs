@@ -104,8 +104,8 @@ async fn attached(state: AppState, owner: Owner, id: String, at: Offsets, socket
         let _ = to_client.send(Message::Close(None)).await;
     };
     let input = async {
-        // After a refused input (the command ended, or took no more stdin)
-        // the rest is dropped, but the output and the exit still come.
+        // After the command stopped taking input (it ended, or closed its
+        // stdin) the rest is dropped, but the output and the exit still come.
         let mut refused = false;
         while let Some(Ok(message)) = from_client.next().await {
             if refused && !matches!(message, Message::Close(_)) {
@@ -134,7 +134,9 @@ async fn attached(state: AppState, owner: Owner, id: String, at: Offsets, socket
                 Message::Close(_) => return,
                 Message::Ping(_) | Message::Pong(_) => Ok(()),
             };
-            refused |= done.is_err();
+            // Only the command's end stops the input; a bad control is
+            // passed over.
+            refused |= matches!(done, Err(ApiError::ExecutionNotRunning(_)));
         }
     };
     // The output's end, or the client's leaving, ends the attachment.
