@@ -78,15 +78,10 @@ async fn attached(state: AppState, owner: Owner, id: String, at: Offsets, socket
     let output = async {
         let mut at = at;
         let last = loop {
-            let asked = tokio::time::Instant::now();
             let read = match executions.read(&owner, &id, at, READ_BYTES, READ_WAIT).await {
                 Ok(read) => read,
                 Err(err) => break serde_json::json!({ "error": err.failure() }),
             };
-            let empty = read.stdout.is_empty() && read.stderr.is_empty() && read.finished.is_none();
-            if empty && asked.elapsed() < READ_WAIT / 2 {
-                tokio::time::sleep(super::execution_output::NO_PROGRESS_PAUSE).await;
-            }
             for (bytes, offset) in [(read.stdout, &mut at.stdout), (read.stderr, &mut at.stderr)] {
                 if bytes.is_empty() {
                     continue;

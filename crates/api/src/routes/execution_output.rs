@@ -35,9 +35,9 @@ const EVENT_READ_BYTES: u32 = 256 << 10;
 /// How long one SSE round waits in the sandbox for new output.
 const EVENT_WAIT: Duration = Duration::from_secs(15);
 
-/// Pause after a round that brought nothing sooner than its wait (only part
-/// of a character, or the sandbox had too many readers waiting already).
-pub const NO_PROGRESS_PAUSE: Duration = Duration::from_millis(200);
+/// Pause after a round whose bytes were only part of a character (an empty
+/// early answer already paused in the read).
+const NO_PROGRESS_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -273,7 +273,6 @@ impl Follow {
             if self.done {
                 return None;
             }
-            let asked = tokio::time::Instant::now();
             let read = match self.pending.take() {
                 Some(read) => read,
                 None => {
@@ -316,7 +315,8 @@ impl Follow {
             }
             made.reverse();
             self.events = made;
-            if !moved && !self.done && asked.elapsed() < EVENT_WAIT / 2 {
+            if !moved && !self.done && (!read.stdout.is_empty() || !read.stderr.is_empty()) {
+                // Only part of a character so far: let its rest arrive.
                 tokio::time::sleep(NO_PROGRESS_PAUSE).await;
             }
         }

@@ -33,6 +33,9 @@ const LOST_AFTER: Duration = Duration::from_secs(60);
 /// and command to be there.
 const START_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a read that was answered early with nothing pauses.
+const EARLY_EMPTY_PAUSE: Duration = Duration::from_millis(200);
+
 /// How long a cancel waits for the execution's record to say it ended.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
@@ -269,12 +272,21 @@ impl Executions {
             max_bytes,
             wait_ms: wait.as_millis().min(u128::from(MAX_READ_WAIT_MS)) as u32,
         };
+        let asked = tokio::time::Instant::now();
         match self.control(owner, &stored, Control::Read(request)).await? {
-            ControlReply::Read(reply) => Ok(Read {
-                stdout: reply.stdout,
-                stderr: reply.stderr,
-                finished: reply.finished,
-            }),
+            ControlReply::Read(reply) => {
+                // Nothing, well before the wait was over: the sandbox has too
+                // many readers waiting already. Callers read again: not at once.
+                let empty = reply.stdout.is_empty() && reply.stderr.is_empty() && reply.finished.is_none();
+                if empty && !wait.is_zero() && asked.elapsed() < wait / 2 {
+                    tokio::time::sleep(EARLY_EMPTY_PAUSE).await;
+                }
+                Ok(Read {
+                    stdout: reply.stdout,
+                    stderr: reply.stderr,
+                    finished: reply.finished,
+                })
+            }
             ControlReply::Done | ControlReply::Queued => {
                 Err(ApiError::SandboxProtocol("a read answered without output".into()))
             }
