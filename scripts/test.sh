@@ -35,7 +35,7 @@ log "building sandbox images"
 images/sandbox-test/build.sh
 images/sandbox-python/build.sh
 
-log "installing schemathesis, openapi-spec-validator, openapi-python-client, the MCP SDK and moto's S3 server (PyPI) into target/schemathesis"
+log "installing schemathesis, openapi-spec-validator, openapi-python-client, the MCP SDK, moto's S3 server and the Python SDK's test tools (httpx, pytest, mypy; PyPI) into target/schemathesis"
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -46,12 +46,14 @@ installed() {
     [ -x "target/schemathesis/bin/$tool" ] || return 1
   done
   # streamable_http_client(http_client=...) is mcp 1.24's.
-  target/schemathesis/bin/python -c 'from mcp.client.streamable_http import streamable_http_client' 2>/dev/null
+  target/schemathesis/bin/python -c 'from mcp.client.streamable_http import streamable_http_client' 2>/dev/null &&
+    target/schemathesis/bin/python -c 'import httpx, pytest, mypy' 2>/dev/null
 }
 installed || {
   python3 -m venv target/schemathesis
   target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5' 'openapi-spec-validator>=0.7,<1' \
-    'openapi-python-client>=0.29,<1' 'mcp>=1.24,<2' 'moto[server]>=5.1,<6'
+    'openapi-python-client>=0.29,<1' 'mcp>=1.24,<2' 'moto[server]>=5.1,<6' \
+    'httpx>=0.25,<1' 'pytest>=8,<10' 'mypy>=1.13,<2'
 }
 target/schemathesis/bin/schemathesis --version
 

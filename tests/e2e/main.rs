@@ -28,6 +28,7 @@ mod pool;
 mod readme;
 mod redis_outage;
 mod replicas;
+mod sdk;
 mod security;
 mod sessions;
 mod snapshots;
