@@ -121,3 +121,43 @@ fn the_python_sdk_passes_its_suite_and_strict_typing_against_a_live_brig() {
     let left = instance_containers(&live.api.instance);
     assert!(left.is_empty(), "{left:?}");
 }
+
+fn node() -> Command {
+    let out = Command::new("node")
+        .arg("--version")
+        .output()
+        .expect("no node: scripts/test.sh installs it (apt-get install nodejs); the TypeScript SDK needs Node >= 20");
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 20,
+        "node {version}: the TypeScript SDK needs Node >= 20 (fetch, web streams)"
+    );
+    Command::new("node")
+}
+
+#[test]
+fn the_typescript_sdk_passes_its_suite_against_a_live_brig() {
+    let live = Live::start(&[]);
+    let tests = repo().join("clients/typescript/test");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&tests)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().ends_with(".test.js"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let mut command = live.command(node().get_program());
+    command.arg("--test").args(&files);
+    let out = passes(command, "node --test clients/typescript/test");
+    for line in ["# fail 0", "# skipped 0", "# todo 0", "# cancelled 0"] {
+        assert!(out.contains(line), "{line} missing:\n{out}");
+    }
+    let left = instance_containers(&live.api.instance);
+    assert!(left.is_empty(), "{left:?}");
+}
