@@ -17,7 +17,7 @@ use crate::*;
 const LLM_KEY: &str = "llm-provider-key-5f2e9c";
 
 /// One scripted answer of the stub.
-enum Answer {
+pub(crate) enum Answer {
     /// A well-formed completion whose message content is this.
     Content(String),
     /// This status and raw body.
@@ -29,16 +29,16 @@ enum Answer {
 }
 
 #[derive(Debug, Clone)]
-struct Seen {
-    uri: String,
-    authorization: Option<String>,
-    raw: String,
+pub(crate) struct Seen {
+    pub uri: String,
+    pub authorization: Option<String>,
+    pub raw: String,
 }
 
 #[derive(Clone, Default)]
-struct Script {
+pub(crate) struct Script {
     answers: Arc<Mutex<VecDeque<Answer>>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 fn completion(content: &str) -> String {
@@ -74,8 +74,8 @@ async fn chat(State(script): State<Script>, uri: Uri, headers: HeaderMap, raw: S
     }
 }
 
-/// The stub on a free loopback port, and an API using it.
-async fn stub_and_api(extra: &[(&str, &str)]) -> (Script, BrigApi) {
+/// The stub on a free loopback port, and its base URL (`.../v1`).
+pub(crate) async fn stub() -> (Script, String) {
     let script = Script::default();
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(chat))
@@ -83,6 +83,12 @@ async fn stub_and_api(extra: &[(&str, &str)]) -> (Script, BrigApi) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (script, base)
+}
+
+/// The stub, and an API using it.
+async fn stub_and_api(extra: &[(&str, &str)]) -> (Script, BrigApi) {
+    let (script, base) = stub().await;
     let mut env = vec![
         ("SESSION_STORE", "memory"),
         ("ALLOWED_COMMANDS", "python3,sh"),
@@ -96,7 +102,7 @@ async fn stub_and_api(extra: &[(&str, &str)]) -> (Script, BrigApi) {
 }
 
 impl Script {
-    fn answer(&self, answer: Answer) {
+    pub(crate) fn answer(&self, answer: Answer) {
         self.answers.lock().unwrap().push_back(answer);
     }
 }

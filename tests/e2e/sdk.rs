@@ -161,3 +161,184 @@ fn the_typescript_sdk_passes_its_suite_against_a_live_brig() {
     let left = instance_containers(&live.api.instance);
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A chat completion whose message asks for one tool call.
+fn tool_call(id: &str, name: &str, arguments: serde_json::Value) -> String {
+    serde_json::json!({
+        "id": "x", "object": "chat.completion", "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null,
+            "tool_calls": [{"id": id, "type": "function",
+                            "function": {"name": name, "arguments": arguments.to_string()}}]}}]
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_loop_example_runs_the_models_tool_calls_in_a_sandbox() {
+    use crate::generate::{stub, Answer};
+    let (script, llm) = stub().await;
+    script.answer(Answer::Raw(
+        200,
+        tool_call(
+            "call-1",
+            "run_command",
+            serde_json::json!({"command": "sh -c 'echo $((6 * 7))'"}),
+        ),
+    ));
+    script.answer(Answer::Raw(
+        200,
+        tool_call(
+            "call-2",
+            "run_python",
+            serde_json::json!({"code": "import os\nos.getuid() + 1"}),
+        ),
+    ));
+    script.answer(Answer::Raw(
+        200,
+        tool_call("call-3", "run_command", serde_json::json!({"command": "rm -rf /"})),
+    ));
+    script.answer(Answer::Content("Six times seven is 42.".into()));
+    let live = Live::start(&[]);
+    let mut command = live.command(venv_python());
+    command
+        .env("PYTHONPATH", repo().join("clients/python/src"))
+        .env("OPENAI_BASE_URL", &llm)
+        .env("OPENAI_API_KEY", "stub-provider-key")
+        .env("MODEL", "stub-model")
+        .args(["examples/agent_loop.py", "What is six times seven?"]);
+    let out = tokio::task::spawn_blocking(move || passes(command, "examples/agent_loop.py"))
+        .await
+        .unwrap();
+    assert!(out.contains("Six times seven is 42."), "{out}");
+
+    let seen = script.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer stub-provider-key"));
+    let last: serde_json::Value = serde_json::from_str(&seen[3].raw).unwrap();
+    assert_eq!(last["model"], "stub-model");
+    let tools: Vec<&serde_json::Value> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .collect();
+    assert_eq!(tools.len(), 3, "{last}");
+    // What the sandbox answered went back to the model, call by call.
+    let answer =
+        |i: usize| -> serde_json::Value { serde_json::from_str(tools[i]["content"].as_str().unwrap()).unwrap() };
+    assert_eq!(tools[0]["tool_call_id"], "call-1");
+    assert_eq!(answer(0)["stdout"], "42\n");
+    assert_eq!(answer(0)["exit_code"], 0);
+    assert_eq!(answer(1)["result"], "1001", "uid 1000 in the sandbox");
+    assert!(
+        answer(2)["error"].as_str().unwrap().contains("command_not_allowed"),
+        "{}",
+        answer(2)
+    );
+    // The loop's session was deleted at its end.
+    let left = instance_containers(&live.api.instance);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// The official MCP SDK, started from the example configuration as a desktop
+/// agent would start it (with the built `brig` for the `brig` on its PATH).
+const MCP_FROM_CONFIG: &str = r#"
+import asyncio, json, sys
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+config, brig, url, key = sys.argv[1:]
+server = json.load(open(config))["mcpServers"]["brig"]
+assert server["command"] == "brig", server
+env = dict(server["env"], BRIG_URL=url, BRIG_API_KEY=key)
+assert set(env) == {"BRIG_URL", "BRIG_API_KEY"}, env
+
+async def main():
+    params = StdioServerParameters(command=brig, args=server["args"], env=env)
+    async with stdio_client(params) as (r, w):
+        async with ClientSession(r, w) as session:
+            await session.initialize()
+            tools = sorted(t.name for t in (await session.list_tools()).tools)
+            ran = await session.call_tool("execute", {"session_id": "desk", "command": "echo from the desktop"})
+            print(json.dumps({"tools": tools, "stdout": ran.structuredContent["stdout"]}))
+
+asyncio.run(asyncio.wait_for(main(), 60))
+"#;
+
+#[test]
+fn the_mcp_configuration_example_starts_brig_mcp_for_a_desktop_agent() {
+    let live = Live::start(&[]);
+    let config = repo().join("examples/mcp/claude_desktop_config.json");
+    let mut command = Command::new(venv_python());
+    command
+        .arg("-c")
+        .arg(MCP_FROM_CONFIG)
+        .arg(&config)
+        .arg(binary("brig"))
+        .arg(&live.api.base)
+        .arg(ALICE_KEY);
+    let out = passes(command, "the MCP SDK started from the example configuration");
+    let seen: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap_or_else(|err| panic!("{err}: {out}"));
+    assert_eq!(seen["stdout"], "from the desktop\n", "{seen}");
+    let tools = seen["tools"].as_array().unwrap();
+    for tool in ["execute", "run_code", "read_file", "write_file"] {
+        assert!(tools.iter().any(|t| t == tool), "{tool}: {seen}");
+    }
+}
+
+/// The first ```lang block of the README's SDKs section.
+fn readme_block(lang: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = &readme[readme.find("\n## SDKs\n").expect("README has no SDKs section")..];
+    let start = section
+        .find(&format!("\n```{lang}\n"))
+        .unwrap_or_else(|| panic!("no {lang} block"))
+        + lang.len()
+        + 5;
+    let end = start + section[start..].find("\n```\n").unwrap();
+    section[start..end].to_string()
+}
+
+#[test]
+fn the_readme_sdk_examples_run_as_written() {
+    let live = Live::start(&[]);
+    let scratch = Scratch(std::env::temp_dir().join(format!("brig-sdk-readme-{}", new_instance())));
+    std::fs::create_dir_all(scratch.path()).unwrap();
+
+    let python = scratch.path().join("example.py");
+    std::fs::write(&python, readme_block("python")).unwrap();
+    let mut command = python_sdk(&live, &[]);
+    command.arg(&python);
+    let out = passes(command, "the README's Python example");
+    assert_eq!(out, "hello\nit's one argument\na,b\n1,2\ndone\n42\n");
+
+    // As after `npm install ./clients/typescript`: the package under node_modules.
+    let modules = scratch.path().join("node_modules");
+    std::fs::create_dir(&modules).unwrap();
+    std::os::unix::fs::symlink(repo().join("clients/typescript"), modules.join("brig-sdk")).unwrap();
+    let script = scratch.path().join("example.mjs");
+    std::fs::write(&script, readme_block("js")).unwrap();
+    let mut command = live.command(node().get_program());
+    command.current_dir(scratch.path()).arg(&script);
+    let out = passes(command, "the README's TypeScript example");
+    assert_eq!(out, "hello\nit's one argument\none\ntwo\n42\n");
+    let left = instance_containers(&live.api.instance);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A directory removed with its contents when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
