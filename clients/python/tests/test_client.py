@@ -225,6 +225,15 @@ def test_run_code_keeps_state_and_contexts_report_errors_and_timeouts(session: b
         context.run("1")
     with pytest.raises(brig.InvalidRequest):
         session.context("cobol")
+    for _ in range(2):  # a language that cannot run is refused each time, not remembered
+        with pytest.raises(brig.InvalidRequest):
+            session.run_code("1", language="cobol")
+    # The context run_code made ends (here: deleted): the next call says so, the one after starts anew.
+    session._contexts["python"].delete()
+    with pytest.raises(brig.NotFound):
+        session.run_code("x")
+    fresh = session.run_code("x")
+    assert fresh.error is not None and fresh.error.name == "NameError"
 
 
 def test_snapshots_restore_and_suspend_resumes(client: brig.Client) -> None:

@@ -422,7 +422,7 @@ export class Session {
     this.id = id;
     this.created = info ?? null;
     this.files = new Files(this);
-    this.contexts = new Map();
+    this._contexts = new Map();
   }
 
   _path(rest = "") { return `/sessions/${seg(this.id)}${rest}`; }
@@ -433,7 +433,7 @@ export class Session {
   }
   async suspend() { return toSession(await this.client._json("POST", this._path("/suspend"))); }
   async delete({ missingOk = false } = {}) {
-    this.contexts.clear();
+    this._contexts.clear();
     try {
       await this.client._send("DELETE", this._path());
     } catch (err) {
@@ -487,15 +487,19 @@ export class Session {
 
   /** Runs code in this session's context for `language` (made at the first call). */
   async runCode(code, { language = "python", timeout } = {}) {
-    let context = this.contexts.get(language);
+    let context = this._contexts.get(language);
     if (!context) {
       context = this.context(language);
-      this.contexts.set(language, context);
+      this._contexts.set(language, context);
+      // A context that could not be made is not kept: the next call tries again.
+      context.catch(() => this._contexts.get(language) === context && this._contexts.delete(language));
     }
     try {
       return await (await context).run(code, { timeout });
     } catch (err) {
-      if (err instanceof NotFound) this.contexts.delete(language);
+      // A context that ended (deleted, past its deadline, its interpreter gone) is
+      // forgotten: the next call starts a new one; this one says so, as its variables are gone.
+      if (err instanceof NotFound || err.code === "execution_not_running") this._contexts.delete(language);
       throw err;
     }
   }

@@ -174,6 +174,10 @@ test("runCode keeps state; contexts report errors, time out and are nobody else'
     await assert.rejects(bob().context(context.id).run("1"), NotFound);
     await context.delete();
     await assert.rejects(context.run("1"), NotFound);
+    for (let i = 0; i < 2; i++) await assert.rejects(s.runCode("1", { language: "cobol" }), InvalidRequest);
+    await (await s._contexts.get("python")).delete();
+    await assert.rejects(s.runCode("x"), NotFound);
+    assert.equal((await s.runCode("x")).error.name, "NameError");
   }));
 
 test("snapshots restore into a new session and a suspended session resumes", async () => {

@@ -14,7 +14,7 @@ from . import _ops as ops
 from . import _websocket as ws
 from ._calls import Call, Command, Retry, SSEParser, new_session_id, operation, retryable, stream_event
 from ._client import CHUNK, _chunks, _settings
-from ._errors import BrigError, ConnectionFailed, NotFound, error_for, error_from
+from ._errors import BrigError, Conflict, ConnectionFailed, NotFound, error_for, error_from
 from ._models import (
     CodeResult,
     Event,
@@ -340,7 +340,15 @@ class AsyncSession:
         context = self._contexts.get(language)
         if context is None:
             context = self._contexts[language] = await self.context(language)
-        return await context.run(code, timeout)
+        try:
+            return await context.run(code, timeout)
+        except (NotFound, Conflict) as err:
+            # A context that ended (deleted, past its deadline, its interpreter
+            # gone) is forgotten: the next call starts a new one. Its variables
+            # are gone, so this call says so instead of silently starting over.
+            if isinstance(err, NotFound) or err.code == "execution_not_running":
+                self._contexts.pop(language, None)
+            raise
 
 
 class AsyncFiles:

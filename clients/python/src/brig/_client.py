@@ -14,7 +14,7 @@ import httpx
 from . import _ops as ops
 from . import _websocket as ws
 from ._calls import Call, Command, Retry, SSEParser, new_session_id, operation, retryable, stream_event
-from ._errors import BrigError, ConnectionFailed, NotFound, error_for, error_from
+from ._errors import BrigError, Conflict, ConnectionFailed, NotFound, error_for, error_from
 from ._models import (
     CodeResult,
     Event,
@@ -387,7 +387,15 @@ class Session:
         context = self._contexts.get(language)
         if context is None:
             context = self._contexts[language] = self.context(language)
-        return context.run(code, timeout)
+        try:
+            return context.run(code, timeout)
+        except (NotFound, Conflict) as err:
+            # A context that ended (deleted, past its deadline, its interpreter
+            # gone) is forgotten: the next call starts a new one. Its variables
+            # are gone, so this call says so instead of silently starting over.
+            if isinstance(err, NotFound) or err.code == "execution_not_running":
+                self._contexts.pop(language, None)
+            raise
 
 
 class Files:
