@@ -133,16 +133,9 @@ class AsyncClient:
         from_snapshot: Optional[str] = None,
     ) -> "AsyncSession":
         """``async with client.session() as s:`` creates it and deletes it at the end unless ``keep``."""
-        options: Dict[str, Any] = {
-            "image": image,
-            "memory_limit": memory_limit,
-            "cpu_limit": cpu_limit,
-            "runtime": runtime,
-            "ttl_seconds": ttl_seconds,
-            "env": dict(env) if env is not None else None,
-            "network": {"allow": list(network)} if network is not None else None,
-            "from_snapshot": from_snapshot,
-        }
+        options = ops.session_options(
+            image, memory_limit, cpu_limit, runtime, ttl_seconds, env, network, from_snapshot
+        )
         return AsyncSession(self, session_id or new_session_id(), options, keep)
 
     @operation("listSessions")
@@ -181,14 +174,8 @@ class AsyncClient:
         memory_limit: Optional[str] = None,
         cpu_limit: Optional[float] = None,
     ) -> Result:
-        options = {
-            "language": language,
-            "session_id": session_id,
-            "timeout": timeout,
-            "memory_limit": memory_limit,
-            "cpu_limit": cpu_limit,
-        }
-        return await self._do(ops.generate_and_execute(query, options), self._command_timeout(timeout))
+        call = ops.generate_and_execute(query, language, session_id, timeout, memory_limit, cpu_limit)
+        return await self._do(call, self._command_timeout(timeout))
 
     @operation("health")
     async def health(self) -> Dict[str, Any]:
@@ -484,9 +471,7 @@ class AsyncAttachment:
     def __init__(self, client: AsyncClient, path: str) -> None:
         self._client = client
         self._path = path
-        self._reader = ws.Reader()
-        self.exit: Optional[Exit] = None
-        self._pending: List[bytes] = []
+        self._inbox = ws.Inbox()
 
     async def _open(self) -> None:
         host, port, tls = ws.endpoint(self._client.url)
@@ -519,20 +504,14 @@ class AsyncAttachment:
             raise ConnectionFailed("the server closed the attachment")
         return data
 
+    @property
+    def exit(self) -> Optional[Exit]:
+        return self._inbox.exit
+
     async def _take(self, data: bytes) -> None:
-        for message in self._reader.feed(data):
-            if message.opcode == ws.BINARY:
-                self._pending.append(message.data)
-            elif message.opcode == ws.TEXT:
-                last = ws.last_message(message.data)
-                if isinstance(last, BrigError):
-                    raise last
-                if last is not None:
-                    self.exit = last
-        for reply in self._reader.replies:
-            self._tx.write(reply)
-        self._reader.replies.clear()
-        await self._tx.drain()
+        owed = self._inbox.take(data)
+        if owed:
+            await self._write(owed)
 
     async def _write(self, data: bytes) -> None:
         self._tx.write(data)
@@ -542,20 +521,20 @@ class AsyncAttachment:
         await self._write(ws.frame(ws.BINARY, data.encode() if isinstance(data, str) else data))
 
     async def resize(self, rows: int, cols: int) -> None:
-        await self._write(ws.control({"resize": {"rows": rows, "cols": cols}}))
+        await self._write(ws.resize_frame(rows, cols))
 
     async def signal(self, signal: str) -> None:
-        await self._write(ws.control({"signal": signal.upper().removeprefix("SIG")}))
+        await self._write(ws.signal_frame(signal))
 
     async def eof(self) -> None:
-        await self._write(ws.control({"eof": True}))
+        await self._write(ws.eof_frame())
 
     async def recv(self) -> Optional[bytes]:
-        while not self._pending:
-            if self.exit is not None:
+        while not self._inbox.pending:
+            if self._inbox.exit is not None:
                 return None
             await self._take(await self._recv())
-        return self._pending.pop(0)
+        return self._inbox.pending.popleft()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()

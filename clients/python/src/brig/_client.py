@@ -167,16 +167,9 @@ class Client:
     ) -> "Session":
         """A session. ``with client.session() as s:`` creates it (idempotently) and
         deletes it at the end unless ``keep``; without ``with``, call ``create()``."""
-        options: Dict[str, Any] = {
-            "image": image,
-            "memory_limit": memory_limit,
-            "cpu_limit": cpu_limit,
-            "runtime": runtime,
-            "ttl_seconds": ttl_seconds,
-            "env": dict(env) if env is not None else None,
-            "network": {"allow": list(network)} if network is not None else None,
-            "from_snapshot": from_snapshot,
-        }
+        options = ops.session_options(
+            image, memory_limit, cpu_limit, runtime, ttl_seconds, env, network, from_snapshot
+        )
         return Session(self, session_id or new_session_id(), options, keep)
 
     @operation("listSessions")
@@ -223,14 +216,8 @@ class Client:
     ) -> Result:
         """Code from the server's model for ``query``, run in a sandbox. The
         result's ``raw`` holds ``generated_code`` and ``validation_result``."""
-        options = {
-            "language": language,
-            "session_id": session_id,
-            "timeout": timeout,
-            "memory_limit": memory_limit,
-            "cpu_limit": cpu_limit,
-        }
-        return self._do(ops.generate_and_execute(query, options), self._command_timeout(timeout))
+        call = ops.generate_and_execute(query, language, session_id, timeout, memory_limit, cpu_limit)
+        return self._do(call, self._command_timeout(timeout))
 
     # The service
 
@@ -547,9 +534,7 @@ class Attachment:
         self._sock: socket.socket = (
             ssl.create_default_context().wrap_socket(raw, server_hostname=host) if tls else raw
         )
-        self._reader = ws.Reader()
-        self.exit: Optional[Exit] = None
-        self._pending: List[bytes] = []
+        self._inbox = ws.Inbox()
         request, accept = ws.handshake(client.url + path, client._headers)
         try:
             self._sock.sendall(request)
@@ -576,41 +561,37 @@ class Attachment:
             raise ConnectionFailed("the server closed the attachment")
         return data
 
+    @property
+    def exit(self) -> Optional[Exit]:
+        """How the command ended, once it did."""
+        return self._inbox.exit
+
     def _take(self, data: bytes) -> None:
-        for message in self._reader.feed(data):
-            if message.opcode == ws.BINARY:
-                self._pending.append(message.data)
-            elif message.opcode == ws.TEXT:
-                last = ws.last_message(message.data)
-                if isinstance(last, BrigError):
-                    raise last
-                if last is not None:
-                    self.exit = last
-        for reply in self._reader.replies:
-            self._sock.sendall(reply)
-        self._reader.replies.clear()
+        owed = self._inbox.take(data)
+        if owed:
+            self._sock.sendall(owed)
 
     def send(self, data: Union[bytes, str]) -> None:
         """Bytes for its stdin (under a terminal, ``"\\x03"`` is Ctrl-C)."""
         self._sock.sendall(ws.frame(ws.BINARY, data.encode() if isinstance(data, str) else data))
 
     def resize(self, rows: int, cols: int) -> None:
-        self._sock.sendall(ws.control({"resize": {"rows": rows, "cols": cols}}))
+        self._sock.sendall(ws.resize_frame(rows, cols))
 
     def signal(self, signal: str) -> None:
-        self._sock.sendall(ws.control({"signal": signal.upper().removeprefix("SIG")}))
+        self._sock.sendall(ws.signal_frame(signal))
 
     def eof(self) -> None:
         """Ends its stdin (after the bytes sent before)."""
-        self._sock.sendall(ws.control({"eof": True}))
+        self._sock.sendall(ws.eof_frame())
 
     def recv(self) -> Optional[bytes]:
         """Its next output bytes, or None once it ended."""
-        while not self._pending:
-            if self.exit is not None:
+        while not self._inbox.pending:
+            if self._inbox.exit is not None:
                 return None
             self._take(self._recv())
-        return self._pending.pop(0)
+        return self._inbox.pending.popleft()
 
     def __iter__(self) -> Iterator[bytes]:
         while (chunk := self.recv()) is not None:

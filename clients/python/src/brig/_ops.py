@@ -47,6 +47,31 @@ def _context(cid: str, rest: str = "") -> str:
 # Sessions
 
 
+def session_options(
+    image: Optional[str],
+    memory_limit: Optional[str],
+    cpu_limit: Optional[float],
+    runtime: Optional[str],
+    ttl_seconds: Optional[int],
+    env: Optional[Mapping[str, str]],
+    network: Optional[List[str]],
+    from_snapshot: Optional[str],
+) -> Dict[str, Any]:
+    """The body of ``POST /sessions`` but the id."""
+    return drop_none(
+        {
+            "image": image,
+            "memory_limit": memory_limit,
+            "cpu_limit": cpu_limit,
+            "runtime": runtime,
+            "ttl_seconds": ttl_seconds,
+            "env": dict(env) if env is not None else None,
+            "network": {"allow": list(network)} if network is not None else None,
+            "from_snapshot": from_snapshot,
+        }
+    )
+
+
 def create_session(sid: str, options: Mapping[str, Any]) -> Call[SessionInfo]:
     return json_call("POST", "/sessions", SessionInfo.from_json, json=drop_none({"session_id": sid, **options}))
 
@@ -291,10 +316,23 @@ def generate(query: str, language: Optional[str]) -> Call[Generated]:
     )
 
 
-def generate_and_execute(query: str, options: Mapping[str, Any]) -> Call[Result]:
-    return json_call(
-        "POST", "/generate-and-execute", Result.from_json, json=drop_none({"query": query, **options}), retry=False
-    )
+def generate_and_execute(
+    query: str,
+    language: Optional[str],
+    session_id: Optional[str],
+    timeout: Optional[float],
+    memory_limit: Optional[str],
+    cpu_limit: Optional[float],
+) -> Call[Result]:
+    body = {
+        "query": query,
+        "language": language,
+        "session_id": session_id,
+        "timeout": timeout,
+        "memory_limit": memory_limit,
+        "cpu_limit": cpu_limit,
+    }
+    return json_call("POST", "/generate-and-execute", Result.from_json, json=drop_none(body), retry=False)
 
 
 def health() -> Call[Dict[str, Any]]:

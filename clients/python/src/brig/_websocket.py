@@ -12,7 +12,8 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from collections import deque
+from typing import Deque, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ._errors import BrigError, ConnectionFailed, error_from
@@ -181,3 +182,39 @@ def split_head(buffer: bytes) -> Optional[Tuple[bytes, bytes]]:
             raise ConnectionFailed("the server's answer head is too long")
         return None
     return buffer[:end], buffer[end + 4 :]
+
+
+class Inbox:
+    """What the server sent an attachment, in order: output bytes, then how it ended."""
+
+    def __init__(self) -> None:
+        self.reader = Reader()
+        self.pending: Deque[bytes] = deque()
+        self.exit: Optional[Exit] = None
+
+    def take(self, data: bytes) -> bytes:
+        """Takes bytes as they arrived; returns the pongs owed (raises the server's closing error)."""
+        for message in self.reader.feed(data):
+            if message.opcode == BINARY:
+                self.pending.append(message.data)
+            elif message.opcode == TEXT:
+                last = last_message(message.data)
+                if isinstance(last, BrigError):
+                    raise last
+                if last is not None:
+                    self.exit = last
+        owed = b"".join(self.reader.replies)
+        self.reader.replies.clear()
+        return owed
+
+
+def signal_frame(signal: str) -> bytes:
+    return control({"signal": signal.upper().removeprefix("SIG")})
+
+
+def resize_frame(rows: int, cols: int) -> bytes:
+    return control({"resize": {"rows": rows, "cols": cols}})
+
+
+def eof_frame() -> bytes:
+    return control({"eof": True})
