@@ -95,6 +95,7 @@ def test_files_round_trip_small_large_listed_removed_and_archived(session: brig.
     session.files.write("notes/a.txt", b"alpha")
     session.files.write("notes/b.txt", "beta")
     assert session.files.read("notes/a.txt") == b"alpha"
+    assert "notes" in session.files.list().names()  # the workspace itself
     listing = session.files.list("notes")
     assert sorted(listing.names()) == ["a.txt", "b.txt"]
     assert {e.name: e.size for e in listing.entries}["a.txt"] == 5
@@ -195,12 +196,15 @@ def test_signals_and_a_terminal_over_the_attachment(session: brig.Session) -> No
     assert attached.exit is not None and attached.exit.exit_code == 3
 
     piped = session.start("cat", pipe=True, timeout=60)
+    big = os.urandom(3 * 1024 * 1024)  # past the server's 1 MiB a message: sent as several
     with piped.attach() as attached:
         attached.send(b"through the socket\n")
+        attached.send(big)
         attached.eof()
         echoed = b"".join(attached)
-    assert echoed == b"through the socket\n"
+    assert echoed == b"through the socket\n" + big
     assert attached.exit is not None and attached.exit.exit_code == 0
+    piped.wait(timeout=30)  # its record too says it ended (the exit message may come first)
     with pytest.raises(brig.Conflict):
         piped.attach()
 

@@ -105,3 +105,70 @@ def test_server_sent_events_are_parsed_into_typed_events() -> None:
     assert isinstance(events[1], brig.Exit) and events[1].exit_code == 1 and events[1].result is None
     with pytest.raises(brig.Unavailable):
         stream_event("error", '{"error": "shutting_down", "detail": "bye"}', None)
+
+
+def failing(errors: List[Exception], answer: httpx.Response, seen: List[httpx.Request]) -> brig.Client:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if errors:
+            raise errors.pop(0)
+        return answer
+
+    client = brig.Client("http://brig.test", api_key="k" * 20, retry=brig.Retry(backoff=0.001))
+    client._http = httpx.Client(base_url=client.url, headers=client._headers, transport=httpx.MockTransport(handle))
+    return client
+
+
+def test_a_command_whose_connection_broke_after_sending_is_not_sent_again() -> None:
+    # The server cancels a command whose client went away and releases its key:
+    # sending it again would run it again.
+    seen: List[httpx.Request] = []
+    client = failing([httpx.ReadTimeout("slow")], httpx.Response(200, json=RESULT), seen)
+    with pytest.raises(brig.ConnectionFailed):
+        client.session("s").run("echo ok")
+    assert len(seen) == 1
+    # A connection never made reached nobody: that is sent again, even for a command.
+    seen.clear()
+    client = failing([httpx.ConnectError("refused")], httpx.Response(200, json=RESULT), seen)
+    assert client.session("s").run("echo ok").stdout == "ok\n"
+    assert len(seen) == 2
+    # A read whose connection broke is simply read again.
+    seen.clear()
+    listing = httpx.Response(200, json={"sessions": []})
+    client = failing([httpx.ReadError("reset")], listing, seen)
+    assert client.sessions() == [] and len(seen) == 2
+
+
+def test_paths_and_ids_that_http_would_resolve_elsewhere_are_refused_before_sending() -> None:
+    seen: List[httpx.Request] = []
+    client = scripted([], seen)
+    session = client.session("s")
+    for path in ["../../../snapshots/snap-1", "a/./b", "a//b", "a/..", ""]:
+        with pytest.raises(brig.InvalidRequest) as refused:
+            session.files.remove(path)
+        assert refused.value.code == "invalid_path"
+    for sid in ["..", "."]:
+        with pytest.raises(brig.InvalidRequest):
+            client.session(sid).info()
+    with pytest.raises(brig.InvalidRequest) as refused:
+        session.run(["python3", "-c", "import os\nprint(1)"])
+    assert refused.value.code == "invalid_command"
+    assert seen == []
+
+
+def test_files_list_names_the_workspace_by_no_dir_and_paths_are_encoded() -> None:
+    seen: List[httpx.Request] = []
+    listing = {"dir": "", "entries": [], "truncated": False}
+    client = scripted([httpx.Response(200, json=listing), httpx.Response(204)], seen)
+    client.session("s").files.list()
+    assert seen[0].url.path == "/sessions/s/files" and seen[0].url.query == b""
+    client.session("a b").files.remove("dir/na me#1.txt")
+    assert seen[1].url.raw_path == b"/sessions/a%20b/files/dir/na%20me%231.txt"
+
+
+def test_event_lines_split_at_newlines_only() -> None:
+    from brig._calls import Lines
+
+    lines = Lines()
+    assert lines.feed('data: {"data": "a\u2028b\u0085c"}\nda') == ['data: {"data": "a\u2028b\u0085c"}']
+    assert lines.feed("ta: x\n\n") == ["data: x", ""]

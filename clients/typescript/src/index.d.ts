@@ -12,7 +12,7 @@ export interface ErrorOptions {
   body?: unknown;
 }
 
-/** Anything brig answered with an error, or a call that reached no answer (`status` 0). */
+/** Anything brig answered with an error, a call that reached no answer, or one refused before sending (`status` 0). */
 export declare class BrigError extends Error {
   constructor(detail: string, options?: ErrorOptions);
   /** The HTTP status; 0 when nothing answered. */
@@ -286,6 +286,8 @@ export declare class Session {
   constructor(client: Client, id: string, info?: SessionInfo);
   readonly client: Client;
   readonly id: string;
+  /** What the creation answered (null for a handle made with `new Session`). */
+  readonly created: SessionInfo | null;
   /** The workspace (`/workspace`). */
   readonly files: Files;
 
@@ -297,7 +299,11 @@ export declare class Session {
   network(): Promise<Network>;
   setNetwork(allow: string[]): Promise<Network>;
 
-  /** Runs a command and waits; safe to retry (it carries an Idempotency-Key). */
+  /**
+   * Runs a command and waits; safe to retry (it carries an Idempotency-Key). An argv
+   * the server would refuse (`..`, control characters) rejects with InvalidRequest before sending.
+   * A `timeout` past 240 s runs it in the background and waits (Node's fetch gives up on an answer after 300 s).
+   */
   run(command: Command, options?: RunOptions & { idempotencyKey?: string }): Promise<Result>;
   /** Runs a command: stdout/stderr events as it writes, then one exit event with the result. */
   stream(command: Command, options?: RunOptions): AsyncIterable<Event>;
@@ -344,8 +350,8 @@ export declare class Execution {
   /** `INT`, `TERM`, `KILL` or `HUP`. */
   signal(signal: string): Promise<ExecutionStatus>;
   resize(rows: number, cols: number): Promise<void>;
-  /** A live WebSocket to its terminal or stdin pipe; output replayed from byte `since` of stdout. */
-  attach(options?: { since?: number }): Promise<Attachment>;
+  /** A live WebSocket to its terminal or stdin pipe; output replayed from `since` (default the start). */
+  attach(options?: { since?: Offsets }): Promise<Attachment>;
 }
 
 /** Bytes both ways with a running execution; iterate for its output. */

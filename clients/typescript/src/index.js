@@ -90,6 +90,13 @@ export function quote(argv) {
   return argv
     .map((arg) => {
       const s = String(arg);
+      if (/\p{Cc}/u.test(s)) {
+        // The server refuses control characters in a command line.
+        throw new InvalidRequest(
+          `${JSON.stringify(s)}: an argument with a control character (a newline, a tab) cannot be sent; pass such text on stdin, in a file, or as code (runCode)`,
+          { code: "invalid_command" },
+        );
+      }
       if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(s)) return s;
       return `'${s.replaceAll("'", `'"'"'`)}'`;
     })
@@ -97,8 +104,19 @@ export function quote(argv) {
 }
 
 const commandLine = (command) => (typeof command === "string" ? command : quote(command));
-const seg = (value) => encodeURIComponent(String(value));
-const filePath = (path) => String(path).replace(/^\/+/, "").split("/").map(encodeURIComponent).join("/");
+// "." and ".." are refused before sending: URL resolution would send the request to another path.
+function seg(value) {
+  const s = String(value);
+  if (s === "" || s === "." || s === "..") throw new InvalidRequest(`${JSON.stringify(s)} is not an id`, { code: "invalid_request" });
+  return encodeURIComponent(s);
+}
+function filePath(path) {
+  const parts = String(path).replace(/^\/+/, "").split("/");
+  if (parts.some((p) => p === "" || p === "." || p === "..")) {
+    throw new InvalidRequest(`${JSON.stringify(path)}: paths are relative to /workspace, without empty, . or .. components`, { code: "invalid_path" });
+  }
+  return parts.map(encodeURIComponent).join("/");
+}
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const dropUndefined = (o) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== null));
 
@@ -210,10 +228,33 @@ export async function* sseEvents(lines) {
   }
 }
 
-async function* textLines(body) {
+/** A body's chunks; a silence of `idle` seconds (the server sends a comment every 15 s) ends it with ConnectionFailed. */
+async function* chunksOf(body, idle) {
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      let timer;
+      const silence = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new ConnectionFailed(`nothing from the server for ${idle} s`)), idle * 1000);
+      });
+      try {
+        const { value, done } = await Promise.race([reader.read(), silence]);
+        if (done) return;
+        yield value;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+/** Text lines split at "\n" only (JSON carries U+2028 and friends unescaped). */
+async function* textLines(chunks) {
   const decoder = new TextDecoder();
   let rest = "";
-  for await (const chunk of body) {
+  for await (const chunk of chunks) {
     rest += decoder.decode(chunk, { stream: true });
     let at;
     while ((at = rest.indexOf("\n")) >= 0) {
@@ -254,6 +295,11 @@ function retryable(error) {
 }
 
 const DEFAULT_RETRY = { attempts: 4, backoff: 0.25, maxBackoff: 4, maxWait: 30 };
+// The longest a command may run on a server with default settings (MAX_EXEC_TIMEOUT_SECONDS).
+const MAX_COMMAND_SECONDS = 300;
+// Node's fetch gives up on an answer whose head takes longer than 300 s: a command that
+// may run that long is started in the background and waited for instead.
+const LONGEST_ANSWER_SECONDS = 240;
 
 export class Client {
   /**
@@ -282,8 +328,11 @@ export class Client {
     return wait;
   }
 
-  /** Sends one request; retries it when `retry` says it is safe. Returns the Response (ok). */
-  async _send(method, path, { query, json, body, headers = {}, retry = true, timeout, stream = false } = {}) {
+  /**
+   * Sends one request; retries it when that is safe. Returns the Response (ok).
+   * `timeout` (seconds) bounds the wait for the answer's head; null: no bound.
+   */
+  async _send(method, path, { query, json, body, headers = {}, retry = true, timeout } = {}) {
     const url = new URL(this.url + path);
     for (const [k, v] of Object.entries(query ?? {})) if (v != null) url.searchParams.set(k, String(v));
     const all = { ...this.headers, ...headers };
@@ -292,23 +341,35 @@ export class Client {
       payload = JSON.stringify(json);
       all["Content-Type"] = "application/json";
     }
+    // A stream is read once: it cannot be sent again.
+    const resendable = !(payload && typeof payload.getReader === "function");
     const seconds = timeout === undefined ? this.timeout : timeout;
     for (let attempt = 0; ; attempt++) {
       const init = { method, headers: all, body: payload };
-      if (payload && typeof payload.getReader === "function") init.duplex = "half";
-      if (seconds != null && !stream) init.signal = AbortSignal.timeout(seconds * 1000);
+      if (!resendable) init.duplex = "half";
+      const abort = new AbortController();
+      init.signal = abort.signal;
+      const timer = seconds == null ? null : setTimeout(() => abort.abort(), seconds * 1000);
       let error, response;
       try {
         response = await fetch(url, init);
       } catch (err) {
-        error = new ConnectionFailed(`${method} ${path}: ${err.cause?.code ?? err.message}`);
-        // Only a connection never made is safe to make again for any call.
-        if (!retry && err.cause?.code !== "ECONNREFUSED") throw error;
+        const code = err.cause?.code ?? "";
+        const why = abort.signal.aborted ? `no answer within ${seconds} s` : code || err.message;
+        error = new ConnectionFailed(`${method} ${path}: ${why}`);
+        // A connection never made reached nobody. After that, only a read or an
+        // idempotent write is sent again: a command whose client went away is
+        // cancelled and its Idempotency-Key released, so it would run again.
+        const neverSent = code === "ECONNREFUSED" || code === "UND_ERR_CONNECT_TIMEOUT";
+        const again = resendable && (neverSent || (retry && ["GET", "PUT", "DELETE"].includes(method)));
+        if (!again) throw error;
+      } finally {
+        clearTimeout(timer);
       }
       if (response) {
         if (response.ok) return response;
         error = errorFrom(response.status, await response.text(), response.headers.get("retry-after"));
-        if (!retry || !retryable(error)) throw error;
+        if (!retry || !resendable || !retryable(error)) throw error;
       }
       const delay = this._retryDelay(attempt, error);
       if (delay == null) throw error;
@@ -321,17 +382,19 @@ export class Client {
   }
 
   async *_events(method, path, options) {
-    const response = await this._send(method, path, { ...options, stream: true });
-    for await (const [name, data, id] of sseEvents(textLines(response.body))) {
+    const response = await this._send(method, path, options);
+    for await (const [name, data, id] of sseEvents(textLines(chunksOf(response.body, this.timeout)))) {
       const event = streamEvent(name, data, id);
       if (!event) continue;
       yield event;
       if (event.type === "exit") return;
     }
+    throw new ConnectionFailed("the stream ended before the command did (a proxy or the server closed it)");
   }
 
+  /** How long to wait for a command's answer: its own timeout (else the server's largest, 300 s by default) plus the request's. */
   _commandTimeout(timeout) {
-    return timeout == null ? undefined : this.timeout + timeout;
+    return this.timeout + (timeout ?? MAX_COMMAND_SECONDS);
   }
 
   /**
@@ -447,6 +510,10 @@ export class Session {
 
   /** Runs a command and waits: a string is a command line, an array is argv. Safe to retry (Idempotency-Key). */
   async run(command, options = {}) {
+    if ((options.timeout ?? 0) > LONGEST_ANSWER_SECONDS) {
+      const started = await this.start(command, options);
+      return started.wait({ timeout: this.client.timeout + options.timeout });
+    }
     const raw = await this.client._json("POST", "/execute", {
       json: executeBody(this.id, command, options),
       headers: idempotent(options.idempotencyKey),
@@ -461,6 +528,7 @@ export class Session {
       json: executeBody(this.id, command, options),
       headers: { Accept: "text/event-stream" },
       retry: false,
+      timeout: this.client._commandTimeout(options.timeout),
     });
   }
 
@@ -515,28 +583,31 @@ export class Files {
   async write(path, data) {
     const { body, again } = bodyOf(data);
     await this.client._send("PUT", this.session._path(`/files/${filePath(path)}`), {
-      body, headers: { "Content-Type": "application/octet-stream" }, retry: again, timeout: again ? undefined : null,
+      body, headers: { "Content-Type": "application/octet-stream" }, retry: again, timeout: null,
     });
   }
   /** The file's bytes. */
   async read(path) {
-    return new Uint8Array(await (await this.client._send("GET", this.session._path(`/files/${filePath(path)}`))).arrayBuffer());
+    return new Uint8Array(await new Response(await this.readStream(path)).arrayBuffer());
   }
   /** The file as a web ReadableStream of bytes, for large ones. */
   async readStream(path) {
-    return (await this.client._send("GET", this.session._path(`/files/${filePath(path)}`), { stream: true })).body;
+    return (await this.client._send("GET", this.session._path(`/files/${filePath(path)}`))).body;
   }
-  async list(dir = ".") { return this.client._json("GET", this.session._path("/files"), { query: { dir } }); }
+  async list(dir = ".") {
+    // "." is the workspace itself, which the server names by no dir at all.
+    return this.client._json("GET", this.session._path("/files"), { query: { dir: dir === "." || dir === "" ? undefined : dir } });
+  }
   async remove(path) { await this.client._send("DELETE", this.session._path(`/files/${filePath(path)}`)); }
   /** A directory (relative to /workspace; default all of it) as a tar stream. */
   async readArchive({ dir } = {}) {
-    return (await this.client._send("GET", this.session._path("/archive"), { query: { path: dir }, stream: true })).body;
+    return (await this.client._send("GET", this.session._path("/archive"), { query: { path: dir } })).body;
   }
   /** Extracts a tar into a directory (relative to /workspace): all of it, or nothing. */
   async writeArchive(tar, { dir } = {}) {
     const { body, again } = bodyOf(tar);
     await this.client._send("PUT", this.session._path("/archive"), {
-      query: { path: dir }, body, headers: { "Content-Type": "application/x-tar" }, retry: again, timeout: again ? undefined : null,
+      query: { path: dir }, body, headers: { "Content-Type": "application/x-tar" }, retry: again, timeout: null,
     });
   }
 }
@@ -619,8 +690,9 @@ export class Execution {
   async resize(rows, cols) { await this.client._send("POST", this._path("/resize"), { json: { rows, cols } }); }
 
   /** A live, two-way connection (WebSocket) to its terminal or stdin pipe. */
-  async attach({ since = 0 } = {}) {
-    const attachment = new Attachment(this.client, this._path(`/attach?stdout_offset=${since}`));
+  async attach({ since = { stdout: 0, stderr: 0 } } = {}) {
+    const query = `stdout_offset=${since.stdout ?? 0}&stderr_offset=${since.stderr ?? 0}`;
+    const attachment = new Attachment(this.client, this._path(`/attach?${query}`));
     await attachment._open();
     return attachment;
   }
@@ -631,6 +703,7 @@ export class Execution {
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const TEXT = 1, BINARY = 2, CLOSE = 8, PING = 9;
 const MAX_MESSAGE = 4 << 20;
+const MAX_SEND = 1 << 20;
 
 /** One final, masked client frame. */
 export function wsFrame(opcode, payload) {
@@ -766,7 +839,11 @@ export class Attachment {
   }
 
   /** Bytes for its stdin (under a terminal, "\x03" is Ctrl-C). */
-  send(data) { return this._write(wsFrame(BINARY, typeof data === "string" ? Buffer.from(data) : Buffer.from(data))); }
+  async send(data) {
+    const bytes = Buffer.from(data);
+    // The server takes messages of at most 1 MiB.
+    for (let at = 0; at < bytes.length; at += MAX_SEND) await this._write(wsFrame(BINARY, bytes.subarray(at, at + MAX_SEND)));
+  }
   resize(rows, cols) { return this._write(wsFrame(TEXT, Buffer.from(JSON.stringify({ resize: { rows, cols } })))); }
   signal(signal) { return this._write(wsFrame(TEXT, Buffer.from(JSON.stringify({ signal: String(signal).toUpperCase().replace(/^SIG/, "") })))); }
   /** Ends its stdin (after the bytes sent before). */
@@ -811,7 +888,8 @@ export class Context {
     });
     return toCode(raw);
   }
-  async interrupt() { await this.client._send("POST", this._path("/interrupt")); }
+  // Not repeated: a second interrupt could stop the next cell.
+  async interrupt() { await this.client._send("POST", this._path("/interrupt"), { retry: false }); }
   async delete() { await this.client._send("DELETE", this._path()); }
 }
 

@@ -88,6 +88,7 @@ test("files round trip, large ones streamed, listed, removed, archived", () =>
     await s.files.write("notes/b.txt", new Uint8Array([98, 101, 116, 97]));
     assert.equal(text(await s.files.read("notes/a.txt")), "alpha");
     assert.deepEqual((await s.files.list("notes")).entries.map((e) => e.name).sort(), ["a.txt", "b.txt"]);
+    assert.ok((await s.files.list()).entries.some((e) => e.name === "notes")); // the workspace itself
     const big = new Uint8Array(3 * 1024 * 1024 + 7).map((_, i) => (i * 31) & 255);
     async function* chunks() { for (let i = 0; i < big.length; i += 65536) yield big.subarray(i, i + 65536); }
     await s.files.write("big.bin", chunks());
@@ -153,10 +154,15 @@ test("a terminal and a pipe over the attachment", () =>
 
     const piped = await s.start("cat", { pipe: true, timeout: 60 });
     const pipe = await piped.attach();
+    const big = new Uint8Array(3 * 1024 * 1024).map((_, i) => (i * 7) & 255); // past 1 MiB a message: sent as several
     await pipe.send(new TextEncoder().encode("through the socket\n"));
+    await pipe.send(big);
     await pipe.eof();
-    assert.equal((await collect(pipe)).map(text).join(""), "through the socket\n");
+    const echoed = Buffer.concat(await collect(pipe));
+    assert.equal(echoed.subarray(0, 19).toString(), "through the socket\n");
+    assert.ok(echoed.subarray(19).equals(Buffer.from(big)));
     assert.equal(pipe.exit.exitCode, 0);
+    await piped.wait({ timeout: 30 }); // its record too says it ended (the exit message may come first)
     await assert.rejects(piped.attach(), Conflict);
   }));
 

@@ -99,3 +99,68 @@ test("client frames are masked and sized", () => {
     assert.ok(frame[1] & 0x80, "masked");
   }
 });
+
+test("a command whose connection broke after sending is not sent again; a read is", async () => {
+  let requests = 0;
+  const server = http.createServer((req) => { requests++; req.socket.destroy(); });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const client = new brig.Client({ url: `http://127.0.0.1:${server.address().port}`, apiKey: "k".repeat(20), retry: { backoff: 0.001 } });
+  try {
+    await assert.rejects(new brig.Session(client, "s").run("echo once"), brig.ConnectionFailed);
+    assert.equal(requests, 1);
+    requests = 0;
+    await assert.rejects(client.sessions(), brig.ConnectionFailed);
+    assert.equal(requests, 4);
+  } finally {
+    server.close();
+  }
+});
+
+test("a connection never made is tried again, unless its body was a stream", async () => {
+  const port = await new Promise((resolve) => { const s = http.createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); }); });
+  const client = new brig.Client({ url: `http://127.0.0.1:${port}`, apiKey: "k".repeat(20), retry: { backoff: 0.001, attempts: 2 } });
+  const started = Date.now();
+  await assert.rejects(new brig.Session(client, "s").run("echo"), (err) => err instanceof brig.ConnectionFailed && /ECONNREFUSED/.test(err.message));
+  async function* body() { yield new Uint8Array([1, 2, 3]); }
+  await assert.rejects(new brig.Session(client, "s").files.write("f", body()), (err) => err instanceof brig.ConnectionFailed && /ECONNREFUSED/.test(err.message));
+  assert.ok(Date.now() - started < 5000);
+});
+
+test("paths and ids that URL resolution would send elsewhere, and argv with control characters, are refused before sending", async () => {
+  const client = new brig.Client({ url: "http://127.0.0.1:9", apiKey: "k".repeat(20), retry: { attempts: 1 } });
+  const session = new brig.Session(client, "s");
+  for (const path of ["../../../snapshots/snap-1", "a/./b", "a//b", "a/..", ""]) {
+    await assert.rejects(session.files.remove(path), (err) => err instanceof brig.InvalidRequest && err.code === "invalid_path");
+  }
+  for (const id of ["..", "."]) await assert.rejects(new brig.Session(client, id).info(), brig.InvalidRequest);
+  await assert.rejects(session.run(["python3", "-c", "import os\nprint(1)"]), (err) => err instanceof brig.InvalidRequest && err.code === "invalid_command");
+});
+
+/** A server answering every request with this event stream. */
+async function streaming(text) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { "Content-Type": "text/event-stream" });
+    res.end(text);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const client = new brig.Client({ url: `http://127.0.0.1:${server.address().port}`, apiKey: "k".repeat(20) });
+  return { server, session: new brig.Session(client, "s") };
+}
+
+test("event lines split at newlines only; a stream cut before its exit says so", async () => {
+  let { server, session } = await streaming('event: stdout\ndata: {"data": "a\u2028b\u0085c"}\n\nevent: exit\ndata: {"exit_code": 0}\n\n');
+  const events = [];
+  try {
+    for await (const event of session.stream("echo")) events.push(event);
+  } finally {
+    server.close();
+  }
+  assert.equal(events[0].data, "a\u2028b\u0085c");
+  assert.equal(events[1].type, "exit");
+  ({ server, session } = await streaming('event: stdout\ndata: {"data": "half"}\n\n'));
+  try {
+    await assert.rejects(async () => { for await (const _ of session.stream("echo")); }, brig.ConnectionFailed);
+  } finally {
+    server.close();
+  }
+});

@@ -12,7 +12,20 @@ import httpx
 
 from . import _ops as ops
 from . import _websocket as ws
-from ._calls import Call, Command, Retry, SSEParser, new_session_id, operation, retryable, stream_event
+from ._calls import (
+    MAX_COMMAND_SECONDS,
+    Call,
+    Command,
+    Lines,
+    Retry,
+    SSEParser,
+    cut_short,
+    new_session_id,
+    operation,
+    resend_after,
+    retryable,
+    stream_event,
+)
 from ._client import CHUNK, _chunks, _settings
 from ._errors import BrigError, Conflict, ConnectionFailed, NotFound, error_for, error_from
 from ._models import (
@@ -78,7 +91,7 @@ class AsyncClient:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as err:
                 error = ConnectionFailed(f"{call.method} {call.path}: {err!r}")
-                if not call.retry and not isinstance(err, httpx.ConnectError):
+                if not resend_after(call, err):
                     raise error from err
             else:
                 if response.status_code < 400:
@@ -100,21 +113,23 @@ class AsyncClient:
     async def _events(self, call: Call[Any], timeout: Optional[float]) -> AsyncIterator[Event]:
         response = await self._send(call, stream=True, timeout=timeout)
         try:
-            parser = SSEParser()
-            async for line in response.aiter_lines():
-                done = parser.feed(line)
-                if done is None:
-                    continue
-                event = stream_event(*done)
-                if event is not None:
-                    yield event
-                    if isinstance(event, Exit):
-                        return
+            parser, lines = SSEParser(), Lines()
+            async for text in response.aiter_text():
+                for line in lines.feed(text):
+                    done = parser.feed(line)
+                    event = stream_event(*done) if done else None
+                    if event is not None:
+                        yield event
+                        if isinstance(event, Exit):
+                            return
+            raise cut_short()
         finally:
             await response.aclose()
 
-    def _command_timeout(self, timeout: Optional[float]) -> Optional[float]:
-        return None if timeout is None else self.timeout + timeout
+    def _command_timeout(self, timeout: Optional[float]) -> float:
+        """How long to wait for a command's answer: its own timeout (else the
+        server's largest, 300 s by default) plus the request's."""
+        return self.timeout + (MAX_COMMAND_SECONDS if timeout is None else timeout)
 
     # Sessions
 
@@ -486,11 +501,17 @@ class AsyncAttachment:
             while (split := ws.split_head(buffer)) is None:
                 buffer += await asyncio.wait_for(self._recv(), self._client.timeout)
             head, rest = split
+            if not ws.is_upgrade(head):
+                while len(rest) < ws.body_length(head):
+                    more = await asyncio.wait_for(self._rx.read(CHUNK), self._client.timeout)
+                    if not more:
+                        break
+                    rest += more
             ws.check_answer(head, rest, accept)
+            await self._take(rest)
         except BaseException:
             self._tx.close()
             raise
-        await self._take(rest)
 
     async def __aenter__(self) -> "AsyncAttachment":
         return self
@@ -518,7 +539,7 @@ class AsyncAttachment:
         await self._tx.drain()
 
     async def send(self, data: Union[bytes, str]) -> None:
-        await self._write(ws.frame(ws.BINARY, data.encode() if isinstance(data, str) else data))
+        await self._write(ws.data_frames(data.encode() if isinstance(data, str) else bytes(data)))
 
     async def resize(self, rows: int, cols: int) -> None:
         await self._write(ws.resize_frame(rows, cols))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
@@ -15,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ._errors import BrigError, RateLimited, ServerError, Unavailable, error_for
+from ._errors import BrigError, ConnectionFailed, InvalidRequest, RateLimited, ServerError, Unavailable, error_for
 from ._models import Ending, Event, Exit, Offsets, Result, Stderr, Stdout
 
 T = TypeVar("T")
@@ -24,6 +25,10 @@ Command = Union[str, Sequence[str]]
 Body = Union[bytes, Iterator[bytes]]
 
 OPERATION_ATTR = "__brig_operation__"
+
+# The longest a command may run on a server with default settings
+# (MAX_EXEC_TIMEOUT_SECONDS): how long a command without a timeout of its own is waited for.
+MAX_COMMAND_SECONDS = 300.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,13 +44,23 @@ def operation(operation_id: str) -> Callable[[F], F]:
 
 
 def segment(value: str) -> str:
-    """One path segment (an id), percent-encoded whole."""
+    """One path segment (an id), percent-encoded whole. ``.`` and ``..`` are
+    refused here: HTTP clients resolve them away, sending the request elsewhere."""
+    if value in ("", ".", ".."):
+        raise InvalidRequest(f"{value!r} is not an id", code="invalid_request")
     return quote(value, safe="")
 
 
 def file_path(path: str) -> str:
-    """A workspace path, relative to ``/workspace``, encoded segment by segment."""
-    return quote(path.lstrip("/"), safe="/")
+    """A workspace path, relative to ``/workspace``, encoded segment by segment;
+    empty, ``.`` and ``..`` components are refused (as the server does) before
+    the HTTP client could resolve them into another endpoint's path."""
+    parts = path.lstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidRequest(
+            f"{path!r}: paths are relative to /workspace, without empty, . or .. components", code="invalid_path"
+        )
+    return "/".join(quote(part, safe="") for part in parts)
 
 
 def command_line(command: Command) -> str:
@@ -56,6 +71,14 @@ def command_line(command: Command) -> str:
     argv = list(command)
     if not argv:
         raise ValueError("an empty argv runs nothing")
+    for arg in argv:
+        if any(unicodedata.category(c) == "Cc" for c in arg):
+            # The server refuses control characters in a command line.
+            raise InvalidRequest(
+                f"{arg!r}: an argument with a control character (a newline, a tab) cannot be sent; "
+                "pass such text on stdin, in a file, or as code (run_code)",
+                code="invalid_command",
+            )
     return shlex.join(argv)
 
 
@@ -129,6 +152,16 @@ def idempotent(key: Optional[str]) -> Dict[str, str]:
     return {"Idempotency-Key": key or uuid.uuid4().hex}
 
 
+def resend_after(call: Call[Any], err: Exception) -> bool:
+    """Whether a call whose connection failed may be sent again: one never made
+    never reached the server; after that, only a read or an idempotent write
+    (a command whose client went away is cancelled and its Idempotency-Key
+    released, so sending it again would run it again)."""
+    if isinstance(err, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return True
+    return call.retry and call.method in ("GET", "PUT", "DELETE") and not isinstance(call.content, Iterator)
+
+
 def retryable(call: Call[Any], error: BrigError) -> bool:
     if not call.retry:
         return False
@@ -162,6 +195,19 @@ class Retry:
                 return None
             wait = max(wait, error.retry_after)
         return wait
+
+
+class Lines:
+    """Text lines split at ``\n`` only (``str.splitlines`` also splits at
+    U+2028 and friends, which JSON carries unescaped inside a ``data:`` line)."""
+
+    def __init__(self) -> None:
+        self.rest = ""
+
+    def feed(self, text: str) -> List[str]:
+        self.rest += text
+        *lines, self.rest = self.rest.split("\n")
+        return lines
 
 
 class SSEParser:
@@ -223,3 +269,7 @@ def stream_event(name: str, data: str, event_id: Optional[str]) -> Optional[Even
         return Exit(result.exit_code, result.signal, result.reason, result, at)
     ending = Ending.from_json(body)
     return Exit(ending.exit_code, ending.signal, ending.reason, None, at)
+
+
+def cut_short() -> ConnectionFailed:
+    return ConnectionFailed("the stream ended before the command did (a proxy or the server closed it)")

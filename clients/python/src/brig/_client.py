@@ -13,7 +13,20 @@ import httpx
 
 from . import _ops as ops
 from . import _websocket as ws
-from ._calls import Call, Command, Retry, SSEParser, new_session_id, operation, retryable, stream_event
+from ._calls import (
+    MAX_COMMAND_SECONDS,
+    Call,
+    Command,
+    Lines,
+    Retry,
+    SSEParser,
+    cut_short,
+    new_session_id,
+    operation,
+    resend_after,
+    retryable,
+    stream_event,
+)
 from ._errors import BrigError, Conflict, ConnectionFailed, NotFound, error_for, error_from
 from ._models import (
     CodeResult,
@@ -109,9 +122,8 @@ class Client:
                 )
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as err:
-                # Only a connection never made is safe to make again for any call.
                 error = ConnectionFailed(f"{call.method} {call.path}: {err!r}")
-                if not call.retry and not isinstance(err, httpx.ConnectError):
+                if not resend_after(call, err):
                     raise error from err
             else:
                 if response.status_code < 400:
@@ -133,21 +145,23 @@ class Client:
     def _events(self, call: Call[Any], timeout: Optional[float]) -> Iterator[Event]:
         response = self._send(call, stream=True, timeout=timeout)
         try:
-            parser = SSEParser()
-            for line in response.iter_lines():
-                done = parser.feed(line)
-                if done is None:
-                    continue
-                event = stream_event(*done)
-                if event is not None:
-                    yield event
-                    if isinstance(event, Exit):
-                        return
+            parser, lines = SSEParser(), Lines()
+            for text in response.iter_text():
+                for line in lines.feed(text):
+                    done = parser.feed(line)
+                    event = stream_event(*done) if done else None
+                    if event is not None:
+                        yield event
+                        if isinstance(event, Exit):
+                            return
+            raise cut_short()
         finally:
             response.close()
 
-    def _command_timeout(self, timeout: Optional[float]) -> Optional[float]:
-        return None if timeout is None else self.timeout + timeout
+    def _command_timeout(self, timeout: Optional[float]) -> float:
+        """How long to wait for a command's answer: its own timeout (else the
+        server's largest, 300 s by default) plus the request's."""
+        return self.timeout + (MAX_COMMAND_SECONDS if timeout is None else timeout)
 
     # Sessions
 
@@ -530,24 +544,27 @@ class Attachment:
 
     def __init__(self, client: Client, path: str) -> None:
         host, port, tls = ws.endpoint(client.url)
-        raw = socket.create_connection((host, port), timeout=client.timeout)
-        self._sock: socket.socket = (
-            ssl.create_default_context().wrap_socket(raw, server_hostname=host) if tls else raw
-        )
         self._inbox = ws.Inbox()
         request, accept = ws.handshake(client.url + path, client._headers)
+        self._sock = socket.create_connection((host, port), timeout=client.timeout)
         try:
+            if tls:
+                self._sock = ssl.create_default_context().wrap_socket(self._sock, server_hostname=host)
             self._sock.sendall(request)
             buffer = b""
             while (split := ws.split_head(buffer)) is None:
                 buffer += self._recv()
             head, rest = split
+            if not ws.is_upgrade(head):
+                # An error answer: its body names why (wait for it, bounded).
+                while len(rest) < ws.body_length(head) and (more := self._sock.recv(CHUNK)):
+                    rest += more
             ws.check_answer(head, rest, accept)
+            self._sock.settimeout(None)
+            self._take(rest)
         except BaseException:
             self._sock.close()
             raise
-        self._sock.settimeout(None)
-        self._take(rest)
 
     def __enter__(self) -> "Attachment":
         return self
@@ -573,7 +590,7 @@ class Attachment:
 
     def send(self, data: Union[bytes, str]) -> None:
         """Bytes for its stdin (under a terminal, ``"\\x03"`` is Ctrl-C)."""
-        self._sock.sendall(ws.frame(ws.BINARY, data.encode() if isinstance(data, str) else data))
+        self._sock.sendall(ws.data_frames(data.encode() if isinstance(data, str) else bytes(data)))
 
     def resize(self, rows: int, cols: int) -> None:
         self._sock.sendall(ws.resize_frame(rows, cols))

@@ -220,7 +220,7 @@ def resize_execution(eid: str, rows: int, cols: int) -> Call[None]:
 
 
 def attach_path(eid: str, since: Offsets) -> str:
-    return _execution(eid, f"/attach?stdout_offset={since.stdout}")
+    return _execution(eid, f"/attach?stdout_offset={since.stdout}&stderr_offset={since.stderr}")
 
 
 # Code contexts
@@ -241,7 +241,8 @@ def run_in_context(cid: str, code: str, timeout: Optional[float]) -> Call[CodeRe
 
 
 def interrupt_context(cid: str) -> Call[None]:
-    return empty_call("POST", _context(cid, "/interrupt"))
+    # Not repeated: a second interrupt could stop the next cell.
+    return empty_call("POST", _context(cid, "/interrupt"), retry=False)
 
 
 def delete_context(cid: str) -> Call[None]:
@@ -266,7 +267,9 @@ def read_file(sid: str, path: str) -> Call[None]:
 
 
 def list_files(sid: str, directory: str) -> Call[Listing]:
-    return json_call("GET", _session(sid, "/files"), Listing.from_json, params={"dir": directory})
+    # "." is the workspace itself, which the server names by no dir at all.
+    params = {"dir": directory} if directory not in ("", ".") else None
+    return json_call("GET", _session(sid, "/files"), Listing.from_json, params=params)
 
 
 def delete_file(sid: str, path: str) -> Call[None]:

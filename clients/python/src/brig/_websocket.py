@@ -23,6 +23,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 MAX_MESSAGE = 4 << 20  # the server sends at most 1 MiB a message
 MAX_HEAD = 16 << 10
+MAX_SEND = 1 << 20  # the server takes messages of at most 1 MiB
 
 
 def endpoint(url: str) -> Tuple[str, int, bool]:
@@ -48,6 +49,25 @@ def handshake(url: str, headers: Dict[str, str]) -> Tuple[bytes, str]:
     lines += [f"{name}: {value}" for name, value in headers.items()]
     accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
     return ("\r\n".join(lines) + "\r\n\r\n").encode(), accept
+
+
+def body_length(head: bytes) -> int:
+    """How much of an error answer's body to wait for (its Content-Length, at most 64 KiB)."""
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length" and value.strip().isdigit():
+            return min(int(value.strip()), 64 << 10)
+    return 0
+
+
+def is_upgrade(head: bytes) -> bool:
+    fields = head.split(b"\r\n", 1)[0].split(b" ")
+    return len(fields) > 1 and fields[1] == b"101"
+
+
+def data_frames(data: bytes) -> bytes:
+    """Binary messages carrying ``data``, each within what the server accepts."""
+    return b"".join(frame(BINARY, data[at : at + MAX_SEND]) for at in range(0, len(data), MAX_SEND))
 
 
 def check_answer(head: bytes, body: bytes, accept: str) -> None:
