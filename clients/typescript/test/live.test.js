@@ -37,6 +37,10 @@ test("run sends a string as written and an array as exactly its arguments", () =
     assert.equal((await s.run(["sh", "-c", "echo $GREETING"], { env: { GREETING: "hello" } })).stdout, "hello\n");
     await s.run("mkdir -p a/b");
     assert.equal((await s.run("pwd", { cwd: "/workspace/a/b" })).stdout, "/workspace/a/b\n");
+    // Longer than Node's fetch waits for an answer: run in the background and waited for.
+    const patient = await s.run(["sh", "-c", "echo long"], { timeout: 250 });
+    assert.equal(patient.stdout, "long\n");
+    assert.equal(patient.exitCode, 0);
     const slow = await s.run("sleep 5", { timeout: 0.5 });
     assert.ok(slow.timedOut && slow.exitCode === 124 && slow.reason === "timed_out");
   }));
