@@ -15,6 +15,9 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v curl >/dev/null || need_apt+=(curl)
 # The TypeScript SDK's tests need Node >= 20 (tests/e2e/sdk.rs checks the version).
 command -v node >/dev/null || need_apt+=(nodejs)
+# The multi-node tests make network namespaces and veths, and enter them.
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

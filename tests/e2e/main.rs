@@ -22,6 +22,7 @@ mod images;
 mod mcp;
 mod metrics;
 mod newcomer;
+mod nodes;
 mod openapi;
 mod policy;
 mod pool;

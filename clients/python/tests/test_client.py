@@ -262,6 +262,9 @@ def test_the_service_endpoints_and_mcp(client: brig.Client) -> None:
     assert client.health()["status"] == "ok"
     assert client.ready()["status"] == "ready"
     assert client.openapi()["info"]["title"] == "brig"
+    with pytest.raises(brig.Forbidden) as not_admin:
+        client.nodes()
+    assert not_admin.value.code == "admin_only"
     with pytest.raises(brig.Unauthorized):
         client.metrics("wrong-token")
     assert "brig_" in client.metrics(setting("BRIG_METRICS_TOKEN"))

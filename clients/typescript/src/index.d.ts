@@ -273,6 +273,8 @@ export declare class Client {
     options?: { language?: string; sessionId?: string; timeout?: number; memoryLimit?: string; cpuLimit?: number },
   ): Promise<Result>;
 
+  /** The nodes sharing the server's store; the admin role only. */
+  nodes(): Promise<{ node_id?: string; nodes: Record<string, unknown>[] }>;
   health(): Promise<Record<string, unknown>>;
   ready(): Promise<Record<string, unknown>>;
   openapi(): Promise<Record<string, any>>;

@@ -457,6 +457,8 @@ export class Client {
     return toResult(await this._json("POST", "/generate-and-execute", { json, retry: false, timeout: this._commandTimeout(timeout) }));
   }
 
+  /** The nodes sharing the server's store ({node_id, nodes: [...]}); the admin role only. */
+  async nodes() { return this._json("GET", "/nodes"); }
   async health() { return this._json("GET", "/health"); }
   async ready() { return this._json("GET", "/ready", { retry: false }); }
   async openapi() { return this._json("GET", "/openapi.json"); }
@@ -930,6 +932,7 @@ export const OPERATIONS = Object.freeze({
   deleteSnapshot: [Client, "deleteSnapshot"],
   generateCode: [Client, "generate"],
   generateAndExecute: [Client, "generateAndExecute"],
+  listNodes: [Client, "nodes"],
   health: [Client, "health"],
   ready: [Client, "ready"],
   openapiDocument: [Client, "openapi"],

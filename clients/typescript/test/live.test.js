@@ -215,6 +215,7 @@ test("the service endpoints and MCP", async () => {
   assert.equal((await c.health()).status, "ok");
   assert.equal((await c.ready()).status, "ready");
   assert.equal((await c.openapi()).info.title, "brig");
+  await assert.rejects(c.nodes(), (err) => err instanceof Forbidden && err.code === "admin_only");
   await assert.rejects(c.metrics("wrong-token"), Unauthorized);
   assert.ok((await c.metrics(setting("BRIG_METRICS_TOKEN"))).includes("brig_"));
   await assert.rejects(c.generate("print the time"), (err) => err instanceof NotFound && err.code === "not_enabled");

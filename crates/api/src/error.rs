@@ -85,6 +85,10 @@ pub enum ApiError {
     SessionExists(String),
     /// A command runs in the session being suspended.
     SessionInUse,
+    /// The session lives on another node (named), which alone serves it.
+    WrongNode(String),
+    /// An operators' endpoint, for principals with the `admin` role.
+    AdminOnly,
     /// Stdin or a signal for an execution that has ended (or whose stdin is closed).
     ExecutionNotRunning(String),
     /// An output offset that has left the execution's buffer (or the buffer itself).
@@ -130,7 +134,8 @@ impl ApiError {
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             NotFound(_) | FileNotFound(_) | NotEnabled(_) => StatusCode::NOT_FOUND,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            CommandNotAllowed(_) | EgressNotAllowed(_) => StatusCode::FORBIDDEN,
+            CommandNotAllowed(_) | EgressNotAllowed(_) | AdminOnly => StatusCode::FORBIDDEN,
+            WrongNode(_) => StatusCode::MISDIRECTED_REQUEST,
             PayloadTooLarge | FileTooLarge(_) | SnapshotQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -200,6 +205,8 @@ impl ApiError {
             SnapshotQuota(_) => "snapshot_quota_exceeded",
             SessionExists(_) => "session_exists",
             SessionInUse => "session_in_use",
+            WrongNode(_) => "wrong_node",
+            AdminOnly => "admin_only",
             ExecutionNotRunning(_) => "execution_not_running",
             CursorExpired(_) => "cursor_expired",
             StdinTooLarge => "stdin_too_large",
@@ -239,6 +246,13 @@ impl ApiError {
                 detail.clone()
             }
             SessionInUse => "a command runs in the session: suspend it once the command ends".into(),
+            WrongNode(node) => format!(
+                "the session lives on node {node}, which alone serves it: send its requests to that node \
+                 (GET /nodes names its address)"
+            ),
+            AdminOnly => "for operators: a principal with the admin role (a token's role claim, or the policy \
+                          file's api_key_roles)"
+                .into(),
             ExecutionNotRunning(detail) | CursorExpired(detail) => detail.clone(),
             UpgradeRequired => "this endpoint is a WebSocket: connect with `Upgrade: websocket`".into(),
             ContextBusy => "another run of this context is under way: wait for it, or interrupt it".into(),
@@ -455,6 +469,7 @@ impl From<SessionError> for ApiError {
             SessionError::CapacityExhausted => ApiError::CapacityExhausted,
             SessionError::CreationContended => ApiError::SessionBusy,
             SessionError::InUse => ApiError::SessionInUse,
+            SessionError::Elsewhere(node) => ApiError::WrongNode(node),
             SessionError::ResumeFailed(detail) => ApiError::ResumeFailed(detail),
             SessionError::Snapshot(err) => err.into(),
             SessionError::Store(err) => err.into(),

@@ -130,7 +130,9 @@ impl AppState {
             );
         }
         let store: Arc<dyn SessionStore> = match &config.store {
-            StoreConfig::Redis { url } => Arc::new(RedisStore::new(url, &config.sandbox.instance)?),
+            StoreConfig::Redis { url } => Arc::new(
+                RedisStore::new(url, &config.sandbox.instance)?.for_node(config.node.as_ref().map(|n| n.id.as_str())),
+            ),
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
         };
         let mut state = Self::from_parts(config, rules, store, runtime.clone());
@@ -143,6 +145,20 @@ impl AppState {
         state
             .shutdown
             .spawn_loop(remove_stale_agent_volumes(runtime, state.config.cleanup.interval));
+        if let Some(node) = &state.config.node {
+            let sandbox = &state.config.sandbox;
+            let heartbeat = brig_core::node::Heartbeat {
+                registry: brig_core::node::Registry::new(state.sessions.store().clone(), node.loss_after),
+                config: node.clone(),
+                runtime: state.runtime.clone(),
+                max_sessions: u64::from(state.config.quota.total),
+                runtimes: std::iter::once(sandbox.runtime.clone())
+                    .chain(sandbox.allowed_runtimes.iter().cloned())
+                    .collect(),
+                started_at_ms: chrono::Utc::now().timestamp_millis(),
+            };
+            state.shutdown.spawn_loop(heartbeat.run());
+        }
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.
         if state.config.store == StoreConfig::Memory {
@@ -173,7 +189,8 @@ impl AppState {
     ) -> Self {
         let shutdown = Shutdown::new();
         let mut sessions = Sessions::new(store.clone(), runtime.clone(), config.session_ttl, config.quota)
-            .with_egress(config.egress.clone(), config.cleanup.max_age + Duration::from_secs(600));
+            .with_egress(config.egress.clone(), config.cleanup.max_age + Duration::from_secs(600))
+            .with_node(config.node.as_ref().map(|node| node.id.clone()));
         if config.sandbox.warm_pool_size > 0 {
             let pool = Arc::new(WarmPool::new(
                 store.clone(),

@@ -39,14 +39,19 @@ async fn main() -> anyhow::Result<()> {
     let StoreConfig::Redis { url } = &config.store else {
         unreachable!("WorkerConfig requires Redis")
     };
-    let store = Arc::new(RedisStore::new(url, &config.sandbox.instance).context("REDIS_URL")?);
+    let node = config.node.as_ref().map(|node| node.id.clone());
+    let store = Arc::new(
+        RedisStore::new(url, &config.sandbox.instance)
+            .context("REDIS_URL")?
+            .for_node(node.as_deref()),
+    );
     let docker = config
         .docker
         .connect()
         .await
         .context("connecting to the Docker engine")?;
     let runtime = Arc::new(DockerRuntime::new(docker, config.sandbox.clone(), None));
-    let reaper = Reaper::new(store, runtime, config.cleanup.clone(), config.sandbox.warm_pool_size);
+    let reaper = Reaper::new(store, runtime, config.cleanup.clone(), config.sandbox.warm_pool_size).with_node(node);
     if purge {
         let summary = reaper.purge().await;
         println!(

@@ -9,7 +9,8 @@
 //! 1. [`session`]: the execute flow ([`Sessions`](session::Sessions): get-or-create
 //!    a session's sandbox, run in it under the channel lease, repair, delete).
 //! 2. [`pool`], [`reaper`]: the warm pool of spares; the reaper of expired,
-//!    over-age and orphaned sandboxes.
+//!    over-age and orphaned sandboxes. [`node`]: the registry of nodes (each
+//!    owning one engine) and this node's heartbeat.
 //! 3. [`runtime`]: the [`SandboxRuntime`] seam, `runtime::docker` (hardened
 //!    containers, the agent volume, the attach channel) and `runtime::fake`
 //!    (in-process, for tests; feature `testing`). [`store`]: the
@@ -40,6 +41,7 @@ pub mod config;
 pub mod egress;
 pub mod http_server;
 pub mod metrics;
+pub mod node;
 pub mod policy;
 pub mod pool;
 pub mod reaper;
@@ -63,6 +65,7 @@ mod layering {
         ("session", 8),
         ("pool", 7),
         ("reaper", 7),
+        ("node", 7),
         ("runtime", 6),
         ("store", 6),
         ("snapshot", 6),

@@ -71,6 +71,8 @@ pub struct Reaper {
     pool_size: usize,
     /// Other stores already reported (once each).
     reported: std::sync::Mutex<HashSet<String>>,
+    /// The node whose engine this is (`None`: a single host).
+    node: Option<String>,
 }
 
 /// Whether `sandbox` belongs to a store other than `identity` (a container
@@ -105,7 +107,17 @@ impl Reaper {
             config,
             pool_size,
             reported: Default::default(),
+            node: None,
         }
+    }
+
+    /// The reaper of node `node`: it judges only that node's session records
+    /// (another node's container is in another engine), so a container of its
+    /// engine whose session now lives elsewhere (resumed on another node while
+    /// this one was away) is stale and goes.
+    pub fn with_node(mut self, node: Option<String>) -> Self {
+        self.node = node;
+        self
     }
 
     /// Says, once per store, that another store's containers share this
@@ -144,6 +156,7 @@ impl Reaper {
                 return self.finish(summary, started);
             }
         };
+        let records: Vec<SessionRecord> = records.into_iter().filter(|r| r.node == self.node).collect();
         let identity = match self.store.identity().await {
             Ok(identity) => identity,
             Err(err) => {
@@ -371,7 +384,8 @@ impl Reaper {
         let mut summary = PurgeSummary::default();
         match self.store.list_all().await {
             Ok(records) => {
-                for record in &records {
+                // A node purges its own sessions only.
+                for record in records.iter().filter(|r| r.node == self.node) {
                     if self.delete_record(record, &mut summary.errors).await {
                         summary.records_deleted += 1;
                     }
@@ -451,4 +465,87 @@ fn settled_age(sandbox: &SandboxInfo, now: u64) -> Duration {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::sandbox::CreateSandbox;
+    use crate::session::ids::Owner;
+    use crate::store::MemoryStore;
+
+    /// A ready session record of `node`, with a container made on `runtime`.
+    async fn session(
+        store: &Arc<MemoryStore>,
+        runtime: &FakeRuntime,
+        id: &str,
+        node: &str,
+        created_ms_ago: i64,
+    ) -> SessionRecord {
+        let owner = Owner::of_principal("alice");
+        let identity = store.identity().await.unwrap();
+        let request = CreateSandbox {
+            owner: owner.as_str().into(),
+            session_id: id.into(),
+            options: Default::default(),
+            store: identity,
+        };
+        let (sandbox, _) = runtime.create(&request).await.unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let record = SessionRecord {
+            owner,
+            session_id: id.into(),
+            container: Some(sandbox.id),
+            created_at_ms: now - created_ms_ago,
+            expires_at_ms: now + 600_000,
+            options: Default::default(),
+            suspended: None,
+            ttl_ms: None,
+            node: Some(node.into()),
+        };
+        store.replace(&record, Duration::from_secs(600)).await.unwrap();
+        record
+    }
+
+    #[tokio::test]
+    async fn a_nodes_reaper_judges_its_own_records_and_removes_its_engines_stale_containers() {
+        let store = Arc::new(MemoryStore::new());
+        let (engine_a, engine_b) = (Arc::new(FakeRuntime::new()), Arc::new(FakeRuntime::new()));
+        let config = CleanupConfig {
+            interval: Duration::from_secs(60),
+            max_age: Duration::from_secs(3600),
+            grace: Duration::ZERO,
+        };
+        let on_a = session(&store, &engine_a, "on-a", "a", 10_000).await;
+        let on_b = session(&store, &engine_b, "on-b", "b", 10_000).await;
+        // A container on a's engine whose session has since moved to b (resumed
+        // there while a was away): stale.
+        let moved = session(&store, &engine_a, "moved", "b", 10_000).await;
+        let moved_away = SessionRecord {
+            container: Some("elsewhere".into()),
+            ..moved.clone()
+        };
+        store.replace(&moved_away, Duration::from_secs(600)).await.unwrap();
+
+        let reaper = Reaper::new(store.clone(), engine_a.clone(), config, 0).with_node(Some("a".into()));
+        let summary = reaper.run_once().await;
+        assert_eq!(summary.errors, 0, "{summary:?}");
+        // b's records are b's to judge, though their containers are not on a's engine.
+        let owner = Owner::of_principal("alice");
+        for record in [&on_a, &on_b, &moved_away] {
+            let id = crate::session::ids::SessionId::parse(&record.session_id).unwrap();
+            assert!(
+                store.get(&owner, &id).await.unwrap().is_some(),
+                "{} kept",
+                record.session_id
+            );
+        }
+        let left: Vec<String> = engine_a.list().await.unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(
+            left,
+            vec![on_a.container.clone().unwrap()],
+            "the stale container went, a's own stayed"
+        );
+    }
 }

@@ -120,6 +120,8 @@ fn http_status(port: u16, line: &str) -> Option<u16> {
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// Another address it listens on besides loopback (a test network's).
+    also: Option<String>,
 }
 
 impl RedisServer {
@@ -127,9 +129,27 @@ impl RedisServer {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
+            also: None,
         };
         server.restart();
         server
+    }
+
+    /// A server also listening on `addr` (a test network of this machine's,
+    /// reached from other network namespaces), without protected mode.
+    pub fn start_also_on(addr: &str) -> Self {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            also: Some(addr.to_string()),
+        };
+        server.restart();
+        server
+    }
+
+    /// Its URL at `addr` (one it listens on).
+    pub fn url_at(&self, addr: &str) -> String {
+        format!("redis://{addr}:{}/", self.port)
     }
 
     pub fn url(&self) -> String {
@@ -144,12 +164,19 @@ impl RedisServer {
     /// (Re)starts the server on the same port and waits until it answers.
     pub fn restart(&mut self) {
         self.stop();
+        let bind = match &self.also {
+            Some(addr) => format!("127.0.0.1 {addr}"),
+            None => "127.0.0.1".into(),
+        };
+        let protected = if self.also.is_some() { "no" } else { "yes" };
         let child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
                 "--bind",
-                "127.0.0.1",
+                &bind,
+                "--protected-mode",
+                protected,
                 "--save",
                 "",
                 "--appendonly",
@@ -337,7 +364,11 @@ impl Drop for Service {
 }
 
 fn base_command(binary: PathBuf, instance: &str, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(binary);
+    base_command_of(Command::new(binary), instance, env)
+}
+
+/// `command` (a binary, or a wrapper that runs one) in the tests' environment.
+fn base_command_of(mut command: Command, instance: &str, env: &[(&str, &str)]) -> Command {
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -386,7 +417,21 @@ impl BrigApi {
 
     /// Starts brig-api on an existing `instance` (a restart, or a second replica).
     pub fn start_in(instance: &str, env: &[(&str, &str)]) -> Self {
-        let mut command = base_command(api_binary(), instance, &[]);
+        Self::start_with(Command::new(api_binary()), instance, env)
+    }
+
+    /// Starts brig-api inside the network namespace at `netns` (a path under
+    /// `/var/run/netns`), as one node of several: `nsenter` enters its network
+    /// only (`ip netns exec` would also remount `/sys`, hiding the cgroups).
+    /// `env` must set `HOST` to an address of that namespace.
+    pub fn start_in_netns(instance: &str, netns: &str, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net={netns}")).arg("--").arg(api_binary());
+        Self::start_with(command, instance, env)
+    }
+
+    fn start_with(command: Command, instance: &str, env: &[(&str, &str)]) -> Self {
+        let mut command = base_command_of(command, instance, &[]);
         command
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")

@@ -192,6 +192,11 @@ class AsyncClient:
         call = ops.generate_and_execute(query, language, session_id, timeout, memory_limit, cpu_limit)
         return await self._do(call, self._command_timeout(timeout))
 
+    @operation("listNodes")
+    async def nodes(self) -> Dict[str, Any]:
+        """The nodes sharing the server's store (``{"node_id", "nodes": [...]}``); the admin role only."""
+        return await self._do(ops.list_nodes())
+
     @operation("health")
     async def health(self) -> Dict[str, Any]:
         return await self._do(ops.health())

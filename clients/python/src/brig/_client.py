@@ -235,6 +235,11 @@ class Client:
 
     # The service
 
+    @operation("listNodes")
+    def nodes(self) -> Dict[str, Any]:
+        """The nodes sharing the server's store (``{"node_id", "nodes": [...]}``); the admin role only."""
+        return self._do(ops.list_nodes())
+
     @operation("health")
     def health(self) -> Dict[str, Any]:
         return self._do(ops.health())

@@ -338,6 +338,10 @@ def generate_and_execute(
     return json_call("POST", "/generate-and-execute", Result.from_json, json=drop_none(body), retry=False)
 
 
+def list_nodes() -> Call[Dict[str, Any]]:
+    return json_call("GET", "/nodes", dict)
+
+
 def health() -> Call[Dict[str, Any]]:
     return json_call("GET", "/health", dict)
 

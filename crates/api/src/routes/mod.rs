@@ -9,6 +9,7 @@ pub(crate) mod executions;
 pub(crate) mod files;
 pub(crate) mod generate;
 pub(crate) mod health;
+pub(crate) mod nodes;
 pub mod openapi;
 pub(crate) mod sessions;
 pub(crate) mod snapshots;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(crate::metrics::scrape))
         .route("/openapi.json", get(openapi::document))
+        .route("/nodes", get(nodes::list))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(|| async { ApiError::NotFound("route") })

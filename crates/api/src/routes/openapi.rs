@@ -12,7 +12,8 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    contexts, execute, execution_attach, execution_output, executions, files, generate, health, sessions, snapshots,
+    contexts, execute, execution_attach, execution_output, executions, files, generate, health, nodes, sessions,
+    snapshots,
 };
 
 /// Every error: a stable code and a message.
@@ -68,6 +69,7 @@ pub struct ErrorBody {
         snapshots::delete,
         generate::generate,
         generate::generate_and_execute,
+        nodes::list,
         health::health,
         health::ready,
         mcp,

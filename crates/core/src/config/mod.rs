@@ -20,6 +20,7 @@ mod env;
 mod http;
 mod llm;
 mod metrics;
+mod node;
 mod sandbox;
 mod snapshot;
 mod store;
@@ -34,6 +35,7 @@ pub(crate) use self::env::{positive, seconds};
 pub use self::http::HttpConfig;
 pub use self::llm::LlmConfig;
 pub use self::metrics::MetricsConfig;
+pub use self::node::NodeConfig;
 pub use self::sandbox::{DockerConfig, OptionsError, SandboxConfig};
 pub use self::snapshot::{S3Config, SessionExpiry, SnapshotConfig, SnapshotLocation};
 pub use self::store::StoreConfig;
@@ -57,6 +59,8 @@ pub struct WorkerConfig {
     pub cleanup: CleanupConfig,
     pub sandbox: SandboxConfig,
     pub docker: DockerConfig,
+    /// The node whose engine this worker reaps (`None`: single host).
+    pub node: Option<NodeConfig>,
 }
 
 impl WorkerConfig {
@@ -69,6 +73,11 @@ impl WorkerConfig {
             cleanup: CleanupConfig::from(&mut env),
             sandbox: SandboxConfig::from(&mut env),
             docker: DockerConfig::from(&mut env),
+            node: None,
+        };
+        let config = WorkerConfig {
+            node: NodeConfig::from_env(&mut env, &config.store),
+            ..config
         };
         if config.store == StoreConfig::Memory {
             env.error(
@@ -131,6 +140,8 @@ pub struct Config {
     pub docker: DockerConfig,
     pub egress: EgressConfig,
     pub snapshots: SnapshotConfig,
+    /// `BRIG_NODE_ID` and the rest: this process as one of several nodes (`None`: single host).
+    pub node: Option<NodeConfig>,
 }
 
 impl Config {
@@ -213,6 +224,7 @@ impl Config {
         let docker = DockerConfig::from(&mut env);
         let egress = EgressConfig::from(&mut env);
         let snapshots = SnapshotConfig::from(&mut env);
+        let node = NodeConfig::from_env(&mut env, &store);
         let config = Config {
             host,
             port,
@@ -243,6 +255,7 @@ impl Config {
             docker,
             egress,
             snapshots,
+            node,
         };
         env.finish(config)
     }

@@ -33,6 +33,18 @@ impl Rules {
         }
     }
 
+    /// Whether `caller` holds `role`: a token's claims name its roles; an
+    /// API key's come from the policy file's `api_key_roles` (without a
+    /// policy file, a key holds none).
+    pub fn has_role(&self, caller: Caller<'_>, role: &str) -> bool {
+        let roles = match (self, caller) {
+            (Rules::File(file), caller) => roles_of(file, caller),
+            (Rules::List(_), Caller::Token { roles }) => roles.to_vec(),
+            (Rules::List(_), Caller::ApiKey { .. }) => Vec::new(),
+        };
+        roles.iter().any(|held| held == role)
+    }
+
     /// The egress patterns `caller`'s sessions may be granted within
     /// `EGRESS_ALLOWED`: `None` when these rules do not narrow it (the plain
     /// list, or a policy file where no role says `egress`).

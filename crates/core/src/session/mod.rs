@@ -44,6 +44,9 @@ pub enum SessionError {
     /// A command runs in the session: it is not suspended under it.
     #[error("a command runs in the session")]
     InUse,
+    /// The session lives on another node (named), which alone serves it.
+    #[error("the session lives on node {0}")]
+    Elsewhere(String),
     /// A suspended session could not get its workspace back; it stays
     /// suspended (the message says why).
     #[error("{0}")]
@@ -106,6 +109,9 @@ pub struct Sessions {
     replica: String,
     egress: Option<EgressSetup>,
     suspension: Option<suspend::Setup>,
+    /// This node (`BRIG_NODE_ID`): the sessions it creates are its own, and
+    /// it serves no other node's. `None`: a single host.
+    node: Option<String>,
 }
 
 /// How sessions get egress (see [`Sessions::with_egress`]).
@@ -167,7 +173,35 @@ impl Sessions {
             replica: random_token(),
             egress: None,
             suspension: None,
+            node: None,
         }
+    }
+
+    /// This process is node `node`: it stamps the sessions it creates (or
+    /// resumes) with it and serves no other node's.
+    pub fn with_node(mut self, node: Option<String>) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// The node this process is (`None`: a single host).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// Whether `record` is this node's to serve.
+    pub fn owns(&self, record: &SessionRecord) -> bool {
+        record.node == self.node
+    }
+
+    /// The container of a ready `record`, if this node is the one to serve it.
+    fn owned_container(&self, record: &SessionRecord) -> Result<String, SessionError> {
+        if !self.owns(record) {
+            return Err(SessionError::Elsewhere(
+                record.node.clone().unwrap_or_else(|| "(a single host)".into()),
+            ));
+        }
+        ready_container(record)
     }
 
     /// Sessions may have egress, within `config` (no effect when it allows
@@ -375,6 +409,7 @@ impl Sessions {
             options: spec.options.clone(),
             suspended: None,
             ttl_ms: spec.ttl.map(|ttl| ttl.as_millis() as i64),
+            node: self.node.clone(),
         };
         match self.store.reserve(&pending, ttl, self.quota).await? {
             Reservation::Reserved => tracing::debug!(session = %id, "reserved; creating the session's container"),
@@ -485,7 +520,13 @@ impl Sessions {
                 (record, opened, leased)
             }
         };
-        let mut container = ready_container(&record)?;
+        if !self.owns(&record) {
+            // Never served here: its node alone runs its commands.
+            if let Some(container) = record.container() {
+                let _ = self.store.command_finished(container, &token).await;
+            }
+        }
+        let mut container = self.owned_container(&record)?;
         let mut request = request;
         // The session's environment, under the command's own.
         let mut env: Vec<(String, String)> = (record.options.env.iter())
@@ -522,7 +563,7 @@ impl Sessions {
                     // hold the channel of the container that replaced the lost one.
                     let Begun { record: opened, leased } = self.begin_opened(owner, id, &command(&request)).await?;
                     record = opened;
-                    container = ready_container(&record)?;
+                    container = self.owned_container(&record)?;
                     self.run_in(&container, leased, request, hooks).await
                 }
                 other => other,
@@ -650,12 +691,13 @@ impl Sessions {
         }
     }
 
-    /// What a sandbox that went away under a request (its exec's output cut,
-    /// its container gone) means to the client: the session was deleted
-    /// meanwhile (`NotFound`), or its sandbox failed (the error as it is).
+    /// What a sandbox failing under a request means to the client: the
+    /// session was deleted meanwhile (`NotFound`: its record is gone; the
+    /// engine's error then is only the deletion seen from inside, whichever
+    /// step it cut: the exec's output, its start, the container), or its
+    /// sandbox failed (the error as it is).
     pub async fn went_away(&self, owner: &Owner, id: &SessionId, err: RuntimeError) -> SessionError {
-        let gone = matches!(err, RuntimeError::ChannelClosed | RuntimeError::SandboxNotFound)
-            && matches!(self.store.get(owner, id).await, Ok(None));
+        let gone = matches!(self.store.get(owner, id).await, Ok(None));
         if gone {
             SessionError::NotFound
         } else {
@@ -673,12 +715,12 @@ impl Sessions {
             .await?
             .ok_or(SessionError::NotFound)?;
         if record.is_ready() {
-            return ready_container(&record);
+            return self.owned_container(&record);
         }
         let (record, _) = self
             .open_from(owner, id, &Spec::of(&record.options), Known::NotReady)
             .await?;
-        ready_container(&record)
+        self.owned_container(&record)
     }
 
     /// A request about a kept execution in the session's sandbox (the

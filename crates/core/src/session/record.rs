@@ -30,6 +30,11 @@ pub struct SessionRecord {
     /// `SESSION_TTL_SECONDS`. Every refresh of the record uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<i64>,
+    /// The node whose engine holds the session (`BRIG_NODE_ID`); `None` on a
+    /// single host. Only that node serves it; a resume moves it to the node
+    /// that resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A session's suspension (see [`SessionRecord::suspended`]).
@@ -145,9 +150,18 @@ mod tests {
             options: Default::default(),
             suspended: None,
             ttl_ms: None,
+            node: None,
         };
         let json = serde_json::to_value(&pending).unwrap();
         assert_eq!(json["container_id"], "");
+        // A single host's records carry no node: the format stays as it was.
+        assert!(json.get("node").is_none(), "{json}");
+        let placed = SessionRecord {
+            node: Some("n1".into()),
+            ..pending.clone()
+        };
+        let back: SessionRecord = serde_json::from_value(serde_json::to_value(&placed).unwrap()).unwrap();
+        assert_eq!(back.node.as_deref(), Some("n1"));
         let ready = SessionRecord {
             container: Some("abc".into()),
             ..pending.clone()

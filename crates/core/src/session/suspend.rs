@@ -156,6 +156,10 @@ impl Sessions {
         if record.is_parked() {
             return Ok(record);
         }
+        if !self.owns(&record) {
+            // Its workspace is in another node's engine: that node suspends it.
+            return Err(SessionError::Elsewhere(record.node.clone().unwrap_or_default()));
+        }
         if record.suspended_in().is_some() {
             // A resume that died midway: finish it, then suspend.
             self.resume_locked(record).await?;
@@ -277,9 +281,11 @@ impl Sessions {
         if let Some(stale) = record.container() {
             self.runtime.remove(stale).await?;
         }
+        // Resumed here: the session becomes this node's.
         let parked = SessionRecord {
             container: None,
             suspended: record.suspended.clone().map(|s| Suspension { resuming: false, ..s }),
+            node: self.node.clone(),
             ..record.clone()
         };
         let resuming = SessionRecord {
@@ -381,7 +387,8 @@ impl Sessions {
             }
         };
         let horizon = Utc::now().timestamp_millis() + lead.as_millis() as i64;
-        let expiring = records.iter().filter(|r| r.is_ready() && r.expires_at_ms <= horizon);
+        // Each node suspends its own sessions: another's workspace is in another engine.
+        let expiring = (records.iter()).filter(|r| self.owns(r) && r.is_ready() && r.expires_at_ms <= horizon);
         self.suspend_each(expiring, Keep::Retention, &mut sweep).await;
         sweep
     }

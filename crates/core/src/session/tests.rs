@@ -571,3 +571,58 @@ mod suspension {
         ));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_serves_only_its_own_sessions_and_never_recreates_another_nodes() {
+    // Two nodes over one store; one engine here stands for both (the fake).
+    let (store, runtime) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()));
+    let (a, b) = (
+        replica(&store, &runtime).with_node(Some("a".into())),
+        replica(&store, &runtime).with_node(Some("b".into())),
+    );
+    let made = a.execute(&alice(), &sid("s"), echo("on a")).await.unwrap();
+    assert_eq!(made.record.node.as_deref(), Some("a"));
+    for attempt in [
+        b.execute(&alice(), &sid("s"), echo("on b")).await.map(drop),
+        b.file(
+            &alice(),
+            &sid("s"),
+            brig_protocol::FileRequest::List { path: String::new() },
+        )
+        .await
+        .map(drop),
+    ] {
+        assert!(
+            matches!(attempt, Err(SessionError::Elsewhere(ref node)) if node == "a"),
+            "{attempt:?}"
+        );
+    }
+    assert_eq!(runtime.creations(), 1, "nothing made for it on b");
+    // A's commands still run, not held up by b's attempt.
+    let again = a.execute(&alice(), &sid("s"), echo("still a")).await.unwrap();
+    assert_eq!(again.outcome.stdout, b"still a\n");
+    // A single host's process is no node: it serves none of theirs either.
+    let single = replica(&store, &runtime);
+    assert!(matches!(
+        single.execute(&alice(), &sid("s"), echo("x")).await,
+        Err(SessionError::Elsewhere(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_sandbox_failure_under_a_deleted_session_is_the_sessions_absence() {
+    let (_, _, sessions) = setup();
+    sessions.execute(&alice(), &sid("s"), echo("made")).await.unwrap();
+    let failure = || RuntimeError::Engine("exec failed: unable to start container process".into());
+    // While the session exists, the failure is the sandbox's.
+    assert!(matches!(
+        sessions.went_away(&alice(), &sid("s"), failure()).await,
+        SessionError::Runtime(RuntimeError::Engine(_))
+    ));
+    // Deleted meanwhile: whichever step the deletion cut, the answer is 404.
+    sessions.delete(&alice(), &sid("s")).await.unwrap();
+    assert!(matches!(
+        sessions.went_away(&alice(), &sid("s"), failure()).await,
+        SessionError::NotFound
+    ));
+}

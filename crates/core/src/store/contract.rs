@@ -74,6 +74,7 @@ fn record(owner: &Owner, id: &str, container: &str) -> SessionRecord {
         options: Default::default(),
         suspended: None,
         ttl_ms: None,
+        node: None,
     }
 }
 

@@ -50,6 +50,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 pub struct RedisStore {
     client: redis::Client,
     prefix: String,
+    /// The warm pool's set: one per node (each node's spares are in its own engine).
+    pool: String,
     /// Created on first use, so brig-api starts (and reports not-ready) while
     /// Redis is still down.
     manager: Mutex<Option<ConnectionManager>>,
@@ -63,11 +65,21 @@ impl RedisStore {
     /// `url` like `redis://host:6379/0`; keys go under `brig:<instance>:`.
     pub fn new(url: &str, instance: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
+        let prefix = format!("brig:{instance}:");
         Ok(RedisStore {
             client,
-            prefix: format!("brig:{instance}:"),
+            pool: format!("{prefix}pool"),
+            prefix,
             manager: Mutex::new(None),
         })
+    }
+
+    /// The store of node `node` (`BRIG_NODE_ID`): its warm pool is its own.
+    pub fn for_node(mut self, node: Option<&str>) -> Self {
+        if let Some(node) = node {
+            self.pool = format!("{}pool:{node}", self.prefix);
+        }
+        self
     }
 
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
@@ -149,7 +161,7 @@ impl RedisStore {
     }
 
     fn pool_key(&self) -> String {
-        format!("{}pool", self.prefix)
+        self.pool.clone()
     }
 
     fn running_key(&self, container: &str) -> String {

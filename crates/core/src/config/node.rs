@@ -1,0 +1,108 @@
+//! `BRIG_NODE_ID`, `BRIG_NODE_ADDR`, `NODE_HEARTBEAT_SECONDS`,
+//! `NODE_LOSS_SECONDS`: this process as one node of several, each owning its
+//! own engine, sharing one Redis (unset: single-host mode, unchanged).
+
+use std::time::Duration;
+
+use super::env::seconds;
+use super::{Env, StoreConfig};
+
+/// This process's place among several nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// `BRIG_NODE_ID`: 1 to 63 of `a-z`, `0-9`, `-`; unique among the nodes.
+    pub id: String,
+    /// `BRIG_NODE_ADDR`: where the other nodes reach this one (`http://10.0.0.7:8000`).
+    pub addr: String,
+    /// `NODE_HEARTBEAT_SECONDS` (2): how often the node says it is alive.
+    pub heartbeat: Duration,
+    /// `NODE_LOSS_SECONDS` (10): silent this long, a node is lost.
+    pub loss_after: Duration,
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl NodeConfig {
+    /// `None` unless `BRIG_NODE_ID` is set; errors name the setting.
+    pub(crate) fn from_env(env: &mut Env<'_>, store: &StoreConfig) -> Option<Self> {
+        let id = env.get("BRIG_NODE_ID")?;
+        if !valid_id(&id) {
+            env.error("BRIG_NODE_ID", "must be 1-63 characters of a-z, 0-9 and -");
+        }
+        let addr = env.get("BRIG_NODE_ADDR").unwrap_or_default();
+        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+            env.error(
+                "BRIG_NODE_ADDR",
+                "must be set with BRIG_NODE_ID: the http(s) URL the other nodes reach this one at",
+            );
+        }
+        if *store == StoreConfig::Memory {
+            env.error(
+                "SESSION_STORE",
+                "nodes share one Redis: BRIG_NODE_ID needs SESSION_STORE=redis",
+            );
+        }
+        let heartbeat = env.parse("NODE_HEARTBEAT_SECONDS", Duration::from_secs(2), seconds);
+        let loss_after = env.parse("NODE_LOSS_SECONDS", Duration::from_secs(10), seconds);
+        if loss_after < heartbeat * 3 {
+            env.error(
+                "NODE_LOSS_SECONDS",
+                "must be at least three heartbeats (NODE_HEARTBEAT_SECONDS)",
+            );
+        }
+        Some(NodeConfig {
+            id,
+            addr: addr.trim_end_matches('/').to_string(),
+            heartbeat,
+            loss_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(vars: &[(&str, &str)]) -> Result<Option<NodeConfig>, String> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env = Env::from_fn(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+        let store = StoreConfig::from(&mut env);
+        let node = NodeConfig::from_env(&mut env, &store);
+        env.finish(node).map_err(|errors| errors.to_string())
+    }
+
+    #[test]
+    fn single_host_unless_a_node_id_is_given() {
+        assert_eq!(node(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_node_needs_an_address_redis_and_a_loss_timeout_of_three_heartbeats() {
+        let ok = node(&[("BRIG_NODE_ID", "node-1"), ("BRIG_NODE_ADDR", "http://10.0.0.7:8000/")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.addr, "http://10.0.0.7:8000");
+        assert_eq!(
+            (ok.heartbeat, ok.loss_after),
+            (Duration::from_secs(2), Duration::from_secs(10))
+        );
+        let err = node(&[("BRIG_NODE_ID", "Node_1")]).unwrap_err();
+        assert!(err.contains("BRIG_NODE_ID") && err.contains("BRIG_NODE_ADDR"), "{err}");
+        let err = node(&[
+            ("BRIG_NODE_ID", "n"),
+            ("BRIG_NODE_ADDR", "http://a:1"),
+            ("SESSION_STORE", "memory"),
+            ("NODE_LOSS_SECONDS", "3"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("SESSION_STORE") && err.contains("NODE_LOSS_SECONDS"),
+            "{err}"
+        );
+    }
+}
