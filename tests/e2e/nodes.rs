@@ -47,6 +47,18 @@ impl Host {
         sh("docker", &all)
     }
 
+    /// The containers of `instance`'s session `session` on this engine.
+    fn session_containers(&self, instance: &str, session: &str) -> Vec<String> {
+        let (instance, session) = (
+            format!("label=brig.instance={instance}"),
+            format!("label=brig.session={session}"),
+        );
+        self.docker(&["ps", "-aq", "--filter", &instance, "--filter", &session])
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
     /// The containers of `instance` on this engine.
     fn containers(&self, instance: &str) -> Vec<String> {
         self.docker(&["ps", "-aq", "--filter", &format!("label=brig.instance={instance}")])
@@ -194,8 +206,7 @@ impl Fleet {
                 ("BRIG_NODE_ADDR", addr.as_str()),
                 ("NODE_HEARTBEAT_SECONDS", "1"),
                 ("NODE_LOSS_SECONDS", "4"),
-                ("ALLOWED_COMMANDS", "id,echo,cat,sh,hostname"),
-                ("CLEANUP_GRACE_SECONDS", "1"),
+                ("ALLOWED_COMMANDS", "id,echo,cat,sh"),
             ],
         )
     }
@@ -310,6 +321,11 @@ async fn three_nodes_each_serve_their_own_sessions_on_their_own_engines() {
     }
     for (i, host) in fleet.hosts.iter().enumerate() {
         assert_eq!(host.containers(&instance).len(), 1, "node {i}'s engine");
+        assert_eq!(
+            host.session_containers(&instance, &format!("s{i}")).len(),
+            1,
+            "s{i} on node {i}'s engine"
+        );
     }
     assert!(
         instance_containers(&instance).is_empty(),
@@ -326,9 +342,37 @@ async fn three_nodes_each_serve_their_own_sessions_on_their_own_engines() {
         elsewhere.body
     );
     assert_eq!(elsewhere.body["error"], "wrong_node");
-    assert!(elsewhere.body["detail"].as_str().unwrap().contains("n0"));
+    let owner = format!("n0 (http://{}:8000)", fleet.hosts[0].ip);
+    assert!(
+        elsewhere.body["detail"].as_str().unwrap().contains(&owner),
+        "{:?}",
+        elsewhere.body
+    );
     let file = call(&nodes[2], Method::GET, "/sessions/s0/files?dir=", ALICE_KEY, None).await;
     assert_eq!(file.status, StatusCode::MISDIRECTED_REQUEST, "{:?}", file.body);
+    // Refused before anything is promised: no 202 for a background run, no
+    // stream's 200, no deletion that would leave the container behind.
+    let started = call(
+        &nodes[1],
+        Method::POST,
+        "/executions",
+        ALICE_KEY,
+        Some(json!({"command": "echo hi", "session_id": "s0"})),
+    )
+    .await;
+    assert_eq!(started.status, StatusCode::MISDIRECTED_REQUEST, "{:?}", started.body);
+    let streamed = reqwest::Client::new()
+        .post(nodes[2].url("/execute"))
+        .header("X-API-Key", ALICE_KEY)
+        .header("Accept", "text/event-stream")
+        .json(&json!({"command": "echo hi", "session_id": "s0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), StatusCode::MISDIRECTED_REQUEST);
+    let deleted = call(&nodes[1], Method::DELETE, "/sessions/s0", ALICE_KEY, None).await;
+    assert_eq!(deleted.status, StatusCode::MISDIRECTED_REQUEST, "{:?}", deleted.body);
+    assert_eq!(fleet.hosts[0].session_containers(&instance, "s0").len(), 1);
     assert_eq!(fleet.hosts[1].containers(&instance).len(), 1);
     assert_eq!(fleet.hosts[2].containers(&instance).len(), 1);
 
@@ -350,7 +394,8 @@ async fn three_nodes_each_serve_their_own_sessions_on_their_own_engines() {
     assert_eq!(fleet.hosts[1].containers(&instance).len(), 2);
     let now_elsewhere = execute(&nodes[0], ALICE_KEY, "s0", "id").await;
     assert_eq!(now_elsewhere.status, StatusCode::MISDIRECTED_REQUEST);
-    assert!(now_elsewhere.body["detail"].as_str().unwrap().contains("n1"));
+    assert!(now_elsewhere.body["detail"].as_str().unwrap().contains("n1 (http://"));
+    assert_eq!(fleet.hosts[1].session_containers(&instance, "s0").len(), 1);
 
     // Each node counts its own sessions in its heartbeat.
     nodes_until(&nodes[2], Duration::from_secs(10), "each node's count", |seen| {
@@ -371,7 +416,8 @@ async fn three_nodes_each_serve_their_own_sessions_on_their_own_engines() {
         status_of(seen, "n2") == "lost"
     })
     .await;
-    assert!(killed.elapsed() < Duration::from_secs(9), "{:?}", killed.elapsed());
+    // NODE_LOSS_SECONDS=4, a heartbeat a second, and a read every 200 ms.
+    assert!(killed.elapsed() < Duration::from_secs(7), "{:?}", killed.elapsed());
     assert_eq!(status_of(&seen, "n1"), "live");
     assert_eq!(run(&nodes[1], ALICE_KEY, "s1", "echo still").await["stdout"], "still\n");
     assert_eq!(run(&nodes[1], ALICE_KEY, "s0", "echo here").await["stdout"], "here\n");

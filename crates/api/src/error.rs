@@ -246,10 +246,9 @@ impl ApiError {
                 detail.clone()
             }
             SessionInUse => "a command runs in the session: suspend it once the command ends".into(),
-            WrongNode(node) => format!(
-                "the session lives on node {node}, which alone serves it: send its requests to that node \
-                 (GET /nodes names its address)"
-            ),
+            WrongNode(node) => {
+                format!("the session lives on node {node}, which alone serves it: send its requests to that node")
+            }
             AdminOnly => "for operators: a principal with the admin role (a token's role claim, or the policy \
                           file's api_key_roles)"
                 .into(),

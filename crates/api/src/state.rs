@@ -190,7 +190,7 @@ impl AppState {
         let shutdown = Shutdown::new();
         let mut sessions = Sessions::new(store.clone(), runtime.clone(), config.session_ttl, config.quota)
             .with_egress(config.egress.clone(), config.cleanup.max_age + Duration::from_secs(600))
-            .with_node(config.node.as_ref().map(|node| node.id.clone()));
+            .with_node(config.node.as_ref().map(|node| (node.id.clone(), node.addr.clone())));
         if config.sandbox.warm_pool_size > 0 {
             let pool = Arc::new(WarmPool::new(
                 store.clone(),

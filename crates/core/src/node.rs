@@ -12,9 +12,9 @@ use crate::config::NodeConfig;
 use crate::runtime::SandboxRuntime;
 use crate::store::{SessionStore, StoreError};
 
-/// The list of node ids ever announced (read back deduplicated).
+/// The node ids of the latest announcements (read back deduplicated).
 const INDEX: &str = "nodes";
-/// Most node ids the index keeps (the oldest announcements fall off first).
+/// Announcements the index keeps (the oldest fall off first).
 const MAX_NODES: usize = 256;
 /// How long a node's announcement outlives its last heartbeat, so that a lost
 /// node is still reported as lost (not forgotten) for a while.
@@ -60,17 +60,15 @@ impl Registry {
         Registry { store, loss_after }
     }
 
-    /// Records `me` as alive now; `first` adds it to the index.
-    pub async fn announce(&self, me: &Announcement, first: bool) -> Result<(), StoreError> {
+    /// Records `me` as alive now, in the index too: the index holds the
+    /// latest `MAX_NODES` announcements, so it lives while any node does, is
+    /// rebuilt by the next beats if the store lost it, and a lost node drops
+    /// out of it once that many beats of the others have come since its last.
+    pub async fn announce(&self, me: &Announcement) -> Result<(), StoreError> {
         let json = serde_json::to_string(me).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        self.store
-            .put_value(&key(&me.node_id), &json, self.loss_after * REPORTED_FOR)
-            .await?;
-        if first {
-            let ttl = self.loss_after * REPORTED_FOR * 24;
-            self.store.push_bounded(INDEX, &me.node_id, MAX_NODES, ttl).await?;
-        }
-        Ok(())
+        let kept = self.loss_after * REPORTED_FOR;
+        self.store.put_value(&key(&me.node_id), &json, kept).await?;
+        self.store.push_bounded(INDEX, &me.node_id, MAX_NODES, kept).await
     }
 
     /// Every node still reported, with its status; by id.
@@ -114,7 +112,7 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// One beat: counts its sandboxes and announces itself.
-    pub async fn beat(&self, first: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn beat(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let sandboxes = self.runtime.list().await?;
         let sessions = sandboxes.iter().filter(|s| !self.runtime.is_spare(s)).count() as u64;
         let me = Announcement {
@@ -126,7 +124,7 @@ impl Heartbeat {
             max_sessions: self.max_sessions,
             runtimes: self.runtimes.clone(),
         };
-        self.registry.announce(&me, first).await?;
+        self.registry.announce(&me).await?;
         Ok(())
     }
 
@@ -134,11 +132,9 @@ impl Heartbeat {
     /// task); a failed beat is logged, and the node is reported lost only if
     /// beats keep failing.
     pub async fn run(self) {
-        let mut first = true;
         loop {
-            match self.beat(first).await {
-                Ok(()) => first = false,
-                Err(err) => tracing::warn!(node = %self.config.id, error = %err, "node heartbeat failed"),
+            if let Err(err) = self.beat().await {
+                tracing::warn!(node = %self.config.id, error = %err, "node heartbeat failed");
             }
             tokio::time::sleep(self.config.heartbeat).await;
         }
@@ -166,10 +162,9 @@ mod tests {
     async fn nodes_are_listed_once_each_and_lost_once_silent_past_the_timeout() {
         let registry = Registry::new(Arc::new(MemoryStore::new()), Duration::from_secs(10));
         let now = Utc::now().timestamp_millis();
-        registry.announce(&announcement("b", now), true).await.unwrap();
-        registry.announce(&announcement("a", now - 11_000), true).await.unwrap();
-        registry.announce(&announcement("b", now), false).await.unwrap();
-        registry.announce(&announcement("b", now), true).await.unwrap(); // a restart
+        registry.announce(&announcement("b", now)).await.unwrap();
+        registry.announce(&announcement("a", now - 11_000)).await.unwrap();
+        registry.announce(&announcement("b", now)).await.unwrap();
         let nodes = registry.nodes().await.unwrap();
         let seen: Vec<(&str, NodeStatus)> = nodes.iter().map(|(n, s)| (n.node_id.as_str(), *s)).collect();
         assert_eq!(seen, vec![("a", NodeStatus::Lost), ("b", NodeStatus::Live)]);

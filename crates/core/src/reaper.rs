@@ -503,6 +503,7 @@ mod tests {
             suspended: None,
             ttl_ms: None,
             node: Some(node.into()),
+            node_addr: None,
         };
         store.replace(&record, Duration::from_secs(600)).await.unwrap();
         record

@@ -270,6 +270,11 @@ impl ExecuteService {
     /// Charges the rule's cooldown (in the store, so it holds across
     /// replicas); refused with `Retry-After` while it has not passed.
     pub async fn admit(&self, principal: &Principal, validated: &Validated) -> Result<(), ApiError> {
+        // Among nodes, a session another node serves is refused before anything
+        // is promised (a 202, a stream's 200) or charged.
+        self.sessions
+            .check_served_here(&principal.owner(), &validated.session_id)
+            .await?;
         let Some(cooldown) = &validated.cooldown else {
             return Ok(());
         };

@@ -76,7 +76,7 @@ impl WorkerConfig {
             node: None,
         };
         let config = WorkerConfig {
-            node: NodeConfig::from_env(&mut env, &config.store),
+            node: NodeConfig::from_env(&mut env, &config.store, false),
             ..config
         };
         if config.store == StoreConfig::Memory {
@@ -224,7 +224,7 @@ impl Config {
         let docker = DockerConfig::from(&mut env);
         let egress = EgressConfig::from(&mut env);
         let snapshots = SnapshotConfig::from(&mut env);
-        let node = NodeConfig::from_env(&mut env, &store);
+        let node = NodeConfig::from_env(&mut env, &store, true);
         let config = Config {
             host,
             port,

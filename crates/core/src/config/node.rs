@@ -29,13 +29,15 @@ fn valid_id(id: &str) -> bool {
 
 impl NodeConfig {
     /// `None` unless `BRIG_NODE_ID` is set; errors name the setting.
-    pub(crate) fn from_env(env: &mut Env<'_>, store: &StoreConfig) -> Option<Self> {
+    /// `needs_addr`: brig-api must say where it is reached; the cleanup
+    /// worker, which nobody reaches, need not.
+    pub(crate) fn from_env(env: &mut Env<'_>, store: &StoreConfig, needs_addr: bool) -> Option<Self> {
         let id = env.get("BRIG_NODE_ID")?;
         if !valid_id(&id) {
             env.error("BRIG_NODE_ID", "must be 1-63 characters of a-z, 0-9 and -");
         }
         let addr = env.get("BRIG_NODE_ADDR").unwrap_or_default();
-        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+        if needs_addr && !(addr.starts_with("http://") || addr.starts_with("https://")) {
             env.error(
                 "BRIG_NODE_ADDR",
                 "must be set with BRIG_NODE_ID: the http(s) URL the other nodes reach this one at",
@@ -72,7 +74,7 @@ mod tests {
         let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut env = Env::from_fn(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
         let store = StoreConfig::from(&mut env);
-        let node = NodeConfig::from_env(&mut env, &store);
+        let node = NodeConfig::from_env(&mut env, &store, true);
         env.finish(node).map_err(|errors| errors.to_string())
     }
 

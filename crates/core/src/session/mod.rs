@@ -112,6 +112,8 @@ pub struct Sessions {
     /// This node (`BRIG_NODE_ID`): the sessions it creates are its own, and
     /// it serves no other node's. `None`: a single host.
     node: Option<String>,
+    /// Where this node is reached (`BRIG_NODE_ADDR`), recorded with its sessions.
+    node_addr: Option<String>,
 }
 
 /// How sessions get egress (see [`Sessions::with_egress`]).
@@ -174,13 +176,14 @@ impl Sessions {
             egress: None,
             suspension: None,
             node: None,
+            node_addr: None,
         }
     }
 
     /// This process is node `node`: it stamps the sessions it creates (or
     /// resumes) with it and serves no other node's.
-    pub fn with_node(mut self, node: Option<String>) -> Self {
-        self.node = node;
+    pub fn with_node(mut self, node: Option<(String, String)>) -> Self {
+        (self.node, self.node_addr) = node.unzip();
         self
     }
 
@@ -194,12 +197,32 @@ impl Sessions {
         record.node == self.node
     }
 
+    /// Among nodes: [`SessionError::Elsewhere`] if the session exists and
+    /// another node serves it (a suspended one is anyone's to resume). On a
+    /// single host this asks nothing (the checks on the way catch a record of
+    /// a node's), so the hot path pays no store call for it.
+    pub async fn check_served_here(&self, owner: &Owner, id: &SessionId) -> Result<(), SessionError> {
+        if self.node.is_none() {
+            return Ok(());
+        }
+        match self.store.get(owner, id).await? {
+            Some(record) if !self.owns(&record) && !record.is_parked() => Err(self.elsewhere(&record)),
+            _ => Ok(()),
+        }
+    }
+
+    fn elsewhere(&self, record: &SessionRecord) -> SessionError {
+        SessionError::Elsewhere(match (&record.node, &record.node_addr) {
+            (Some(node), Some(addr)) => format!("{node} ({addr})"),
+            (Some(node), None) => node.clone(),
+            (None, _) => "(a single host: not a node)".into(),
+        })
+    }
+
     /// The container of a ready `record`, if this node is the one to serve it.
     fn owned_container(&self, record: &SessionRecord) -> Result<String, SessionError> {
         if !self.owns(record) {
-            return Err(SessionError::Elsewhere(
-                record.node.clone().unwrap_or_else(|| "(a single host)".into()),
-            ));
+            return Err(self.elsewhere(record));
         }
         ready_container(record)
     }
@@ -410,6 +433,7 @@ impl Sessions {
             suspended: None,
             ttl_ms: spec.ttl.map(|ttl| ttl.as_millis() as i64),
             node: self.node.clone(),
+            node_addr: self.node_addr.clone(),
         };
         match self.store.reserve(&pending, ttl, self.quota).await? {
             Reservation::Reserved => tracing::debug!(session = %id, "reserved; creating the session's container"),
@@ -752,6 +776,9 @@ impl Sessions {
     /// Removes the session's container (or, suspended, its snapshot) and record.
     #[tracing::instrument(skip_all, fields(session = %id))]
     pub async fn delete(&self, owner: &Owner, id: &SessionId) -> Result<(), SessionError> {
+        // Its node removes its container with it: deleting it elsewhere would
+        // leave the container to that node's reaper.
+        self.check_served_here(owner, id).await?;
         let record = self.store.delete(owner, id).await?.ok_or(SessionError::NotFound)?;
         self.drop_suspension(&record).await;
         // A pending record has no container yet: its creator owns what comes.

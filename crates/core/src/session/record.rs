@@ -35,6 +35,9 @@ pub struct SessionRecord {
     /// that resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Where that node is reached (`BRIG_NODE_ADDR`), for a client sent to the wrong one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_addr: Option<String>,
 }
 
 /// A session's suspension (see [`SessionRecord::suspended`]).
@@ -151,6 +154,7 @@ mod tests {
             suspended: None,
             ttl_ms: None,
             node: None,
+            node_addr: None,
         };
         let json = serde_json::to_value(&pending).unwrap();
         assert_eq!(json["container_id"], "");

@@ -158,7 +158,7 @@ impl Sessions {
         }
         if !self.owns(&record) {
             // Its workspace is in another node's engine: that node suspends it.
-            return Err(SessionError::Elsewhere(record.node.clone().unwrap_or_default()));
+            return Err(self.elsewhere(&record));
         }
         if record.suspended_in().is_some() {
             // A resume that died midway: finish it, then suspend.
@@ -286,6 +286,7 @@ impl Sessions {
             container: None,
             suspended: record.suspended.clone().map(|s| Suspension { resuming: false, ..s }),
             node: self.node.clone(),
+            node_addr: self.node_addr.clone(),
             ..record.clone()
         };
         let resuming = SessionRecord {

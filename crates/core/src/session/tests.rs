@@ -577,8 +577,8 @@ async fn a_node_serves_only_its_own_sessions_and_never_recreates_another_nodes()
     // Two nodes over one store; one engine here stands for both (the fake).
     let (store, runtime) = (Arc::new(MemoryStore::new()), Arc::new(FakeRuntime::new()));
     let (a, b) = (
-        replica(&store, &runtime).with_node(Some("a".into())),
-        replica(&store, &runtime).with_node(Some("b".into())),
+        replica(&store, &runtime).with_node(Some(("a".into(), "http://a:8000".into()))),
+        replica(&store, &runtime).with_node(Some(("b".into(), "http://b:8000".into()))),
     );
     let made = a.execute(&alice(), &sid("s"), echo("on a")).await.unwrap();
     assert_eq!(made.record.node.as_deref(), Some("a"));
@@ -593,7 +593,7 @@ async fn a_node_serves_only_its_own_sessions_and_never_recreates_another_nodes()
         .map(drop),
     ] {
         assert!(
-            matches!(attempt, Err(SessionError::Elsewhere(ref node)) if node == "a"),
+            matches!(attempt, Err(SessionError::Elsewhere(ref node)) if node == "a (http://a:8000)"),
             "{attempt:?}"
         );
     }

@@ -75,6 +75,7 @@ fn record(owner: &Owner, id: &str, container: &str) -> SessionRecord {
         suspended: None,
         ttl_ms: None,
         node: None,
+        node_addr: None,
     }
 }
 

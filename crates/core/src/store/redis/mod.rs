@@ -52,6 +52,8 @@ pub struct RedisStore {
     prefix: String,
     /// The warm pool's set: one per node (each node's spares are in its own engine).
     pool: String,
+    /// The node this store serves (`BRIG_NODE_ID`): part of its identity.
+    node: Option<String>,
     /// Created on first use, so brig-api starts (and reports not-ready) while
     /// Redis is still down.
     manager: Mutex<Option<ConnectionManager>>,
@@ -70,14 +72,21 @@ impl RedisStore {
             client,
             pool: format!("{prefix}pool"),
             prefix,
+            node: None,
             manager: Mutex::new(None),
         })
     }
 
-    /// The store of node `node` (`BRIG_NODE_ID`): its warm pool is its own.
+    /// The store as node `node` (`BRIG_NODE_ID`) sees it: its warm pool is
+    /// its own, and so is its identity (`<store>/<node>`), which labels every
+    /// container it makes. A reaper therefore treats another node's containers
+    /// (or a single host's, or those of a process given another node id on the
+    /// same engine) like another store's: left alone, removed only past the
+    /// age limit, never as orphans of records it does not judge.
     pub fn for_node(mut self, node: Option<&str>) -> Self {
         if let Some(node) = node {
             self.pool = format!("{}pool:{node}", self.prefix);
+            self.node = Some(node.to_string());
         }
         self
     }
@@ -311,7 +320,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn identity(&self) -> Result<String, StoreError> {
-        again_if_dropped(|| RedisStore::identity(self)).await
+        let identity = again_if_dropped(|| RedisStore::identity(self)).await?;
+        Ok(match &self.node {
+            Some(node) => format!("{identity}/{node}"),
+            None => identity,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
