@@ -40,31 +40,15 @@ impl Host {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 
-    fn docker(&self, args: &[&str]) -> String {
-        let socket = self.socket();
-        let mut all = vec!["-H", socket.as_str()];
-        all.extend_from_slice(args);
-        sh("docker", &all)
-    }
-
     /// The containers of `instance`'s session `session` on this engine.
     fn session_containers(&self, instance: &str, session: &str) -> Vec<String> {
-        let (instance, session) = (
-            format!("label=brig.instance={instance}"),
-            format!("label=brig.session={session}"),
-        );
-        self.docker(&["ps", "-aq", "--filter", &instance, "--filter", &session])
-            .lines()
-            .map(String::from)
-            .collect()
+        let labels = [format!("brig.instance={instance}"), format!("brig.session={session}")];
+        containers_labelled_on(Some(&self.socket()), &labels)
     }
 
     /// The containers of `instance` on this engine.
     fn containers(&self, instance: &str) -> Vec<String> {
-        self.docker(&["ps", "-aq", "--filter", &format!("label=brig.instance={instance}")])
-            .lines()
-            .map(String::from)
-            .collect()
+        containers_labelled_on(Some(&self.socket()), &[format!("brig.instance={instance}")])
     }
 }
 

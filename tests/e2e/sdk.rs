@@ -28,37 +28,43 @@ pub(crate) fn venv_python() -> PathBuf {
     python
 }
 
-/// The brig the SDK suites talk to: alice's and bob's keys, Python in the
-/// sandboxes (code contexts), a metrics token, and a second API that allows
-/// two requests a second (the retry tests).
+/// The brig the SDK suites and examples talk to: alice's and bob's keys,
+/// Python in the sandboxes (code contexts), a metrics token; for the suites,
+/// also a second API that allows two requests a second (the retry tests).
 pub(crate) struct Live {
     _redis: RedisServer,
     pub api: BrigApi,
-    limited: BrigApi,
+    limited: Option<BrigApi>,
 }
 
 impl Live {
-    pub(crate) fn start(extra: &[(&str, &str)]) -> Live {
+    pub(crate) fn start() -> Live {
         let redis = RedisServer::start();
         let url = redis.url();
-        let mut env = vec![
+        let api = BrigApi::start(&[
             ("REDIS_URL", url.as_str()),
             ("CONTAINER_IMAGE", "brig-sandbox-python:latest"),
             ("ALLOWED_COMMANDS", "echo,sh,cat,sleep,pwd,mkdir,env,ls,python3,true"),
             ("METRICS_TOKEN", METRICS_TOKEN),
             ("RATE_LIMIT_REQUESTS", "1000"),
-        ];
-        env.extend_from_slice(extra);
-        let api = BrigApi::start(&env);
+        ]);
+        Live {
+            _redis: redis,
+            api,
+            limited: None,
+        }
+    }
+
+    /// [`Live::start`] and the rate-limited second API (`BRIG_LIMITED_URL`).
+    pub(crate) fn with_limited_api() -> Live {
         let limited = BrigApi::start(&[
             ("SESSION_STORE", "memory"),
             ("RATE_LIMIT_REQUESTS", "2"),
             ("RATE_LIMIT_WINDOW_SECONDS", "2"),
         ]);
         Live {
-            _redis: redis,
-            api,
-            limited,
+            limited: Some(limited),
+            ..Live::start()
         }
     }
 
@@ -70,9 +76,11 @@ impl Live {
             .env("BRIG_URL", &self.api.base)
             .env("BRIG_API_KEY", ALICE_KEY)
             .env("BRIG_OTHER_API_KEY", BOB_KEY)
-            .env("BRIG_LIMITED_URL", &self.limited.base)
             .env("BRIG_METRICS_TOKEN", METRICS_TOKEN)
             .env_remove("BRIG_TOKEN");
+        if let Some(limited) = &self.limited {
+            command.env("BRIG_LIMITED_URL", &limited.base);
+        }
         command
     }
 }
@@ -102,7 +110,7 @@ fn python_sdk(live: &Live, args: &[&str]) -> Command {
 
 #[test]
 fn the_python_sdk_passes_its_suite_and_strict_typing_against_a_live_brig() {
-    let live = Live::start(&[]);
+    let live = Live::with_limited_api();
     let mut mypy = python_sdk(&live, &["-m", "mypy", "--no-incremental"]);
     // clients/python/pyproject.toml: strict, over the package, its tests and the example.
     mypy.current_dir(repo().join("clients/python"));
@@ -143,7 +151,7 @@ fn node() -> Command {
 
 #[test]
 fn the_typescript_sdk_passes_its_suite_against_a_live_brig() {
-    let live = Live::start(&[]);
+    let live = Live::with_limited_api();
     let tests = repo().join("clients/typescript/test");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&tests)
         .unwrap()
@@ -199,7 +207,7 @@ async fn the_agent_loop_example_runs_the_models_tool_calls_in_a_sandbox() {
         tool_call("call-3", "run_command", serde_json::json!({"command": "rm -rf /"})),
     ));
     script.answer(Answer::Content("Six times seven is 42.".into()));
-    let live = Live::start(&[]);
+    let live = Live::start();
     let mut command = live.command(venv_python());
     command
         .env("PYTHONPATH", repo().join("clients/python/src"))
@@ -268,7 +276,7 @@ asyncio.run(asyncio.wait_for(main(), 60))
 
 #[test]
 fn the_mcp_configuration_example_starts_brig_mcp_for_a_desktop_agent() {
-    let live = Live::start(&[]);
+    let live = Live::start();
     let config = repo().join("examples/mcp/claude_desktop_config.json");
     let mut command = Command::new(venv_python());
     command
@@ -303,7 +311,7 @@ fn readme_block(lang: &str) -> String {
 
 #[test]
 fn the_readme_sdk_examples_run_as_written() {
-    let live = Live::start(&[]);
+    let live = Live::start();
     let scratch = Scratch(std::env::temp_dir().join(format!("brig-sdk-readme-{}", new_instance())));
     std::fs::create_dir_all(scratch.path()).unwrap();
 

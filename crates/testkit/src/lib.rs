@@ -126,22 +126,20 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        let mut server = RedisServer {
-            child: None,
-            port: free_port(),
-            also: None,
-        };
-        server.restart();
-        server
+        Self::launch(None)
     }
 
     /// A server also listening on `addr` (a test network of this machine's,
     /// reached from other network namespaces), without protected mode.
     pub fn start_also_on(addr: &str) -> Self {
+        Self::launch(Some(addr.to_string()))
+    }
+
+    fn launch(also: Option<String>) -> Self {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
-            also: Some(addr.to_string()),
+            also,
         };
         server.restart();
         server
@@ -504,7 +502,16 @@ impl CleanupWorker {
 
 /// Ids of the containers carrying every label in `labels` (`key=value`).
 fn containers_labelled(labels: &[String]) -> Vec<String> {
+    containers_labelled_on(None, labels)
+}
+
+/// [`containers_labelled`] on the engine at `host` (a `DOCKER_HOST` value;
+/// `None`: the tests' own engine).
+pub fn containers_labelled_on(host: Option<&str>, labels: &[String]) -> Vec<String> {
     let mut command = Command::new("docker");
+    if let Some(host) = host {
+        command.args(["-H", host]);
+    }
     command.args(["ps", "-aq"]);
     for label in labels {
         command.args(["--filter", &format!("label={label}")]);
