@@ -190,9 +190,42 @@ impl Fleet {
                 ("BRIG_NODE_ADDR", addr.as_str()),
                 ("NODE_HEARTBEAT_SECONDS", "1"),
                 ("NODE_LOSS_SECONDS", "4"),
-                ("ALLOWED_COMMANDS", "id,echo,cat,sh"),
+                ("BRIG_NODE_SECRET", SECRET),
+                ("ALLOWED_COMMANDS", "id,echo,cat,sh,sleep"),
             ],
         )
+    }
+
+    /// brig-cleanup-worker of node `i` (it reaches the engine's socket and
+    /// Redis from this machine's own network).
+    fn worker(&self, i: usize, redis: &str, instance: &str) -> CleanupWorker {
+        let (id, socket) = (format!("n{i}"), self.hosts[i].socket());
+        CleanupWorker::start(
+            instance,
+            &[
+                ("DOCKER_HOST", socket.as_str()),
+                ("REDIS_URL", redis),
+                ("BRIG_NODE_ID", id.as_str()),
+                ("CLEANUP_INTERVAL_SECONDS", "1"),
+            ],
+        )
+    }
+
+    /// Cuts node `i` off the network (`up: false`), or puts it back.
+    fn link(&self, i: usize, up: bool) {
+        sh(
+            "ip",
+            &["link", "set", &self.hosts[i].veth, if up { "up" } else { "down" }],
+        );
+    }
+
+    /// The node whose engine holds `instance`'s session `session` (exactly one does).
+    fn home(&self, instance: &str, session: &str) -> usize {
+        let homes: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| !self.hosts[i].session_containers(instance, session).is_empty())
+            .collect();
+        assert_eq!(homes.len(), 1, "{session} has containers on nodes {homes:?}");
+        homes[0]
     }
 }
 
@@ -229,6 +262,8 @@ impl Drop for Fleet {
         let _ = &self.tag;
     }
 }
+
+const SECRET: &str = "fleet-secret-0123456789abcdef0123456789";
 
 fn admin() -> String {
     jwt(json!({"sub": "operator", "roles": ["admin"], "exp": unix_now() + 600}))
@@ -271,13 +306,60 @@ fn status_of(nodes: &Value, id: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Which node answered.
+fn served_by(reply: &Reply) -> String {
+    reply
+        .headers
+        .get("x-brig-node")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs `command` in `session` through `node`, expecting it to work.
+async fn run_via(node: &BrigApi, session: &str, command: &str) -> Reply {
+    let reply = execute(node, ALICE_KEY, session, command).await;
+    assert_eq!(reply.status, StatusCode::OK, "{command} in {session}: {:?}", reply.body);
+    reply
+}
+
+/// A session of lost (or unreachable) node: clear 503s, each answered at
+/// once, until a live node has recreated it; the first answer that works.
+async fn answered_again(node: &BrigApi, session: &str, command: &str, within: Duration) -> (Reply, usize) {
+    let deadline = Instant::now() + within;
+    let mut unavailable = 0;
+    loop {
+        let asked = Instant::now();
+        let reply = execute(node, ALICE_KEY, session, command).await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "a hang: {:?}",
+            asked.elapsed()
+        );
+        if reply.status == StatusCode::OK {
+            return (reply, unavailable);
+        }
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", reply.body);
+        let code = reply.body["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            ["node_lost", "node_unreachable"].contains(&code.as_str()),
+            "{:?}",
+            reply.body
+        );
+        assert!(reply.headers.contains_key("retry-after"));
+        unavailable += 1;
+        assert!(Instant::now() < deadline, "{session} not back within {within:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_each_serve_their_own_sessions_on_their_own_engines() {
+async fn three_nodes_place_forward_recover_and_fence_sessions() {
     let fleet = Fleet::new(3);
     let redis = RedisServer::start_also_on(&fleet.gateway);
     let redis_url = redis.url_at(&fleet.gateway);
     let instance = new_instance();
     let mut nodes: Vec<BrigApi> = (0..3).map(|i| fleet.node(i, &redis_url, &instance)).collect();
+    let _workers: Vec<CleanupWorker> = (0..3).map(|i| fleet.worker(i, &redis.url(), &instance)).collect();
 
     // The registry: every node, live, at its own address; for operators only.
     let seen = nodes_until(&nodes[0], Duration::from_secs(10), "three live nodes", |seen| {
@@ -286,10 +368,7 @@ async fn three_nodes_each_serve_their_own_sessions_on_their_own_engines() {
     .await;
     assert_eq!(seen["node_id"], "n0");
     for (i, host) in fleet.hosts.iter().enumerate() {
-        let node = seen["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let node = (seen["nodes"].as_array().unwrap().iter())
             .find(|n| n["node_id"] == format!("n{i}"))
             .unwrap();
         assert_eq!(node["addr"], format!("http://{}:8000", host.ip), "{seen}");
@@ -298,127 +377,221 @@ async fn three_nodes_each_serve_their_own_sessions_on_their_own_engines() {
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(refused.body["error"], "admin_only");
 
-    // Each node's sessions run on its own engine, and nowhere else.
-    for (i, node) in nodes.iter().enumerate() {
-        let ran = run(node, ALICE_KEY, &format!("s{i}"), "echo hello").await;
-        assert_eq!(ran["stdout"], "hello\n", "{ran}");
+    // Placement: six new sessions, all asked of n0, spread over the nodes.
+    let sessions: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    for session in &sessions {
+        let ran = run_via(&nodes[0], session, "echo hello").await;
+        assert_eq!(ran.body["stdout"], "hello\n");
     }
-    for (i, host) in fleet.hosts.iter().enumerate() {
-        assert_eq!(host.containers(&instance).len(), 1, "node {i}'s engine");
-        assert_eq!(
-            host.session_containers(&instance, &format!("s{i}")).len(),
-            1,
-            "s{i} on node {i}'s engine"
-        );
+    let homes: Vec<usize> = sessions.iter().map(|s| fleet.home(&instance, s)).collect();
+    for i in 0..3 {
+        assert!(homes.contains(&i), "node {i} got none of them: {homes:?}");
     }
     assert!(
         instance_containers(&instance).is_empty(),
-        "this machine's own engine holds none"
+        "this machine's engine holds none"
     );
 
-    // Another node's session is never served here: a clear 421 naming its node,
-    // and no container made for it on this engine.
-    let elsewhere = execute(&nodes[1], ALICE_KEY, "s0", "echo hi").await;
-    assert_eq!(
-        elsewhere.status,
-        StatusCode::MISDIRECTED_REQUEST,
-        "{:?}",
-        elsewhere.body
-    );
-    assert_eq!(elsewhere.body["error"], "wrong_node");
-    let owner = format!("n0 (http://{}:8000)", fleet.hosts[0].ip);
-    assert!(
-        elsewhere.body["detail"].as_str().unwrap().contains(&owner),
-        "{:?}",
-        elsewhere.body
-    );
-    let file = call(&nodes[2], Method::GET, "/sessions/s0/files?dir=", ALICE_KEY, None).await;
-    assert_eq!(file.status, StatusCode::MISDIRECTED_REQUEST, "{:?}", file.body);
-    // Refused before anything is promised: no 202 for a background run, no
-    // stream's 200, no deletion that would leave the container behind.
+    // Any node serves any session: on its own node's engine, whichever is asked.
+    for (session, &home) in sessions.iter().zip(&homes) {
+        let (a, b) = ((home + 1) % 3, (home + 2) % 3);
+        let put = reqwest::Client::new()
+            .put(nodes[a].url(&format!("/sessions/{session}/files/who.txt")))
+            .header("X-API-Key", ALICE_KEY)
+            .body(format!("{session} via n{a}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+        assert_eq!(put.headers()["x-brig-node"], format!("n{home}").as_str());
+        let read = run_via(&nodes[b], session, "cat who.txt").await;
+        assert_eq!(read.body["stdout"], format!("{session} via n{a}"));
+        assert_eq!(served_by(&read), format!("n{home}"));
+        let local = run_via(&nodes[home], session, "cat who.txt").await;
+        assert_eq!(served_by(&local), format!("n{home}"));
+    }
+    for (i, host) in fleet.hosts.iter().enumerate() {
+        let here = homes.iter().filter(|&&h| h == i).count();
+        assert_eq!(host.containers(&instance).len(), here, "node {i}: no second container");
+    }
+
+    // Streams pass through: SSE, and a background execution read elsewhere.
+    let (session, home) = (&sessions[0], homes[0]);
+    let streamed = reqwest::Client::new()
+        .post(nodes[(home + 1) % 3].url("/execute"))
+        .header("X-API-Key", ALICE_KEY)
+        .header("Accept", "text/event-stream")
+        .json(&json!({"command": "sh -c 'echo one; sleep 1; echo two'", "session_id": session}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), StatusCode::OK);
+    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
+    let events = streamed.text().await.unwrap();
+    assert!(events.contains("event: stdout") && events.contains("two"), "{events}");
     let started = call(
-        &nodes[1],
+        &nodes[(home + 1) % 3],
         Method::POST,
         "/executions",
         ALICE_KEY,
-        Some(json!({"command": "echo hi", "session_id": "s0"})),
+        Some(json!({"command": "echo background", "session_id": session})),
     )
     .await;
-    assert_eq!(started.status, StatusCode::MISDIRECTED_REQUEST, "{:?}", started.body);
-    let streamed = reqwest::Client::new()
-        .post(nodes[2].url("/execute"))
-        .header("X-API-Key", ALICE_KEY)
-        .header("Accept", "text/event-stream")
-        .json(&json!({"command": "echo hi", "session_id": "s0"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(streamed.status(), StatusCode::MISDIRECTED_REQUEST);
-    let deleted = call(&nodes[1], Method::DELETE, "/sessions/s0", ALICE_KEY, None).await;
-    assert_eq!(deleted.status, StatusCode::MISDIRECTED_REQUEST, "{:?}", deleted.body);
-    assert_eq!(fleet.hosts[0].session_containers(&instance, "s0").len(), 1);
-    assert_eq!(fleet.hosts[1].containers(&instance).len(), 1);
-    assert_eq!(fleet.hosts[2].containers(&instance).len(), 1);
-
-    // A suspended session resumes on the node that uses it next: it moves there.
-    let written = reqwest::Client::new()
-        .put(nodes[0].url("/sessions/s0/files/kept.txt"))
-        .header("X-API-Key", ALICE_KEY)
-        .body("moved with its workspace")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(written.status(), StatusCode::NO_CONTENT);
-    let suspended = call(&nodes[0], Method::POST, "/sessions/s0/suspend", ALICE_KEY, None).await;
-    assert_eq!(suspended.status, StatusCode::OK, "{:?}", suspended.body);
-    assert!(fleet.hosts[0].containers(&instance).is_empty());
-    let resumed = run(&nodes[1], ALICE_KEY, "s0", "cat kept.txt").await;
-    assert_eq!(resumed["stdout"], "moved with its workspace", "{resumed}");
-    assert_eq!(resumed["session_resumed"], true);
-    assert_eq!(fleet.hosts[1].containers(&instance).len(), 2);
-    let now_elsewhere = execute(&nodes[0], ALICE_KEY, "s0", "id").await;
-    assert_eq!(now_elsewhere.status, StatusCode::MISDIRECTED_REQUEST);
-    assert!(now_elsewhere.body["detail"].as_str().unwrap().contains("n1 (http://"));
-    assert_eq!(fleet.hosts[1].session_containers(&instance, "s0").len(), 1);
-
-    // Each node counts its own sessions in its heartbeat.
-    nodes_until(&nodes[2], Duration::from_secs(10), "each node's count", |seen| {
-        let count = |id: &str| {
-            (seen["nodes"].as_array().unwrap().iter())
-                .find(|n| n["node_id"] == id)
-                .and_then(|n| n["sessions"].as_u64())
-        };
-        (count("n0"), count("n1"), count("n2")) == (Some(0), Some(2), Some(1))
-    })
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
+    let execution = started.body["execution_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let finished = loop {
+        let seen = call(
+            &nodes[(home + 2) % 3],
+            Method::GET,
+            &format!("/executions/{execution}"),
+            ALICE_KEY,
+            None,
+        )
+        .await;
+        if seen.body["status"] != "running" {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "{:?}", seen.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(finished.body["result"]["stdout"], "background\n", "{:?}", finished.body);
+    let output = call(
+        &nodes[(home + 2) % 3],
+        Method::GET,
+        &format!("/executions/{execution}/output"),
+        ALICE_KEY,
+        None,
+    )
     .await;
+    assert_eq!(output.status, StatusCode::OK, "{:?}", output.body);
+    assert_eq!(served_by(&output), format!("n{home}"), "read where it ran");
 
-    // A node killed outright is reported lost within the loss timeout; the
-    // others' sessions never notice.
+    // The internal channel takes only signed, fresh, unreplayed requests.
+    let forged = reqwest::Client::new()
+        .get(nodes[1].url(&format!("/sessions/{session}")))
+        .header("X-API-Key", ALICE_KEY)
+        .header(
+            "x-brig-forwarded",
+            format!(
+                "v1 n0 {} 00112233445566778899aabbccddeeff {}",
+                unix_now() * 1000,
+                "ab".repeat(32)
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(forged.json::<Value>().await.unwrap()["error"], "forward_refused");
+
+    // SIGKILL of n2: its sessions answer a clear 503 at once, then work again
+    // on a live node (from their latest snapshot where they have one); the
+    // other nodes' sessions never notice.
+    let on_n2: Vec<&String> = sessions
+        .iter()
+        .zip(&homes)
+        .filter(|(_, &h)| h == 2)
+        .map(|(s, _)| s)
+        .collect();
+    let snapped = on_n2[0];
+    run_via(&nodes[0], snapped, "sh -c 'echo kept > snapped.txt'").await;
+    let snapshot = call(
+        &nodes[1],
+        Method::POST,
+        &format!("/sessions/{snapped}/snapshots"),
+        ALICE_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(snapshot.status, StatusCode::CREATED, "{:?}", snapshot.body);
+    run_via(&nodes[0], snapped, "sh -c 'echo lost > after.txt'").await;
     nodes[2].service.kill();
     let killed = Instant::now();
-    let seen = nodes_until(&nodes[0], Duration::from_secs(10), "n2 lost", |seen| {
-        status_of(seen, "n2") == "lost"
+    let others: Vec<&String> = sessions
+        .iter()
+        .zip(&homes)
+        .filter(|(_, &h)| h != 2)
+        .map(|(s, _)| s)
+        .collect();
+    let (back, unavailable) = answered_again(&nodes[0], snapped, "cat snapped.txt", Duration::from_secs(20)).await;
+    assert!(unavailable > 0, "no 503 while n2 was down");
+    assert!(killed.elapsed() < Duration::from_secs(12), "{:?}", killed.elapsed());
+    assert_eq!(back.body["stdout"], "kept\n", "restored from its snapshot");
+    assert_ne!(served_by(&back), "n2");
+    let after = execute(&nodes[1], ALICE_KEY, snapped, "cat after.txt").await;
+    assert_ne!(after.body["exit_code"], 0, "written after the snapshot: lost with n2");
+    for session in &on_n2[1..] {
+        let (back, _) = answered_again(&nodes[1], session, "echo back", Duration::from_secs(20)).await;
+        assert_eq!(back.body["stdout"], "back\n");
+    }
+    for session in &others {
+        let still = run_via(&nodes[0], session, "cat who.txt").await;
+        assert!(still.body["stdout"].as_str().unwrap().starts_with(session.as_str()));
+    }
+    let seen = nodes_seen(&nodes[1]).await;
+    assert_eq!(status_of(&seen, "n2"), "lost");
+
+    // n1 cut off, then back: its sessions move to n0 meanwhile; once back,
+    // it serves none of them (its stale containers are reaped, its requests
+    // for them go to n0), and nothing runs twice.
+    let on_n1: Vec<String> = sessions
+        .iter()
+        .filter(|s| fleet.home(&instance, s) == 1)
+        .cloned()
+        .collect();
+    assert!(!on_n1.is_empty());
+    fleet.link(1, false);
+    for session in &on_n1 {
+        let (back, _) = answered_again(&nodes[0], session, "echo moved", Duration::from_secs(25)).await;
+        assert_eq!(served_by(&back), "n0");
+    }
+    fleet.link(1, true);
+    nodes_until(&nodes[0], Duration::from_secs(10), "n1 live again", |seen| {
+        status_of(seen, "n1") == "live"
     })
     .await;
-    // NODE_LOSS_SECONDS=4, a heartbeat a second, and a read every 200 ms.
-    assert!(killed.elapsed() < Duration::from_secs(7), "{:?}", killed.elapsed());
-    assert_eq!(status_of(&seen, "n1"), "live");
-    assert_eq!(run(&nodes[1], ALICE_KEY, "s1", "echo still").await["stdout"], "still\n");
-    assert_eq!(run(&nodes[1], ALICE_KEY, "s0", "echo here").await["stdout"], "here\n");
+    for session in &on_n1 {
+        let via_n1 = run_via(&nodes[1], session, "sh -c 'echo once >> runs.txt; cat runs.txt'").await;
+        assert_eq!(served_by(&via_n1), "n0");
+        assert_eq!(via_n1.body["stdout"], "once\n");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while on_n1
+        .iter()
+        .any(|s| !fleet.hosts[1].session_containers(&instance, s).is_empty())
+    {
+        assert!(Instant::now() < deadline, "n1's stale containers were not reaped");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for session in &on_n1 {
+        assert_eq!(fleet.home(&instance, session), 0);
+    }
 
-    // Nothing left behind: sessions deleted on their nodes leave no container.
-    for (node, session) in [(1, "s0"), (1, "s1")] {
+    // Nothing left anywhere: every session deleted through any node, the
+    // dead node's engine cleared by its worker.
+    for (i, session) in sessions.iter().enumerate() {
         let deleted = call(
-            &nodes[node],
+            &nodes[i % 2],
             Method::DELETE,
             &format!("/sessions/{session}"),
             ALICE_KEY,
             None,
         )
         .await;
-        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{session}: {:?}", deleted.body);
     }
-    assert!(fleet.hosts[1].containers(&instance).is_empty());
+    let listed = call(&nodes[1], Method::GET, "/sessions", ALICE_KEY, None).await;
+    assert_eq!(listed.body["sessions"], json!([]), "{:?}", listed.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.hosts.iter().any(|host| !host.containers(&instance).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            fleet.hosts.iter().map(|h| h.containers(&instance)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     for node in &mut nodes {
         node.service.kill();
     }

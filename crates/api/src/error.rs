@@ -86,7 +86,14 @@ pub enum ApiError {
     /// A command runs in the session being suspended.
     SessionInUse,
     /// The session lives on another node (named), which alone serves it.
-    WrongNode(String),
+    WrongNode(brig_core::node::NodeRef),
+    /// The node holding the session stopped heartbeating (named): its
+    /// sessions wait to be recreated on a live node.
+    NodeLost(String),
+    /// The node holding the session did not take the forwarded request (named, why).
+    NodeUnreachable(String),
+    /// A request signed as forwarded by another node whose signature does not hold (why).
+    ForwardRefused(&'static str),
     /// An operators' endpoint, for principals with the `admin` role.
     AdminOnly,
     /// Stdin or a signal for an execution that has ended (or whose stdin is closed).
@@ -136,6 +143,8 @@ impl ApiError {
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CommandNotAllowed(_) | EgressNotAllowed(_) | AdminOnly => StatusCode::FORBIDDEN,
             WrongNode(_) => StatusCode::MISDIRECTED_REQUEST,
+            NodeLost(_) | NodeUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardRefused(_) => StatusCode::UNAUTHORIZED,
             PayloadTooLarge | FileTooLarge(_) | SnapshotQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -206,6 +215,9 @@ impl ApiError {
             SessionExists(_) => "session_exists",
             SessionInUse => "session_in_use",
             WrongNode(_) => "wrong_node",
+            NodeLost(_) => "node_lost",
+            NodeUnreachable(_) => "node_unreachable",
+            ForwardRefused(_) => "forward_refused",
             AdminOnly => "admin_only",
             ExecutionNotRunning(_) => "execution_not_running",
             CursorExpired(_) => "cursor_expired",
@@ -249,6 +261,12 @@ impl ApiError {
             WrongNode(node) => {
                 format!("the session lives on node {node}, which alone serves it: send its requests to that node")
             }
+            NodeLost(node) => format!(
+                "the session's node {node} stopped heartbeating: the session is being recreated on a live node \
+                 (from its latest snapshot if it has one); retry shortly"
+            ),
+            NodeUnreachable(why) => format!("the session's node could not be reached: {why}; retry shortly"),
+            ForwardRefused(why) => format!("a forwarded request's node signature was refused: {why}"),
             AdminOnly => "for operators: a principal with the admin role (a token's role claim, or the policy \
                           file's api_key_roles)"
                 .into(),
@@ -300,7 +318,9 @@ impl ApiError {
             | Cooldown { retry_after_secs, .. }
             | QuotaExceeded { retry_after_secs } => Some(*retry_after_secs),
             UnreadResponses => Some(5),
-            SandboxBusy | SessionBusy | SandboxUnavailable | SandboxUnresponsive | ShuttingDown => Some(1),
+            SandboxBusy | SessionBusy | SandboxUnavailable | SandboxUnresponsive | ShuttingDown
+            | NodeUnreachable(_) => Some(1),
+            NodeLost(_) => Some(2),
             StoreUnavailable(_) | NotReady(_) => Some(2),
             EngineUnavailable(_) => Some(5),
             CapacityExhausted | ImageMissing(_) => Some(30),
@@ -366,11 +386,25 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"brig\", ApiKey header=\"X-API-Key\""),
             );
         }
+        // Where the session is, for whoever sends the request on.
+        if let ApiError::WrongNode(node) = &self {
+            let headers = response.headers_mut();
+            for (name, value) in [(OWNER, Some(&node.id)), (OWNER_ADDR, node.addr.as_ref())] {
+                if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    headers.insert(name, value);
+                }
+            }
+        }
         // For `observe_errors`, which logs and counts inside the request's span.
         response.extensions_mut().insert(Arc::new(self));
         response
     }
 }
+
+/// A 421 names the session's node and its address in these, for the node
+/// (or client) that sends the request on.
+pub const OWNER: &str = "x-brig-owner";
+pub const OWNER_ADDR: &str = "x-brig-owner-addr";
 
 /// Middleware: logs and counts every error answer (once, in the request span).
 pub async fn observe_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

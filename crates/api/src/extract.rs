@@ -30,38 +30,64 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        // Where the connection came from (the server records it; absent when
-        // the router is called in-process).
-        let source = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
-        let failures = Arc::<AuthFailures>::from_ref(state);
-        if let Some(ip) = source {
-            failures.admit(ip)?;
+        // Admitted already by the routing of node mode.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
         }
-        let principal = match Arc::<Authenticator>::from_ref(state).authenticate(&parts.headers) {
-            Ok(principal) => principal,
-            Err(err) => {
-                if let Some(ip) = source {
-                    failures.failed(ip);
-                }
-                return Err(err);
-            }
-        };
-        let (admitted, info) = Arc::<RateLimiter>::from_ref(state).check(&principal.id);
-        // The router's rate-limit layer copies this onto the response.
-        if let Some(slot) = parts.extensions.get::<RateSlot>() {
-            slot.set(info);
-        }
-        admitted?;
-        // The router's outbox layer counts this principal's unread answer.
-        if let Some(slot) = parts.extensions.get::<OutboxSlot>() {
-            slot.set(&principal.id);
-        }
-        Arc::<Outbox>::from_ref(state).admit(&principal.id)?;
-        Ok(principal)
+        admit(parts, state).await
     }
+}
+
+/// A request another node forwarded, its signature checked (node mode): the
+/// caller was admitted there, so its rate limit and failed authentications
+/// are not counted again here (and its source is that node, not the caller).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded;
+
+/// Authenticates the caller and admits it: failed authentications per source
+/// address, the principal's rate limit and its unread answers.
+pub async fn admit<S>(parts: &mut Parts, state: &S) -> Result<Principal, ApiError>
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+    Arc<RateLimiter>: FromRef<S>,
+    Arc<Outbox>: FromRef<S>,
+    Arc<AuthFailures>: FromRef<S>,
+{
+    if parts.extensions.get::<Forwarded>().is_some() {
+        return Arc::<Authenticator>::from_ref(state).authenticate(&parts.headers);
+    }
+    // Where the connection came from (the server records it; absent when
+    // the router is called in-process).
+    let source = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let failures = Arc::<AuthFailures>::from_ref(state);
+    if let Some(ip) = source {
+        failures.admit(ip)?;
+    }
+    let principal = match Arc::<Authenticator>::from_ref(state).authenticate(&parts.headers) {
+        Ok(principal) => principal,
+        Err(err) => {
+            if let Some(ip) = source {
+                failures.failed(ip);
+            }
+            return Err(err);
+        }
+    };
+    let (admitted, info) = Arc::<RateLimiter>::from_ref(state).check(&principal.id);
+    // The router's rate-limit layer copies this onto the response.
+    if let Some(slot) = parts.extensions.get::<RateSlot>() {
+        slot.set(info);
+    }
+    admitted?;
+    // The router's outbox layer counts this principal's unread answer.
+    if let Some(slot) = parts.extensions.get::<OutboxSlot>() {
+        slot.set(&principal.id);
+    }
+    Arc::<Outbox>::from_ref(state).admit(&principal.id)?;
+    Ok(principal)
 }
 
 /// A session id from the path: one that cannot be valid cannot exist either,

@@ -9,6 +9,7 @@
 //! - [`state`]: what handlers share, and how it is assembled.
 //! - [`service`]: the use cases every transport calls: execute, executions,
 //!   idempotency.
+//! - [`forward`]: node mode's hop to another node (signed requests, placement).
 //! - [`extract`]: the [`Principal`](auth::Principal) extractor and path parameters.
 //! - [`auth`], [`rate_limit`], [`outbox`], [`llm`], [`json`]: authentication,
 //!   per-principal limits (requests, unread answer bytes), the chat-completions
@@ -28,6 +29,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod healthcheck;
 pub mod json;
 pub mod llm;
@@ -123,6 +125,7 @@ mod layering {
         ("metrics", 8),
         ("state", 7),
         ("service", 6),
+        ("forward", 6),
         ("extract", 5),
         ("auth", 4),
         ("rate_limit", 4),

@@ -66,6 +66,8 @@ pub struct AppState {
     pub egress_dialer: Option<Arc<dyn EgressDialer>>,
     /// Workspace snapshots (`SNAPSHOT_DIR`).
     pub snapshots: Arc<brig_core::snapshot::SnapshotStore>,
+    /// Node mode: the hop to other nodes, and the registry it reads.
+    pub forwarder: Option<Arc<crate::forward::Forwarder>>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -158,6 +160,12 @@ impl AppState {
                 started_at_ms: chrono::Utc::now().timestamp_millis(),
             };
             state.shutdown.spawn_loop(heartbeat.run());
+            let recovery = crate::service::recovery::Recovery::new(
+                state.sessions.clone(),
+                brig_core::node::Registry::new(state.sessions.store().clone(), node.loss_after),
+                state.snapshots.clone(),
+            );
+            state.shutdown.spawn_loop(recovery.run(node.heartbeat));
         }
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.
@@ -236,6 +244,13 @@ impl AppState {
         spawn_pruner(&auth_failures, Duration::from_secs(60), &shutdown);
         spawn_pruner(&limiter, Duration::from_secs(60), &shutdown);
         let llm = config.llm.clone().map(|llm| Arc::new(Llm::new(llm)));
+        let forwarder = config.node.as_ref().and_then(|node| {
+            let registry = brig_core::node::Registry::new(sessions.store().clone(), node.loss_after);
+            // Read at most twice a heartbeat: a loss is seen within the
+            // loss timeout and half a beat.
+            let fleet = brig_core::node::Fleet::new(registry, node.heartbeat / 2);
+            crate::forward::Forwarder::new(node, fleet, config.max_exec_timeout).map(Arc::new)
+        });
         AppState {
             auth: Arc::new(Authenticator::new(&config.auth)),
             config: Arc::new(config),
@@ -257,6 +272,7 @@ impl AppState {
             embedded_reaper: None,
             egress_dialer: None,
             snapshots,
+            forwarder,
         }
     }
 

@@ -20,6 +20,23 @@ const MAX_NODES: usize = 256;
 /// node is still reported as lost (not forgotten) for a while.
 const REPORTED_FOR: u32 = 60;
 
+/// A node as a session's record names it: its id, and where it is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRef {
+    pub id: String,
+    /// `BRIG_NODE_ADDR`; `None` for a record that did not keep it.
+    pub addr: Option<String>,
+}
+
+impl std::fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.addr {
+            Some(addr) => write!(f, "{} ({addr})", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
+}
+
 /// What a node says of itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Announcement {
@@ -100,6 +117,95 @@ impl Registry {
     }
 }
 
+/// The registry as one node sees it, read at most once per `fresh_for`:
+/// whether a node is live, and where a new session goes.
+pub struct Fleet {
+    registry: Registry,
+    fresh_for: Duration,
+    seen: std::sync::Mutex<Option<Seen>>,
+}
+
+struct Seen {
+    at: std::time::Instant,
+    nodes: Vec<(Announcement, NodeStatus)>,
+    /// Sessions this node placed on each since the registry was read, so that
+    /// placements between two reads do not all pick the same node.
+    placed: std::collections::HashMap<String, u64>,
+}
+
+impl Fleet {
+    pub fn new(registry: Registry, fresh_for: Duration) -> Self {
+        Fleet {
+            registry,
+            fresh_for,
+            seen: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    async fn nodes(&self) -> Result<Vec<(Announcement, NodeStatus)>, StoreError> {
+        {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(seen) = seen.as_ref().filter(|seen| seen.at.elapsed() < self.fresh_for) {
+                return Ok(seen.nodes.clone());
+            }
+        }
+        let nodes = self.registry.nodes().await?;
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen {
+            at: std::time::Instant::now(),
+            nodes: nodes.clone(),
+            placed: Default::default(),
+        });
+        Ok(nodes)
+    }
+
+    /// The status of node `id` (`None`: never heard of, or forgotten: as good as lost).
+    pub async fn status(&self, id: &str) -> Result<Option<NodeStatus>, StoreError> {
+        Ok(self
+            .nodes()
+            .await?
+            .into_iter()
+            .find(|(node, _)| node.node_id == id)
+            .map(|(_, status)| status))
+    }
+
+    /// Where a new session with OCI runtime `runtime` goes: the live node
+    /// offering it with the lowest share of its `max_sessions` in use (ties:
+    /// the fewest sessions, then the id); `None` when no live node has room.
+    pub async fn place(&self, runtime: &str) -> Result<Option<NodeRef>, StoreError> {
+        let nodes = self.nodes().await?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let placed = seen.as_mut().map(|seen| &mut seen.placed);
+        let mut placed = placed.map(std::mem::take).unwrap_or_default();
+        let chosen = nodes
+            .iter()
+            .filter(|(node, status)| *status == NodeStatus::Live && node.runtimes.iter().any(|r| r == runtime))
+            .map(|(node, _)| (node, node.sessions + placed.get(&node.node_id).copied().unwrap_or(0)))
+            .filter(|(node, load)| *load < node.max_sessions.max(1))
+            .min_by(|(a, a_load), (b, b_load)| {
+                let share = |load: u64, max: u64| load as f64 / max.max(1) as f64;
+                share(*a_load, a.max_sessions)
+                    .total_cmp(&share(*b_load, b.max_sessions))
+                    .then(a_load.cmp(b_load))
+                    .then(a.node_id.cmp(&b.node_id))
+            })
+            .map(|(node, _)| NodeRef {
+                id: node.node_id.clone(),
+                addr: Some(node.addr.clone()),
+            });
+        if let Some(node) = &chosen {
+            *placed.entry(node.id.clone()).or_default() += 1;
+        }
+        if let Some(seen) = seen.as_mut() {
+            seen.placed = placed;
+        }
+        Ok(chosen)
+    }
+}
+
 /// This node's heartbeat: what it announces, made fresh each beat.
 pub struct Heartbeat {
     pub registry: Registry,
@@ -169,5 +275,41 @@ mod tests {
         let seen: Vec<(&str, NodeStatus)> = nodes.iter().map(|(n, s)| (n.node_id.as_str(), *s)).collect();
         assert_eq!(seen, vec![("a", NodeStatus::Lost), ("b", NodeStatus::Live)]);
         assert_eq!(nodes[1].0.addr, "http://b:8000");
+    }
+
+    #[tokio::test]
+    async fn new_sessions_go_to_the_live_node_with_the_most_room_that_offers_their_runtime() {
+        let registry = Registry::new(Arc::new(MemoryStore::new()), Duration::from_secs(10));
+        let now = Utc::now().timestamp_millis();
+        let node = |id: &str, sessions: u64, max: u64, runtime: &str, at: i64| Announcement {
+            sessions,
+            max_sessions: max,
+            runtimes: vec![runtime.into()],
+            ..announcement(id, at)
+        };
+        registry.announce(&node("a", 5, 10, "runc", now)).await.unwrap();
+        registry.announce(&node("b", 7, 100, "runc", now)).await.unwrap();
+        registry
+            .announce(&node("c", 0, 10, "runc", now - 60_000))
+            .await
+            .unwrap();
+        registry.announce(&node("d", 0, 10, "runsc", now)).await.unwrap();
+        let fleet = Fleet::new(registry, Duration::from_secs(60));
+        let place = || async { fleet.place("runc").await.unwrap().map(|node| node.id) };
+        // b has 7 of 100 in use, a 5 of 10; c is lost; d lacks runc.
+        assert_eq!(place().await.as_deref(), Some("b"));
+        assert_eq!(fleet.place("runsc").await.unwrap().unwrap().id, "d");
+        assert_eq!(fleet.place("kata").await.unwrap(), None);
+        // Placements count until the next read: b fills to a's share (50%).
+        let mut to_b = 1;
+        while place().await.as_deref() == Some("b") {
+            to_b += 1;
+        }
+        assert_eq!(
+            to_b, 43,
+            "b fills to 50 of 100, a's share (5 of 10), which wins the tie"
+        );
+        assert_eq!(fleet.status("c").await.unwrap(), Some(NodeStatus::Lost));
+        assert_eq!(fleet.status("zz").await.unwrap(), None);
     }
 }

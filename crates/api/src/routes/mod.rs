@@ -7,6 +7,7 @@ pub(crate) mod execution_attach;
 pub(crate) mod execution_output;
 pub(crate) mod executions;
 pub(crate) mod files;
+pub(crate) mod forwarding;
 pub(crate) mod generate;
 pub(crate) mod health;
 pub(crate) mod nodes;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), forwarding::route))
         .layer(axum::middleware::from_fn_with_state(
             state.outbox.clone(),
             crate::outbox::track,

@@ -357,6 +357,10 @@ impl Executions {
     /// Checks that a client may attach to execution `id`: it runs, with a stdin pipe.
     pub async fn attachable(&self, owner: &Owner, id: &str) -> Result<(), ApiError> {
         let (_, stored) = self.load_running(owner, id).await?;
+        // Among nodes: refused before the upgrade, so that the request can
+        // be sent on to the session's node.
+        let session = SessionId::parse(&stored.view.session_id)?;
+        self.execute.sessions().check_served_here(owner, &session).await?;
         if !stored.stdin_pipe {
             return Err(ApiError::ExecutionNotRunning(
                 "this execution's stdin is not a pipe: start it with \"stdin\": \"pipe\" or a tty".into(),

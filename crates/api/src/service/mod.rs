@@ -6,6 +6,7 @@
 //! - [`executions`]: commands in the background, with records any replica reads.
 //! - [`idempotency`]: `Idempotency-Key`: try → run or replay → save.
 //! - [`readiness`]: `/ready`, checked at most once a second.
+//! - [`recovery`]: node mode: a lost node's sessions recreated on a live one.
 //! - [`sessions`]: opening a session with a client's options.
 
 pub mod contexts;
@@ -13,5 +14,6 @@ pub mod execute;
 pub mod executions;
 pub mod idempotency;
 pub mod readiness;
+pub mod recovery;
 pub mod sessions;
 pub mod snapshots;

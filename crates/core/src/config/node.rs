@@ -1,24 +1,34 @@
-//! `BRIG_NODE_ID`, `BRIG_NODE_ADDR`, `NODE_HEARTBEAT_SECONDS`,
-//! `NODE_LOSS_SECONDS`: this process as one node of several, each owning its
-//! own engine, sharing one Redis (unset: single-host mode, unchanged).
+//! `BRIG_NODE_ID`, `BRIG_NODE_ADDR`, `BRIG_NODE_SECRET`,
+//! `NODE_HEARTBEAT_SECONDS`, `NODE_LOSS_SECONDS`: this process as one node of
+//! several, each owning its own engine, sharing one Redis (unset: single-host
+//! mode, unchanged).
 
 use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
 
 use super::env::seconds;
 use super::{Env, StoreConfig};
 
 /// This process's place among several nodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// `BRIG_NODE_ID`: 1 to 63 of `a-z`, `0-9`, `-`; unique among the nodes.
     pub id: String,
     /// `BRIG_NODE_ADDR`: where the other nodes reach this one (`http://10.0.0.7:8000`).
     pub addr: String,
+    /// `BRIG_NODE_SECRET`: signs the requests one node forwards to another
+    /// (at least 32 characters, the same on every node). The worker, which
+    /// neither forwards nor serves, needs none.
+    pub secret: Option<SecretString>,
     /// `NODE_HEARTBEAT_SECONDS` (2): how often the node says it is alive.
     pub heartbeat: Duration,
     /// `NODE_LOSS_SECONDS` (10): silent this long, a node is lost.
     pub loss_after: Duration,
 }
+
+/// The shortest `BRIG_NODE_SECRET` taken.
+const MIN_SECRET: usize = 32;
 
 fn valid_id(id: &str) -> bool {
     (1..=63).contains(&id.len())
@@ -49,6 +59,13 @@ impl NodeConfig {
                 "nodes share one Redis: BRIG_NODE_ID needs SESSION_STORE=redis",
             );
         }
+        let secret = env.get("BRIG_NODE_SECRET").map(SecretString::from);
+        if needs_addr && secret.as_ref().is_none_or(|s| s.expose_secret().len() < MIN_SECRET) {
+            env.error(
+                "BRIG_NODE_SECRET",
+                "must be set with BRIG_NODE_ID, at least 32 characters, the same on every node: it signs the requests nodes forward to each other",
+            );
+        }
         let heartbeat = env.parse("NODE_HEARTBEAT_SECONDS", Duration::from_secs(2), seconds);
         let loss_after = env.parse("NODE_LOSS_SECONDS", Duration::from_secs(10), seconds);
         if loss_after < heartbeat * 3 {
@@ -60,6 +77,7 @@ impl NodeConfig {
         Some(NodeConfig {
             id,
             addr: addr.trim_end_matches('/').to_string(),
+            secret,
             heartbeat,
             loss_after,
         })
@@ -69,6 +87,8 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn node(vars: &[(&str, &str)]) -> Result<Option<NodeConfig>, String> {
         let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -80,30 +100,38 @@ mod tests {
 
     #[test]
     fn single_host_unless_a_node_id_is_given() {
-        assert_eq!(node(&[]).unwrap(), None);
+        assert!(node(&[]).unwrap().is_none());
     }
 
     #[test]
     fn a_node_needs_an_address_redis_and_a_loss_timeout_of_three_heartbeats() {
-        let ok = node(&[("BRIG_NODE_ID", "node-1"), ("BRIG_NODE_ADDR", "http://10.0.0.7:8000/")])
-            .unwrap()
-            .unwrap();
+        let ok = node(&[
+            ("BRIG_NODE_ID", "node-1"),
+            ("BRIG_NODE_ADDR", "http://10.0.0.7:8000/"),
+            ("BRIG_NODE_SECRET", SECRET),
+        ])
+        .unwrap()
+        .unwrap();
         assert_eq!(ok.addr, "http://10.0.0.7:8000");
         assert_eq!(
             (ok.heartbeat, ok.loss_after),
             (Duration::from_secs(2), Duration::from_secs(10))
         );
         let err = node(&[("BRIG_NODE_ID", "Node_1")]).unwrap_err();
-        assert!(err.contains("BRIG_NODE_ID") && err.contains("BRIG_NODE_ADDR"), "{err}");
+        assert!(
+            err.contains("BRIG_NODE_ID") && err.contains("BRIG_NODE_ADDR") && err.contains("BRIG_NODE_SECRET"),
+            "{err}"
+        );
         let err = node(&[
             ("BRIG_NODE_ID", "n"),
             ("BRIG_NODE_ADDR", "http://a:1"),
+            ("BRIG_NODE_SECRET", "short"),
             ("SESSION_STORE", "memory"),
             ("NODE_LOSS_SECONDS", "3"),
         ])
         .unwrap_err();
         assert!(
-            err.contains("SESSION_STORE") && err.contains("NODE_LOSS_SECONDS"),
+            err.contains("SESSION_STORE") && err.contains("NODE_LOSS_SECONDS") && err.contains("BRIG_NODE_SECRET"),
             "{err}"
         );
     }

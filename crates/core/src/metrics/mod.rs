@@ -35,6 +35,10 @@ pub const EGRESS_BYTES: &str = "brig_egress_bytes_total";
 /// Sessions suspended, and the time a resume took (container and workspace).
 pub const SESSIONS_SUSPENDED: &str = "brig_sessions_suspended_total";
 pub const RESUME_DURATION: &str = "brig_session_resume_seconds";
+/// Requests this node sent on to the node holding their session (label `to`).
+pub const FORWARDED: &str = "brig_forwarded_requests_total";
+/// Sessions of lost nodes this node recreated (label `from_snapshot`: `true`/`false`).
+pub const SESSIONS_RECOVERED: &str = "brig_sessions_recovered_total";
 
 /// A finished command: `ok` (exit 0), `nonzero`, `timed_out`, `cancelled` or
 /// `oom_killed` (SIGKILL that brig did not send: the OOM killer).

@@ -44,9 +44,9 @@ pub enum SessionError {
     /// A command runs in the session: it is not suspended under it.
     #[error("a command runs in the session")]
     InUse,
-    /// The session lives on another node (named), which alone serves it.
+    /// The session lives on another node, which alone serves it.
     #[error("the session lives on node {0}")]
-    Elsewhere(String),
+    Elsewhere(crate::node::NodeRef),
     /// A suspended session could not get its workspace back; it stays
     /// suspended (the message says why).
     #[error("{0}")]
@@ -212,10 +212,12 @@ impl Sessions {
     }
 
     fn elsewhere(&self, record: &SessionRecord) -> SessionError {
-        SessionError::Elsewhere(match (&record.node, &record.node_addr) {
-            (Some(node), Some(addr)) => format!("{node} ({addr})"),
-            (Some(node), None) => node.clone(),
-            (None, _) => "(a single host: not a node)".into(),
+        SessionError::Elsewhere(crate::node::NodeRef {
+            id: record
+                .node
+                .clone()
+                .unwrap_or_else(|| "(a single host: not a node)".into()),
+            addr: record.node_addr.clone(),
         })
     }
 
@@ -529,6 +531,7 @@ impl Sessions {
             deadline_ms: deadline(request),
             holder: &self.replica,
             lease: CHANNEL_LEASE,
+            node: self.node.as_deref(),
         };
         let begun = self
             .store
@@ -767,6 +770,72 @@ impl Sessions {
     /// The session's record, without refreshing it.
     pub async fn get(&self, owner: &Owner, id: &SessionId) -> Result<SessionRecord, SessionError> {
         self.store.get(owner, id).await?.ok_or(SessionError::NotFound)
+    }
+
+    /// Takes over a session of node `lost`, which stopped heartbeating: under
+    /// the session's lock, if its record still names that node, it becomes
+    /// this node's, with a new container made the same (its image, limits,
+    /// environment and expiry) and an empty workspace; a session suspended
+    /// or resuming there is parked instead, its snapshot still the truth,
+    /// for whichever node resumes it. `None` when there was nothing to take
+    /// (another node took it first, it moved, it is gone).
+    ///
+    /// The record is rewritten before the container is made, so from then on
+    /// the lost node's commands in it are refused by the store (see
+    /// [`CommandStart::node`]), even if that node comes back.
+    #[tracing::instrument(skip_all, fields(session = %id, lost))]
+    pub async fn adopt(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        lost: &str,
+    ) -> Result<Option<SessionRecord>, SessionError> {
+        let token = random_token();
+        if self.node.is_none() || !self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
+            return Ok(None);
+        }
+        let adopted = self
+            .holding(owner, id, &token, async {
+                let Some(record) = self.store.get(owner, id).await? else {
+                    return Ok(None);
+                };
+                if record.node.as_deref() != Some(lost) || record.is_parked() {
+                    return Ok(None);
+                }
+                let ttl = time_left(&record);
+                if let Some(snapshot) = record.suspended_in() {
+                    let parked = SessionRecord {
+                        container: None,
+                        suspended: Some(Suspension {
+                            snapshot_id: Some(snapshot.to_string()),
+                            since_ms: Utc::now().timestamp_millis(),
+                            resuming: false,
+                        }),
+                        ..record.clone()
+                    };
+                    self.store.replace(&parked, ttl).await?;
+                    return Ok(Some(parked));
+                }
+                let pending = SessionRecord {
+                    container: None,
+                    suspended: None,
+                    node: self.node.clone(),
+                    node_addr: self.node_addr.clone(),
+                    ..record
+                };
+                self.store.replace(&pending, ttl).await?;
+                match self.make_container(&pending, ttl).await {
+                    Ok((made, _)) => Ok(Some(made)),
+                    Err(err) => {
+                        // No half-adopted session: the next request starts it anew.
+                        let _ = self.store.delete(owner, id).await;
+                        Err(err)
+                    }
+                }
+            })
+            .await;
+        let _ = self.store.unlock(owner, id, &token).await;
+        adopted
     }
 
     pub async fn list(&self, owner: &Owner) -> Result<Vec<SessionRecord>, SessionError> {

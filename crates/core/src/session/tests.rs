@@ -593,7 +593,7 @@ async fn a_node_serves_only_its_own_sessions_and_never_recreates_another_nodes()
         .map(drop),
     ] {
         assert!(
-            matches!(attempt, Err(SessionError::Elsewhere(ref node)) if node == "a (http://a:8000)"),
+            matches!(attempt, Err(SessionError::Elsewhere(ref node)) if node.to_string() == "a (http://a:8000)"),
             "{attempt:?}"
         );
     }

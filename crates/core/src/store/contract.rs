@@ -399,6 +399,7 @@ async fn a_command_begins_and_ends_with_one_call_each(store: &dyn SessionStore) 
         deadline_ms,
         holder,
         lease: TTL,
+        node: None,
     };
     // Without a ready record nothing is done.
     let none = store.begin_command(&alice, &sid("none"), TTL, &start("t0", "a")).await;
@@ -467,6 +468,76 @@ async fn a_command_begins_and_ends_with_one_call_each(store: &dyn SessionStore) 
         None
     );
     assert!(!store.command_running("c1").await.unwrap());
+
+    // The fence: a session of node n1 begins no command for node n2 (nor for
+    // a single host), and one of a single host none for a node.
+    let mut on_n1 = record(&alice, "n", "c9");
+    on_n1.node = Some("n1".into());
+    store.replace(&on_n1, Duration::from_secs(5)).await.unwrap();
+    for node in [Some("n2"), None] {
+        let refused = store
+            .begin_command(
+                &alice,
+                &sid("n"),
+                TTL,
+                &CommandStart {
+                    node,
+                    ..start("t4", "b")
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((refused.record.node.as_deref(), refused.leased), (Some("n1"), false));
+        assert!(!store.command_running("c9").await.unwrap(), "marked for {node:?}");
+    }
+    let kept = store.get(&alice, &sid("n")).await.unwrap().unwrap();
+    assert!(kept.expires_at_ms <= now_ms() + 5_000, "refreshed by another node");
+    let ours = store
+        .begin_command(
+            &alice,
+            &sid("n"),
+            TTL,
+            &CommandStart {
+                node: Some("n1"),
+                ..start("t5", "a")
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ours.leased && store.command_running("c9").await.unwrap());
+    let from_single_host = store
+        .begin_command(
+            &alice,
+            &sid("s2"),
+            TTL,
+            &CommandStart {
+                node: Some("n1"),
+                ..start("t6", "a")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(from_single_host, None, "no record");
+    store
+        .replace(&record(&alice, "s2", "c8"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let single = store
+        .begin_command(
+            &alice,
+            &sid("s2"),
+            TTL,
+            &CommandStart {
+                node: Some("n1"),
+                ..start("t7", "a")
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!single.leased && !store.command_running("c8").await.unwrap());
 }
 
 async fn a_suspended_session_keeps_its_owners_place_but_no_capacity_and_no_refresh(store: &dyn SessionStore) {
@@ -500,6 +571,7 @@ async fn a_suspended_session_keeps_its_owners_place_but_no_capacity_and_no_refre
         deadline_ms: now_ms() + 60_000,
         holder: "a",
         lease: TTL,
+        node: None,
     };
     assert_eq!(store.begin_command(&alice, &sid("s"), TTL, &start).await.unwrap(), None);
     let touched = store
@@ -555,6 +627,7 @@ async fn a_records_own_ttl_wins_over_the_callers(store: &dyn SessionStore) {
         deadline_ms: now_ms() + 60_000,
         holder: "a",
         lease: TTL,
+        node: None,
     };
     let begun = store
         .begin_command(&alice, &sid("long"), Duration::from_secs(5), &start)

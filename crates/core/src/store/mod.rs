@@ -81,8 +81,12 @@ pub trait SessionStore: Send + Sync {
         command: &CommandStart<'_>,
     ) -> Result<Option<Begun>, StoreError> {
         // A pending record is left as it is (its creator refreshes it).
-        if !self.get(owner, id).await?.is_some_and(|record| record.is_ready()) {
+        let Some(record) = self.get(owner, id).await?.filter(SessionRecord::is_ready) else {
             return Ok(None);
+        };
+        if record.node.as_deref() != command.node {
+            // Another node's: nothing done here.
+            return Ok(Some(Begun { record, leased: false }));
         }
         let Some(record) = self.touch(owner, id, ttl).await?.filter(SessionRecord::is_ready) else {
             return Ok(None);
@@ -202,6 +206,11 @@ pub struct CommandStart<'a> {
     /// This process, as a holder of channel leases.
     pub holder: &'a str,
     pub lease: Duration,
+    /// The node asking (`None`: a single host). The fence: a session whose
+    /// record names another node gets nothing done, atomically with the
+    /// check (a node that lost a session while cut off cannot run commands
+    /// in it once it is back), and [`Begun::leased`] is `false`.
+    pub node: Option<&'a str>,
 }
 
 /// What [`SessionStore::begin_command`] found and did.

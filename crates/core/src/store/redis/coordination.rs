@@ -11,6 +11,9 @@ use super::{scripts, RedisStore};
 use crate::session::ids::{Owner, SessionId};
 use crate::store::{now_ms, ttl_ms, Begun, CommandStart, StoreError};
 
+/// What `BEGIN_COMMAND` says in place of a lease for another node's session.
+const NOT_OURS: i64 = 2;
+
 impl RedisStore {
     pub(super) async fn try_lock(
         &self,
@@ -133,6 +136,7 @@ impl RedisStore {
             command.holder.to_string(),
             ttl_ms(command.lease).to_string(),
             now.to_string(),
+            command.node.unwrap_or_default().to_string(),
         ];
         let begun: Option<(String, i64)> = self
             .call(|mut c| async move {
@@ -142,6 +146,10 @@ impl RedisStore {
             })
             .await?;
         let Some((json, leased)) = begun else { return Ok(None) };
+        if leased == NOT_OURS {
+            let record = decode_refreshed(Some(json), now, ttl)?;
+            return Ok(record.map(|record| Begun { record, leased: false }));
+        }
         Ok(decode_refreshed(Some(json), now, ttl)?.map(|record| Begun {
             record,
             leased: leased == 1,

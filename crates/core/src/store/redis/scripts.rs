@@ -156,6 +156,8 @@ if not ok or type(record) ~= 'table' or type(record.container_id) ~= 'string' or
   or record.suspended ~= nil then
   return false
 end
+-- Another node's session (the fence): nothing refreshed, marked or leased.
+if (record.node or '') ~= ARGV[11] then return {json, 2} end
 refresh(record)
 mark_running(ARGV[5] .. 'running:' .. record.container_id, ARGV[6], ARGV[7], ARGV[10])
 return {json, take_lease(ARGV[5] .. 'lease:' .. record.container_id, ARGV[8], ARGV[9])}

@@ -1,0 +1,421 @@
+//! Among nodes: any node takes any request. A request for a session another
+//! node holds is forwarded there, signed with `BRIG_NODE_SECRET`; a new
+//! session is placed on the node with the most room; a session whose node is
+//! lost answers 503 `node_lost` until it is recreated on a live node.
+//!
+//! Which node a request is for: the session in its path
+//! (`/sessions/{id}/…`), or in its JSON body (`session_id` of `/execute`,
+//! `/executions`, `POST /sessions`, `/generate-and-execute`). Requests that
+//! name an execution or a context run here first: when the session turns out
+//! to live elsewhere (421 `wrong_node`, naming its node), they are sent on.
+//! So is any request whose session moved under it, up to [`MAX_HOPS`].
+//!
+//! The hop is plain HTTP(S) to the owner's `BRIG_NODE_ADDR`, bodies and
+//! answers streamed both ways (SSE passes through as it comes). It carries
+//! the client's own credentials (each node authenticates the caller; the
+//! entry node alone charges its rate limit) and a signature over the method,
+//! the path, both node ids, a timestamp, a nonce and the credentials: see
+//! [`Signer`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use brig_core::config::NodeConfig;
+use brig_core::node::{Fleet, NodeRef};
+use hmac::{KeyInit, Mac};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// The header that marks (and signs) a forwarded request.
+pub const FORWARDED: &str = "x-brig-forwarded";
+/// Every answer in node mode says which node served it.
+pub const SERVED_BY: &str = "x-brig-node";
+pub use crate::error::{OWNER, OWNER_ADDR};
+/// Hops a request may take when sessions move under it.
+pub const MAX_HOPS: usize = 3;
+/// How far a forwarded request's timestamp may be from this node's clock.
+const WINDOW_MS: i64 = 30_000;
+/// Nonces remembered within the window; past this many, forwarded requests
+/// are refused until the window moves on (a bound no honest fleet reaches:
+/// several thousand forwarded requests a second).
+const MAX_NONCES: usize = 200_000;
+/// How long a hop may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Signs the requests this node forwards and checks the ones it is sent.
+pub struct Signer {
+    pub node: String,
+    key: Vec<u8>,
+    /// Forwarded requests signed before this process started are refused,
+    /// so its empty nonce memory cannot be replayed into.
+    started_at_ms: i64,
+    seen: Mutex<HashMap<[u8; 16], i64>>,
+}
+
+/// What the signature covers.
+fn message(method: &Method, path: &str, from: &str, to: &str, ts_ms: i64, nonce: &str, headers: &HeaderMap) -> Vec<u8> {
+    // The caller's credentials, so that a signature cannot be moved onto
+    // another caller's request.
+    let mut credentials = Sha256::new();
+    for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
+        for value in headers.get_all(name) {
+            credentials.update(value.as_bytes());
+            credentials.update(b"\n");
+        }
+    }
+    let credentials = hex::encode(credentials.finalize());
+    format!("brig-forward-v1\n{method}\n{path}\n{from}\n{to}\n{ts_ms}\n{nonce}\n{credentials}").into_bytes()
+}
+
+impl Signer {
+    pub fn new(node: &NodeConfig) -> Option<Self> {
+        Some(Signer {
+            node: node.id.clone(),
+            key: node.secret.as_ref()?.expose_secret().as_bytes().to_vec(),
+            started_at_ms: chrono::Utc::now().timestamp_millis(),
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn mac(&self, message: &[u8]) -> HmacSha256 {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(message);
+        mac
+    }
+
+    /// The [`FORWARDED`] header for a request to node `to`.
+    pub fn sign(&self, method: &Method, path: &str, to: &str, headers: &HeaderMap) -> HeaderValue {
+        let ts = chrono::Utc::now().timestamp_millis();
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let signature = self.mac(&message(method, path, &self.node, to, ts, &nonce, headers));
+        let signature = hex::encode(signature.finalize().into_bytes());
+        HeaderValue::from_str(&format!("v1 {} {ts} {nonce} {signature}", self.node))
+            .expect("node ids and hex are header-safe")
+    }
+
+    /// Whether `parts` carries a valid signature for this node, seen for the
+    /// first time; why not otherwise.
+    pub fn verify(&self, parts: &Parts) -> Result<(), &'static str> {
+        let value = parts
+            .headers
+            .get(FORWARDED)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("unreadable")?;
+        let fields: Vec<&str> = value.split(' ').collect();
+        let [version, from, ts, nonce, signature] = fields[..] else {
+            return Err("malformed");
+        };
+        if version != "v1" {
+            return Err("unknown version");
+        }
+        let ts: i64 = ts.parse().map_err(|_| "malformed timestamp")?;
+        let now = chrono::Utc::now().timestamp_millis();
+        if (now - ts).abs() > WINDOW_MS || ts < self.started_at_ms {
+            return Err("outside the time window (are the nodes' clocks in step?)");
+        }
+        let nonce_bytes: [u8; 16] = hex::decode(nonce)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or("malformed nonce")?;
+        let signature = hex::decode(signature).map_err(|_| "malformed signature")?;
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let expected = message(&parts.method, path, from, &self.node, ts, nonce, &parts.headers);
+        self.mac(&expected)
+            .verify_slice(&signature)
+            .map_err(|_| "bad signature")?;
+        // Only now, so that unsigned noise cannot fill the memory.
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_NONCES / 2 {
+            seen.retain(|_, at| now - *at <= WINDOW_MS);
+        }
+        if seen.len() >= MAX_NONCES {
+            return Err("too many forwarded requests in the window");
+        }
+        if seen.insert(nonce_bytes, ts).is_some() {
+            return Err("replayed");
+        }
+        Ok(())
+    }
+}
+
+/// Sends requests to other nodes.
+pub struct Forwarder {
+    pub signer: Signer,
+    pub fleet: Fleet,
+    client: reqwest::Client,
+    /// How long a hop may take to answer with its head: the longest command
+    /// and some slack.
+    head_timeout: Duration,
+}
+
+impl Forwarder {
+    pub fn new(node: &NodeConfig, fleet: Fleet, longest_command: Duration) -> Option<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .ok()?;
+        Some(Forwarder {
+            signer: Signer::new(node)?,
+            fleet,
+            client,
+            head_timeout: longest_command + Duration::from_secs(60),
+        })
+    }
+
+    /// Sends the request to `to` and streams its answer back (a WebSocket
+    /// is spliced through once both ends are upgraded); 503
+    /// `node_unreachable` when the hop fails before an answer.
+    pub async fn send(&self, to: &NodeRef, parts: &Parts, body: reqwest::Body) -> Result<Response, ApiError> {
+        let upgrade = is_upgrade(parts).then(|| parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned());
+        let addr = to
+            .addr
+            .as_deref()
+            .ok_or_else(|| ApiError::NodeUnreachable(format!("node {} has no address on record", to.id)))?;
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut headers = HeaderMap::new();
+        for (name, value) in &parts.headers {
+            if !hop_by_hop(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if upgrade.is_some() {
+            for name in [header::CONNECTION, header::UPGRADE] {
+                if let Some(value) = parts.headers.get(&name) {
+                    headers.insert(name, value.clone());
+                }
+            }
+        }
+        headers.insert(FORWARDED, self.signer.sign(&parts.method, path, &to.id, &parts.headers));
+        let sent = self
+            .client
+            .request(parts.method.clone(), format!("{addr}{path}"))
+            .headers(headers)
+            .body(body)
+            .send();
+        let answer = match tokio::time::timeout(self.head_timeout, sent).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(err)) => return Err(ApiError::NodeUnreachable(format!("node {to}: {}", root_cause(&err)))),
+            Err(_) => return Err(ApiError::NodeUnreachable(format!("node {to} did not answer in time"))),
+        };
+        metrics::counter!(brig_core::metrics::FORWARDED, "to" => to.id.clone()).increment(1);
+        let mut response = Response::builder().status(answer.status());
+        if let Some(headers) = response.headers_mut() {
+            for (name, value) in answer.headers() {
+                if !hop_by_hop(name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+        if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(Some(client)) = upgrade else {
+                return Err(ApiError::Internal(
+                    "a WebSocket answered to a request that cannot upgrade".into(),
+                ));
+            };
+            if let Some(headers) = response.headers_mut() {
+                for name in [header::CONNECTION, header::UPGRADE] {
+                    if let Some(value) = answer.headers().get(&name) {
+                        headers.insert(name, value.clone());
+                    }
+                }
+            }
+            tokio::spawn(splice(client, answer));
+            return response
+                .body(Body::empty())
+                .map_err(|err| ApiError::Internal(err.to_string()));
+        }
+        Ok(response
+            .body(Body::from_stream(answer.bytes_stream()))
+            .unwrap_or_else(|err| ApiError::Internal(err.to_string()).into_response()))
+    }
+}
+
+fn is_upgrade(parts: &Parts) -> bool {
+    parts.method == Method::GET && parts.headers.contains_key(header::UPGRADE)
+}
+
+/// Copies bytes both ways between the client's upgraded connection and the
+/// owner's, until either closes.
+async fn splice(client: hyper::upgrade::OnUpgrade, answer: reqwest::Response) {
+    let (client, owner) = tokio::join!(client, answer.upgrade());
+    let (Ok(client), Ok(mut owner)) = (client, owner) else {
+        return;
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut owner).await;
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    ) || name.as_str() == FORWARDED
+}
+
+/// The session a request names in its path: `/sessions/{id}` and below.
+pub fn session_in_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/sessions/")?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty()).then_some(id)
+}
+
+/// The routes whose JSON body names the session, and whether they create it.
+pub fn names_session_in_body(method: &Method, path: &str) -> bool {
+    *method == Method::POST && matches!(path, "/execute" | "/executions" | "/sessions" | "/generate-and-execute")
+}
+
+/// What a JSON body says of its session: its id, and the runtime asked for.
+pub fn body_session(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (None, None);
+    };
+    let text = |name: &str| fields.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    (text("session_id"), text("runtime"))
+}
+
+/// The node a 421 names (from our own error, or another node's headers).
+pub fn misdirected(response: &Response) -> Option<NodeRef> {
+    if response.status() != StatusCode::MISDIRECTED_REQUEST {
+        return None;
+    }
+    if let Some(err) = response.extensions().get::<Arc<ApiError>>() {
+        if let ApiError::WrongNode(node) = err.as_ref() {
+            return Some(node.clone());
+        }
+    }
+    let header = |name: &str| response.headers().get(name)?.to_str().ok().map(str::to_string);
+    Some(NodeRef {
+        id: header(OWNER)?,
+        addr: header(OWNER_ADDR),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(node: &str) -> Signer {
+        Signer {
+            node: node.into(),
+            key: b"0123456789abcdef0123456789abcdef".to_vec(),
+            started_at_ms: chrono::Utc::now().timestamp_millis() - 1000,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn request(method: Method, uri: &str, key: &str) -> Parts {
+        let (parts, ()) = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-api-key", key)
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    fn signed(from: &Signer, to: &str, mut parts: Parts) -> Parts {
+        let path = parts.uri.path_and_query().unwrap().as_str().to_string();
+        let value = from.sign(&parts.method, &path, to, &parts.headers);
+        parts.headers.insert(FORWARDED, value);
+        parts
+    }
+
+    #[test]
+    fn a_signed_request_holds_once_for_the_node_it_was_signed_for_and_nothing_else() {
+        let (a, b, c) = (signer("a"), signer("b"), signer("c"));
+        let parts = signed(&a, "b", request(Method::POST, "/execute", "alice-key"));
+        assert_eq!(b.verify(&parts), Ok(()));
+        assert_eq!(b.verify(&parts), Err("replayed"));
+        let fresh = || signed(&a, "b", request(Method::POST, "/execute", "alice-key"));
+        assert_eq!(c.verify(&fresh()), Err("bad signature"), "signed for b, not c");
+        let mut other_path = fresh();
+        other_path.uri = "/sessions/x".parse().unwrap();
+        assert_eq!(b.verify(&other_path), Err("bad signature"));
+        let mut other_method = fresh();
+        other_method.method = Method::DELETE;
+        assert_eq!(b.verify(&other_method), Err("bad signature"));
+        let mut other_caller = fresh();
+        other_caller
+            .headers
+            .insert("x-api-key", HeaderValue::from_static("bob-key"));
+        assert_eq!(
+            b.verify(&other_caller),
+            Err("bad signature"),
+            "moved onto bob's request"
+        );
+        let mut wrong_key = signer("a");
+        wrong_key.key = b"another secret, just as long as the first".to_vec();
+        assert_eq!(
+            b.verify(&signed(&wrong_key, "b", request(Method::GET, "/x", "k"))),
+            Err("bad signature")
+        );
+        let mut garbage = fresh();
+        garbage.headers.insert(FORWARDED, HeaderValue::from_static("v1 a 1 2"));
+        assert_eq!(b.verify(&garbage), Err("malformed"));
+    }
+
+    #[test]
+    fn a_signature_older_than_the_window_or_than_the_process_is_refused() {
+        let (a, mut b) = (signer("a"), signer("b"));
+        let mut parts = request(Method::GET, "/sessions/s", "k");
+        let old = chrono::Utc::now().timestamp_millis() - WINDOW_MS - 1000;
+        let nonce = "00112233445566778899aabbccddeeff";
+        let message = message(&parts.method, "/sessions/s", "a", "b", old, nonce, &parts.headers);
+        let signature = hex::encode(a.mac(&message).finalize().into_bytes());
+        parts.headers.insert(
+            FORWARDED,
+            HeaderValue::from_str(&format!("v1 a {old} {nonce} {signature}")).unwrap(),
+        );
+        assert!(b.verify(&parts).unwrap_err().starts_with("outside the time window"));
+        // A node that started after the request was signed does not take it.
+        let parts = signed(&a, "b", request(Method::GET, "/sessions/s", "k"));
+        b.started_at_ms = chrono::Utc::now().timestamp_millis() + 1000;
+        assert!(b.verify(&parts).unwrap_err().starts_with("outside the time window"));
+    }
+
+    #[test]
+    fn requests_name_their_session_in_the_path_or_in_the_body() {
+        assert_eq!(session_in_path("/sessions/s1/files/a/b"), Some("s1"));
+        assert_eq!(session_in_path("/sessions/s1"), Some("s1"));
+        assert_eq!(session_in_path("/sessions"), None);
+        assert_eq!(session_in_path("/sessions/"), None);
+        assert_eq!(session_in_path("/executions/e1"), None);
+        assert!(names_session_in_body(&Method::POST, "/execute"));
+        assert!(!names_session_in_body(&Method::GET, "/sessions"));
+        assert_eq!(
+            body_session(br#"{"session_id":"s","runtime":"runsc","command":"ls"}"#),
+            (Some("s".into()), Some("runsc".into()))
+        );
+        assert_eq!(body_session(b"not json"), (None, None));
+        assert_eq!(body_session(br#"{"session_id":7}"#), (None, None));
+    }
+}

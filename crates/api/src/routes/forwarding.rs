@@ -1,0 +1,192 @@
+//! The routing middleware of node mode (see [`crate::forward`]): each
+//! request goes to the node that serves its session.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, request::Parts, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use brig_core::node::{NodeRef, NodeStatus};
+use brig_core::session::SessionId;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::extract::Forwarded;
+use crate::forward::{
+    body_session, misdirected, names_session_in_body, session_in_path, Forwarder, FORWARDED, MAX_HOPS, SERVED_BY,
+};
+use crate::state::AppState;
+
+/// Where a request goes.
+enum Plan {
+    Here,
+    There(NodeRef),
+}
+
+/// Middleware: routes each request to the node that serves it.
+pub async fn route(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(node) = state.config.node.as_ref() else {
+        return next.run(request).await;
+    };
+    let me = node.id.clone();
+    let served_by = |mut response: Response| {
+        if let Ok(value) = HeaderValue::from_str(&me) {
+            response.headers_mut().entry(SERVED_BY).or_insert(value);
+        }
+        response
+    };
+    let Some(forwarder) = state.forwarder.clone() else {
+        return served_by(next.run(request).await);
+    };
+    let (mut parts, body) = request.into_parts();
+    if parts.headers.contains_key(FORWARDED) {
+        return match forwarder.signer.verify(&parts) {
+            Ok(()) => {
+                parts.extensions.insert(Forwarded);
+                served_by(next.run(Request::from_parts(parts, body)).await)
+            }
+            Err(why) => {
+                tracing::warn!(why, "refused a forwarded request");
+                ApiError::ForwardRefused(why).into_response()
+            }
+        };
+    }
+    match routed(&state, &forwarder, parts, body, next).await {
+        Ok(response) => served_by(response),
+        Err(err) => served_by(err.into_response()),
+    }
+}
+
+async fn routed(
+    state: &AppState,
+    forwarder: &Forwarder,
+    mut parts: Parts,
+    body: Body,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let path = parts.uri.path().to_string();
+    if let Some(id) = session_in_path(&path) {
+        // Bodies here may be large uploads: decided before the body is read,
+        // and streamed to wherever the session is.
+        let creating = false;
+        let plan = plan(state, forwarder, &mut parts, id, creating, None).await?;
+        return match plan {
+            Plan::Here => Ok(next.run(Request::from_parts(parts, body)).await),
+            Plan::There(to) => {
+                forwarder
+                    .send(&to, &parts, reqwest::Body::wrap_stream(body.into_data_stream()))
+                    .await
+            }
+        };
+    }
+    // Everything else is small enough to keep, so that it can be sent on if
+    // the session turns out to be elsewhere.
+    let limit = state.config.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        // The handler answers 413.
+        return Ok(next.run(Request::from_parts(parts, body)).await);
+    }
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let mut first = Plan::Here;
+    if names_session_in_body(&parts.method, &path) {
+        let (session, runtime) = body_session(&body);
+        let creating = true;
+        match session {
+            Some(id) => first = plan(state, forwarder, &mut parts, &id, creating, runtime).await?,
+            // A new session with a made-up id: wherever there is room.
+            None if path == "/sessions" => first = place(state, forwarder, &mut parts, runtime).await?,
+            None => {}
+        }
+    }
+    let mut response = match first {
+        Plan::Here => {
+            next.run(Request::from_parts(parts.clone(), Body::from(body.clone())))
+                .await
+        }
+        Plan::There(to) => forwarder.send(&to, &parts, body.clone().into()).await?,
+    };
+    // The session moved (or was made) elsewhere meanwhile: follow it.
+    for _ in 1..MAX_HOPS {
+        let Some(to) = misdirected(&response) else {
+            return Ok(response);
+        };
+        if to.id == forwarder.signer.node {
+            return Ok(response);
+        }
+        check_live(forwarder, &to).await?;
+        response = forwarder.send(&to, &parts, Bytes::clone(&body).into()).await?;
+    }
+    Ok(response)
+}
+
+/// Authenticates the caller here (charging its rate limit once: the handler
+/// takes the [`Principal`] from the request), then looks up the session.
+async fn plan(
+    state: &AppState,
+    forwarder: &Forwarder,
+    parts: &mut Parts,
+    id: &str,
+    creating: bool,
+    runtime: Option<String>,
+) -> Result<Plan, ApiError> {
+    let principal = admitted(state, parts).await?;
+    let Ok(id) = SessionId::parse(id) else {
+        // The handler says what is wrong with it.
+        return Ok(Plan::Here);
+    };
+    let sessions = &state.sessions;
+    match sessions.store().get(&principal.owner(), &id).await? {
+        // Ours, or suspended (anyone's to resume: the resume moves it here).
+        Some(record) if sessions.owns(&record) || record.is_parked() => Ok(Plan::Here),
+        Some(record) => {
+            let to = NodeRef {
+                id: record.node.clone().unwrap_or_default(),
+                addr: record.node_addr.clone(),
+            };
+            check_live(forwarder, &to).await?;
+            Ok(Plan::There(to))
+        }
+        None if creating => place(state, forwarder, parts, runtime).await,
+        None => Ok(Plan::Here),
+    }
+}
+
+/// A new session goes to the live node with the most room (this one when
+/// none has any: its own checks answer).
+async fn place(
+    state: &AppState,
+    forwarder: &Forwarder,
+    parts: &mut Parts,
+    runtime: Option<String>,
+) -> Result<Plan, ApiError> {
+    admitted(state, parts).await?;
+    let runtime = runtime.unwrap_or_else(|| state.config.sandbox.runtime.clone());
+    match forwarder.fleet.place(&runtime).await? {
+        Some(node) if node.id != forwarder.signer.node => Ok(Plan::There(node)),
+        _ => Ok(Plan::Here),
+    }
+}
+
+/// 503 `node_lost` for a node silent past the loss timeout (or forgotten).
+async fn check_live(forwarder: &Forwarder, to: &NodeRef) -> Result<(), ApiError> {
+    match forwarder.fleet.status(&to.id).await? {
+        Some(NodeStatus::Live) => Ok(()),
+        _ => Err(ApiError::NodeLost(to.id.clone())),
+    }
+}
+
+/// The caller, authenticated and admitted once per request.
+async fn admitted(state: &AppState, parts: &mut Parts) -> Result<Principal, ApiError> {
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        return Ok(principal.clone());
+    }
+    let principal = crate::extract::admit(parts, state).await?;
+    parts.extensions.insert(principal.clone());
+    Ok(principal)
+}

@@ -1,0 +1,142 @@
+//! Node mode: the sessions of a lost node are recreated on the live ones.
+//! Every node looks each heartbeat; each session goes to whichever node takes
+//! its lock first ([`Sessions::adopt`]). A session with snapshots gets its
+//! latest one restored into the new container; one without starts empty. A
+//! suspended session stays suspended, for whichever node resumes it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use brig_core::node::{NodeStatus, Registry};
+use brig_core::session::{SessionId, SessionRecord, Sessions};
+use brig_core::snapshot::SnapshotStore;
+
+/// Sessions one node recreates per pass, so that a pass stays short (the
+/// others, and the next pass, take the rest).
+const PER_PASS: usize = 32;
+
+pub struct Recovery {
+    sessions: Arc<Sessions>,
+    registry: Registry,
+    snapshots: Arc<SnapshotStore>,
+    /// Lost nodes with nothing left to take, by the heartbeat they were lost
+    /// at (a node that comes back and is lost again is looked at again).
+    done: Mutex<HashMap<String, i64>>,
+}
+
+/// What a pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub sessions: usize,
+    pub from_snapshot: usize,
+    pub errors: usize,
+}
+
+impl Recovery {
+    pub fn new(sessions: Arc<Sessions>, registry: Registry, snapshots: Arc<SnapshotStore>) -> Self {
+        Recovery {
+            sessions,
+            registry,
+            snapshots,
+            done: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One look at the registry, and the sessions of each lost node.
+    pub async fn pass(&self) -> Recovered {
+        let mut recovered = Recovered::default();
+        let me = self.sessions.node().unwrap_or_default().to_string();
+        let Ok(nodes) = self.registry.nodes().await else {
+            return recovered;
+        };
+        let lost: Vec<(String, i64)> = {
+            let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+            nodes
+                .into_iter()
+                .filter(|(node, status)| *status == NodeStatus::Lost && node.node_id != me)
+                .filter(|(node, _)| done.get(&node.node_id) != Some(&node.heartbeat_at_ms))
+                .map(|(node, _)| (node.node_id, node.heartbeat_at_ms))
+                .collect()
+        };
+        if lost.is_empty() {
+            return recovered;
+        }
+        let Ok(records) = self.sessions.store().list_all().await else {
+            recovered.errors += 1;
+            return recovered;
+        };
+        for (node, lost_at) in lost {
+            let theirs: Vec<&SessionRecord> = records
+                .iter()
+                .filter(|record| record.node.as_deref() == Some(node.as_str()) && !record.is_parked())
+                .collect();
+            if theirs.is_empty() {
+                self.done
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(node.clone(), lost_at);
+                continue;
+            }
+            for record in theirs.into_iter().take(PER_PASS) {
+                self.recover(record, &node, &mut recovered).await;
+            }
+        }
+        recovered
+    }
+
+    async fn recover(&self, record: &SessionRecord, lost: &str, recovered: &mut Recovered) {
+        let Ok(id) = SessionId::parse(&record.session_id) else {
+            return;
+        };
+        let owner = &record.owner;
+        let adopted = match self.sessions.adopt(owner, &id, lost).await {
+            Ok(Some(adopted)) => adopted,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(%err, session = %id, lost, "recreating a lost node's session failed; it starts anew on its next request");
+                recovered.errors += 1;
+                return;
+            }
+        };
+        recovered.sessions += 1;
+        // Suspended there: its workspace waits in its snapshot.
+        if !adopted.is_ready() {
+            return;
+        }
+        let latest = match self.snapshots.list(owner).await {
+            Ok(snapshots) => snapshots
+                .into_iter()
+                .filter(|meta| meta.session_id == record.session_id)
+                .max_by_key(|meta| meta.created_at),
+            Err(err) => {
+                tracing::warn!(%err, session = %id, "listing the snapshots of a recreated session failed; it starts empty");
+                None
+            }
+        };
+        let from_snapshot = latest.is_some();
+        if let Some(meta) = latest {
+            match super::snapshots::restore(&self.sessions, &self.snapshots, owner, &id, &meta.snapshot_id).await {
+                Ok(()) => recovered.from_snapshot += 1,
+                Err(err) => {
+                    tracing::warn!(%err, session = %id, snapshot = %meta.snapshot_id, "restoring a recreated session's latest snapshot failed; it starts empty");
+                    recovered.errors += 1;
+                }
+            }
+        }
+        metrics::counter!(brig_core::metrics::SESSIONS_RECOVERED, "from_snapshot" => from_snapshot.to_string())
+            .increment(1);
+        tracing::info!(session = %id, lost, from_snapshot, "recreated a lost node's session here");
+    }
+
+    /// A pass every `every`, for ever (the caller's shutdown stops it).
+    pub async fn run(self, every: Duration) {
+        loop {
+            let pass = self.pass().await;
+            if pass != Recovered::default() {
+                tracing::info!(target: "brig::cleanup", sessions = pass.sessions, from_snapshot = pass.from_snapshot, errors = pass.errors, "lost nodes' sessions recreated");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
