@@ -47,6 +47,10 @@ const WINDOW_MS: i64 = 30_000;
 const MAX_NONCES: usize = 200_000;
 /// How long a hop may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a hop's connection may go unanswered before it is dropped.
+const DEAD_PEER: Duration = Duration::from_secs(5);
+/// How often a hop waiting for its answer looks whether its node was lost.
+const LOSS_WATCH: Duration = Duration::from_secs(1);
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -160,6 +164,12 @@ impl Forwarder {
     pub fn new(node: &NodeConfig, fleet: Fleet, longest_command: Duration) -> Option<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // A node that vanishes under an open connection (cut off, its
+            // host gone) is noticed within seconds, not when TCP gives up.
+            .tcp_keepalive(Duration::from_secs(2))
+            .tcp_keepalive_interval(Duration::from_secs(1))
+            .tcp_keepalive_retries(3)
+            .tcp_user_timeout(DEAD_PEER)
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
@@ -202,7 +212,11 @@ impl Forwarder {
             .headers(headers)
             .body(body)
             .send();
-        let answer = match tokio::time::timeout(self.head_timeout, sent).await {
+        let answered = tokio::select! {
+            answered = tokio::time::timeout(self.head_timeout, sent) => answered,
+            () = self.lost(&to.id) => return Err(ApiError::NodeLost(to.id.clone())),
+        };
+        let answer = match answered {
             Ok(Ok(answer)) => answer,
             Ok(Err(err)) => return Err(ApiError::NodeUnreachable(format!("node {to}: {}", root_cause(&err)))),
             Err(_) => return Err(ApiError::NodeUnreachable(format!("node {to} did not answer in time"))),
@@ -237,6 +251,21 @@ impl Forwarder {
         Ok(response
             .body(Body::from_stream(answer.bytes_stream()))
             .unwrap_or_else(|err| ApiError::Internal(err.to_string()).into_response()))
+    }
+}
+
+impl Forwarder {
+    /// Resolves once node `id` is lost (or forgotten): a hop waiting on a
+    /// node that stopped heartbeating stops waiting.
+    async fn lost(&self, id: &str) {
+        loop {
+            tokio::time::sleep(LOSS_WATCH).await;
+            if let Ok(status) = self.fleet.status(id).await {
+                if status != Some(brig_core::node::NodeStatus::Live) {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! Node mode: the sessions of a lost node are recreated on the live ones.
 //! Every node looks each heartbeat; each session goes to whichever node takes
-//! its lock first ([`Sessions::adopt`]). A session with snapshots gets its
-//! latest one restored into the new container; one without starts empty. A
-//! suspended session stays suspended, for whichever node resumes it.
+//! its lock first ([`Sessions::adopt`]), which restores its latest snapshot
+//! into the new container (one without starts empty). A suspended session
+//! stays suspended, for whichever node resumes it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,44 +89,21 @@ impl Recovery {
         let Ok(id) = SessionId::parse(&record.session_id) else {
             return;
         };
-        let owner = &record.owner;
-        let adopted = match self.sessions.adopt(owner, &id, lost).await {
-            Ok(Some(adopted)) => adopted,
-            Ok(None) => return,
+        match self.sessions.adopt(&record.owner, &id, lost, &self.snapshots).await {
+            Ok(Some(adopted)) => {
+                recovered.sessions += 1;
+                let from_snapshot = adopted.restored.is_some();
+                recovered.from_snapshot += usize::from(from_snapshot);
+                metrics::counter!(brig_core::metrics::SESSIONS_RECOVERED, "from_snapshot" => from_snapshot.to_string())
+                    .increment(1);
+                tracing::info!(session = %id, lost, snapshot = ?adopted.restored, state = adopted.record.state().as_str(), "took over a lost node's session");
+            }
+            Ok(None) => {}
             Err(err) => {
                 tracing::warn!(%err, session = %id, lost, "recreating a lost node's session failed; it starts anew on its next request");
                 recovered.errors += 1;
-                return;
-            }
-        };
-        recovered.sessions += 1;
-        // Suspended there: its workspace waits in its snapshot.
-        if !adopted.is_ready() {
-            return;
-        }
-        let latest = match self.snapshots.list(owner).await {
-            Ok(snapshots) => snapshots
-                .into_iter()
-                .filter(|meta| meta.session_id == record.session_id)
-                .max_by_key(|meta| meta.created_at),
-            Err(err) => {
-                tracing::warn!(%err, session = %id, "listing the snapshots of a recreated session failed; it starts empty");
-                None
-            }
-        };
-        let from_snapshot = latest.is_some();
-        if let Some(meta) = latest {
-            match super::snapshots::restore(&self.sessions, &self.snapshots, owner, &id, &meta.snapshot_id).await {
-                Ok(()) => recovered.from_snapshot += 1,
-                Err(err) => {
-                    tracing::warn!(%err, session = %id, snapshot = %meta.snapshot_id, "restoring a recreated session's latest snapshot failed; it starts empty");
-                    recovered.errors += 1;
-                }
             }
         }
-        metrics::counter!(brig_core::metrics::SESSIONS_RECOVERED, "from_snapshot" => from_snapshot.to_string())
-            .increment(1);
-        tracing::info!(session = %id, lost, from_snapshot, "recreated a lost node's session here");
     }
 
     /// A pass every `every`, for ever (the caller's shutdown stops it).

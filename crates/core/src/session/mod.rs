@@ -22,6 +22,7 @@ pub use self::ids::{InvalidSessionId, Owner, SessionId};
 pub use self::record::{SessionRecord, SessionState, Suspension};
 pub use self::suspend::Sweep;
 use crate::pool::WarmPool;
+use crate::runtime::transfer::{self, Transfer};
 use crate::runtime::{Control, ControlReply, RuntimeError, SandboxRuntime};
 use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxOptions};
 use crate::store::{Begun, CommandStart, Quota, Reservation, SessionStore, StoreError};
@@ -152,6 +153,15 @@ fn ready_container(record: &SessionRecord) -> Result<String, SessionError> {
     record.container.clone().ok_or_else(|| {
         StoreError::Corrupt(format!("session {} is ready without a container", record.session_id)).into()
     })
+}
+
+/// A lost node's session, taken over by this node ([`Sessions::adopt`]).
+#[derive(Debug)]
+pub struct Adopted {
+    pub record: SessionRecord,
+    /// The snapshot its workspace was restored from (`None`: it starts empty,
+    /// or it stays suspended).
+    pub restored: Option<String>,
 }
 
 /// How long the store still keeps `record` (at least a second): what a
@@ -775,13 +785,16 @@ impl Sessions {
     /// Takes over a session of node `lost`, which stopped heartbeating: under
     /// the session's lock, if its record still names that node, it becomes
     /// this node's, with a new container made the same (its image, limits,
-    /// environment and expiry) and an empty workspace; a session suspended
-    /// or resuming there is parked instead, its snapshot still the truth,
-    /// for whichever node resumes it. `None` when there was nothing to take
-    /// (another node took it first, it moved, it is gone).
+    /// environment and expiry) holding the session's latest snapshot in
+    /// `snapshots` (or an empty workspace when it has none). Commands wait
+    /// meanwhile, as for a resume: the session is not ready until its
+    /// workspace is. A session suspended or resuming there is parked
+    /// instead, its snapshot still the truth, for whichever node resumes it.
+    /// `None` when there was nothing to take (another node took it first, it
+    /// moved, it is gone).
     ///
-    /// The record is rewritten before the container is made, so from then on
-    /// the lost node's commands in it are refused by the store (see
+    /// The record names this node before the container is made, so from then
+    /// on the lost node's commands in it are refused by the store (see
     /// [`CommandStart::node`]), even if that node comes back.
     #[tracing::instrument(skip_all, fields(session = %id, lost))]
     pub async fn adopt(
@@ -789,53 +802,112 @@ impl Sessions {
         owner: &Owner,
         id: &SessionId,
         lost: &str,
-    ) -> Result<Option<SessionRecord>, SessionError> {
+        snapshots: &crate::snapshot::SnapshotStore,
+    ) -> Result<Option<Adopted>, SessionError> {
         let token = random_token();
         if self.node.is_none() || !self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
             return Ok(None);
         }
         let adopted = self
-            .holding(owner, id, &token, async {
-                let Some(record) = self.store.get(owner, id).await? else {
-                    return Ok(None);
-                };
-                if record.node.as_deref() != Some(lost) || record.is_parked() {
-                    return Ok(None);
-                }
-                let ttl = time_left(&record);
-                if let Some(snapshot) = record.suspended_in() {
-                    let parked = SessionRecord {
-                        container: None,
-                        suspended: Some(Suspension {
-                            snapshot_id: Some(snapshot.to_string()),
-                            since_ms: Utc::now().timestamp_millis(),
-                            resuming: false,
-                        }),
-                        ..record.clone()
-                    };
-                    self.store.replace(&parked, ttl).await?;
-                    return Ok(Some(parked));
-                }
-                let pending = SessionRecord {
-                    container: None,
-                    suspended: None,
-                    node: self.node.clone(),
-                    node_addr: self.node_addr.clone(),
-                    ..record
-                };
-                self.store.replace(&pending, ttl).await?;
-                match self.make_container(&pending, ttl).await {
-                    Ok((made, _)) => Ok(Some(made)),
-                    Err(err) => {
-                        // No half-adopted session: the next request starts it anew.
-                        let _ = self.store.delete(owner, id).await;
-                        Err(err)
-                    }
-                }
-            })
+            .holding(owner, id, &token, self.adopt_locked(owner, id, lost, snapshots))
             .await;
         let _ = self.store.unlock(owner, id, &token).await;
         adopted
+    }
+
+    async fn adopt_locked(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        lost: &str,
+        snapshots: &crate::snapshot::SnapshotStore,
+    ) -> Result<Option<Adopted>, SessionError> {
+        let Some(record) = self.store.get(owner, id).await? else {
+            return Ok(None);
+        };
+        if record.node.as_deref() != Some(lost) || record.is_parked() {
+            return Ok(None);
+        }
+        let ttl = time_left(&record);
+        let now = Utc::now().timestamp_millis();
+        if let Some(snapshot) = record.suspended_in() {
+            let parked = SessionRecord {
+                container: None,
+                suspended: Some(Suspension {
+                    snapshot_id: Some(snapshot.to_string()),
+                    since_ms: now,
+                    resuming: false,
+                }),
+                ..record.clone()
+            };
+            self.store.replace(&parked, ttl).await?;
+            return Ok(Some(Adopted {
+                record: parked,
+                restored: None,
+            }));
+        }
+        let latest = match snapshots.list(owner).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|meta| meta.session_id == id.as_str())
+                .max_by_key(|meta| meta.created_at)
+                .map(|meta| meta.snapshot_id),
+            Err(err) => {
+                tracing::warn!(%err, "listing the session's snapshots failed; it starts empty");
+                None
+            }
+        };
+        // Not ready until its workspace is back: commands wait for the lock.
+        let pending = SessionRecord {
+            container: None,
+            suspended: Some(Suspension {
+                snapshot_id: latest.clone(),
+                since_ms: now,
+                resuming: true,
+            }),
+            node: self.node.clone(),
+            node_addr: self.node_addr.clone(),
+            ..record
+        };
+        self.store.replace(&pending, ttl).await?;
+        let made = async {
+            let (made, _) = self.make_container(&pending, ttl).await?;
+            let mut restored = None;
+            if let Some(snapshot) = latest {
+                let container = made.container().unwrap_or_default().to_string();
+                let copied = async {
+                    let archive = snapshots.read(owner, &snapshot).await?;
+                    let io = self.runtime.transfer(&container, &Transfer::TarIn(String::new())).await?;
+                    transfer::upload(io, archive).await?;
+                    Ok::<_, SessionError>(())
+                }
+                .await;
+                match copied {
+                    Ok(()) => restored = Some(snapshot),
+                    Err(err) => {
+                        tracing::warn!(%err, %snapshot, "restoring the session's latest snapshot failed; it starts empty")
+                    }
+                }
+            }
+            let ready = SessionRecord {
+                suspended: None,
+                ..made
+            };
+            self.store.replace(&ready, ttl).await?;
+            Ok::<_, SessionError>(Adopted {
+                record: ready,
+                restored,
+            })
+        }
+        .await;
+        match made {
+            Ok(adopted) => Ok(Some(adopted)),
+            Err(err) => {
+                // No half-adopted session: the next request starts it anew.
+                let _ = self.store.delete(owner, id).await;
+                Err(err)
+            }
+        }
     }
 
     pub async fn list(&self, owner: &Owner) -> Result<Vec<SessionRecord>, SessionError> {
