@@ -486,13 +486,13 @@ async fn another_replica_resumes_the_stream_and_a_killed_api_leaves_its_output_a
 }
 
 /// A WebSocket attached to an execution: bytes in, bytes and the last word out.
-struct Attached {
+pub(crate) struct Attached {
     socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     seen: String,
 }
 
 impl Attached {
-    async fn open(api: &BrigApi, id: &str) -> Attached {
+    pub(crate) async fn open(api: &BrigApi, id: &str) -> Attached {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = api.url(&format!("/executions/{id}/attach")).replacen("http", "ws", 1);
         let mut request = url.into_client_request().unwrap();
@@ -504,12 +504,12 @@ impl Attached {
         }
     }
 
-    async fn send(&mut self, message: tokio_tungstenite::tungstenite::Message) {
+    pub(crate) async fn send(&mut self, message: tokio_tungstenite::tungstenite::Message) {
         use futures_util::SinkExt;
         self.socket.send(message).await.unwrap();
     }
 
-    async fn type_in(&mut self, keys: &str) {
+    pub(crate) async fn type_in(&mut self, keys: &str) {
         self.send(tokio_tungstenite::tungstenite::Message::Binary(
             keys.as_bytes().to_vec().into(),
         ))
@@ -518,7 +518,7 @@ impl Attached {
 
     /// Reads output until `wanted` shows up; the text message that ends the
     /// attachment, if it came instead.
-    async fn until(&mut self, wanted: &str) -> Option<Value> {
+    pub(crate) async fn until(&mut self, wanted: &str) -> Option<Value> {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         let give_up = Instant::now() + Duration::from_secs(20);

@@ -486,6 +486,26 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
     assert_eq!(output.status, StatusCode::OK, "{:?}", output.body);
     assert_eq!(served_by(&output), format!("n{home}"), "read where it ran");
 
+    // A WebSocket attached through another node: bytes both ways, then the exit.
+    let piped = call(
+        &nodes[(home + 1) % 3],
+        Method::POST,
+        "/executions",
+        ALICE_KEY,
+        Some(json!({"command": "cat", "session_id": session, "stdin": "pipe"})),
+    )
+    .await;
+    assert_eq!(piped.status, StatusCode::ACCEPTED, "{:?}", piped.body);
+    let piped = piped.body["execution_id"].as_str().unwrap().to_string();
+    let mut attached = crate::durable::Attached::open(&nodes[(home + 2) % 3], &piped).await;
+    attached.type_in("through two nodes\n").await;
+    assert!(attached.until("through two nodes").await.is_none());
+    attached
+        .send(tokio_tungstenite::tungstenite::Message::Text(r#"{"eof": true}"#.into()))
+        .await;
+    let last = attached.until("the end, which never comes as output").await.unwrap();
+    assert_eq!(last["exit"]["exit_code"], 0, "{last}");
+
     // The internal channel takes only signed, fresh, unreplayed requests.
     let forged = reqwest::Client::new()
         .get(nodes[1].url(&format!("/sessions/{session}")))
