@@ -10,6 +10,7 @@
 
 mod durability;
 mod egress;
+mod nodes;
 mod probes;
 mod scenarios;
 mod stats;
@@ -47,8 +48,9 @@ struct Cli {
     /// Where the results go as JSON.
     #[arg(long, value_name = "FILE", default_value = "bench-results.json")]
     json: String,
-    /// Only one section: `durability` (snapshots, forks, suspend, resume).
-    #[arg(long, value_name = "SECTION", value_parser = ["durability"])]
+    /// Only one section: `durability` (snapshots, forks, suspend, resume) or
+    /// `nodes` (the forwarded hop; one, two and three nodes).
+    #[arg(long, value_name = "SECTION", value_parser = ["durability", "nodes"])]
     only: Option<String>,
 }
 
@@ -142,6 +144,10 @@ async fn main() -> anyhow::Result<()> {
     let result = match options.only.as_deref() {
         Some("durability") => match direct(&options, &api, "runc", "bench-durability").await {
             Ok((_runtime, sandbox)) => run_durability(&options, &docker, &redis, &sandbox, &mut report).await,
+            Err(err) => Err(err),
+        },
+        Some("nodes") => match direct(&options, &api, "runc", "bench-nodes").await {
+            Ok((_runtime, sandbox)) => run_nodes(&options, &docker, &redis, &sandbox, &mut report).await,
             Err(err) => Err(err),
         },
         _ => run(&options, &docker, &redis, &api, &mut report).await,
@@ -442,6 +448,7 @@ async fn run(
         println!("  {name:<40} {:>8.2}", value.as_f64().unwrap_or(f64::NAN));
     }
     run_durability(options, docker, redis, &sandbox, report).await?;
+    run_nodes(options, docker, redis, &sandbox, report).await?;
     report["latency_ms"] = json!({
         "raw_engine_exec": raw, "agent_channel": channel, "agent_channel_no_spawn": no_spawn, "http_warm": warm,
         "cold_no_pool": cold, "cold_pool": pooled, "docker_run_rm": run_rm,
@@ -582,6 +589,31 @@ async fn direct(
     let runtime = Arc::new(DockerRuntime::connect(&DockerConfig::from_env(), config, agent()).await?);
     let sandbox = bench_sandbox(&runtime, session).await?;
     Ok((runtime, sandbox))
+}
+
+/// Several nodes (see `nodes`): their figures and ratios into `report`.
+async fn run_nodes(
+    options: &Options,
+    docker: &bollard::Docker,
+    redis: &RedisServer,
+    sandbox: &str,
+    report: &mut Value,
+) -> anyhow::Result<()> {
+    let measured = nodes::measure(options, docker, sandbox, redis).await?;
+    let ratios = measured.ratios();
+    println!(
+        "
+ratios (same run)"
+    );
+    for (name, value) in ratios.as_object().into_iter().flatten() {
+        println!("  {name:<40} {:>8.2}", value.as_f64().unwrap_or(f64::NAN));
+    }
+    report["nodes"] = json!(measured);
+    match report["ratios"].as_object_mut() {
+        Some(all) => all.extend(ratios.as_object().cloned().unwrap_or_default()),
+        None => report["ratios"] = ratios,
+    }
+    Ok(())
 }
 
 /// Snapshots, forks, suspends and resumes of 1, 10 and 100 MB workspaces on
