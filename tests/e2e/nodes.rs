@@ -606,6 +606,66 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
         assert_eq!(fleet.home(&instance, session), 0);
     }
 
+    // A drain: the drained node takes no new session, and its sessions are
+    // suspended to resume (with their workspaces) on the node that uses them.
+    let drained_put = |node: &BrigApi, id: &str, drain: bool, token: Option<String>| {
+        let request = reqwest::Client::new()
+            .put(node.url(&format!("/nodes/{id}/drain")))
+            .json(&json!({ "drain": drain }));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request.header("X-API-Key", ALICE_KEY),
+        }
+        .send()
+    };
+    run_via(&nodes[1], "d1", "sh -c 'echo drained > d.txt'").await;
+    let home = fleet.home(&instance, "d1");
+    let other = 1 - home;
+    let refused = drained_put(&nodes[other], &format!("n{home}"), true, None)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let unknown = drained_put(&nodes[other], "n9", true, Some(admin())).await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let drained = drained_put(&nodes[other], &format!("n{home}"), true, Some(admin()))
+        .await
+        .unwrap();
+    assert_eq!(drained.status(), StatusCode::OK);
+    assert_eq!(drained.json::<Value>().await.unwrap()["draining"], true);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = call(&nodes[other], Method::GET, "/sessions/d1", ALICE_KEY, None).await;
+        if seen.body["status"] == "suspended" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "d1 not suspended by the drain: {:?}",
+            seen.body
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    nodes_until(&nodes[home], Duration::from_secs(10), "the drain announced", |seen| {
+        (seen["nodes"].as_array().unwrap().iter()).any(|n| n["node_id"] == format!("n{home}") && n["draining"] == true)
+    })
+    .await;
+    let moved = run_via(&nodes[home], "d1", "cat d.txt").await;
+    assert_eq!(moved.body["stdout"], "drained\n");
+    assert_eq!(moved.body["session_resumed"], true);
+    assert_eq!(served_by(&moved), format!("n{other}"));
+    let placed = run_via(&nodes[home], "d2", "echo new").await;
+    assert_eq!(
+        served_by(&placed),
+        format!("n{other}"),
+        "a drained node takes no new session"
+    );
+    let lifted = drained_put(&nodes[home], &format!("n{home}"), false, Some(admin()))
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), StatusCode::OK);
+    assert_eq!(lifted.json::<Value>().await.unwrap()["draining"], false);
+    let sessions: Vec<String> = sessions.iter().cloned().chain(["d1".into(), "d2".into()]).collect();
+
     // Nothing left anywhere: every session deleted through any node, the
     // dead node's engine cleared by its worker.
     for (i, session) in sessions.iter().enumerate() {

@@ -275,6 +275,8 @@ export declare class Client {
 
   /** The nodes sharing the server's store; the admin role only. */
   nodes(): Promise<{ node_id?: string; nodes: Record<string, unknown>[] }>;
+  /** Drains a node (no new sessions; its sessions suspended to resume elsewhere), or lifts the drain; the admin role only. */
+  drainNode(nodeId: string, drain?: boolean): Promise<{ node_id: string; draining: boolean }>;
   health(): Promise<Record<string, unknown>>;
   ready(): Promise<Record<string, unknown>>;
   openapi(): Promise<Record<string, any>>;

@@ -459,6 +459,8 @@ export class Client {
 
   /** The nodes sharing the server's store ({node_id, nodes: [...]}); the admin role only. */
   async nodes() { return this._json("GET", "/nodes"); }
+  /** Drains a node (no new sessions; its sessions suspended to resume elsewhere), or lifts it; the admin role only. */
+  async drainNode(nodeId, drain = true) { return this._json("PUT", `/nodes/${seg(nodeId)}/drain`, { json: { drain } }); }
   async health() { return this._json("GET", "/health"); }
   async ready() { return this._json("GET", "/ready", { retry: false }); }
   async openapi() { return this._json("GET", "/openapi.json"); }
@@ -933,6 +935,7 @@ export const OPERATIONS = Object.freeze({
   generateCode: [Client, "generate"],
   generateAndExecute: [Client, "generateAndExecute"],
   listNodes: [Client, "nodes"],
+  drainNode: [Client, "drainNode"],
   health: [Client, "health"],
   ready: [Client, "ready"],
   openapiDocument: [Client, "openapi"],

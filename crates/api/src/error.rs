@@ -388,11 +388,9 @@ impl IntoResponse for ApiError {
         }
         // Where the session is, for whoever sends the request on.
         if let ApiError::WrongNode(node) = &self {
-            let headers = response.headers_mut();
-            for (name, value) in [(OWNER, Some(&node.id)), (OWNER_ADDR, node.addr.as_ref())] {
-                if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-                    headers.insert(name, value);
-                }
+            // Its id only: where it is reached is the registry's to say.
+            if let Ok(value) = HeaderValue::from_str(&node.id) {
+                response.headers_mut().insert(OWNER, value);
             }
         }
         // For `observe_errors`, which logs and counts inside the request's span.
@@ -401,10 +399,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A 421 names the session's node and its address in these, for the node
-/// (or client) that sends the request on.
+/// A 421 names the session's node in this, for the node (or client) that
+/// sends the request on.
 pub const OWNER: &str = "x-brig-owner";
-pub const OWNER_ADDR: &str = "x-brig-owner-addr";
 
 /// Middleware: logs and counts every error answer (once, in the request span).
 pub async fn observe_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

@@ -36,7 +36,7 @@ use crate::error::ApiError;
 pub const FORWARDED: &str = "x-brig-forwarded";
 /// Every answer in node mode says which node served it.
 pub const SERVED_BY: &str = "x-brig-node";
-pub use crate::error::{OWNER, OWNER_ADDR};
+pub use crate::error::OWNER;
 /// Hops a request may take when sessions move under it.
 pub const MAX_HOPS: usize = 3;
 /// How far a forwarded request's timestamp may be from this node's clock.
@@ -192,6 +192,13 @@ impl Forwarder {
             .as_deref()
             .ok_or_else(|| ApiError::NodeUnreachable(format!("node {} has no address on record", to.id)))?;
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // Signed as it will be sent: the URL parser normalises some paths.
+        let url = reqwest::Url::parse(&format!("{addr}{path}"))
+            .map_err(|err| ApiError::NodeUnreachable(format!("node {to}: {err}")))?;
+        let sent_path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
         let mut headers = HeaderMap::new();
         for (name, value) in &parts.headers {
             if !hop_by_hop(name) {
@@ -205,10 +212,13 @@ impl Forwarder {
                 }
             }
         }
-        headers.insert(FORWARDED, self.signer.sign(&parts.method, path, &to.id, &parts.headers));
+        headers.insert(
+            FORWARDED,
+            self.signer.sign(&parts.method, &sent_path, &to.id, &parts.headers),
+        );
         let sent = self
             .client
-            .request(parts.method.clone(), format!("{addr}{path}"))
+            .request(parts.method.clone(), url)
             .headers(headers)
             .body(body)
             .send();
@@ -305,7 +315,6 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "transfer-encoding"
             | "upgrade"
             | "host"
-            | "content-length"
     ) || name.as_str() == FORWARDED
 }
 
@@ -343,7 +352,7 @@ pub fn misdirected(response: &Response) -> Option<NodeRef> {
     let header = |name: &str| response.headers().get(name)?.to_str().ok().map(str::to_string);
     Some(NodeRef {
         id: header(OWNER)?,
-        addr: header(OWNER_ADDR),
+        addr: None,
     })
 }
 

@@ -166,6 +166,11 @@ impl AppState {
                 state.snapshots.clone(),
             );
             state.shutdown.spawn_loop(recovery.run(node.heartbeat));
+            state.shutdown.spawn_loop(drain(
+                state.sessions.clone(),
+                brig_core::node::Registry::new(state.sessions.store().clone(), node.loss_after),
+                node.clone(),
+            ));
         }
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.
@@ -373,5 +378,19 @@ async fn remove_stale_agent_volumes(runtime: Arc<DockerRuntime>, interval: std::
             Err(err) => tracing::warn!(target: "brig::cleanup", %err, "listing or removing old agent volumes failed"),
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Node mode: while this node is drained, its active sessions are suspended
+/// (each resumes on the node that uses it next), a pass every heartbeat.
+async fn drain(sessions: Arc<Sessions>, registry: brig_core::node::Registry, node: brig_core::config::NodeConfig) {
+    loop {
+        if registry.draining(&node.id).await.unwrap_or(false) {
+            let sweep = sessions.suspend_all().await;
+            if sweep != Default::default() {
+                tracing::info!(target: "brig::cleanup", suspended = sweep.suspended, busy = sweep.busy, errors = sweep.errors, "drained sessions suspended");
+            }
+        }
+        tokio::time::sleep(node.heartbeat).await;
     }
 }

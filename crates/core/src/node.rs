@@ -15,7 +15,10 @@ use crate::store::{SessionStore, StoreError};
 /// The node ids of the latest announcements (read back deduplicated).
 const INDEX: &str = "nodes";
 /// Announcements the index keeps (the oldest fall off first).
-const MAX_NODES: usize = 256;
+/// Each node's every beat is an entry, so this bounds how many beats of the
+/// others a silent node stays listed for: 4096 keeps one listed well past its
+/// loss in fleets of hundreds.
+const MAX_NODES: usize = 4096;
 /// How long a node's announcement outlives its last heartbeat, so that a lost
 /// node is still reported as lost (not forgotten) for a while.
 const REPORTED_FOR: u32 = 60;
@@ -50,6 +53,10 @@ pub struct Announcement {
     pub max_sessions: u64,
     /// The OCI runtimes it offers sessions (`CONTAINER_RUNTIME`, `ALLOWED_RUNTIMES`).
     pub runtimes: Vec<String>,
+    /// An operator drains it: no new sessions, its sessions suspended so
+    /// that they resume elsewhere.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A node as the registry sees it now.
@@ -72,6 +79,13 @@ fn key(node_id: &str) -> String {
     format!("node:{node_id}")
 }
 
+fn drain_key(node_id: &str) -> String {
+    format!("drain:{node_id}")
+}
+
+/// How long a drain lasts unless lifted (a node drained for good is gone long before).
+const DRAIN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl Registry {
     pub fn new(store: Arc<dyn SessionStore>, loss_after: Duration) -> Self {
         Registry { store, loss_after }
@@ -86,6 +100,32 @@ impl Registry {
         let kept = self.loss_after * REPORTED_FOR;
         self.store.put_value(&key(&me.node_id), &json, kept).await?;
         self.store.push_bounded(INDEX, &me.node_id, MAX_NODES, kept).await
+    }
+
+    /// Drains node `id` (`on`), or lifts its drain; its next heartbeat says so.
+    pub async fn set_draining(&self, id: &str, on: bool) -> Result<(), StoreError> {
+        if on {
+            self.store.put_value(&drain_key(id), "1", DRAIN_FOR).await
+        } else {
+            self.store.delete_value(&drain_key(id)).await
+        }
+    }
+
+    /// Whether node `id` is being drained.
+    pub async fn draining(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.store.get_value(&drain_key(id)).await?.is_some())
+    }
+
+    /// The status of node `id` from its own announcement (one read), `None`
+    /// if it has none (never announced, or forgotten).
+    pub async fn status(&self, id: &str) -> Result<Option<NodeStatus>, StoreError> {
+        let Some(raw) = self.store.get_value(&key(id)).await? else {
+            return Ok(None);
+        };
+        let now = Utc::now().timestamp_millis();
+        Ok(serde_json::from_str::<Announcement>(&raw)
+            .ok()
+            .map(|node| self.status_at(&node, now)))
     }
 
     /// Every node still reported, with its status; by id.
@@ -162,6 +202,21 @@ impl Fleet {
         Ok(nodes)
     }
 
+    /// Node `id` as last announced, and its status (`None`: never heard of,
+    /// or forgotten: as good as lost).
+    pub async fn node(&self, id: &str) -> Result<Option<(Announcement, NodeStatus)>, StoreError> {
+        Ok(self.nodes().await?.into_iter().find(|(node, _)| node.node_id == id))
+    }
+
+    /// Whether node `id` said it is being drained (as of its last heartbeat).
+    pub async fn is_draining(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .nodes()
+            .await?
+            .iter()
+            .any(|(node, _)| node.node_id == id && node.draining))
+    }
+
     /// The status of node `id` (`None`: never heard of, or forgotten: as good as lost).
     pub async fn status(&self, id: &str) -> Result<Option<NodeStatus>, StoreError> {
         Ok(self
@@ -182,7 +237,9 @@ impl Fleet {
         let mut placed = placed.map(std::mem::take).unwrap_or_default();
         let chosen = nodes
             .iter()
-            .filter(|(node, status)| *status == NodeStatus::Live && node.runtimes.iter().any(|r| r == runtime))
+            .filter(|(node, status)| {
+                *status == NodeStatus::Live && !node.draining && node.runtimes.iter().any(|r| r == runtime)
+            })
             .map(|(node, _)| (node, node.sessions + placed.get(&node.node_id).copied().unwrap_or(0)))
             .filter(|(node, load)| *load < node.max_sessions.max(1))
             .min_by(|(a, a_load), (b, b_load)| {
@@ -217,10 +274,23 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// One beat: counts its sandboxes and announces itself.
-    pub async fn beat(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let sandboxes = self.runtime.list().await?;
-        let sessions = sandboxes.iter().filter(|s| !self.runtime.is_spare(s)).count() as u64;
+    /// One beat: counts its sandboxes and announces itself. An engine that
+    /// is slow or failing does not stop the beat (the node is alive; its
+    /// sessions' requests say what is wrong): `sessions` is then the last
+    /// count, which the beat updates when the engine answers in time.
+    pub async fn beat(&self, sessions: &mut u64) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match tokio::time::timeout(self.config.heartbeat, self.runtime.list()).await {
+            Ok(Ok(sandboxes)) => {
+                *sessions = sandboxes.iter().filter(|s| !self.runtime.is_spare(s)).count() as u64;
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(node = %self.config.id, error = %err, "counting the node's sandboxes failed")
+            }
+            Err(_) => {
+                tracing::warn!(node = %self.config.id, "counting the node's sandboxes took longer than a heartbeat")
+            }
+        }
+        let sessions = *sessions;
         let me = Announcement {
             node_id: self.config.id.clone(),
             addr: self.config.addr.clone(),
@@ -229,6 +299,7 @@ impl Heartbeat {
             sessions,
             max_sessions: self.max_sessions,
             runtimes: self.runtimes.clone(),
+            draining: self.registry.draining(&self.config.id).await?,
         };
         self.registry.announce(&me).await?;
         Ok(())
@@ -238,8 +309,9 @@ impl Heartbeat {
     /// task); a failed beat is logged, and the node is reported lost only if
     /// beats keep failing.
     pub async fn run(self) {
+        let mut sessions = 0;
         loop {
-            if let Err(err) = self.beat().await {
+            if let Err(err) = self.beat(&mut sessions).await {
                 tracing::warn!(node = %self.config.id, error = %err, "node heartbeat failed");
             }
             tokio::time::sleep(self.config.heartbeat).await;
@@ -261,6 +333,7 @@ mod tests {
             sessions: 1,
             max_sessions: 100,
             runtimes: vec!["runc".into()],
+            draining: false,
         }
     }
 
@@ -294,9 +367,15 @@ mod tests {
             .await
             .unwrap();
         registry.announce(&node("d", 0, 10, "runsc", now)).await.unwrap();
+        let drained = Announcement {
+            draining: true,
+            ..node("e", 0, 1000, "runc", now)
+        };
+        registry.announce(&drained).await.unwrap();
         let fleet = Fleet::new(registry, Duration::from_secs(60));
         let place = || async { fleet.place("runc").await.unwrap().map(|node| node.id) };
-        // b has 7 of 100 in use, a 5 of 10; c is lost; d lacks runc.
+        // b has 7 of 100 in use, a 5 of 10; c is lost; d lacks runc; e is drained.
+        assert!(fleet.is_draining("e").await.unwrap() && !fleet.is_draining("b").await.unwrap());
         assert_eq!(place().await.as_deref(), Some("b"));
         assert_eq!(fleet.place("runsc").await.unwrap().unwrap().id, "d");
         assert_eq!(fleet.place("kata").await.unwrap(), None);

@@ -240,6 +240,12 @@ class Client:
         """The nodes sharing the server's store (``{"node_id", "nodes": [...]}``); the admin role only."""
         return self._do(ops.list_nodes())
 
+    @operation("drainNode")
+    def drain_node(self, node_id: str, drain: bool = True) -> Dict[str, Any]:
+        """Drains node ``node_id`` (no new sessions; its sessions suspended to
+        resume on other nodes), or lifts its drain; the admin role only."""
+        return self._do(ops.drain_node(node_id, drain))
+
     @operation("health")
     def health(self) -> Dict[str, Any]:
         return self._do(ops.health())

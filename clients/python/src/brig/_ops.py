@@ -342,6 +342,10 @@ def list_nodes() -> Call[Dict[str, Any]]:
     return json_call("GET", "/nodes", dict)
 
 
+def drain_node(node_id: str, drain: bool) -> Call[Dict[str, Any]]:
+    return json_call("PUT", f"/nodes/{segment(node_id)}/drain", dict, json={"drain": drain})
+
+
 def health() -> Call[Dict[str, Any]]:
     return json_call("GET", "/health", dict)
 

@@ -79,8 +79,13 @@ async fn routed(
             }
         };
     }
-    // Everything else is small enough to keep, so that it can be sent on if
-    // the session turns out to be elsewhere.
+    if !forwardable(&parts.method, &path) {
+        return Ok(next.run(Request::from_parts(parts, body)).await);
+    }
+    // The caller first, as the handlers would: nobody's body is read before.
+    admitted(state, &mut parts).await?;
+    // The rest is small enough to keep, so that it can be sent on if the
+    // session turns out to be elsewhere.
     let limit = state.config.max_body_bytes;
     let declared = parts
         .headers
@@ -119,7 +124,7 @@ async fn routed(
         if to.id == forwarder.signer.node {
             return Ok(response);
         }
-        check_live(forwarder, &to).await?;
+        let to = live(forwarder, &to.id).await?;
         response = forwarder.send(&to, &parts, Bytes::clone(&body).into()).await?;
     }
     Ok(response)
@@ -141,17 +146,20 @@ async fn plan(
         return Ok(Plan::Here);
     };
     let sessions = &state.sessions;
+    let me = &forwarder.signer.node;
     match sessions.store().get(&principal.owner(), &id).await? {
-        // Ours, or suspended (anyone's to resume: the resume moves it here).
-        Some(record) if sessions.owns(&record) || record.is_parked() => Ok(Plan::Here),
-        Some(record) => {
-            let to = NodeRef {
-                id: record.node.clone().unwrap_or_default(),
-                addr: record.node_addr.clone(),
-            };
-            check_live(forwarder, &to).await?;
-            Ok(Plan::There(to))
-        }
+        // Suspended: anyone's to resume (the resume moves it there), unless
+        // this node is being drained.
+        Some(record) if record.is_parked() => match forwarder.fleet.is_draining(me).await? {
+            true => place(state, forwarder, parts, runtime).await,
+            false => Ok(Plan::Here),
+        },
+        Some(record) => match &record.node {
+            Some(node) if node != me => Ok(Plan::There(live(forwarder, node).await?)),
+            // Ours; or a single host's from before node mode, which the
+            // handler refuses (421).
+            _ => Ok(Plan::Here),
+        },
         None if creating => place(state, forwarder, parts, runtime).await,
         None => Ok(Plan::Here),
     }
@@ -173,12 +181,24 @@ async fn place(
     }
 }
 
-/// 503 `node_lost` for a node silent past the loss timeout (or forgotten).
-async fn check_live(forwarder: &Forwarder, to: &NodeRef) -> Result<(), ApiError> {
-    match forwarder.fleet.status(&to.id).await? {
-        Some(NodeStatus::Live) => Ok(()),
-        _ => Err(ApiError::NodeLost(to.id.clone())),
+/// Node `id` at the address it announces (never one a record or another
+/// node's answer names); 503 `node_lost` for a node silent past the loss
+/// timeout (or forgotten).
+async fn live(forwarder: &Forwarder, id: &str) -> Result<NodeRef, ApiError> {
+    match forwarder.fleet.node(id).await? {
+        Some((node, NodeStatus::Live)) => Ok(NodeRef {
+            id: node.node_id,
+            addr: Some(node.addr),
+        }),
+        _ => Err(ApiError::NodeLost(id.to_string())),
     }
+}
+
+/// The requests whose session may be on another node that the handler alone
+/// finds (besides `/sessions/{id}/…`): those naming it in their body, an
+/// execution or a context. Others (health, MCP, snapshots, nodes) are served here.
+fn forwardable(method: &axum::http::Method, path: &str) -> bool {
+    names_session_in_body(method, path) || path.starts_with("/executions/") || path.starts_with("/contexts/")
 }
 
 /// The caller, authenticated and admitted once per request.

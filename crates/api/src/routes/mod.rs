@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::scrape))
         .route("/openapi.json", get(openapi::document))
         .route("/nodes", get(nodes::list))
+        .route("/nodes/{node_id}/drain", axum::routing::put(nodes::drain))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -1,12 +1,14 @@
-//! `GET /nodes`: the nodes sharing this store (operators only).
+//! `GET /nodes`: the nodes sharing this store; `PUT /nodes/{id}/drain`:
+//! drain one (operators only).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use brig_core::node::{NodeStatus, Registry};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::json::ApiJson;
 use crate::state::AppState;
 
 /// A node as the registry sees it.
@@ -23,6 +25,9 @@ pub struct NodeView {
     pub sessions: u64,
     pub max_sessions: u64,
     pub runtimes: Vec<String>,
+    /// Drained: it takes no new sessions, and its sessions are suspended to
+    /// resume on other nodes.
+    pub draining: bool,
     /// Whether this is the node that answered.
     pub this_node: bool,
 }
@@ -67,10 +72,54 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
             sessions: seen.sessions,
             max_sessions: seen.max_sessions,
             runtimes: seen.runtimes,
+            draining: seen.draining,
         })
         .collect();
     Ok(Json(NodeList {
         node_id: Some(node.id.clone()),
         nodes,
+    }))
+}
+
+/// `PUT /nodes/{node_id}/drain`'s body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    /// `true` drains the node; `false` lifts its drain.
+    pub drain: bool,
+}
+
+/// A node's drain, as set.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DrainView {
+    pub node_id: String,
+    pub draining: bool,
+}
+
+#[utoipa::path(put, path = "/nodes/{node_id}/drain", operation_id = "drainNode", tag = "health", security(("api_key" = []), ("bearer" = [])),
+    params(("node_id" = String, Path)),
+    request_body = DrainBody,
+    responses((status = 200, description = "Drained (within a heartbeat it takes no new sessions and suspends its own, which resume on other nodes), or no longer; for the admin role", body = DrainView)))]
+pub async fn drain(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(node_id): Path<String>,
+    ApiJson(body): ApiJson<DrainBody>,
+) -> Result<Json<DrainView>, ApiError> {
+    if !state.rules.current().has_role(principal.caller(), "admin") {
+        return Err(ApiError::AdminOnly);
+    }
+    let Some(node) = &state.config.node else {
+        return Err(ApiError::NotFound("node"));
+    };
+    let registry = Registry::new(state.sessions.store().clone(), node.loss_after);
+    if !registry.nodes().await?.iter().any(|(seen, _)| seen.node_id == node_id) {
+        return Err(ApiError::NotFound("node"));
+    }
+    registry.set_draining(&node_id, body.drain).await?;
+    tracing::info!(node = %node_id, drain = body.drain, by = %principal.id, "node drain set");
+    Ok(Json(DrainView {
+        node_id,
+        draining: body.drain,
     }))
 }

@@ -70,6 +70,7 @@ pub struct ErrorBody {
         generate::generate,
         generate::generate_and_execute,
         nodes::list,
+        nodes::drain,
         health::health,
         health::ready,
         mcp,

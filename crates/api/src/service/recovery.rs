@@ -89,7 +89,11 @@ impl Recovery {
         let Ok(id) = SessionId::parse(&record.session_id) else {
             return;
         };
-        match self.sessions.adopt(&record.owner, &id, lost, &self.snapshots).await {
+        match self
+            .sessions
+            .adopt(&record.owner, &id, lost, &self.snapshots, &self.registry)
+            .await
+        {
             Ok(Some(adopted)) => {
                 recovered.sessions += 1;
                 let from_snapshot = adopted.restored.is_some();

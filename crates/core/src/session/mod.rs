@@ -803,13 +803,19 @@ impl Sessions {
         id: &SessionId,
         lost: &str,
         snapshots: &crate::snapshot::SnapshotStore,
+        registry: &crate::node::Registry,
     ) -> Result<Option<Adopted>, SessionError> {
         let token = random_token();
         if self.node.is_none() || !self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
             return Ok(None);
         }
         let adopted = self
-            .holding(owner, id, &token, self.adopt_locked(owner, id, lost, snapshots))
+            .holding(
+                owner,
+                id,
+                &token,
+                self.adopt_locked(owner, id, lost, snapshots, registry),
+            )
             .await;
         let _ = self.store.unlock(owner, id, &token).await;
         adopted
@@ -821,11 +827,17 @@ impl Sessions {
         id: &SessionId,
         lost: &str,
         snapshots: &crate::snapshot::SnapshotStore,
+        registry: &crate::node::Registry,
     ) -> Result<Option<Adopted>, SessionError> {
         let Some(record) = self.store.get(owner, id).await? else {
             return Ok(None);
         };
         if record.node.as_deref() != Some(lost) || record.is_parked() {
+            return Ok(None);
+        }
+        // Looked at again under the lock: a node that beat meanwhile (slow,
+        // not gone) keeps its sessions.
+        if registry.status(lost).await? == Some(crate::node::NodeStatus::Live) {
             return Ok(None);
         }
         let ttl = time_left(&record);
@@ -858,16 +870,18 @@ impl Sessions {
             }
         };
         // Not ready until its workspace is back: commands wait for the lock.
+        // (No snapshot id in it: those name the suspended shelf's; a node
+        // that dies midway leaves it to the next adopter, which starts over.)
         let pending = SessionRecord {
             container: None,
             suspended: Some(Suspension {
-                snapshot_id: latest.clone(),
+                snapshot_id: None,
                 since_ms: now,
                 resuming: true,
             }),
             node: self.node.clone(),
             node_addr: self.node_addr.clone(),
-            ..record
+            ..record.clone()
         };
         self.store.replace(&pending, ttl).await?;
         let made = async {
@@ -893,6 +907,13 @@ impl Sessions {
                 suspended: None,
                 ..made
             };
+            // Deleted meanwhile (delete does not wait for the lock): it stays so.
+            if self.store.get(owner, id).await?.is_none() {
+                if let Some(container) = ready.container() {
+                    let _ = self.runtime.remove(container).await;
+                }
+                return Err(SessionError::NotFound);
+            }
             self.store.replace(&ready, ttl).await?;
             Ok::<_, SessionError>(Adopted {
                 record: ready,
@@ -902,9 +923,13 @@ impl Sessions {
         .await;
         match made {
             Ok(adopted) => Ok(Some(adopted)),
+            Err(SessionError::NotFound) => Ok(None),
             Err(err) => {
-                // No half-adopted session: the next request starts it anew.
-                let _ = self.store.delete(owner, id).await;
+                // No half-adopted session: it is the lost node's again, for
+                // the next pass (here or on another node) to try.
+                if self.store.get(owner, id).await?.is_some() {
+                    let _ = self.store.replace(&record, ttl).await;
+                }
                 Err(err)
             }
         }

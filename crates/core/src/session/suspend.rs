@@ -394,6 +394,24 @@ impl Sessions {
         sweep
     }
 
+    /// Suspends every active session of this node (a drain): each keeps its
+    /// expiry, and moves to whichever node uses it next. One running a
+    /// command is left for the next pass.
+    pub async fn suspend_all(&self) -> Sweep {
+        let mut sweep = Sweep::default();
+        let records = match self.store.list_all().await {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::warn!(%err, "listing sessions to drain failed");
+                sweep.errors += 1;
+                return sweep;
+            }
+        };
+        let ours = (records.iter()).filter(|r| self.node.is_some() && self.owns(r) && r.is_ready());
+        self.suspend_each(ours, Keep::Expiry, &mut sweep).await;
+        sweep
+    }
+
     /// Suspends each of `records` in turn, counting what came of it in `sweep`.
     async fn suspend_each<'a>(&self, records: impl Iterator<Item = &'a SessionRecord>, keep: Keep, sweep: &mut Sweep) {
         for record in records {
