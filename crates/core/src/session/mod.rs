@@ -872,8 +872,10 @@ impl Sessions {
         // Not ready until its workspace is back: commands wait for the lock.
         // (No snapshot id in it: those name the suspended shelf's; a node
         // that dies midway leaves it to the next adopter, which starts over.)
+        // Its workspace is made now: so says its creation time.
         let pending = SessionRecord {
             container: None,
+            created_at_ms: now,
             suspended: Some(Suspension {
                 snapshot_id: None,
                 since_ms: now,
