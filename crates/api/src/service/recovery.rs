@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brig_core::node::{NodeStatus, Registry};
-use brig_core::session::{SessionId, SessionRecord, Sessions};
+use brig_core::session::{LostNode, SessionId, SessionRecord, Sessions};
 use brig_core::snapshot::SnapshotStore;
 
 /// Sessions one node recreates per pass, so that a pass stays short (the
@@ -89,11 +89,12 @@ impl Recovery {
         let Ok(id) = SessionId::parse(&record.session_id) else {
             return;
         };
-        match self
-            .sessions
-            .adopt(&record.owner, &id, lost, &self.snapshots, &self.registry)
-            .await
-        {
+        let from = LostNode {
+            node: lost,
+            snapshots: &self.snapshots,
+            registry: &self.registry,
+        };
+        match self.sessions.adopt(&record.owner, &id, &from).await {
             Ok(Some(adopted)) => {
                 recovered.sessions += 1;
                 let from_snapshot = adopted.restored.is_some();

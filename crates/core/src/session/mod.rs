@@ -155,6 +155,16 @@ fn ready_container(record: &SessionRecord) -> Result<String, SessionError> {
     })
 }
 
+/// A node that stopped heartbeating, as [`Sessions::adopt`] takes its
+/// sessions: its id, where the sessions' snapshots are, and the registry to
+/// look at it again.
+#[derive(Clone, Copy)]
+pub struct LostNode<'a> {
+    pub node: &'a str,
+    pub snapshots: &'a crate::snapshot::SnapshotStore,
+    pub registry: &'a crate::node::Registry,
+}
+
 /// A lost node's session, taken over by this node ([`Sessions::adopt`]).
 #[derive(Debug)]
 pub struct Adopted {
@@ -801,21 +811,14 @@ impl Sessions {
         &self,
         owner: &Owner,
         id: &SessionId,
-        lost: &str,
-        snapshots: &crate::snapshot::SnapshotStore,
-        registry: &crate::node::Registry,
+        from: &LostNode<'_>,
     ) -> Result<Option<Adopted>, SessionError> {
         let token = random_token();
         if self.node.is_none() || !self.store.try_lock(owner, id, &token, CREATION_LOCK_TTL).await? {
             return Ok(None);
         }
         let adopted = self
-            .holding(
-                owner,
-                id,
-                &token,
-                self.adopt_locked(owner, id, lost, snapshots, registry),
-            )
+            .holding(owner, id, &token, self.adopt_locked(owner, id, from))
             .await;
         let _ = self.store.unlock(owner, id, &token).await;
         adopted
@@ -825,10 +828,13 @@ impl Sessions {
         &self,
         owner: &Owner,
         id: &SessionId,
-        lost: &str,
-        snapshots: &crate::snapshot::SnapshotStore,
-        registry: &crate::node::Registry,
+        from: &LostNode<'_>,
     ) -> Result<Option<Adopted>, SessionError> {
+        let LostNode {
+            node: lost,
+            snapshots,
+            registry,
+        } = *from;
         let Some(record) = self.store.get(owner, id).await? else {
             return Ok(None);
         };

@@ -378,6 +378,22 @@ impl Sessions {
     /// `SESSION_EXPIRY=suspend` pass, run more often than `lead`), skipping
     /// those running a command (each command refreshes its session anyway).
     pub async fn suspend_expiring(&self, lead: Duration) -> Sweep {
+        let horizon = Utc::now().timestamp_millis() + lead.as_millis() as i64;
+        self.suspend_own(|r| r.expires_at_ms <= horizon, Keep::Retention).await
+    }
+
+    /// Suspends every active session of this node (a drain): each keeps its
+    /// expiry, and moves to whichever node uses it next. One running a
+    /// command is left for the next pass.
+    pub async fn suspend_all(&self) -> Sweep {
+        if self.node.is_none() {
+            return Sweep::default();
+        }
+        self.suspend_own(|_| true, Keep::Expiry).await
+    }
+
+    /// Suspends this node's active sessions that `pick` picks.
+    async fn suspend_own(&self, pick: impl Fn(&SessionRecord) -> bool, keep: Keep) -> Sweep {
         let mut sweep = Sweep::default();
         let records = match self.store.list_all().await {
             Ok(records) => records,
@@ -387,28 +403,9 @@ impl Sessions {
                 return sweep;
             }
         };
-        let horizon = Utc::now().timestamp_millis() + lead.as_millis() as i64;
         // Each node suspends its own sessions: another's workspace is in another engine.
-        let expiring = (records.iter()).filter(|r| self.owns(r) && r.is_ready() && r.expires_at_ms <= horizon);
-        self.suspend_each(expiring, Keep::Retention, &mut sweep).await;
-        sweep
-    }
-
-    /// Suspends every active session of this node (a drain): each keeps its
-    /// expiry, and moves to whichever node uses it next. One running a
-    /// command is left for the next pass.
-    pub async fn suspend_all(&self) -> Sweep {
-        let mut sweep = Sweep::default();
-        let records = match self.store.list_all().await {
-            Ok(records) => records,
-            Err(err) => {
-                tracing::warn!(%err, "listing sessions to drain failed");
-                sweep.errors += 1;
-                return sweep;
-            }
-        };
-        let ours = (records.iter()).filter(|r| self.node.is_some() && self.owns(r) && r.is_ready());
-        self.suspend_each(ours, Keep::Expiry, &mut sweep).await;
+        let picked = (records.iter()).filter(|r| self.owns(r) && r.is_ready() && pick(r));
+        self.suspend_each(picked, keep, &mut sweep).await;
         sweep
     }
 

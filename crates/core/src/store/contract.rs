@@ -493,50 +493,25 @@ async fn a_command_begins_and_ends_with_one_call_each(store: &dyn SessionStore) 
     }
     let kept = store.get(&alice, &sid("n")).await.unwrap().unwrap();
     assert!(kept.expires_at_ms <= now_ms() + 5_000, "refreshed by another node");
-    let ours = store
-        .begin_command(
-            &alice,
-            &sid("n"),
-            TTL,
-            &CommandStart {
-                node: Some("n1"),
-                ..start("t5", "a")
-            },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let alice_ref = &alice;
+    let as_n1 = |session: &'static str, token: &'static str| async move {
+        let start = CommandStart {
+            node: Some("n1"),
+            ..start(token, "a")
+        };
+        store
+            .begin_command(alice_ref, &sid(session), TTL, &start)
+            .await
+            .unwrap()
+    };
+    let ours = as_n1("n", "t5").await.unwrap();
     assert!(ours.leased && store.command_running("c9").await.unwrap());
-    let from_single_host = store
-        .begin_command(
-            &alice,
-            &sid("s2"),
-            TTL,
-            &CommandStart {
-                node: Some("n1"),
-                ..start("t6", "a")
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(from_single_host, None, "no record");
+    assert_eq!(as_n1("s2", "t6").await, None, "no record");
     store
         .replace(&record(&alice, "s2", "c8"), Duration::from_secs(5))
         .await
         .unwrap();
-    let single = store
-        .begin_command(
-            &alice,
-            &sid("s2"),
-            TTL,
-            &CommandStart {
-                node: Some("n1"),
-                ..start("t7", "a")
-            },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let single = as_n1("s2", "t7").await.unwrap();
     assert!(!single.leased && !store.command_running("c8").await.unwrap());
 }
 
