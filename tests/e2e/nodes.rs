@@ -194,6 +194,8 @@ impl Fleet {
                 ("NODE_HEARTBEAT_SECONDS", "1"),
                 ("NODE_LOSS_SECONDS", "4"),
                 ("BRIG_NODE_SECRET", SECRET),
+                // Every node's SNAPSHOT_DIR is the instance's one directory on this machine.
+                ("SNAPSHOT_DIR_SHARED", "true"),
                 ("ALLOWED_COMMANDS", "id,echo,cat,sh,sleep"),
             ],
         )

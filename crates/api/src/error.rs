@@ -94,6 +94,8 @@ pub enum ApiError {
     NodeUnreachable(String),
     /// A request signed as forwarded by another node whose signature does not hold (why).
     ForwardRefused(&'static str),
+    /// A drain that could not move sessions: each node keeps its own snapshots.
+    SnapshotsNotShared,
     /// An operators' endpoint, for principals with the `admin` role.
     AdminOnly,
     /// Stdin or a signal for an execution that has ended (or whose stdin is closed).
@@ -144,6 +146,7 @@ impl ApiError {
             CommandNotAllowed(_) | EgressNotAllowed(_) | AdminOnly => StatusCode::FORBIDDEN,
             WrongNode(_) => StatusCode::MISDIRECTED_REQUEST,
             NodeLost(_) | NodeUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SnapshotsNotShared => StatusCode::CONFLICT,
             ForwardRefused(_) => StatusCode::UNAUTHORIZED,
             PayloadTooLarge | FileTooLarge(_) | SnapshotQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -216,6 +219,7 @@ impl ApiError {
             SessionInUse => "session_in_use",
             WrongNode(_) => "wrong_node",
             NodeLost(_) => "node_lost",
+            SnapshotsNotShared => "snapshots_not_shared",
             NodeUnreachable(_) => "node_unreachable",
             ForwardRefused(_) => "forward_refused",
             AdminOnly => "admin_only",
@@ -267,6 +271,10 @@ impl ApiError {
             ),
             NodeUnreachable(why) => format!("the session's node could not be reached: {why}; retry shortly"),
             ForwardRefused(why) => format!("a forwarded request's node signature was refused: {why}"),
+            SnapshotsNotShared => "a drain moves sessions by suspending them on one node and resuming them on \
+                                   another: the nodes must share their snapshots (SNAPSHOT_STORE=s3, or a shared \
+                                   SNAPSHOT_DIR declared with SNAPSHOT_DIR_SHARED=true)"
+                .into(),
             AdminOnly => "for operators: a principal with the admin role (a token's role claim, or the policy \
                           file's api_key_roles)"
                 .into(),

@@ -149,14 +149,15 @@ impl AppState {
             .spawn_loop(remove_stale_agent_volumes(runtime, state.config.cleanup.interval));
         if let Some(node) = &state.config.node {
             let sandbox = &state.config.sandbox;
+            let runtimes: Vec<String> = std::iter::once(sandbox.runtime.clone())
+                .chain(sandbox.allowed_runtimes.iter().cloned())
+                .collect();
             let heartbeat = brig_core::node::Heartbeat {
                 registry: brig_core::node::Registry::new(state.sessions.store().clone(), node.loss_after),
                 config: node.clone(),
                 runtime: state.runtime.clone(),
                 max_sessions: u64::from(state.config.quota.total),
-                runtimes: std::iter::once(sandbox.runtime.clone())
-                    .chain(sandbox.allowed_runtimes.iter().cloned())
-                    .collect(),
+                runtimes: runtimes.clone(),
                 started_at_ms: chrono::Utc::now().timestamp_millis(),
             };
             state.shutdown.spawn_loop(heartbeat.run());
@@ -164,6 +165,7 @@ impl AppState {
                 state.sessions.clone(),
                 brig_core::node::Registry::new(state.sessions.store().clone(), node.loss_after),
                 state.snapshots.clone(),
+                runtimes,
             );
             state.shutdown.spawn_loop(recovery.run(node.heartbeat));
             state.shutdown.spawn_loop(drain(
@@ -381,12 +383,15 @@ async fn remove_stale_agent_volumes(runtime: Arc<DockerRuntime>, interval: std::
     }
 }
 
+/// Sessions a drained node suspends per heartbeat.
+const DRAIN_PER_PASS: usize = 32;
+
 /// Node mode: while this node is drained, its active sessions are suspended
 /// (each resumes on the node that uses it next), a pass every heartbeat.
 async fn drain(sessions: Arc<Sessions>, registry: brig_core::node::Registry, node: brig_core::config::NodeConfig) {
     loop {
         if registry.draining(&node.id).await.unwrap_or(false) {
-            let sweep = sessions.suspend_all().await;
+            let sweep = sessions.suspend_all(DRAIN_PER_PASS).await;
             if sweep != Default::default() {
                 tracing::info!(target: "brig::cleanup", suspended = sweep.suspended, busy = sweep.busy, errors = sweep.errors, "drained sessions suspended");
             }

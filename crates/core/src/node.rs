@@ -57,6 +57,10 @@ pub struct Announcement {
     /// that they resume elsewhere.
     #[serde(default)]
     pub draining: bool,
+    /// When its engine last answered (unix ms): a node whose engine has not
+    /// for a loss timeout takes no new sessions, though it still beats.
+    #[serde(default)]
+    pub engine_answered_at_ms: i64,
 }
 
 /// A node as the registry sees it now.
@@ -208,15 +212,6 @@ impl Fleet {
         Ok(self.nodes().await?.into_iter().find(|(node, _)| node.node_id == id))
     }
 
-    /// Whether node `id` said it is being drained (as of its last heartbeat).
-    pub async fn is_draining(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .nodes()
-            .await?
-            .iter()
-            .any(|(node, _)| node.node_id == id && node.draining))
-    }
-
     /// The status of node `id` (`None`: never heard of, or forgotten: as good as lost).
     pub async fn status(&self, id: &str) -> Result<Option<NodeStatus>, StoreError> {
         Ok(self
@@ -235,10 +230,14 @@ impl Fleet {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let placed = seen.as_mut().map(|seen| &mut seen.placed);
         let mut placed = placed.map(std::mem::take).unwrap_or_default();
+        let engine_since = Utc::now().timestamp_millis() - self.registry.loss_after.as_millis() as i64;
         let chosen = nodes
             .iter()
             .filter(|(node, status)| {
-                *status == NodeStatus::Live && !node.draining && node.runtimes.iter().any(|r| r == runtime)
+                *status == NodeStatus::Live
+                    && !node.draining
+                    && node.engine_answered_at_ms >= engine_since
+                    && node.runtimes.iter().any(|r| r == runtime)
             })
             .map(|(node, _)| (node, node.sessions + placed.get(&node.node_id).copied().unwrap_or(0)))
             .filter(|(node, load)| *load < node.max_sessions.max(1))
@@ -263,6 +262,15 @@ impl Fleet {
     }
 }
 
+/// What the heartbeat last learnt from its engine.
+#[derive(Debug, Default)]
+pub struct EngineSeen {
+    /// Sandboxes of sessions on it.
+    pub sessions: u64,
+    /// When it last answered (unix ms; 0: never).
+    pub answered_at_ms: i64,
+}
+
 /// This node's heartbeat: what it announces, made fresh each beat.
 pub struct Heartbeat {
     pub registry: Registry,
@@ -278,10 +286,11 @@ impl Heartbeat {
     /// is slow or failing does not stop the beat (the node is alive; its
     /// sessions' requests say what is wrong): `sessions` is then the last
     /// count, which the beat updates when the engine answers in time.
-    pub async fn beat(&self, sessions: &mut u64) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn beat(&self, engine: &mut EngineSeen) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         match tokio::time::timeout(self.config.heartbeat, self.runtime.list()).await {
             Ok(Ok(sandboxes)) => {
-                *sessions = sandboxes.iter().filter(|s| !self.runtime.is_spare(s)).count() as u64;
+                engine.sessions = sandboxes.iter().filter(|s| !self.runtime.is_spare(s)).count() as u64;
+                engine.answered_at_ms = Utc::now().timestamp_millis();
             }
             Ok(Err(err)) => {
                 tracing::warn!(node = %self.config.id, error = %err, "counting the node's sandboxes failed")
@@ -290,7 +299,7 @@ impl Heartbeat {
                 tracing::warn!(node = %self.config.id, "counting the node's sandboxes took longer than a heartbeat")
             }
         }
-        let sessions = *sessions;
+        let sessions = engine.sessions;
         let me = Announcement {
             node_id: self.config.id.clone(),
             addr: self.config.addr.clone(),
@@ -300,6 +309,7 @@ impl Heartbeat {
             max_sessions: self.max_sessions,
             runtimes: self.runtimes.clone(),
             draining: self.registry.draining(&self.config.id).await?,
+            engine_answered_at_ms: engine.answered_at_ms,
         };
         self.registry.announce(&me).await?;
         Ok(())
@@ -309,9 +319,9 @@ impl Heartbeat {
     /// task); a failed beat is logged, and the node is reported lost only if
     /// beats keep failing.
     pub async fn run(self) {
-        let mut sessions = 0;
+        let mut engine = EngineSeen::default();
         loop {
-            if let Err(err) = self.beat(&mut sessions).await {
+            if let Err(err) = self.beat(&mut engine).await {
                 tracing::warn!(node = %self.config.id, error = %err, "node heartbeat failed");
             }
             tokio::time::sleep(self.config.heartbeat).await;
@@ -334,6 +344,7 @@ mod tests {
             max_sessions: 100,
             runtimes: vec!["runc".into()],
             draining: false,
+            engine_answered_at_ms: heartbeat_at_ms,
         }
     }
 
@@ -375,7 +386,7 @@ mod tests {
         let fleet = Fleet::new(registry, Duration::from_secs(60));
         let place = || async { fleet.place("runc").await.unwrap().map(|node| node.id) };
         // b has 7 of 100 in use, a 5 of 10; c is lost; d lacks runc; e is drained.
-        assert!(fleet.is_draining("e").await.unwrap() && !fleet.is_draining("b").await.unwrap());
+        assert!(fleet.node("e").await.unwrap().unwrap().0.draining);
         assert_eq!(place().await.as_deref(), Some("b"));
         assert_eq!(fleet.place("runsc").await.unwrap().unwrap().id, "d");
         assert_eq!(fleet.place("kata").await.unwrap(), None);

@@ -124,6 +124,11 @@ async fn routed(
         if to.id == forwarder.signer.node {
             return Ok(response);
         }
+        // A node the registry never heard of (a single host's record): the
+        // 421 stands.
+        if forwarder.fleet.node(&to.id).await?.is_none() {
+            return Ok(response);
+        }
         let to = live(forwarder, &to.id).await?;
         response = forwarder.send(&to, &parts, Bytes::clone(&body).into()).await?;
     }
@@ -150,8 +155,8 @@ async fn plan(
     match sessions.store().get(&principal.owner(), &id).await? {
         // Suspended: anyone's to resume (the resume moves it there), unless
         // this node is being drained.
-        Some(record) if record.is_parked() => match forwarder.fleet.is_draining(me).await? {
-            true => place(state, forwarder, parts, runtime).await,
+        Some(record) if record.is_parked() => match forwarder.fleet.registry().draining(me).await? {
+            true => place(state, forwarder, parts, record.options.runtime.clone().or(runtime)).await,
             false => Ok(Plan::Here),
         },
         Some(record) => match &record.node {
@@ -165,8 +170,9 @@ async fn plan(
     }
 }
 
-/// A new session goes to the live node with the most room (this one when
-/// none has any: its own checks answer).
+/// A new (or resumed) session goes to the live node with the most room
+/// (this one when none has any: its own checks answer; unless this one is
+/// drained: 503 `capacity_exhausted`).
 async fn place(
     state: &AppState,
     forwarder: &Forwarder,
@@ -175,8 +181,10 @@ async fn place(
 ) -> Result<Plan, ApiError> {
     admitted(state, parts).await?;
     let runtime = runtime.unwrap_or_else(|| state.config.sandbox.runtime.clone());
+    let me = &forwarder.signer.node;
     match forwarder.fleet.place(&runtime).await? {
-        Some(node) if node.id != forwarder.signer.node => Ok(Plan::There(node)),
+        Some(node) if node.id != *me => Ok(Plan::There(node)),
+        _ if forwarder.fleet.registry().draining(me).await? => Err(ApiError::CapacityExhausted),
         _ => Ok(Plan::Here),
     }
 }

@@ -99,7 +99,10 @@ pub struct DrainView {
 #[utoipa::path(put, path = "/nodes/{node_id}/drain", operation_id = "drainNode", tag = "health", security(("api_key" = []), ("bearer" = [])),
     params(("node_id" = String, Path)),
     request_body = DrainBody,
-    responses((status = 200, description = "Drained (within a heartbeat it takes no new sessions and suspends its own, which resume on other nodes), or no longer; for the admin role", body = DrainView)))]
+    responses(
+        (status = 200, description = "Drained (within a heartbeat it takes no new sessions and suspends its own, which resume on other nodes), or no longer; for the admin role", body = DrainView),
+        (status = 409, description = "snapshots_not_shared: the nodes keep their snapshots apart, so sessions cannot move")
+    ))]
 pub async fn drain(
     State(state): State<AppState>,
     principal: Principal,
@@ -115,6 +118,9 @@ pub async fn drain(
     let registry = Registry::new(state.sessions.store().clone(), node.loss_after);
     if !registry.nodes().await?.iter().any(|(seen, _)| seen.node_id == node_id) {
         return Err(ApiError::NotFound("node"));
+    }
+    if body.drain && !state.config.snapshots.shared_between_nodes() {
+        return Err(ApiError::SnapshotsNotShared);
     }
     registry.set_draining(&node_id, body.drain).await?;
     tracing::info!(node = %node_id, drain = body.drain, by = %principal.id, "node drain set");

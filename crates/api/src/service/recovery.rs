@@ -15,6 +15,14 @@ use brig_core::snapshot::SnapshotStore;
 /// Sessions one node recreates per pass, so that a pass stays short (the
 /// others, and the next pass, take the rest).
 const PER_PASS: usize = 32;
+/// Tries per session on one node before it leaves the session to the others.
+const ATTEMPTS: u32 = 3;
+/// Sessions whose failures are remembered (then forgotten all at once).
+const MAX_FAILURES_KEPT: usize = 10_000;
+
+fn key(record: &SessionRecord) -> String {
+    format!("{}/{}", record.owner.as_str(), record.session_id)
+}
 
 pub struct Recovery {
     sessions: Arc<Sessions>,
@@ -23,6 +31,10 @@ pub struct Recovery {
     /// Lost nodes with nothing left to take, by the heartbeat they were lost
     /// at (a node that comes back and is lost again is looked at again).
     done: Mutex<HashMap<String, i64>>,
+    /// The OCI runtimes this node offers (the default first).
+    runtimes: Vec<String>,
+    /// Failed recreations here, by session.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 /// What a pass did.
@@ -34,12 +46,20 @@ pub struct Recovered {
 }
 
 impl Recovery {
-    pub fn new(sessions: Arc<Sessions>, registry: Registry, snapshots: Arc<SnapshotStore>) -> Self {
+    /// `runtimes`: what this node offers sessions, its default first.
+    pub fn new(
+        sessions: Arc<Sessions>,
+        registry: Registry,
+        snapshots: Arc<SnapshotStore>,
+        runtimes: Vec<String>,
+    ) -> Self {
         Recovery {
             sessions,
             registry,
             snapshots,
             done: Mutex::new(HashMap::new()),
+            runtimes,
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -89,6 +109,16 @@ impl Recovery {
         let Ok(id) = SessionId::parse(&record.session_id) else {
             return;
         };
+        // Left to a node that offers its runtime, and given up on here after
+        // a few failures (its image missing here, say).
+        let runtime = record.options.runtime.as_deref().unwrap_or(&self.runtimes[0]);
+        let failed = (self.failures.lock().unwrap_or_else(|p| p.into_inner()))
+            .get(&key(record))
+            .copied()
+            .unwrap_or(0);
+        if !self.runtimes.iter().any(|r| r == runtime) || failed >= ATTEMPTS {
+            return;
+        }
         let from = LostNode {
             node: lost,
             snapshots: &self.snapshots,
@@ -105,8 +135,13 @@ impl Recovery {
             }
             Ok(None) => {}
             Err(err) => {
-                tracing::warn!(%err, session = %id, lost, "recreating a lost node's session failed; it starts anew on its next request");
+                tracing::warn!(%err, session = %id, lost, "recreating a lost node's session failed; another pass (or node) tries again");
                 recovered.errors += 1;
+                let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                if failures.len() >= MAX_FAILURES_KEPT {
+                    failures.clear();
+                }
+                *failures.entry(key(record)).or_default() += 1;
             }
         }
     }

@@ -60,6 +60,18 @@ pub struct SnapshotConfig {
     /// before it recorded it) must be before it is removed (default 600: no
     /// suspend in flight takes that long to record its snapshot).
     pub sweep_after: Duration,
+    /// `SNAPSHOT_DIR_SHARED` (false): `SNAPSHOT_DIR` is the same directory
+    /// on every node (a shared mount), so a session suspended on one node
+    /// resumes on another.
+    pub dir_shared: bool,
+}
+
+impl SnapshotConfig {
+    /// Whether every node reads the snapshots any node writes (S3, or a
+    /// shared `SNAPSHOT_DIR`): what moving a session between nodes needs.
+    pub fn shared_between_nodes(&self) -> bool {
+        matches!(self.location, SnapshotLocation::S3(_)) || self.dir_shared
+    }
 }
 
 impl SnapshotConfig {
@@ -95,6 +107,11 @@ impl SnapshotConfig {
             }),
             suspended_retention: env.parse("SUSPENDED_RETENTION_SECONDS", Duration::from_secs(7 * 86400), seconds),
             sweep_after: env.parse("SUSPENDED_SWEEP_AFTER_SECONDS", Duration::from_secs(600), seconds),
+            dir_shared: env.parse("SNAPSHOT_DIR_SHARED", false, |raw| match raw {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err("must be true or false".into()),
+            }),
         }
     }
 }

@@ -933,9 +933,13 @@ impl Sessions {
             Ok(adopted) => Ok(Some(adopted)),
             Err(SessionError::NotFound) => Ok(None),
             Err(err) => {
-                // No half-adopted session: it is the lost node's again, for
-                // the next pass (here or on another node) to try.
-                if self.store.get(owner, id).await?.is_some() {
+                // No half-adopted session: its new container goes, and it is
+                // the lost node's again, for a later pass (here or on
+                // another node) to try.
+                if let Some(current) = self.store.get(owner, id).await? {
+                    if let Some(made) = current.container() {
+                        let _ = self.runtime.remove(made).await;
+                    }
                     let _ = self.store.replace(&record, ttl).await;
                 }
                 Err(err)

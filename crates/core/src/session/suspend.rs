@@ -379,21 +379,23 @@ impl Sessions {
     /// those running a command (each command refreshes its session anyway).
     pub async fn suspend_expiring(&self, lead: Duration) -> Sweep {
         let horizon = Utc::now().timestamp_millis() + lead.as_millis() as i64;
-        self.suspend_own(|r| r.expires_at_ms <= horizon, Keep::Retention).await
+        self.suspend_own(|r| r.expires_at_ms <= horizon, Keep::Retention, None)
+            .await
     }
 
-    /// Suspends every active session of this node (a drain): each keeps its
-    /// expiry, and moves to whichever node uses it next. One running a
-    /// command is left for the next pass.
-    pub async fn suspend_all(&self) -> Sweep {
+    /// Suspends the active sessions of this node (a drain), `per_pass` at
+    /// most: each keeps its expiry, and moves to whichever node uses it next.
+    /// One running a command is left alone (not held up) for a later pass.
+    pub async fn suspend_all(&self, per_pass: usize) -> Sweep {
         if self.node.is_none() {
             return Sweep::default();
         }
-        self.suspend_own(|_| true, Keep::Expiry).await
+        self.suspend_own(|_| true, Keep::Expiry, Some(per_pass)).await
     }
 
-    /// Suspends this node's active sessions that `pick` picks.
-    async fn suspend_own(&self, pick: impl Fn(&SessionRecord) -> bool, keep: Keep) -> Sweep {
+    /// Suspends this node's active sessions that `pick` picks; with
+    /// `idle_only`, at most that many, and only those running no command.
+    async fn suspend_own(&self, pick: impl Fn(&SessionRecord) -> bool, keep: Keep, idle_only: Option<usize>) -> Sweep {
         let mut sweep = Sweep::default();
         let records = match self.store.list_all().await {
             Ok(records) => records,
@@ -404,8 +406,21 @@ impl Sessions {
             }
         };
         // Each node suspends its own sessions: another's workspace is in another engine.
-        let picked = (records.iter()).filter(|r| self.owns(r) && r.is_ready() && pick(r));
-        self.suspend_each(picked, keep, &mut sweep).await;
+        let mut picked = Vec::new();
+        for record in (records.iter()).filter(|r| self.owns(r) && r.is_ready() && pick(r)) {
+            if let Some(most) = idle_only {
+                if picked.len() >= most {
+                    break;
+                }
+                let container = record.container().unwrap_or_default();
+                if self.store.command_running(container).await.unwrap_or(true) {
+                    sweep.busy += 1;
+                    continue;
+                }
+            }
+            picked.push(record);
+        }
+        self.suspend_each(picked.into_iter(), keep, &mut sweep).await;
         sweep
     }
 

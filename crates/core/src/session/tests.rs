@@ -293,6 +293,7 @@ mod suspension {
             expiry: crate::config::SessionExpiry::Suspend,
             suspended_retention: RETENTION,
             sweep_after: Duration::from_secs(600),
+            dir_shared: false,
         });
         Shelf { dir, store }
     }

@@ -387,6 +387,7 @@ mod tests {
             expiry: crate::config::SessionExpiry::Delete,
             suspended_retention: Duration::from_secs(60),
             sweep_after: Duration::from_secs(60),
+            dir_shared: false,
         }
     }
 
