@@ -8,10 +8,12 @@
 //! `/executions`, `POST /sessions`, `/generate-and-execute`). Requests that
 //! name an execution or a context run here first: when the session turns out
 //! to live elsewhere (421 `wrong_node`, naming its node), they are sent on.
-//! So is any request whose session moved under it, up to [`MAX_HOPS`].
+//! So is any such request (kept whole: not those under `/sessions/{id}/…`,
+//! whose bodies stream) whose session moved under it, up to [`MAX_HOPS`].
 //!
-//! The hop is plain HTTP(S) to the owner's `BRIG_NODE_ADDR`, bodies and
-//! answers streamed both ways (SSE passes through as it comes). It carries
+//! The hop is plain HTTP(S) to the address the owner announces in the
+//! registry, bodies and answers streamed both ways (SSE and the attach
+//! WebSocket pass through as they come). It carries
 //! the client's own credentials (each node authenticates the caller; the
 //! entry node alone charges its rate limit) and a signature over the method,
 //! the path, both node ids, a timestamp, a nonce and the credentials: see
