@@ -272,8 +272,8 @@ impl Forwarder {
     async fn lost(&self, id: &str) {
         loop {
             tokio::time::sleep(LOSS_WATCH).await;
-            if let Ok(status) = self.fleet.status(id).await {
-                if status != Some(brig_core::node::NodeStatus::Live) {
+            if let Ok(node) = self.fleet.node(id).await {
+                if node.is_none_or(|(_, status)| status != brig_core::node::NodeStatus::Live) {
                     return;
                 }
             }

@@ -70,6 +70,14 @@ pub struct AppState {
     pub forwarder: Option<Arc<crate::forward::Forwarder>>,
 }
 
+impl AppState {
+    /// Node mode: the registry of the nodes sharing the store (the one the
+    /// forwarder reads); `None` on a single host.
+    pub fn registry(&self) -> Option<&brig_core::node::Registry> {
+        self.forwarder.as_ref().map(|forwarder| forwarder.fleet.registry())
+    }
+}
+
 impl FromRef<AppState> for Arc<Authenticator> {
     fn from_ref(state: &AppState) -> Self {
         state.auth.clone()
@@ -147,13 +155,13 @@ impl AppState {
         state
             .shutdown
             .spawn_loop(remove_stale_agent_volumes(runtime, state.config.cleanup.interval));
-        if let Some(node) = &state.config.node {
+        if let (Some(node), Some(registry)) = (&state.config.node, state.registry().cloned()) {
             let sandbox = &state.config.sandbox;
             let runtimes: Vec<String> = std::iter::once(sandbox.runtime.clone())
                 .chain(sandbox.allowed_runtimes.iter().cloned())
                 .collect();
             let heartbeat = brig_core::node::Heartbeat {
-                registry: brig_core::node::Registry::new(state.sessions.store().clone(), node.loss_after),
+                registry: registry.clone(),
                 config: node.clone(),
                 runtime: state.runtime.clone(),
                 max_sessions: u64::from(state.config.quota.total),
@@ -163,16 +171,14 @@ impl AppState {
             state.shutdown.spawn_loop(heartbeat.run());
             let recovery = crate::service::recovery::Recovery::new(
                 state.sessions.clone(),
-                brig_core::node::Registry::new(state.sessions.store().clone(), node.loss_after),
+                registry.clone(),
                 state.snapshots.clone(),
                 runtimes,
             );
             state.shutdown.spawn_loop(recovery.run(node.heartbeat));
-            state.shutdown.spawn_loop(drain(
-                state.sessions.clone(),
-                brig_core::node::Registry::new(state.sessions.store().clone(), node.loss_after),
-                node.clone(),
-            ));
+            state
+                .shutdown
+                .spawn_loop(drain(state.sessions.clone(), registry, node.clone()));
         }
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.

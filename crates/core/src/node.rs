@@ -212,16 +212,6 @@ impl Fleet {
         Ok(self.nodes().await?.into_iter().find(|(node, _)| node.node_id == id))
     }
 
-    /// The status of node `id` (`None`: never heard of, or forgotten: as good as lost).
-    pub async fn status(&self, id: &str) -> Result<Option<NodeStatus>, StoreError> {
-        Ok(self
-            .nodes()
-            .await?
-            .into_iter()
-            .find(|(node, _)| node.node_id == id)
-            .map(|(_, status)| status))
-    }
-
     /// Where a new session with OCI runtime `runtime` goes: the live node
     /// offering it with the lowest share of its `max_sessions` in use (ties:
     /// the fewest sessions, then the id); `None` when no live node has room.
@@ -399,7 +389,7 @@ mod tests {
             to_b, 43,
             "b fills to 50 of 100, a's share (5 of 10), which wins the tie"
         );
-        assert_eq!(fleet.status("c").await.unwrap(), Some(NodeStatus::Lost));
-        assert_eq!(fleet.status("zz").await.unwrap(), None);
+        assert_eq!(fleet.node("c").await.unwrap().unwrap().1, NodeStatus::Lost);
+        assert!(fleet.node("zz").await.unwrap().is_none());
     }
 }

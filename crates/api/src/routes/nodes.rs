@@ -3,13 +3,21 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use brig_core::node::{NodeStatus, Registry};
+use brig_core::node::NodeStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
+
+/// These endpoints are for principals with the `admin` role (403 `admin_only`).
+fn admin_only(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
+    match state.rules.current().has_role(principal.caller(), "admin") {
+        true => Ok(()),
+        false => Err(ApiError::AdminOnly),
+    }
+}
 
 /// A node as the registry sees it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -44,16 +52,13 @@ pub struct NodeList {
 #[utoipa::path(get, path = "/nodes", operation_id = "listNodes", tag = "health", security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "The nodes sharing this store, by id (none on a single host); for the admin role", body = NodeList)))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<NodeList>, ApiError> {
-    if !state.rules.current().has_role(principal.caller(), "admin") {
-        return Err(ApiError::AdminOnly);
-    }
-    let Some(node) = &state.config.node else {
+    admin_only(&state, &principal)?;
+    let (Some(node), Some(registry)) = (&state.config.node, state.registry()) else {
         return Ok(Json(NodeList {
             node_id: None,
             nodes: Vec::new(),
         }));
     };
-    let registry = Registry::new(state.sessions.store().clone(), node.loss_after);
     let now = chrono::Utc::now().timestamp_millis();
     let nodes = registry
         .nodes()
@@ -109,13 +114,10 @@ pub async fn drain(
     Path(node_id): Path<String>,
     ApiJson(body): ApiJson<DrainBody>,
 ) -> Result<Json<DrainView>, ApiError> {
-    if !state.rules.current().has_role(principal.caller(), "admin") {
-        return Err(ApiError::AdminOnly);
-    }
-    let Some(node) = &state.config.node else {
+    admin_only(&state, &principal)?;
+    let Some(registry) = state.registry() else {
         return Err(ApiError::NotFound("node"));
     };
-    let registry = Registry::new(state.sessions.store().clone(), node.loss_after);
     if !registry.nodes().await?.iter().any(|(seen, _)| seen.node_id == node_id) {
         return Err(ApiError::NotFound("node"));
     }

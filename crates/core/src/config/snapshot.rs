@@ -72,9 +72,7 @@ impl SnapshotConfig {
     pub fn shared_between_nodes(&self) -> bool {
         matches!(self.location, SnapshotLocation::S3(_)) || self.dir_shared
     }
-}
 
-impl SnapshotConfig {
     pub(super) fn from(env: &mut Env<'_>) -> Self {
         let local = env.get("SNAPSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| {
             let data = env
