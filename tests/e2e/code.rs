@@ -64,18 +64,22 @@ async fn python_and_sh_code_run_in_a_session_with_its_own_image_and_limits() {
     assert_eq!(missing.status, StatusCode::OK);
     assert_eq!(missing.body["exit_code"], 127, "{:?}", missing.body);
 
-    // A lower limit is honoured; one below what the tmpfs mounts need is raised to that.
+    // A lower limit is honoured; one below what the tmpfs mounts need is
+    // raised to that, CPUs to a tenth.
     let small = call(
         &api,
         Method::POST,
         "/sessions",
         ALICE_KEY,
-        Some(json!({"session_id": "small", "memory_limit": "1m"})),
+        Some(json!({"session_id": "small", "memory_limit": "1m", "cpu_limit": 0.01})),
     )
     .await;
     let floor = small.body["memory_limit"].as_i64().unwrap();
     assert!(floor > 200 << 20 && floor < 256 << 20, "{:?}", small.body);
+    assert_eq!(small.body["cpu_limit"], 0.1);
     assert_eq!(small.body["image"], test_image());
+    let container = session_containers(&api.instance, "small");
+    assert_eq!(docker_inspect(&container[0], "{{.HostConfig.NanoCpus}}"), "100000000");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -315,9 +315,10 @@ async fn another_replica_streams_too_and_strangers_get_404() {
 /// client to retry (schemathesis found it, racing its own DELETE).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_cut_by_the_deletion_of_its_session_is_not_found() {
-    let api = BrigApi::start(&[("SESSION_STORE", "memory")]);
-    // A hundredth of a CPU: the agent's exec takes a second or more to start.
-    let body = serde_json::json!({"session_id": "slow", "cpu_limit": 0.01});
+    // A hundredth of a CPU (an operator's limit; a session cannot ask for
+    // less than a tenth): the agent's exec takes a second or more to start.
+    let api = BrigApi::start(&[("SESSION_STORE", "memory"), ("CONTAINER_CPU_LIMIT", "0.01")]);
+    let body = serde_json::json!({"session_id": "slow"});
     let created = call(&api, reqwest::Method::POST, "/sessions", ALICE_KEY, Some(body)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     let archive = {

@@ -175,7 +175,7 @@ pub struct CreateSessionBody {
     pub session_id: Option<String>,
     /// Like `CONTAINER_MEM_LIMIT` (`200m`); clamped to it.
     pub memory_limit: Option<String>,
-    /// CPUs; clamped to `CONTAINER_CPU_LIMIT`.
+    /// CPUs; clamped to `CONTAINER_CPU_LIMIT`, and raised to 0.1.
     pub cpu_limit: Option<f64>,
     /// `CONTAINER_IMAGE` or one of `ALLOWED_IMAGES`.
     pub image: Option<String>,

@@ -192,6 +192,13 @@ fn is_runtime_name(name: &str) -> bool {
 }
 
 /// Why a session's requested image, runtime or limits were refused.
+/// The fewest CPUs a session may ask for (unless `CONTAINER_CPU_LIMIT` is
+/// lower): a tenth. brig's own work in a session (every file transfer,
+/// snapshot, suspend and resume) starts an engine exec whose runc set-up is
+/// charged to the session's cgroup; at a hundredth of a CPU each took seconds
+/// (over ten under load), holding the session's lock.
+pub const MIN_SESSION_NANO_CPUS: i64 = 100_000_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionsError {
     #[error("image {0:?} is not in ALLOWED_IMAGES")]
@@ -207,7 +214,8 @@ pub enum OptionsError {
 impl SandboxConfig {
     /// A session's own image and limits: the image must be the default or in
     /// `ALLOWED_IMAGES`; memory and CPUs are clamped to the configured limits
-    /// (the maxima) and memory to what the tmpfs mounts need (the minimum).
+    /// (the maxima), memory to what the tmpfs mounts need and CPUs to
+    /// [`MIN_SESSION_NANO_CPUS`] (the minima).
     pub fn session_options(
         &self,
         image: Option<&str>,
@@ -241,7 +249,8 @@ impl SandboxConfig {
             None => None,
             Some(cpus) if cpus.is_finite() && cpus > 0.0 => {
                 let max = (self.cpus * 1e9) as i64;
-                Some(((cpus * 1e9) as i64).clamp(10_000_000, max)).filter(|n| *n != max)
+                let floor = MIN_SESSION_NANO_CPUS.min(max);
+                Some(((cpus * 1e9) as i64).clamp(floor, max)).filter(|n| *n != max)
             }
             Some(_) => return Err(OptionsError::Cpu),
         };
@@ -253,5 +262,37 @@ impl SandboxConfig {
             egress: Vec::new(),
             env: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus(config: &SandboxConfig, asked: f64) -> Option<i64> {
+        config.session_options(None, None, None, Some(asked)).unwrap().nano_cpus
+    }
+
+    #[test]
+    fn a_session_gets_at_least_a_tenth_of_a_cpu_and_at_most_the_configured_limit() {
+        let config = SandboxConfig::default();
+        assert_eq!(cpus(&config, 0.01), Some(100_000_000));
+        assert_eq!(cpus(&config, 0.1), Some(100_000_000));
+        assert_eq!(cpus(&config, 0.5), Some(500_000_000));
+        // The configured limit is the default: nothing of the session's own.
+        assert_eq!(cpus(&config, 1.0), None);
+        assert_eq!(cpus(&config, 64.0), None);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                config.session_options(None, None, None, Some(bad)),
+                Err(OptionsError::Cpu)
+            );
+        }
+        // An operator's limit below the floor is the floor.
+        let small = SandboxConfig {
+            cpus: 0.05,
+            ..SandboxConfig::default()
+        };
+        assert_eq!(cpus(&small, 0.01), None);
     }
 }
