@@ -173,6 +173,10 @@ impl Fleet {
             assert!(save.wait().unwrap().success(), "docker save {image}");
             assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
         }
+        sh(
+            "docker",
+            &["-H", &fleet.hosts[1].socket(), "tag", &test_image(), OTHER_IMAGE],
+        );
         fleet
     }
 
@@ -197,6 +201,9 @@ impl Fleet {
                 // Every node's SNAPSHOT_DIR is the instance's one directory on this machine.
                 ("SNAPSHOT_DIR_SHARED", "true"),
                 ("ALLOWED_COMMANDS", "id,echo,cat,sh,sleep"),
+                // Only n1's engine holds it (see `Fleet::new`).
+                ("ALLOWED_IMAGES", OTHER_IMAGE),
+                ("MAX_SESSIONS_PER_USER", "100"),
             ],
         )
     }
@@ -285,6 +292,19 @@ impl Drop for Fleet {
 }
 
 const SECRET: &str = "fleet-secret-0123456789abcdef0123456789";
+
+/// An image sessions may ask for that only n1's engine holds.
+const OTHER_IMAGE: &str = "brig-sandbox-other:latest";
+
+/// Node `id` in a `GET /nodes` answer.
+fn node_in<'a>(seen: &'a Value, id: &str) -> &'a Value {
+    seen["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .unwrap()
+}
 
 fn admin() -> String {
     jwt(json!({"sub": "operator", "roles": ["admin"], "exp": unix_now() + 600}))
@@ -398,8 +418,10 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(refused.body["error"], "admin_only");
 
-    // Placement: six new sessions, all asked of n0, spread over the nodes.
-    let sessions: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    // Placement: nine new sessions, all asked of n0, spread over the nodes
+    // (best of two: once the others hold one, a node left out is one never
+    // drawn, (1/3)^8: about one run in two thousand).
+    let sessions: Vec<String> = (0..9).map(|i| format!("s{i}")).collect();
     for session in &sessions {
         let ran = run_via(&nodes[0], session, "echo hello").await;
         assert_eq!(ran.body["stdout"], "hello\n");
@@ -412,6 +434,50 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
         instance_containers(&instance).is_empty(),
         "this machine's engine holds none"
     );
+
+    // Capacity: each node announces its host's memory and CPUs, what its
+    // sandboxes' limits add up to (256 MiB each by default), and its images.
+    let counted: Vec<u64> = (0..3)
+        .map(|i| fleet.hosts[i].containers(&instance).len() as u64)
+        .collect();
+    let seen = nodes_until(&nodes[2], Duration::from_secs(10), "every sandbox counted", |seen| {
+        (0..3).all(|i| node_in(seen, &format!("n{i}"))["memory_committed"] == counted[i] * (256 << 20))
+    })
+    .await;
+    for (i, &count) in counted.iter().enumerate() {
+        let node = node_in(&seen, &format!("n{i}"));
+        assert!(node["memory_bytes"].as_u64().unwrap() > 1 << 30, "{node}");
+        assert!(node["cpus"].as_f64().unwrap() >= 1.0, "{node}");
+        assert_eq!(node["cpus_committed"].as_f64().unwrap(), count as f64, "{node}");
+        let mut images = vec![test_image()];
+        if i == 1 {
+            images.push(OTHER_IMAGE.to_string());
+        }
+        assert_eq!(node["images"], json!(images), "{node}");
+    }
+    // A session asking for an image goes to a node holding it, whoever is asked.
+    for (via, session) in [(0, "other-0"), (2, "other-2")] {
+        let made = call(
+            &nodes[via],
+            Method::POST,
+            "/sessions",
+            ALICE_KEY,
+            Some(json!({"session_id": session, "image": OTHER_IMAGE})),
+        )
+        .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+        assert_eq!(made.body["image"], OTHER_IMAGE);
+        assert_eq!(fleet.home(&instance, session), 1);
+        let gone = call(
+            &nodes[via],
+            Method::DELETE,
+            &format!("/sessions/{session}"),
+            ALICE_KEY,
+            None,
+        )
+        .await;
+        assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    }
 
     // Any node serves any session: on its own node's engine, whichever is asked.
     for (session, &home) in sessions.iter().zip(&homes) {

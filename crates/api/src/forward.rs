@@ -332,13 +332,28 @@ pub fn names_session_in_body(method: &Method, path: &str) -> bool {
     *method == Method::POST && matches!(path, "/execute" | "/executions" | "/sessions" | "/generate-and-execute")
 }
 
-/// What a JSON body says of its session: its id, and the runtime asked for.
-pub fn body_session(body: &[u8]) -> (Option<String>, Option<String>) {
+/// The sandbox a body asks for, as given (the handler checks it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Asked {
+    pub image: Option<String>,
+    pub runtime: Option<String>,
+    pub memory_limit: Option<String>,
+    pub cpu_limit: Option<f64>,
+}
+
+/// What a JSON body says of its session: its id, and the sandbox asked for.
+pub fn body_session(body: &[u8]) -> (Option<String>, Asked) {
     let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return (None, None);
+        return (None, Asked::default());
     };
     let text = |name: &str| fields.get(name).and_then(|v| v.as_str()).map(str::to_string);
-    (text("session_id"), text("runtime"))
+    let asked = Asked {
+        image: text("image"),
+        runtime: text("runtime"),
+        memory_limit: text("memory_limit"),
+        cpu_limit: fields.get("cpu_limit").and_then(|v| v.as_f64()),
+    };
+    (text("session_id"), asked)
 }
 
 /// The node a 421 names (from our own error, or another node's headers).
@@ -451,11 +466,19 @@ mod tests {
         assert_eq!(session_in_path("/executions/e1"), None);
         assert!(names_session_in_body(&Method::POST, "/execute"));
         assert!(!names_session_in_body(&Method::GET, "/sessions"));
+        let asked = Asked {
+            image: Some("py".into()),
+            runtime: Some("runsc".into()),
+            memory_limit: Some("1g".into()),
+            cpu_limit: Some(0.5),
+        };
         assert_eq!(
-            body_session(br#"{"session_id":"s","runtime":"runsc","command":"ls"}"#),
-            (Some("s".into()), Some("runsc".into()))
+            body_session(
+                br#"{"session_id":"s","runtime":"runsc","image":"py","memory_limit":"1g","cpu_limit":0.5,"command":"ls"}"#
+            ),
+            (Some("s".into()), asked)
         );
-        assert_eq!(body_session(b"not json"), (None, None));
-        assert_eq!(body_session(br#"{"session_id":7}"#), (None, None));
+        assert_eq!(body_session(b"not json"), (None, Asked::default()));
+        assert_eq!(body_session(br#"{"session_id":7}"#), (None, Asked::default()));
     }
 }

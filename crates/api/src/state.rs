@@ -163,9 +163,10 @@ impl AppState {
             let heartbeat = brig_core::node::Heartbeat {
                 registry: registry.clone(),
                 config: node.clone(),
+                sandbox: sandbox.clone(),
                 runtime: state.runtime.clone(),
-                max_sessions: u64::from(state.config.quota.total),
-                runtimes: runtimes.clone(),
+                max_sessions: node.max_sessions.unwrap_or(u64::from(state.config.quota.total)),
+                runtimes,
                 started_at_ms: chrono::Utc::now().timestamp_millis(),
             };
             state.shutdown.spawn_loop(heartbeat.run());
@@ -173,7 +174,7 @@ impl AppState {
                 state.sessions.clone(),
                 registry.clone(),
                 state.snapshots.clone(),
-                runtimes,
+                sandbox.clone(),
             );
             state.shutdown.spawn_loop(recovery.run(node.heartbeat));
             state

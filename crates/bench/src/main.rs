@@ -11,6 +11,7 @@
 mod durability;
 mod egress;
 mod nodes;
+mod placement;
 mod probes;
 mod scenarios;
 mod stats;
@@ -48,9 +49,10 @@ struct Cli {
     /// Where the results go as JSON.
     #[arg(long, value_name = "FILE", default_value = "bench-results.json")]
     json: String,
-    /// Only one section: `durability` (snapshots, forks, suspend, resume) or
-    /// `nodes` (the forwarded hop; one, two and three nodes).
-    #[arg(long, value_name = "SECTION", value_parser = ["durability", "nodes"])]
+    /// Only one section: `durability` (snapshots, forks, suspend, resume),
+    /// `nodes` (the forwarded hop; one, two and three nodes; placement) or
+    /// `placement` (the placement policies, simulated; no engine needed).
+    #[arg(long, value_name = "SECTION", value_parser = ["durability", "nodes", "placement"])]
     only: Option<String>,
 }
 
@@ -123,6 +125,12 @@ fn throughput_row(name: &str, t: &Throughput) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = options()?;
+    if options.only.as_deref() == Some("placement") {
+        let report = json!({ "placement": placement::compare() });
+        std::fs::write(&options.json, serde_json::to_string_pretty(&report)?)?;
+        println!("\nwrote {}", options.json);
+        return Ok(());
+    }
     let docker = DockerConfig::from_env()
         .connect()
         .await
@@ -609,6 +617,7 @@ ratios (same run)"
         println!("  {name:<40} {:>8.2}", value.as_f64().unwrap_or(f64::NAN));
     }
     report["nodes"] = json!(measured);
+    report["placement"] = json!(placement::compare());
     match report["ratios"].as_object_mut() {
         Some(all) => all.extend(ratios.as_object().cloned().unwrap_or_default()),
         None => report["ratios"] = ratios,

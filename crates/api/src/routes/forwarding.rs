@@ -6,14 +6,14 @@ use axum::extract::{Request, State};
 use axum::http::{header, request::Parts, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use brig_core::node::{NodeRef, NodeStatus};
+use brig_core::node::{NodeRef, NodeStatus, Placement, Want};
 use brig_core::session::SessionId;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::Forwarded;
 use crate::forward::{
-    body_session, misdirected, names_session_in_body, session_in_path, Forwarder, FORWARDED, MAX_HOPS, SERVED_BY,
+    body_session, misdirected, names_session_in_body, session_in_path, Asked, Forwarder, FORWARDED, MAX_HOPS, SERVED_BY,
 };
 use crate::state::AppState;
 
@@ -69,7 +69,7 @@ async fn routed(
         // Bodies here may be large uploads: decided before the body is read,
         // and streamed to wherever the session is.
         let creating = false;
-        let plan = plan(state, forwarder, &mut parts, id, creating, None).await?;
+        let plan = plan(state, forwarder, &mut parts, id, creating, &Asked::default()).await?;
         return match plan {
             Plan::Here => Ok(next.run(Request::from_parts(parts, body)).await),
             Plan::There(to) => {
@@ -100,12 +100,12 @@ async fn routed(
         .map_err(|_| ApiError::PayloadTooLarge)?;
     let mut first = Plan::Here;
     if names_session_in_body(&parts.method, &path) {
-        let (session, runtime) = body_session(&body);
+        let (session, asked) = body_session(&body);
         let creating = true;
         match session {
-            Some(id) => first = plan(state, forwarder, &mut parts, &id, creating, runtime).await?,
+            Some(id) => first = plan(state, forwarder, &mut parts, &id, creating, &asked).await?,
             // A new session with a made-up id: wherever there is room.
-            None if path == "/sessions" => first = place(state, forwarder, &mut parts, runtime).await?,
+            None if path == "/sessions" => first = place_new(state, forwarder, &mut parts, &asked).await?,
             None => {}
         }
     }
@@ -143,7 +143,7 @@ async fn plan(
     parts: &mut Parts,
     id: &str,
     creating: bool,
-    runtime: Option<String>,
+    asked: &Asked,
 ) -> Result<Plan, ApiError> {
     let principal = admitted(state, parts).await?;
     let Ok(id) = SessionId::parse(id) else {
@@ -156,7 +156,15 @@ async fn plan(
         // Suspended: anyone's to resume (the resume moves it there), unless
         // this node is being drained.
         Some(record) if record.is_parked() => match forwarder.fleet.registry().draining(me).await? {
-            true => place(state, forwarder, parts, record.options.runtime.clone().or(runtime)).await,
+            true => {
+                place(
+                    state,
+                    forwarder,
+                    parts,
+                    &Want::of(&state.config.sandbox, &record.options),
+                )
+                .await
+            }
             false => Ok(Plan::Here),
         },
         Some(record) => match &record.node {
@@ -165,27 +173,44 @@ async fn plan(
             // handler refuses (421).
             _ => Ok(Plan::Here),
         },
-        None if creating => place(state, forwarder, parts, runtime).await,
+        None if creating => place_new(state, forwarder, parts, asked).await,
         None => Ok(Plan::Here),
     }
 }
 
-/// A new (or resumed) session goes to the live node with the most room
-/// (this one when none has any: its own checks answer; unless this one is
-/// drained: 503 `capacity_exhausted`).
-async fn place(
+/// A new session with the sandbox `asked`: placed, unless the handler
+/// refuses what it asks for.
+async fn place_new(
     state: &AppState,
     forwarder: &Forwarder,
     parts: &mut Parts,
-    runtime: Option<String>,
+    asked: &Asked,
 ) -> Result<Plan, ApiError> {
+    let options = state.config.sandbox.session_options(
+        asked.image.as_deref(),
+        asked.runtime.as_deref(),
+        asked.memory_limit.as_deref(),
+        asked.cpu_limit,
+    );
+    match options {
+        Ok(options) => place(state, forwarder, parts, &Want::of(&state.config.sandbox, &options)).await,
+        Err(_) => Ok(Plan::Here),
+    }
+}
+
+/// A new (or resumed) session goes to the live node with the most room for
+/// it; 503 `capacity_exhausted` when nodes offer what it needs but none has
+/// room, or none but this drained one does. When no node offers its runtime
+/// and image, this one's own checks answer.
+async fn place(state: &AppState, forwarder: &Forwarder, parts: &mut Parts, want: &Want) -> Result<Plan, ApiError> {
     admitted(state, parts).await?;
-    let runtime = runtime.unwrap_or_else(|| state.config.sandbox.runtime.clone());
     let me = &forwarder.signer.node;
-    match forwarder.fleet.place(&runtime).await? {
-        Some(node) if node.id != *me => Ok(Plan::There(node)),
-        _ if forwarder.fleet.registry().draining(me).await? => Err(ApiError::CapacityExhausted),
-        _ => Ok(Plan::Here),
+    match forwarder.fleet.place(want).await? {
+        Placement::On(node) if node.id != *me => Ok(Plan::There(node)),
+        Placement::On(_) => Ok(Plan::Here),
+        Placement::Full => Err(ApiError::CapacityExhausted),
+        Placement::Nowhere if forwarder.fleet.registry().draining(me).await? => Err(ApiError::CapacityExhausted),
+        Placement::Nowhere => Ok(Plan::Here),
     }
 }
 

@@ -33,6 +33,14 @@ pub struct NodeView {
     pub sessions: u64,
     pub max_sessions: u64,
     pub runtimes: Vec<String>,
+    /// Its engine host's memory, and its sandboxes' memory limits added up.
+    pub memory_bytes: u64,
+    pub memory_committed: u64,
+    /// Its engine host's CPUs, and its sandboxes' CPU limits added up.
+    pub cpus: f64,
+    pub cpus_committed: f64,
+    /// The images sessions may ask for that its engine holds.
+    pub images: Vec<String>,
     /// Drained: it takes no new sessions, and its sessions are suspended to
     /// resume on other nodes.
     pub draining: bool,
@@ -77,6 +85,11 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
             sessions: seen.sessions,
             max_sessions: seen.max_sessions,
             runtimes: seen.runtimes,
+            memory_bytes: seen.memory_bytes,
+            memory_committed: seen.memory_committed,
+            cpus: seen.nano_cpus as f64 / 1e9,
+            cpus_committed: seen.nano_cpus_committed as f64 / 1e9,
+            images: seen.images,
             draining: seen.draining,
         })
         .collect();

@@ -2,13 +2,16 @@
 //! Every node looks each heartbeat; each session goes to whichever node takes
 //! its lock first ([`Sessions::adopt`]), which restores its latest snapshot
 //! into the new container (one without starts empty). A suspended session
-//! stays suspended, for whichever node resumes it.
+//! stays suspended, for whichever node resumes it. A node takes only the
+//! sessions it has room for, as placement would judge it (their runtime and
+//! image, a session slot, memory for their limit), and none while drained.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use brig_core::node::{NodeStatus, Registry};
+use brig_core::config::SandboxConfig;
+use brig_core::node::{placement, Announcement, NodeStatus, Placed, Registry, Want};
 use brig_core::session::{LostNode, SessionId, SessionRecord, Sessions};
 use brig_core::snapshot::SnapshotStore;
 
@@ -31,8 +34,8 @@ pub struct Recovery {
     /// Lost nodes with nothing left to take, by the heartbeat they were lost
     /// at (a node that comes back and is lost again is looked at again).
     done: Mutex<HashMap<String, i64>>,
-    /// The OCI runtimes this node offers (the default first).
-    runtimes: Vec<String>,
+    /// The configured sandbox, which a session's own options depart from.
+    sandbox: SandboxConfig,
     /// Failed recreations here, by session.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -46,19 +49,18 @@ pub struct Recovered {
 }
 
 impl Recovery {
-    /// `runtimes`: what this node offers sessions, its default first.
     pub fn new(
         sessions: Arc<Sessions>,
         registry: Registry,
         snapshots: Arc<SnapshotStore>,
-        runtimes: Vec<String>,
+        sandbox: SandboxConfig,
     ) -> Self {
         Recovery {
             sessions,
             registry,
             snapshots,
             done: Mutex::new(HashMap::new()),
-            runtimes,
+            sandbox,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -70,6 +72,16 @@ impl Recovery {
         let Ok(nodes) = self.registry.nodes().await else {
             return recovered;
         };
+        // What this node announced: the room it has (none before its first
+        // beat, or while drained).
+        let Some(mine) = nodes
+            .iter()
+            .find(|(node, status)| node.node_id == me && *status == NodeStatus::Live && !node.draining)
+            .map(|(node, _)| node.clone())
+        else {
+            return recovered;
+        };
+        let mut placed = Placed::default();
         let lost: Vec<(String, i64)> = {
             let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
             nodes
@@ -99,26 +111,36 @@ impl Recovery {
                 continue;
             }
             for record in theirs.into_iter().take(PER_PASS) {
-                self.recover(record, &node, &mut recovered).await;
+                self.recover(record, &node, (&mine, &mut placed), &mut recovered).await;
             }
         }
         recovered
     }
 
-    async fn recover(&self, record: &SessionRecord, lost: &str, recovered: &mut Recovered) {
+    /// Recreates `record` here if this node (as it announced itself, with
+    /// what this pass took on since, counted even when another node won the
+    /// session) has room for it.
+    async fn recover(
+        &self,
+        record: &SessionRecord,
+        lost: &str,
+        (mine, placed): (&Announcement, &mut Placed),
+        recovered: &mut Recovered,
+    ) {
         let Ok(id) = SessionId::parse(&record.session_id) else {
             return;
         };
-        // Left to a node that offers its runtime, and given up on here after
-        // a few failures (its image missing here, say).
-        let runtime = record.options.runtime.as_deref().unwrap_or(&self.runtimes[0]);
+        // Left to a node with room for it, and given up on here after a few
+        // failures (another node may succeed).
+        let want = Want::of(&self.sandbox, &record.options);
         let failed = (self.failures.lock().unwrap_or_else(|p| p.into_inner()))
             .get(&key(record))
             .copied()
             .unwrap_or(0);
-        if !self.runtimes.iter().any(|r| r == runtime) || failed >= ATTEMPTS {
+        if !placement::fits(mine, placed, &want) || failed >= ATTEMPTS {
             return;
         }
+        placed.add(&want);
         let from = LostNode {
             node: lost,
             snapshots: &self.snapshots,

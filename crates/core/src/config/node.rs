@@ -1,5 +1,5 @@
 //! `BRIG_NODE_ID`, `BRIG_NODE_ADDR`, `BRIG_NODE_SECRET`,
-//! `NODE_HEARTBEAT_SECONDS`, `NODE_LOSS_SECONDS`: this process as one node of
+//! `NODE_HEARTBEAT_SECONDS`, `NODE_LOSS_SECONDS`, `NODE_MAX_SESSIONS`: this process as one node of
 //! several, each owning its own engine, sharing one Redis (unset: single-host
 //! mode, unchanged).
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::env::seconds;
+use super::env::{positive, seconds};
 use super::{Env, StoreConfig};
 
 /// This process's place among several nodes.
@@ -25,6 +25,9 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// `NODE_LOSS_SECONDS` (10): silent this long, a node is lost.
     pub loss_after: Duration,
+    /// `NODE_MAX_SESSIONS`: sessions this node takes (unset: `MAX_SESSIONS`,
+    /// which bounds the whole fleet).
+    pub max_sessions: Option<u64>,
 }
 
 /// The shortest `BRIG_NODE_SECRET` taken.
@@ -74,12 +77,14 @@ impl NodeConfig {
                 "must be at least three heartbeats (NODE_HEARTBEAT_SECONDS)",
             );
         }
+        let max_sessions = env.parse("NODE_MAX_SESSIONS", None, |raw| positive::<u64>(raw).map(Some));
         Some(NodeConfig {
             id,
             addr: addr.trim_end_matches('/').to_string(),
             secret,
             heartbeat,
             loss_after,
+            max_sessions,
         })
     }
 }
@@ -113,6 +118,16 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(ok.addr, "http://10.0.0.7:8000");
+        assert_eq!(ok.max_sessions, None);
+        let capped = node(&[
+            ("BRIG_NODE_ID", "node-1"),
+            ("BRIG_NODE_ADDR", "http://10.0.0.7:8000/"),
+            ("BRIG_NODE_SECRET", SECRET),
+            ("NODE_MAX_SESSIONS", "50"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(capped.max_sessions, Some(50));
         assert_eq!(
             (ok.heartbeat, ok.loss_after),
             (Duration::from_secs(2), Duration::from_secs(10))
@@ -128,10 +143,14 @@ mod tests {
             ("BRIG_NODE_SECRET", "short"),
             ("SESSION_STORE", "memory"),
             ("NODE_LOSS_SECONDS", "3"),
+            ("NODE_MAX_SESSIONS", "0"),
         ])
         .unwrap_err();
         assert!(
-            err.contains("SESSION_STORE") && err.contains("NODE_LOSS_SECONDS") && err.contains("BRIG_NODE_SECRET"),
+            err.contains("SESSION_STORE")
+                && err.contains("NODE_LOSS_SECONDS")
+                && err.contains("BRIG_NODE_SECRET")
+                && err.contains("NODE_MAX_SESSIONS"),
             "{err}"
         );
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use brig_protocol::{FileReply, FileRequest, Stream};
 
-use super::{Control, ControlReply, RuntimeError, SandboxRuntime};
+use super::{Control, ControlReply, Host, RuntimeError, SandboxRuntime};
 use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo};
 
 /// How a command reached its sandbox.
@@ -372,5 +372,14 @@ impl SandboxRuntime for FakeRuntime {
             Some(reason) => Err(RuntimeError::NotReady(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// A host of 4 GiB and 2 CPUs holding every image.
+    async fn host(&self, images: &[String]) -> Result<Host, RuntimeError> {
+        Ok(Host {
+            memory_bytes: 4 << 30,
+            nano_cpus: 2_000_000_000,
+            images: images.to_vec(),
+        })
     }
 }

@@ -106,6 +106,16 @@ pub enum ControlReply {
     Queued,
 }
 
+/// An engine's host as placement sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    pub memory_bytes: u64,
+    /// In billionths of a CPU.
+    pub nano_cpus: u64,
+    /// The images asked about that the engine holds.
+    pub images: Vec<String>,
+}
+
 /// Creates, runs commands in, and removes sandboxes.
 #[async_trait]
 pub trait SandboxRuntime: Send + Sync {
@@ -182,6 +192,9 @@ pub trait SandboxRuntime: Send + Sync {
     /// `Ok` when sandboxes can be created now; else `NotReady` naming what is
     /// missing (the engine, the configured OCI runtime, the agent).
     async fn ready(&self) -> Result<(), RuntimeError>;
+
+    /// The engine's host: its memory and CPUs, and which of `images` it holds.
+    async fn host(&self, images: &[String]) -> Result<Host, RuntimeError>;
 }
 
 /// What an engine exec's output that never held a frame means: the engine

@@ -19,6 +19,10 @@ pub mod labels {
     /// The identity of the store whose records the container belongs to: a
     /// reaper removes another store's containers only past the age limit.
     pub const STORE: &str = "brig.store";
+    /// Its memory limit in bytes and its CPU limit in billionths of a CPU,
+    /// which a node adds up to announce what its engine has committed.
+    pub const MEMORY: &str = "brig.memory";
+    pub const NANO_CPUS: &str = "brig.nano-cpus";
 }
 
 /// What to create: the sandbox of one session of one owner.

@@ -40,7 +40,7 @@ use self::spec::{info_from_labels, sandbox_info};
 use crate::agent_binary::AgentBinary;
 use crate::config::{DockerConfig, SandboxConfig};
 use crate::runtime::transfer::{AgentIo, Transfer};
-use crate::runtime::{Control, ControlReply, RuntimeError, SandboxRuntime};
+use crate::runtime::{Control, ControlReply, Host, RuntimeError, SandboxRuntime};
 use crate::sandbox::egress::EgressDialer;
 use crate::sandbox::{labels, CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxInfo, SandboxOptions};
 use brig_protocol::{FileReply, FileRequest};
@@ -494,6 +494,23 @@ impl SandboxRuntime for DockerRuntime {
             .await
             .map(drop)
             .map_err(|err| not_ready("agent volume", &err))
+    }
+
+    async fn host(&self, images: &[String]) -> Result<Host, RuntimeError> {
+        let info = self.docker.info().await.map_err(engine_error)?;
+        let held = futures_util::future::try_join_all(images.iter().map(|image| async move {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => Ok(Some(image.clone())),
+                Err(err) if is_status(&err, 404) => Ok(None),
+                Err(err) => Err(engine_error(err)),
+            }
+        }))
+        .await?;
+        Ok(Host {
+            memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
+            nano_cpus: info.ncpu.unwrap_or(0).max(0) as u64 * 1_000_000_000,
+            images: held.into_iter().flatten().collect(),
+        })
     }
 }
 

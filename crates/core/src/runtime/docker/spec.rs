@@ -61,6 +61,7 @@ pub fn sandbox_labels(config: &SandboxConfig, request: &CreateSandbox, created_u
         (labels::CREATED.into(), created_unix.to_string()),
     ]);
     with_store(&mut labels, &request.store);
+    with_limits(&mut labels, config, &request.options);
     labels
 }
 
@@ -73,6 +74,7 @@ pub fn pool_labels(config: &SandboxConfig, store: &str, created_unix: u64) -> Ha
         (labels::CREATED.into(), created_unix.to_string()),
     ]);
     with_store(&mut labels, store);
+    with_limits(&mut labels, config, &SandboxOptions::default());
     labels
 }
 
@@ -82,6 +84,21 @@ fn with_store(labels: &mut HashMap<String, String>, store: &str) {
     }
 }
 
+/// The sandbox's memory and CPU limits (as [`sandbox_container`] sets them).
+fn with_limits(labels: &mut HashMap<String, String>, config: &SandboxConfig, options: &SandboxOptions) {
+    let (memory, nano_cpus) = limits(config, options);
+    labels.insert(labels::MEMORY.into(), memory.to_string());
+    labels.insert(labels::NANO_CPUS.into(), nano_cpus.to_string());
+}
+
+/// A sandbox's memory (bytes) and CPU (billionths) limits.
+fn limits(config: &SandboxConfig, options: &SandboxOptions) -> (i64, i64) {
+    (
+        options.memory_bytes.unwrap_or(config.memory_bytes),
+        options.nano_cpus.unwrap_or((config.cpus * 1e9) as i64),
+    )
+}
+
 /// The create body of a sandbox container: agent as PID 1 on attached stdio.
 pub fn sandbox_container(
     config: &SandboxConfig,
@@ -89,7 +106,7 @@ pub fn sandbox_container(
     agent_volume: &str,
     labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
-    let memory = options.memory_bytes.unwrap_or(config.memory_bytes);
+    let (memory, nano_cpus) = limits(config, options);
     let runtime = options.runtime.clone().unwrap_or_else(|| config.runtime.clone());
     let (pids_limit, nproc) = task_limits(config.pids_limit, is_gvisor(&runtime));
     let mut ulimits = vec![
@@ -156,7 +173,7 @@ pub fn sandbox_container(
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             memory: Some(memory),
             memory_swap: Some(memory),
-            nano_cpus: Some(options.nano_cpus.unwrap_or((config.cpus * 1e9) as i64)),
+            nano_cpus: Some(nano_cpus),
             pids_limit: Some(pids_limit),
             ulimits: Some(ulimits),
             // A private IPC namespace without the engine's /dev/shm; SysV

@@ -8,9 +8,14 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SandboxConfig};
 use crate::runtime::SandboxRuntime;
+use crate::sandbox::{labels, SandboxInfo};
 use crate::store::{SessionStore, StoreError};
+
+pub mod placement;
+
+pub use placement::{Placed, Policy, Want};
 
 /// The node ids of the latest announcements (read back deduplicated).
 const INDEX: &str = "nodes";
@@ -61,6 +66,22 @@ pub struct Announcement {
     /// for a loss timeout takes no new sessions, though it still beats.
     #[serde(default)]
     pub engine_answered_at_ms: i64,
+    /// Its engine host's memory, and the memory limits of its sandboxes
+    /// (spares too) added up.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub memory_committed: u64,
+    /// Its engine host's CPUs, and its sandboxes' CPU limits added up (in
+    /// billionths of a CPU).
+    #[serde(default)]
+    pub nano_cpus: u64,
+    #[serde(default)]
+    pub nano_cpus_committed: u64,
+    /// Which of the images sessions may ask for (`CONTAINER_IMAGE`,
+    /// `ALLOWED_IMAGES`) its engine holds.
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 /// A node as the registry sees it now.
@@ -172,9 +193,9 @@ pub struct Fleet {
 struct Seen {
     at: std::time::Instant,
     nodes: Vec<(Announcement, NodeStatus)>,
-    /// Sessions this node placed on each since the registry was read, so that
+    /// What this node placed on each since the registry was read, so that
     /// placements between two reads do not all pick the same node.
-    placed: std::collections::HashMap<String, u64>,
+    placed: std::collections::HashMap<String, Placed>,
 }
 
 impl Fleet {
@@ -212,44 +233,56 @@ impl Fleet {
         Ok(self.nodes().await?.into_iter().find(|(node, _)| node.node_id == id))
     }
 
-    /// Where a new session with OCI runtime `runtime` goes: the live node
-    /// offering it with the lowest share of its `max_sessions` in use (ties:
-    /// the fewest sessions, then the id); `None` when no live node has room.
-    pub async fn place(&self, runtime: &str) -> Result<Option<NodeRef>, StoreError> {
+    /// Where a new session that needs `want` goes: among the live nodes
+    /// that are not drained and whose engine answers, the least loaded of
+    /// those with room for it (see [`placement`]).
+    pub async fn place(&self, want: &Want) -> Result<Placement, StoreError> {
         let nodes = self.nodes().await?;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let placed = seen.as_mut().map(|seen| &mut seen.placed);
         let mut placed = placed.map(std::mem::take).unwrap_or_default();
         let engine_since = Utc::now().timestamp_millis() - self.registry.loss_after.as_millis() as i64;
-        let chosen = nodes
+        let usable: Vec<(&Announcement, Placed)> = nodes
             .iter()
             .filter(|(node, status)| {
-                *status == NodeStatus::Live
-                    && !node.draining
-                    && node.engine_answered_at_ms >= engine_since
-                    && node.runtimes.iter().any(|r| r == runtime)
+                *status == NodeStatus::Live && !node.draining && node.engine_answered_at_ms >= engine_since
             })
-            .map(|(node, _)| (node, node.sessions + placed.get(&node.node_id).copied().unwrap_or(0)))
-            .filter(|(node, load)| *load < node.max_sessions.max(1))
-            .min_by(|(a, a_load), (b, b_load)| {
-                let share = |load: u64, max: u64| load as f64 / max.max(1) as f64;
-                share(*a_load, a.max_sessions)
-                    .total_cmp(&share(*b_load, b.max_sessions))
-                    .then(a_load.cmp(b_load))
-                    .then(a.node_id.cmp(&b.node_id))
-            })
-            .map(|(node, _)| NodeRef {
+            .map(|(node, _)| (node, placed.get(&node.node_id).copied().unwrap_or_default()))
+            .collect();
+        let offered = usable
+            .iter()
+            .any(|(node, _)| node.runtimes.contains(&want.runtime) && node.images.contains(&want.image));
+        let candidates: Vec<(&Announcement, Placed)> = usable
+            .into_iter()
+            .filter(|(node, extra)| placement::fits(node, extra, want))
+            .collect();
+        let chosen =
+            placement::choose(&candidates, placement::POLICY, |n| rand::random_range(0..n)).map(|node| NodeRef {
                 id: node.node_id.clone(),
                 addr: Some(node.addr.clone()),
             });
         if let Some(node) = &chosen {
-            *placed.entry(node.id.clone()).or_default() += 1;
+            placed.entry(node.id.clone()).or_default().add(want);
         }
         if let Some(seen) = seen.as_mut() {
             seen.placed = placed;
         }
-        Ok(chosen)
+        Ok(match chosen {
+            Some(node) => Placement::On(node),
+            None if offered => Placement::Full,
+            None => Placement::Nowhere,
+        })
     }
+}
+
+/// Where [`Fleet::place`] sends a new session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    On(NodeRef),
+    /// Nodes offer its runtime and image, but none has room.
+    Full,
+    /// No usable node offers its runtime and image.
+    Nowhere,
 }
 
 /// What the heartbeat last learnt from its engine.
@@ -257,15 +290,39 @@ impl Fleet {
 pub struct EngineSeen {
     /// Sandboxes of sessions on it.
     pub sessions: u64,
+    /// Its sandboxes' memory and CPU limits added up (spares too).
+    pub memory_committed: u64,
+    pub nano_cpus_committed: u64,
+    /// Its host, and the images it holds.
+    pub host: crate::runtime::Host,
     /// When it last answered (unix ms; 0: never).
     pub answered_at_ms: i64,
+}
+
+impl EngineSeen {
+    /// Counts `sandboxes` (a sandbox that does not say its limits has the
+    /// configured ones).
+    fn count(&mut self, sandboxes: &[SandboxInfo], sandbox: &SandboxConfig, is_spare: impl Fn(&SandboxInfo) -> bool) {
+        self.sessions = sandboxes.iter().filter(|s| !is_spare(s)).count() as u64;
+        let limit = |s: &SandboxInfo, label: &str, default: u64| {
+            s.labels
+                .get(label)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let (memory, cpus) = (sandbox.memory_bytes.max(0) as u64, (sandbox.cpus * 1e9) as u64);
+        self.memory_committed = sandboxes.iter().map(|s| limit(s, labels::MEMORY, memory)).sum();
+        self.nano_cpus_committed = sandboxes.iter().map(|s| limit(s, labels::NANO_CPUS, cpus)).sum();
+    }
 }
 
 /// This node's heartbeat: what it announces, made fresh each beat.
 pub struct Heartbeat {
     pub registry: Registry,
     pub config: NodeConfig,
+    pub sandbox: SandboxConfig,
     pub runtime: Arc<dyn SandboxRuntime>,
+    /// Sessions it may hold (`NODE_MAX_SESSIONS`).
     pub max_sessions: u64,
     pub runtimes: Vec<String>,
     pub started_at_ms: i64,
@@ -277,9 +334,14 @@ impl Heartbeat {
     /// sessions' requests say what is wrong): `sessions` is then the last
     /// count, which the beat updates when the engine answers in time.
     pub async fn beat(&self, engine: &mut EngineSeen) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        match tokio::time::timeout(self.config.heartbeat, self.runtime.list()).await {
-            Ok(Ok(sandboxes)) => {
-                engine.sessions = sandboxes.iter().filter(|s| !self.runtime.is_spare(s)).count() as u64;
+        let images: Vec<String> = std::iter::once(self.sandbox.image.clone())
+            .chain(self.sandbox.allowed_images.iter().cloned())
+            .collect();
+        let asked = async { tokio::try_join!(self.runtime.list(), self.runtime.host(&images)) };
+        match tokio::time::timeout(self.config.heartbeat, asked).await {
+            Ok(Ok((sandboxes, host))) => {
+                engine.count(&sandboxes, &self.sandbox, |s| self.runtime.is_spare(s));
+                engine.host = host;
                 engine.answered_at_ms = Utc::now().timestamp_millis();
             }
             Ok(Err(err)) => {
@@ -289,17 +351,21 @@ impl Heartbeat {
                 tracing::warn!(node = %self.config.id, "counting the node's sandboxes took longer than a heartbeat")
             }
         }
-        let sessions = engine.sessions;
         let me = Announcement {
             node_id: self.config.id.clone(),
             addr: self.config.addr.clone(),
             started_at_ms: self.started_at_ms,
             heartbeat_at_ms: Utc::now().timestamp_millis(),
-            sessions,
+            sessions: engine.sessions,
             max_sessions: self.max_sessions,
             runtimes: self.runtimes.clone(),
             draining: self.registry.draining(&self.config.id).await?,
             engine_answered_at_ms: engine.answered_at_ms,
+            memory_bytes: engine.host.memory_bytes,
+            memory_committed: engine.memory_committed,
+            nano_cpus: engine.host.nano_cpus,
+            nano_cpus_committed: engine.nano_cpus_committed,
+            images: engine.host.images.clone(),
         };
         self.registry.announce(&me).await?;
         Ok(())
@@ -335,6 +401,20 @@ mod tests {
             runtimes: vec!["runc".into()],
             draining: false,
             engine_answered_at_ms: heartbeat_at_ms,
+            memory_bytes: 0,
+            memory_committed: 0,
+            nano_cpus: 0,
+            nano_cpus_committed: 0,
+            images: vec!["img".into()],
+        }
+    }
+
+    fn want(runtime: &str) -> Want {
+        Want {
+            runtime: runtime.into(),
+            image: "img".into(),
+            memory_bytes: 1,
+            nano_cpus: 1,
         }
     }
 
@@ -374,12 +454,17 @@ mod tests {
         };
         registry.announce(&drained).await.unwrap();
         let fleet = Fleet::new(registry, Duration::from_secs(60));
-        let place = || async { fleet.place("runc").await.unwrap().map(|node| node.id) };
+        let place = || async {
+            match fleet.place(&want("runc")).await.unwrap() {
+                Placement::On(node) => Some(node.id),
+                _ => None,
+            }
+        };
         // b has 7 of 100 in use, a 5 of 10; c is lost; d lacks runc; e is drained.
         assert!(fleet.node("e").await.unwrap().unwrap().0.draining);
         assert_eq!(place().await.as_deref(), Some("b"));
-        assert_eq!(fleet.place("runsc").await.unwrap().unwrap().id, "d");
-        assert_eq!(fleet.place("kata").await.unwrap(), None);
+        assert!(matches!(fleet.place(&want("runsc")).await.unwrap(), Placement::On(n) if n.id == "d"));
+        assert_eq!(fleet.place(&want("kata")).await.unwrap(), Placement::Nowhere);
         // Placements count until the next read: b fills to a's share (50%).
         let mut to_b = 1;
         while place().await.as_deref() == Some("b") {
@@ -389,7 +474,47 @@ mod tests {
             to_b, 43,
             "b fills to 50 of 100, a's share (5 of 10), which wins the tie"
         );
+        // Full: b and a at their maxima, as counted since the last read.
+        let mut left = 0;
+        while place().await.is_some() {
+            left += 1;
+        }
+        assert_eq!(left, 50 + 4, "b's 50 slots and a's 4 (the loop's last went to a)");
+        assert_eq!(fleet.place(&want("runc")).await.unwrap(), Placement::Full);
         assert_eq!(fleet.node("c").await.unwrap().unwrap().1, NodeStatus::Lost);
         assert!(fleet.node("zz").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn the_heartbeat_adds_up_its_sandboxes_limits_spares_too() {
+        let sandbox = |memory: Option<&str>, cpus: Option<&str>, pool: bool| SandboxInfo {
+            id: String::new(),
+            name: String::new(),
+            owner: String::new(),
+            session_id: String::new(),
+            pool,
+            created_unix: 0,
+            running: true,
+            labels: [(labels::MEMORY, memory), (labels::NANO_CPUS, cpus)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
+                .collect(),
+        };
+        let sandboxes = [
+            sandbox(Some("100"), Some("500000000"), false),
+            sandbox(Some("300"), Some("100000000"), true),
+            // Made before the labels: the configured limits.
+            sandbox(None, Some("junk"), false),
+        ];
+        let config = SandboxConfig {
+            memory_bytes: 1000,
+            cpus: 2.0,
+            ..SandboxConfig::default()
+        };
+        let mut seen = EngineSeen::default();
+        seen.count(&sandboxes, &config, |s| s.pool);
+        assert_eq!(seen.sessions, 2);
+        assert_eq!(seen.memory_committed, 1400);
+        assert_eq!(seen.nano_cpus_committed, 2_600_000_000);
     }
 }

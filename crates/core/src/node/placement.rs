@@ -1,0 +1,221 @@
+//! Where a new session goes: among the nodes with room for it (its runtime,
+//! its image, a free session slot, memory for its limit), the one with the
+//! most headroom, a node's load being the larger of its shares of sessions
+//! and memory in use; the share of CPUs breaks ties.
+//!
+//! Memory bounds: placement sends a node no session whose memory limit would
+//! take the node's sum of limits past its host's memory (a sandbox reaching
+//! its limit would meet the host's OOM killer, not its own cgroup's), as far
+//! as its view shows: views are up to a heartbeat old, so a burst from
+//! several entry nodes can overshoot a bound (brig-bench's placement
+//! section measures how often). CPUs only rank, and only among
+//! equals: a CPU limit is a ceiling the kernel shares out, oversubscribed by
+//! design (a one-CPU sandbox by default, hundreds on a host), so its share
+//! would drown the others; a busy host slows its sandboxes, it does not
+//! break them.
+
+use crate::config::SandboxConfig;
+use crate::sandbox::SandboxOptions;
+
+use super::Announcement;
+
+/// What a new session needs of its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub runtime: String,
+    pub image: String,
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
+}
+
+impl Want {
+    /// A session with `options` under `config`'s defaults.
+    pub fn of(config: &SandboxConfig, options: &SandboxOptions) -> Want {
+        Want {
+            runtime: options.runtime.clone().unwrap_or_else(|| config.runtime.clone()),
+            image: options.image.clone().unwrap_or_else(|| config.image.clone()),
+            memory_bytes: options.memory_bytes.unwrap_or(config.memory_bytes).max(0) as u64,
+            nano_cpus: options.nano_cpus.unwrap_or((config.cpus * 1e9) as i64).max(0) as u64,
+        }
+    }
+}
+
+/// What is counted against a node beyond its announcement: the sessions one
+/// node placed on it since it last read the registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placed {
+    pub sessions: u64,
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
+}
+
+impl Placed {
+    pub fn add(&mut self, want: &Want) {
+        self.sessions += 1;
+        self.memory_bytes += want.memory_bytes;
+        self.nano_cpus += want.nano_cpus;
+    }
+}
+
+/// How a node is chosen among those with room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// The least loaded of all.
+    LeastLoaded,
+    /// The less loaded of two picked at random.
+    BestOfTwo,
+}
+
+/// What the nodes use. Measured (brig-bench, placement; BENCHMARKS.md) on
+/// the views nodes have, from every node at once: as good as least loaded
+/// with three nodes, and with ten, under a third of its placements on nodes
+/// already full and a smaller spread of loads (least loaded sends every
+/// entry's burst to the same node until the next read).
+pub const POLICY: Policy = Policy::BestOfTwo;
+
+/// Whether `node`, with `placed` more, has room for `want`. A node that did
+/// not announce its memory (0) is bounded by its sessions alone.
+pub fn fits(node: &Announcement, placed: &Placed, want: &Want) -> bool {
+    let memory_left =
+        node.memory_bytes == 0 || node.memory_committed + placed.memory_bytes + want.memory_bytes <= node.memory_bytes;
+    node.runtimes.contains(&want.runtime)
+        && node.images.contains(&want.image)
+        && node.sessions + placed.sessions < node.max_sessions.max(1)
+        && memory_left
+}
+
+fn share(used: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        used as f64 / of as f64
+    }
+}
+
+/// The larger of `node`'s shares of sessions and memory in use, with
+/// `placed` more (memory it did not announce counts as 0).
+pub fn load(node: &Announcement, placed: &Placed) -> f64 {
+    share(node.sessions + placed.sessions, node.max_sessions.max(1))
+        .max(share(node.memory_committed + placed.memory_bytes, node.memory_bytes))
+}
+
+/// `node`'s share of CPUs committed, with `placed` more.
+fn cpu_load(node: &Announcement, placed: &Placed) -> f64 {
+    share(node.nano_cpus_committed + placed.nano_cpus, node.nano_cpus)
+}
+
+/// The node `policy` picks among `candidates` (each with what was placed on
+/// it since the registry was read), all of which fit. Ties: the lower share
+/// of CPUs, fewer sessions, then the id. `pick(n)` is a random index below
+/// `n` (best of two).
+pub fn choose<'a>(
+    candidates: &[(&'a Announcement, Placed)],
+    policy: Policy,
+    mut pick: impl FnMut(usize) -> usize,
+) -> Option<&'a Announcement> {
+    let better = |a: &(&Announcement, Placed), b: &(&Announcement, Placed)| {
+        load(a.0, &a.1)
+            .total_cmp(&load(b.0, &b.1))
+            .then(cpu_load(a.0, &a.1).total_cmp(&cpu_load(b.0, &b.1)))
+            .then((a.0.sessions + a.1.sessions).cmp(&(b.0.sessions + b.1.sessions)))
+            .then(a.0.node_id.cmp(&b.0.node_id))
+    };
+    let chosen = match (policy, candidates.len()) {
+        (_, 0) => return None,
+        (Policy::BestOfTwo, n) if n > 2 => {
+            let first = pick(n);
+            let second = (first + 1 + pick(n - 1)) % n;
+            std::cmp::min_by(&candidates[first], &candidates[second], |a, b| better(a, b))
+        }
+        _ => candidates.iter().min_by(|a, b| better(a, b))?,
+    };
+    Some(chosen.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, sessions: u64, memory_committed: u64) -> Announcement {
+        Announcement {
+            node_id: id.into(),
+            addr: String::new(),
+            started_at_ms: 0,
+            heartbeat_at_ms: 0,
+            sessions,
+            max_sessions: 10,
+            runtimes: vec!["runc".into()],
+            draining: false,
+            engine_answered_at_ms: 0,
+            memory_bytes: 1000,
+            memory_committed,
+            nano_cpus: 4_000,
+            nano_cpus_committed: 0,
+            images: vec!["img".into()],
+        }
+    }
+
+    fn want(memory_bytes: u64) -> Want {
+        Want {
+            runtime: "runc".into(),
+            image: "img".into(),
+            memory_bytes,
+            nano_cpus: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_node_fits_a_session_with_its_runtime_its_image_a_slot_and_memory_for_its_limit() {
+        let none = Placed::default();
+        assert!(fits(&node("a", 0, 0), &none, &want(1000)));
+        assert!(!fits(&node("a", 0, 1), &none, &want(1000)), "memory past the host's");
+        let placed = Placed {
+            sessions: 1,
+            memory_bytes: 600,
+            nano_cpus: 0,
+        };
+        assert!(!fits(&node("a", 0, 0), &placed, &want(500)), "what was placed counts");
+        assert!(!fits(&node("a", 10, 0), &none, &want(1)), "no session slot left");
+        let other_image = Want {
+            image: "other".into(),
+            ..want(1)
+        };
+        assert!(!fits(&node("a", 0, 0), &none, &other_image));
+        let other_runtime = Want {
+            runtime: "runsc".into(),
+            ..want(1)
+        };
+        assert!(!fits(&node("a", 0, 0), &none, &other_runtime));
+        // Memory unannounced: sessions alone bound it.
+        let unknown = Announcement {
+            memory_bytes: 0,
+            ..node("a", 0, 5000)
+        };
+        assert!(fits(&unknown, &none, &want(1000)));
+    }
+
+    #[test]
+    fn the_load_is_the_larger_share_of_sessions_and_memory_and_the_least_loaded_wins() {
+        // 2 of 10 sessions, but 900 of 1000 bytes: memory is the load.
+        assert_eq!(load(&node("a", 2, 900), &Placed::default()), 0.9);
+        // CPUs oversubscribed thrice: not the load, only a tie-breaker.
+        let cpu_bound = Announcement {
+            nano_cpus_committed: 12_000,
+            ..node("c", 5, 0)
+        };
+        assert_eq!(load(&cpu_bound, &Placed::default()), 0.5);
+        let (a, b, c) = (node("a", 2, 900), node("b", 5, 100), cpu_bound);
+        let all = [
+            (&a, Placed::default()),
+            (&b, Placed::default()),
+            (&c, Placed::default()),
+        ];
+        let least = choose(&all, Policy::LeastLoaded, |_| unreachable!()).unwrap();
+        assert_eq!(least.node_id, "b", "b and c at half: b has the CPUs left");
+        // Best of two: the better of the two drawn (a and c here), never a third.
+        let mut draws = [0, 1].into_iter();
+        let two = choose(&all, Policy::BestOfTwo, |_| draws.next().unwrap()).unwrap();
+        assert_eq!(two.node_id, "c");
+        assert!(choose(&[], Policy::LeastLoaded, |_| 0).is_none());
+    }
+}
