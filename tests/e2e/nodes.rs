@@ -762,3 +762,54 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
         node.service.kill();
     }
 }
+
+/// One node on this machine's engine: placement keeps its `NODE_MAX_SESSIONS`
+/// (a new session past it is 503 `capacity_exhausted`, its own sessions go
+/// on), and it is not drained while its snapshots are its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_takes_no_more_sessions_than_its_own_limit_and_no_drain_without_shared_snapshots() {
+    let redis = RedisServer::start();
+    let port = free_port().to_string();
+    let addr = format!("http://127.0.0.1:{port}");
+    let api = BrigApi::start(&[
+        ("REDIS_URL", redis.url().as_str()),
+        ("PORT", port.as_str()),
+        ("BRIG_NODE_ID", "solo"),
+        ("BRIG_NODE_ADDR", addr.as_str()),
+        ("BRIG_NODE_SECRET", SECRET),
+        ("NODE_HEARTBEAT_SECONDS", "1"),
+        ("NODE_LOSS_SECONDS", "4"),
+        ("NODE_MAX_SESSIONS", "1"),
+        ("ALLOWED_COMMANDS", "echo"),
+    ]);
+    nodes_until(
+        &api,
+        Duration::from_secs(10),
+        "the node live with room for one",
+        |seen| status_of(seen, "solo") == "live" && node_in(seen, "solo")["max_sessions"] == 1,
+    )
+    .await;
+    run_via(&api, "one", "echo one").await;
+    nodes_until(&api, Duration::from_secs(10), "its session counted", |seen| {
+        node_in(seen, "solo")["sessions"] == 1
+    })
+    .await;
+    let full = execute(&api, ALICE_KEY, "two", "echo two").await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", full.body);
+    assert_eq!(full.body["error"], "capacity_exhausted");
+    run_via(&api, "one", "echo again").await;
+
+    let drain = |on: bool| {
+        reqwest::Client::new()
+            .put(api.url("/nodes/solo/drain"))
+            .bearer_auth(admin())
+            .json(&json!({ "drain": on }))
+            .send()
+    };
+    let refused = drain(true).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "snapshots_not_shared");
+    assert!(!node_in(&nodes_seen(&api).await, "solo")["draining"].as_bool().unwrap());
+    assert_eq!(drain(false).await.unwrap().status(), StatusCode::OK);
+}

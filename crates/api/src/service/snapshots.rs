@@ -8,8 +8,23 @@ use brig_core::snapshot::{SnapshotMeta, SnapshotStore};
 
 use crate::error::ApiError;
 
-/// Stores the session's whole workspace as a new snapshot of `owner`'s.
+/// Stores the session's whole workspace as a new snapshot of `owner`'s. A
+/// sandbox removed under it while the session lives on (a suspend took it,
+/// or a repair) is tried once more, from the sandbox the session has then
+/// (a suspended one is resumed): nothing was stored of the first try.
 pub async fn take(
+    sessions: &Sessions,
+    store: &SnapshotStore,
+    owner: &Owner,
+    id: &SessionId,
+) -> Result<SnapshotMeta, ApiError> {
+    match take_once(sessions, store, owner, id).await {
+        Err(ApiError::SandboxUnavailable) => take_once(sessions, store, owner, id).await,
+        taken => taken,
+    }
+}
+
+async fn take_once(
     sessions: &Sessions,
     store: &SnapshotStore,
     owner: &Owner,
