@@ -813,3 +813,56 @@ async fn a_node_takes_no_more_sessions_than_its_own_limit_and_no_drain_without_s
     assert!(!node_in(&nodes_seen(&api).await, "solo")["draining"].as_bool().unwrap());
     assert_eq!(drain(false).await.unwrap().status(), StatusCode::OK);
 }
+
+/// Two nodes on this machine's engine, each with snapshots of its own: a
+/// suspended session's workspace is in its node's snapshots only, so its
+/// next use through the other node is sent there, and resumes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_suspended_into_its_nodes_own_snapshots_resumes_there() {
+    let redis = RedisServer::start();
+    let instance = new_instance();
+    let dirs: Vec<PathBuf> = (0..2)
+        .map(|i| std::env::temp_dir().join(format!("brig-own-snapshots-{instance}-{i}")))
+        .collect();
+    let nodes: Vec<BrigApi> = (0..2)
+        .map(|i| {
+            let port = free_port().to_string();
+            let (id, addr) = (format!("m{i}"), format!("http://127.0.0.1:{port}"));
+            BrigApi::start_in(
+                &instance,
+                &[
+                    ("REDIS_URL", redis.url().as_str()),
+                    ("PORT", port.as_str()),
+                    ("BRIG_NODE_ID", id.as_str()),
+                    ("BRIG_NODE_ADDR", addr.as_str()),
+                    ("BRIG_NODE_SECRET", SECRET),
+                    ("NODE_HEARTBEAT_SECONDS", "1"),
+                    ("NODE_LOSS_SECONDS", "4"),
+                    ("SNAPSHOT_DIR", dirs[i].to_str().unwrap()),
+                    ("ALLOWED_COMMANDS", "sh,cat"),
+                ],
+            )
+        })
+        .collect();
+    nodes_until(&nodes[0], Duration::from_secs(10), "both nodes live", |seen| {
+        status_of(seen, "m0") == "live" && status_of(seen, "m1") == "live"
+    })
+    .await;
+    let made = run_via(&nodes[0], "kept", "sh -c 'echo kept > k.txt'").await;
+    let home = served_by(&made);
+    let other = if home == "m0" { 1 } else { 0 };
+    let suspended = call(&nodes[other], Method::POST, "/sessions/kept/suspend", ALICE_KEY, None).await;
+    assert_eq!(suspended.status, StatusCode::OK, "{:?}", suspended.body);
+    assert_eq!(suspended.body["status"], "suspended");
+    let read = run_via(&nodes[other], "kept", "cat k.txt").await;
+    assert_eq!(read.body["stdout"], "kept\n");
+    assert_eq!(read.body["session_resumed"], true);
+    assert_eq!(served_by(&read), home);
+    let gone = call(&nodes[other], Method::DELETE, "/sessions/kept", ALICE_KEY, None).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    drop(nodes);
+    remove_instance_containers(&instance);
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -153,20 +153,18 @@ async fn plan(
     let sessions = &state.sessions;
     let me = &forwarder.signer.node;
     match sessions.store().get(&principal.owner(), &id).await? {
-        // Suspended: anyone's to resume (the resume moves it there), unless
-        // this node is being drained.
-        Some(record) if record.is_parked() => match forwarder.fleet.registry().draining(me).await? {
-            true => {
-                place(
-                    state,
-                    forwarder,
-                    parts,
-                    &Want::of(&state.config.sandbox, &record.options),
-                )
-                .await
-            }
-            false => Ok(Plan::Here),
-        },
+        // Suspended, its workspace where every node reads it: resumed where
+        // placement sends it (the resume moves it there).
+        Some(record) if record.is_parked() && state.config.snapshots.shared_between_nodes() => {
+            place(
+                state,
+                forwarder,
+                parts,
+                &Want::of(&state.config.sandbox, &record.options),
+            )
+            .await
+        }
+        // Suspended, its workspace in its node's own snapshots: resumed there.
         Some(record) => match &record.node {
             Some(node) if node != me => Ok(Plan::There(live(forwarder, node).await?)),
             // Ours; or a single host's from before node mode, which the
