@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::*;
 
-async fn rpc(api: &BrigApi, key: &str, message: Value) -> (StatusCode, Value) {
+pub(crate) async fn rpc(api: &BrigApi, key: &str, message: Value) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
         .post(api.url("/mcp"))
         .header("x-api-key", key)
@@ -20,7 +20,7 @@ async fn rpc(api: &BrigApi, key: &str, message: Value) -> (StatusCode, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn call_tool(api: &BrigApi, key: &str, id: u64, name: &str, arguments: Value) -> Value {
+pub(crate) async fn call_tool(api: &BrigApi, key: &str, id: u64, name: &str, arguments: Value) -> Value {
     let message = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                          "params": {"name": name, "arguments": arguments}});
     let (status, body) = rpc(api, key, message).await;

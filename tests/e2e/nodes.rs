@@ -798,6 +798,25 @@ async fn a_node_takes_no_more_sessions_than_its_own_limit_and_no_drain_without_s
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", full.body);
     assert_eq!(full.body["error"], "capacity_exhausted");
     run_via(&api, "one", "echo again").await;
+    // MCP is served where it lands, without placement: the node's own
+    // count refuses the session all the same.
+    let refused = crate::mcp::call_tool(
+        &api,
+        ALICE_KEY,
+        1,
+        "execute",
+        json!({"command": "echo three", "session_id": "three"}),
+    )
+    .await;
+    assert_eq!(refused["isError"], true, "{refused}");
+    assert!(refused.to_string().contains("capacity"), "{refused}");
+    let listed = call(&api, Method::GET, "/sessions", ALICE_KEY, None).await;
+    assert_eq!(
+        listed.body["sessions"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        listed.body
+    );
 
     let drain = |on: bool| {
         reqwest::Client::new()

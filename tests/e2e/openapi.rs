@@ -179,7 +179,11 @@ fn schemathesis_finds_nothing_wrong_with_any_operation() {
         // MCP is JSON-RPC: one envelope for every tool, whose replies the MCP
         // library shapes; tests/e2e/mcp.rs drives it message by message.
         .args(["--exclude-path", "/mcp"])
-        .args(["--max-examples", "50", "--workers", "2", "--seed", "7"])
+        // One worker: with two (threads), Debian 12's Python 3.11 fails now
+        // and then in its AST constructor under hypothesis ("AST constructor
+        // recursion depth mismatch", a CPython race), failing the run for
+        // nothing brig did.
+        .args(["--max-examples", "50", "--workers", "1", "--seed", "7"])
         .args(["--request-timeout", "20"])
         .args(["--report-dir", report.to_str().unwrap()])
         .env("SCHEMATHESIS_HOOKS", "")

@@ -68,6 +68,9 @@ pub struct AppState {
     pub snapshots: Arc<brig_core::snapshot::SnapshotStore>,
     /// Node mode: the hop to other nodes, and the registry it reads.
     pub forwarder: Option<Arc<crate::forward::Forwarder>>,
+    /// Node mode: this node's own bound on the sessions made here, which its
+    /// heartbeat keeps counted.
+    pub room: Option<Arc<brig_core::node::placement::Room>>,
 }
 
 impl AppState {
@@ -155,7 +158,9 @@ impl AppState {
         state
             .shutdown
             .spawn_loop(remove_stale_agent_volumes(runtime, state.config.cleanup.interval));
-        if let (Some(node), Some(registry)) = (&state.config.node, state.registry().cloned()) {
+        if let (Some(node), Some(registry), Some(room)) =
+            (&state.config.node, state.registry().cloned(), state.room.clone())
+        {
             let sandbox = &state.config.sandbox;
             let runtimes: Vec<String> = std::iter::once(sandbox.runtime.clone())
                 .chain(sandbox.allowed_runtimes.iter().cloned())
@@ -167,6 +172,7 @@ impl AppState {
                 runtime: state.runtime.clone(),
                 max_sessions: node.max_sessions.unwrap_or(u64::from(state.config.quota.total)),
                 runtimes,
+                room,
                 started_at_ms: chrono::Utc::now().timestamp_millis(),
             };
             state.shutdown.spawn_loop(heartbeat.run());
@@ -213,6 +219,16 @@ impl AppState {
         let mut sessions = Sessions::new(store.clone(), runtime.clone(), config.session_ttl, config.quota)
             .with_egress(config.egress.clone(), config.cleanup.max_age + Duration::from_secs(600))
             .with_node(config.node.as_ref().map(|node| (node.id.clone(), node.addr.clone())));
+        let room = config.node.as_ref().map(|node| {
+            let max_sessions = node.max_sessions.unwrap_or(u64::from(config.quota.total));
+            Arc::new(brig_core::node::placement::Room::new(
+                max_sessions,
+                config.sandbox.clone(),
+            ))
+        });
+        if let Some(room) = &room {
+            sessions = sessions.with_room(room.clone());
+        }
         if config.sandbox.warm_pool_size > 0 {
             let pool = Arc::new(WarmPool::new(
                 store.clone(),
@@ -287,6 +303,7 @@ impl AppState {
             egress_dialer: None,
             snapshots,
             forwarder,
+            room,
         }
     }
 

@@ -325,6 +325,8 @@ pub struct Heartbeat {
     /// Sessions it may hold (`NODE_MAX_SESSIONS`).
     pub max_sessions: u64,
     pub runtimes: Vec<String>,
+    /// Its own check of new sessions, told what each beat counted.
+    pub room: Arc<placement::Room>,
     pub started_at_ms: i64,
 }
 
@@ -367,6 +369,7 @@ impl Heartbeat {
             nano_cpus_committed: engine.nano_cpus_committed,
             images: engine.host.images.clone(),
         };
+        self.room.counted(&me);
         self.registry.announce(&me).await?;
         Ok(())
     }

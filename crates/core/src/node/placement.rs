@@ -57,6 +57,69 @@ impl Placed {
     }
 }
 
+/// A node's own check of its session slots and memory, for sessions made
+/// here, exact between heartbeats: what the last beat counted on its engine,
+/// plus what it admitted since (placement decides on views up to a beat old;
+/// this refuses what a burst through several nodes would overshoot).
+pub struct Room {
+    max_sessions: u64,
+    sandbox: SandboxConfig,
+    counted: std::sync::Mutex<(Announcement, Placed)>,
+}
+
+impl Room {
+    pub fn new(max_sessions: u64, sandbox: SandboxConfig) -> Self {
+        let blank = Announcement {
+            node_id: String::new(),
+            addr: String::new(),
+            started_at_ms: 0,
+            heartbeat_at_ms: 0,
+            sessions: 0,
+            max_sessions,
+            runtimes: Vec::new(),
+            draining: false,
+            engine_answered_at_ms: 0,
+            memory_bytes: 0,
+            memory_committed: 0,
+            nano_cpus: 0,
+            nano_cpus_committed: 0,
+            images: Vec::new(),
+        };
+        Room {
+            max_sessions,
+            sandbox,
+            counted: std::sync::Mutex::new((blank, Placed::default())),
+        }
+    }
+
+    /// What a heartbeat counted: admissions start over from it.
+    pub fn counted(&self, me: &Announcement) {
+        let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        *counted = (
+            Announcement {
+                max_sessions: self.max_sessions,
+                ..me.clone()
+            },
+            Placed::default(),
+        );
+    }
+
+    /// Takes a new session with `options` if a slot and memory for its
+    /// limit are left (and counts it).
+    pub fn admit(&self, options: &SandboxOptions) -> bool {
+        let want = Want::of(&self.sandbox, options);
+        let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        let (me, since) = &mut *counted;
+        let memory_left =
+            me.memory_bytes == 0 || me.memory_committed + since.memory_bytes + want.memory_bytes <= me.memory_bytes;
+        let room = me.sessions + since.sessions < self.max_sessions.max(1) && memory_left;
+        if room {
+            since.add(&want);
+        }
+        room
+    }
+}
+
 /// How a node is chosen among those with room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -192,6 +255,31 @@ mod tests {
             ..node("a", 0, 5000)
         };
         assert!(fits(&unknown, &none, &want(1000)));
+    }
+
+    #[test]
+    fn a_node_admits_sessions_while_its_slots_and_memory_last_counting_from_each_beat() {
+        let sandbox = SandboxConfig {
+            memory_bytes: 400,
+            ..SandboxConfig::default()
+        };
+        let room = Room::new(3, sandbox);
+        let small = SandboxOptions {
+            memory_bytes: Some(100),
+            ..SandboxOptions::default()
+        };
+        // Before a beat: slots alone.
+        assert!(room.admit(&small) && room.admit(&SandboxOptions::default()) && room.admit(&small));
+        assert!(!room.admit(&small), "three slots");
+        // A beat counts 1 session and 700 of 1000 bytes: 300 left.
+        room.counted(&Announcement {
+            sessions: 1,
+            memory_committed: 700,
+            ..node("me", 0, 0)
+        });
+        assert!(!room.admit(&SandboxOptions::default()), "400 bytes do not fit in 300");
+        assert!(room.admit(&small) && room.admit(&small));
+        assert!(!room.admit(&small), "the slots are gone");
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub struct Sessions {
     node: Option<String>,
     /// Where this node is reached (`BRIG_NODE_ADDR`), recorded with its sessions.
     node_addr: Option<String>,
+    /// This node's own bound on the new sessions made here.
+    room: Option<Arc<crate::node::placement::Room>>,
 }
 
 /// How sessions get egress (see [`Sessions::with_egress`]).
@@ -197,6 +199,7 @@ impl Sessions {
             suspension: None,
             node: None,
             node_addr: None,
+            room: None,
         }
     }
 
@@ -204,6 +207,13 @@ impl Sessions {
     /// resumes) with it and serves no other node's.
     pub fn with_node(mut self, node: Option<(String, String)>) -> Self {
         (self.node, self.node_addr) = node.unzip();
+        self
+    }
+
+    /// New sessions made here only while `room` has room for them
+    /// (503 `capacity_exhausted` otherwise).
+    pub fn with_room(mut self, room: Arc<crate::node::placement::Room>) -> Self {
+        self.room = Some(room);
         self
     }
 
@@ -462,6 +472,10 @@ impl Sessions {
             Reservation::Exists(record) => return Ok((*record, Opened::Found)),
             Reservation::OwnerQuotaExceeded { frees_in } => return Err(SessionError::OwnerQuotaExceeded { frees_in }),
             Reservation::CapacityExhausted => return Err(SessionError::CapacityExhausted),
+        }
+        if self.room.as_ref().is_some_and(|room| !room.admit(spec.options)) {
+            let _ = self.store.delete(owner, id).await;
+            return Err(SessionError::CapacityExhausted);
         }
         match self.make_container(&pending, ttl).await {
             Ok((record, created)) => Ok((record, if created { Opened::Created } else { Opened::Found })),
