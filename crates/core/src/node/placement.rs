@@ -7,8 +7,9 @@
 //! take the node's sum of limits past its host's memory (a sandbox reaching
 //! its limit would meet the host's OOM killer, not its own cgroup's), as far
 //! as its view shows: views are up to a heartbeat old, so a burst from
-//! several entry nodes can overshoot a bound (brig-bench's placement
-//! section measures how often). CPUs only rank, and only among
+//! several entry nodes can send a node more than it has room for
+//! (brig-bench's placement section measures how often); the node's own
+//! [`Room`] refuses those. CPUs only rank, and only among
 //! equals: a CPU limit is a ceiling the kernel shares out, oversubscribed by
 //! design (a one-CPU sandbox by default, hundreds on a host), so its share
 //! would drown the others; a busy host slows its sandboxes, it does not
