@@ -332,6 +332,21 @@ pub fn names_session_in_body(method: &Method, path: &str) -> bool {
     *method == Method::POST && matches!(path, "/execute" | "/executions" | "/sessions" | "/generate-and-execute")
 }
 
+/// Whether a request naming a suspended session resumes it (a command, a
+/// file, a snapshot, a context): reading its record, renewing, suspending or
+/// deleting it, or listing its executions, does not.
+pub fn resumes(method: &Method, path: &str) -> bool {
+    let Some(id) = session_in_path(path) else {
+        // `/execute` and the like: a command.
+        return true;
+    };
+    let rest = &path["/sessions/".len() + id.len()..];
+    !matches!(
+        (method.as_str(), rest),
+        ("GET" | "DELETE", "") | ("POST", "/suspend" | "/renew") | ("GET", "/executions")
+    )
+}
+
 /// The sandbox a body asks for, as given (the handler checks it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Asked {
@@ -465,6 +480,13 @@ mod tests {
         assert_eq!(session_in_path("/sessions/"), None);
         assert_eq!(session_in_path("/executions/e1"), None);
         assert!(names_session_in_body(&Method::POST, "/execute"));
+        assert!(resumes(&Method::POST, "/execute"));
+        assert!(resumes(&Method::GET, "/sessions/s1/files/a"));
+        assert!(resumes(&Method::POST, "/sessions/s1/snapshots"));
+        assert!(!resumes(&Method::GET, "/sessions/s1"));
+        assert!(!resumes(&Method::DELETE, "/sessions/s1"));
+        assert!(!resumes(&Method::POST, "/sessions/s1/renew"));
+        assert!(!resumes(&Method::GET, "/sessions/s1/executions"));
         assert!(!names_session_in_body(&Method::GET, "/sessions"));
         let asked = Asked {
             image: Some("py".into()),

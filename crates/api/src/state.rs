@@ -183,9 +183,13 @@ impl AppState {
                 sandbox.clone(),
             );
             state.shutdown.spawn_loop(recovery.run(node.heartbeat));
-            state
-                .shutdown
-                .spawn_loop(drain(state.sessions.clone(), registry, node.clone()));
+            // A drain needs snapshots every node reads (its PUT says so): a
+            // node keeping its own would have its sessions resume on it again.
+            if state.config.snapshots.shared_between_nodes() {
+                state
+                    .shutdown
+                    .spawn_loop(drain(state.sessions.clone(), registry, node.clone()));
+            }
         }
         // Without Redis there is no cleanup worker that could see our sessions:
         // the same reaper runs in this process.

@@ -126,8 +126,13 @@ fn want(memory: u64, cpus: u64) -> Want {
 }
 
 fn simulate(scenario: &Scenario, policy: Policy, seed: u64) -> PolicyOutcome {
-    // The policy's own draws apart: both policies see the same arrivals.
-    let (mut rng, mut picks) = (Rng(seed), Rng(seed ^ 0x9e37_79b9_7f4a_7c15));
+    // Arrivals, the policy's draws and lifetimes each from their own
+    // stream: both policies see the same arrivals.
+    let (mut rng, mut picks, mut lives) = (
+        Rng(seed),
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15),
+        Rng(seed ^ 0xd1b5_4a32_d192_ed03),
+    );
     let n = scenario.nodes.len();
     let mut truth: Vec<Announcement> = scenario.nodes.iter().enumerate().map(|(i, c)| node(i, *c)).collect();
     let mut published = truth.clone();
@@ -200,7 +205,7 @@ fn simulate(scenario: &Scenario, policy: Policy, seed: u64) -> PolicyOutcome {
             node.sessions += 1;
             node.memory_committed += wanted.memory_bytes;
             node.nano_cpus_committed += wanted.nano_cpus;
-            departures.push((t + rng.exponential(scenario.life), i, wanted));
+            departures.push((t + lives.exponential(scenario.life), i, wanted));
         }
         if step > 0 && step % second == 0 {
             let loads: Vec<f64> = truth

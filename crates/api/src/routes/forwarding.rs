@@ -13,7 +13,8 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::Forwarded;
 use crate::forward::{
-    body_session, misdirected, names_session_in_body, session_in_path, Asked, Forwarder, FORWARDED, MAX_HOPS, SERVED_BY,
+    body_session, misdirected, names_session_in_body, resumes, session_in_path, Asked, Forwarder, FORWARDED, MAX_HOPS,
+    SERVED_BY,
 };
 use crate::state::AppState;
 
@@ -153,6 +154,9 @@ async fn plan(
     let sessions = &state.sessions;
     let me = &forwarder.signer.node;
     match sessions.store().get(&principal.owner(), &id).await? {
+        // Suspended, and only read, renewed, suspended or deleted: any node
+        // serves its record.
+        Some(record) if record.is_parked() && !resumes(&parts.method, parts.uri.path()) => Ok(Plan::Here),
         // Suspended, its workspace where every node reads it: resumed where
         // placement sends it (the resume moves it there).
         Some(record) if record.is_parked() && state.config.snapshots.shared_between_nodes() => {

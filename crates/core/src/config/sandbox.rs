@@ -191,7 +191,6 @@ fn is_runtime_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// Why a session's requested image, runtime or limits were refused.
 /// The fewest CPUs a session may ask for (unless `CONTAINER_CPU_LIMIT` is
 /// lower): a tenth. brig's own work in a session (every file transfer,
 /// snapshot, suspend and resume) starts an engine exec whose runc set-up is
@@ -199,6 +198,7 @@ fn is_runtime_name(name: &str) -> bool {
 /// (over ten under load), holding the session's lock.
 pub const MIN_SESSION_NANO_CPUS: i64 = 100_000_000;
 
+/// Why a session's requested image, runtime or limits were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionsError {
     #[error("image {0:?} is not in ALLOWED_IMAGES")]

@@ -339,20 +339,34 @@ impl Heartbeat {
         let images: Vec<String> = std::iter::once(self.sandbox.image.clone())
             .chain(self.sandbox.allowed_images.iter().cloned())
             .collect();
-        let asked = async { tokio::try_join!(self.runtime.list(), self.runtime.host(&images)) };
-        match tokio::time::timeout(self.config.heartbeat, asked).await {
-            Ok(Ok((sandboxes, host))) => {
-                engine.count(&sandboxes, &self.sandbox, |s| self.runtime.is_spare(s));
-                engine.host = host;
-                engine.answered_at_ms = Utc::now().timestamp_millis();
-            }
-            Ok(Err(err)) => {
-                tracing::warn!(node = %self.config.id, error = %err, "counting the node's sandboxes failed")
+        let listed_at = std::time::Instant::now();
+        let asked = async { tokio::join!(self.runtime.list(), self.runtime.host(&images)) };
+        let node = &self.config.id;
+        // Fresh: the engine listed its sandboxes this beat (a failed look at
+        // the host keeps the last one).
+        let fresh = match tokio::time::timeout(self.config.heartbeat, asked).await {
+            Ok((listed, host)) => {
+                match host {
+                    Ok(host) => engine.host = host,
+                    Err(err) => tracing::warn!(%node, error = %err, "looking at the node's engine host failed"),
+                }
+                match listed {
+                    Ok(sandboxes) => {
+                        engine.count(&sandboxes, &self.sandbox, |s| self.runtime.is_spare(s));
+                        engine.answered_at_ms = Utc::now().timestamp_millis();
+                        true
+                    }
+                    Err(err) => {
+                        tracing::warn!(%node, error = %err, "counting the node's sandboxes failed");
+                        false
+                    }
+                }
             }
             Err(_) => {
-                tracing::warn!(node = %self.config.id, "counting the node's sandboxes took longer than a heartbeat")
+                tracing::warn!(%node, "counting the node's sandboxes took longer than a heartbeat");
+                false
             }
-        }
+        };
         let me = Announcement {
             node_id: self.config.id.clone(),
             addr: self.config.addr.clone(),
@@ -369,7 +383,10 @@ impl Heartbeat {
             nano_cpus_committed: engine.nano_cpus_committed,
             images: engine.host.images.clone(),
         };
-        self.room.counted(&me);
+        // Admissions since count until a beat has counted them on the engine.
+        if fresh {
+            self.room.counted(&me, listed_at);
+        }
         self.registry.announce(&me).await?;
         Ok(())
     }

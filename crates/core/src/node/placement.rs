@@ -58,14 +58,40 @@ impl Placed {
     }
 }
 
-/// A node's own check of its session slots and memory, for sessions made
-/// here, exact between heartbeats: what the last beat counted on its engine,
-/// plus what it admitted since (placement decides on views up to a beat old;
-/// this refuses what a burst through several nodes would overshoot).
+/// A node's own check of its session slots and memory, for the sandboxes
+/// made here (new sessions, resumes, recoveries), exact between heartbeats:
+/// what the last beat counted on its engine, plus what it admitted that the
+/// count could not have seen (still being made, or made after the engine
+/// was listed). Placement decides on views up to a beat old; this refuses
+/// what a burst through several nodes would overshoot.
 pub struct Room {
     max_sessions: u64,
     sandbox: SandboxConfig,
-    counted: std::sync::Mutex<(Announcement, Placed)>,
+    state: std::sync::Mutex<RoomState>,
+}
+
+struct RoomState {
+    /// This node as its last fresh beat counted it.
+    me: Announcement,
+    /// Admissions since, by number: what each needs, and when its sandbox
+    /// was made (or failed to be).
+    admitted: std::collections::HashMap<u64, (Want, Option<std::time::Instant>)>,
+    next: u64,
+}
+
+/// A sandbox being made under [`Room::admit`]: made (or failed) once dropped.
+pub struct Admission {
+    room: std::sync::Arc<Room>,
+    number: u64,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut state = self.room.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, done)) = state.admitted.get_mut(&self.number) {
+            *done = Some(std::time::Instant::now());
+        }
+    }
 }
 
 impl Room {
@@ -89,35 +115,47 @@ impl Room {
         Room {
             max_sessions,
             sandbox,
-            counted: std::sync::Mutex::new((blank, Placed::default())),
+            state: std::sync::Mutex::new(RoomState {
+                me: blank,
+                admitted: Default::default(),
+                next: 0,
+            }),
         }
     }
 
-    /// What a heartbeat counted: admissions start over from it.
-    pub fn counted(&self, me: &Announcement) {
-        let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
-        *counted = (
-            Announcement {
-                max_sessions: self.max_sessions,
-                ..me.clone()
-            },
-            Placed::default(),
-        );
+    /// What a heartbeat counted on the engine, whose sandboxes were listed
+    /// from `listed_at`: admissions whose sandbox was made before that are
+    /// in the count; the others still count on their own.
+    pub fn counted(&self, me: &Announcement, listed_at: std::time::Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.me = me.clone();
+        state
+            .admitted
+            .retain(|_, (_, done)| done.is_none_or(|done| done > listed_at));
     }
 
-    /// Takes a new session with `options` if a slot and memory for its
-    /// limit are left (and counts it).
-    pub fn admit(&self, options: &SandboxOptions) -> bool {
+    /// Takes a sandbox with `options` if a slot and memory for its limit are
+    /// left; it counts until a beat has counted it on the engine.
+    pub fn admit(self: &std::sync::Arc<Self>, options: &SandboxOptions) -> Option<Admission> {
         let want = Want::of(&self.sandbox, options);
-        let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
-        let (me, since) = &mut *counted;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut since = Placed::default();
+        for (admitted, _) in state.admitted.values() {
+            since.add(admitted);
+        }
+        let me = &state.me;
         let memory_left =
             me.memory_bytes == 0 || me.memory_committed + since.memory_bytes + want.memory_bytes <= me.memory_bytes;
-        let room = me.sessions + since.sessions < self.max_sessions.max(1) && memory_left;
-        if room {
-            since.add(&want);
+        if me.sessions + since.sessions >= self.max_sessions.max(1) || !memory_left {
+            return None;
         }
-        room
+        let number = state.next;
+        state.next += 1;
+        state.admitted.insert(number, (want, None));
+        Some(Admission {
+            room: std::sync::Arc::clone(self),
+            number,
+        })
     }
 }
 
@@ -259,28 +297,49 @@ mod tests {
     }
 
     #[test]
-    fn a_node_admits_sessions_while_its_slots_and_memory_last_counting_from_each_beat() {
+    fn a_node_admits_sandboxes_while_its_slots_and_memory_last_counting_from_each_beat() {
         let sandbox = SandboxConfig {
             memory_bytes: 400,
             ..SandboxConfig::default()
         };
-        let room = Room::new(3, sandbox);
+        let room = std::sync::Arc::new(Room::new(3, sandbox));
         let small = SandboxOptions {
             memory_bytes: Some(100),
             ..SandboxOptions::default()
         };
         // Before a beat: slots alone.
-        assert!(room.admit(&small) && room.admit(&SandboxOptions::default()) && room.admit(&small));
-        assert!(!room.admit(&small), "three slots");
-        // A beat counts 1 session and 700 of 1000 bytes: 300 left.
-        room.counted(&Announcement {
-            sessions: 1,
-            memory_committed: 700,
-            ..node("me", 0, 0)
-        });
-        assert!(!room.admit(&SandboxOptions::default()), "400 bytes do not fit in 300");
-        assert!(room.admit(&small) && room.admit(&small));
-        assert!(!room.admit(&small), "the slots are gone");
+        let made = [room.admit(&small), room.admit(&SandboxOptions::default())];
+        let making = room.admit(&small);
+        assert!(made.iter().all(Option::is_some) && making.is_some());
+        assert!(room.admit(&small).is_none(), "three slots");
+        drop(made);
+        // A beat lists the engine after two were made (it counts them: 1
+        // session was there before, 700 of 1000 bytes in all); the third is
+        // still being made, so it counts on its own: 200 bytes left.
+        let listed_at = std::time::Instant::now();
+        room.counted(
+            &Announcement {
+                sessions: 3,
+                memory_committed: 700,
+                ..node("me", 0, 0)
+            },
+            listed_at,
+        );
+        assert!(room.admit(&small).is_none(), "the slots are gone, the third's too");
+        drop(making);
+        room.counted(
+            &Announcement {
+                sessions: 1,
+                memory_committed: 700,
+                ..node("me", 0, 0)
+            },
+            std::time::Instant::now(),
+        );
+        // 1 of 3 slots, 700 of 1000 bytes: 400 bytes do not fit, 100 do, twice.
+        assert!(room.admit(&SandboxOptions::default()).is_none(), "400 bytes in 300");
+        let (a, b) = (room.admit(&small), room.admit(&small));
+        assert!(a.is_some() && b.is_some());
+        assert!(room.admit(&small).is_none(), "the slots are gone");
     }
 
     #[test]

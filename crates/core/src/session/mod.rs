@@ -217,6 +217,18 @@ impl Sessions {
         self
     }
 
+    /// Room on this node for a sandbox with `options` (held while it is
+    /// made); `CapacityExhausted` when there is none. Always on a single host.
+    pub(crate) fn admit(
+        &self,
+        options: &SandboxOptions,
+    ) -> Result<Option<crate::node::placement::Admission>, SessionError> {
+        match &self.room {
+            None => Ok(None),
+            Some(room) => room.admit(options).map(Some).ok_or(SessionError::CapacityExhausted),
+        }
+    }
+
     /// The node this process is (`None`: a single host).
     pub fn node(&self) -> Option<&str> {
         self.node.as_deref()
@@ -473,11 +485,16 @@ impl Sessions {
             Reservation::OwnerQuotaExceeded { frees_in } => return Err(SessionError::OwnerQuotaExceeded { frees_in }),
             Reservation::CapacityExhausted => return Err(SessionError::CapacityExhausted),
         }
-        if self.room.as_ref().is_some_and(|room| !room.admit(spec.options)) {
-            let _ = self.store.delete(owner, id).await;
-            return Err(SessionError::CapacityExhausted);
-        }
-        match self.make_container(&pending, ttl).await {
+        let admitted = match self.admit(spec.options) {
+            Ok(admitted) => admitted,
+            Err(err) => {
+                let _ = self.store.delete(owner, id).await;
+                return Err(err);
+            }
+        };
+        let made = self.make_container(&pending, ttl).await;
+        drop(admitted);
+        match made {
             Ok((record, created)) => Ok((record, if created { Opened::Created } else { Opened::Found })),
             Err(err) => {
                 let _ = self.store.delete(owner, id).await;
@@ -862,6 +879,11 @@ impl Sessions {
         }
         let ttl = time_left(&record);
         let now = Utc::now().timestamp_millis();
+        // Held until the adoption ends (a suspended one takes no room).
+        let _admitted = match record.suspended_in() {
+            Some(_) => None,
+            None => self.admit(&record.options)?,
+        };
         if let Some(snapshot) = record.suspended_in() {
             let parked = SessionRecord {
                 container: None,

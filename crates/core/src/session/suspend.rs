@@ -277,6 +277,8 @@ impl Sessions {
                 )))
             })?,
         );
+        // Room for it here, held until the resume ends.
+        let _admitted = self.admit(&record.options)?;
         // A container from a resume that died midway is not the truth.
         if let Some(stale) = record.container() {
             self.runtime.remove(stale).await?;

@@ -498,18 +498,20 @@ impl SandboxRuntime for DockerRuntime {
 
     async fn host(&self, images: &[String]) -> Result<Host, RuntimeError> {
         let info = self.docker.info().await.map_err(engine_error)?;
-        let held = futures_util::future::try_join_all(images.iter().map(|image| async move {
+        // One at a time (the list is the operator's); an image the engine
+        // cannot say it holds is not offered.
+        let mut held = Vec::with_capacity(images.len());
+        for image in images {
             match self.docker.inspect_image(image).await {
-                Ok(_) => Ok(Some(image.clone())),
-                Err(err) if is_status(&err, 404) => Ok(None),
-                Err(err) => Err(engine_error(err)),
+                Ok(_) => held.push(image.clone()),
+                Err(err) if is_status(&err, 404) => {}
+                Err(err) => tracing::warn!(%image, error = %err, "the engine did not say whether it holds the image"),
             }
-        }))
-        .await?;
+        }
         Ok(Host {
             memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
             nano_cpus: info.ncpu.unwrap_or(0).max(0) as u64 * 1_000_000_000,
-            images: held.into_iter().flatten().collect(),
+            images: held,
         })
     }
 }
