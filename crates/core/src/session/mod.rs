@@ -115,7 +115,8 @@ pub struct Sessions {
     node: Option<String>,
     /// Where this node is reached (`BRIG_NODE_ADDR`), recorded with its sessions.
     node_addr: Option<String>,
-    /// This node's own bound on the new sessions made here.
+    /// This node's own bound on the sandboxes made here (new sessions,
+    /// resumes, recoveries).
     room: Option<Arc<crate::node::placement::Room>>,
 }
 
@@ -210,8 +211,8 @@ impl Sessions {
         self
     }
 
-    /// New sessions made here only while `room` has room for them
-    /// (503 `capacity_exhausted` otherwise).
+    /// Sandboxes made here (new sessions, resumes, recoveries) only while
+    /// `room` has room for them (503 `capacity_exhausted` otherwise).
     pub fn with_room(mut self, room: Arc<crate::node::placement::Room>) -> Self {
         self.room = Some(room);
         self
