@@ -128,7 +128,10 @@ impl Room {
     /// in the count; the others still count on their own.
     pub fn counted(&self, me: &Announcement, listed_at: std::time::Instant) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.me = me.clone();
+        state.me = Announcement {
+            max_sessions: self.max_sessions,
+            ..me.clone()
+        };
         state
             .admitted
             .retain(|_, (_, done)| done.is_none_or(|done| done > listed_at));
@@ -143,10 +146,7 @@ impl Room {
         for (admitted, _) in state.admitted.values() {
             since.add(admitted);
         }
-        let me = &state.me;
-        let memory_left =
-            me.memory_bytes == 0 || me.memory_committed + since.memory_bytes + want.memory_bytes <= me.memory_bytes;
-        if me.sessions + since.sessions >= self.max_sessions.max(1) || !memory_left {
+        if !has_room(&state.me, &since, &want) {
             return None;
         }
         let number = state.next;
@@ -178,12 +178,14 @@ pub const POLICY: Policy = Policy::BestOfTwo;
 /// Whether `node`, with `placed` more, has room for `want`. A node that did
 /// not announce its memory (0) is bounded by its sessions alone.
 pub fn fits(node: &Announcement, placed: &Placed, want: &Want) -> bool {
+    node.runtimes.contains(&want.runtime) && node.images.contains(&want.image) && has_room(node, placed, want)
+}
+
+/// Whether `node`, with `placed` more, has a session slot and memory for `want`.
+fn has_room(node: &Announcement, placed: &Placed, want: &Want) -> bool {
     let memory_left =
         node.memory_bytes == 0 || node.memory_committed + placed.memory_bytes + want.memory_bytes <= node.memory_bytes;
-    node.runtimes.contains(&want.runtime)
-        && node.images.contains(&want.image)
-        && node.sessions + placed.sessions < node.max_sessions.max(1)
-        && memory_left
+    node.sessions + placed.sessions < node.max_sessions.max(1) && memory_left
 }
 
 fn share(used: u64, of: u64) -> f64 {
