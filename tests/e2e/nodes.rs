@@ -636,6 +636,31 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
         let still = run_via(&nodes[0], session, "cat who.txt").await;
         assert!(still.body["stdout"].as_str().unwrap().starts_with(session.as_str()));
     }
+    // Each session says whether it was recreated, and from what: the
+    // snapshotted one from its snapshot, the others empty.
+    let recreated = |session: &str| {
+        let nodes = &nodes;
+        let session = session.to_string();
+        async move {
+            let seen = call(&nodes[1], Method::GET, &format!("/sessions/{session}"), ALICE_KEY, None).await;
+            assert_eq!(seen.status, StatusCode::OK, "{:?}", seen.body);
+            seen.body["recreated"].clone()
+        }
+    };
+    let from_snapshot = recreated(snapped).await;
+    assert_eq!(from_snapshot["lost_node"], "n2", "{from_snapshot}");
+    assert_eq!(
+        from_snapshot["snapshot_id"], snapshot.body["snapshot_id"],
+        "{from_snapshot}"
+    );
+    for session in &on_n2[1..] {
+        let empty = recreated(session).await;
+        assert_eq!(empty["lost_node"], "n2", "{empty}");
+        assert!(empty.get("snapshot_id").is_none(), "{empty}");
+    }
+    for session in &others {
+        assert!(recreated(session).await.is_null());
+    }
     let seen = nodes_seen(&nodes[1]).await;
     assert_eq!(status_of(&seen, "n2"), "lost");
 

@@ -150,6 +150,8 @@ export interface SessionInfo {
   /** Bytes. */
   memoryLimit: number;
   cpuLimit: number;
+  /** Set once another node recreated the session after its own was lost (no `snapshotId`: its workspace started empty). */
+  recreated?: { at: string; lostNode: string; snapshotId?: string };
   raw: Record<string, unknown>;
 }
 

@@ -165,6 +165,11 @@ const toSession = (raw) => ({
   runtime: raw.runtime,
   memoryLimit: raw.memory_limit,
   cpuLimit: raw.cpu_limit,
+  recreated: raw.recreated && {
+    at: raw.recreated.at,
+    lostNode: raw.recreated.lost_node,
+    snapshotId: raw.recreated.snapshot_id,
+  },
   raw,
 });
 

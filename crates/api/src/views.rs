@@ -245,6 +245,22 @@ pub struct SessionView {
     /// Bytes.
     pub memory_limit: i64,
     pub cpu_limit: f64,
+    /// Present once another node recreated the session after its own node
+    /// was lost (several nodes): its workspace is then the snapshot named
+    /// here, or empty (`snapshot_id` absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recreated: Option<RecreationView>,
+}
+
+/// A session's recreation on another node (see [`SessionView::recreated`]).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecreationView {
+    pub at: String,
+    /// The node that was lost.
+    pub lost_node: String,
+    /// The snapshot its workspace was restored from; absent: it started empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
 }
 
 impl SessionView {
@@ -262,6 +278,11 @@ impl SessionView {
             runtime: options.runtime.clone().unwrap_or_else(|| sandbox.runtime.clone()),
             memory_limit: options.memory_bytes.unwrap_or(sandbox.memory_bytes),
             cpu_limit: options.nano_cpus.map_or(sandbox.cpus, |n| n as f64 / 1e9),
+            recreated: record.recreated.as_ref().map(|recreated| RecreationView {
+                at: at(recreated.at_ms),
+                lost_node: recreated.lost_node.clone(),
+                snapshot_id: recreated.snapshot_id.clone(),
+            }),
         }
     }
 }

@@ -504,6 +504,7 @@ mod tests {
             ttl_ms: None,
             node: Some(node.into()),
             node_addr: None,
+            recreated: None,
         };
         store.replace(&record, Duration::from_secs(600)).await.unwrap();
         record

@@ -184,6 +184,10 @@ class SessionInfo:
     memory_limit: int
     cpu_limit: float
     raw: Dict[str, Any] = field(repr=False, compare=False)
+    #: Set once another node recreated the session after its own was lost:
+    #: ``{"at", "lost_node", "snapshot_id"?}`` (no ``snapshot_id``: its
+    #: workspace started empty).
+    recreated: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_json(cls, raw: Dict[str, Any]) -> "SessionInfo":
@@ -198,6 +202,7 @@ class SessionInfo:
             memory_limit=int(raw.get("memory_limit", 0)),
             cpu_limit=float(raw.get("cpu_limit", 0.0)),
             raw=raw,
+            recreated=raw.get("recreated"),
         )
 
 

@@ -19,7 +19,7 @@ use brig_protocol::{FileReply, FileRequest};
 use chrono::{DateTime, Utc};
 
 pub use self::ids::{InvalidSessionId, Owner, SessionId};
-pub use self::record::{SessionRecord, SessionState, Suspension};
+pub use self::record::{Recreation, SessionRecord, SessionState, Suspension};
 pub use self::suspend::Sweep;
 use crate::pool::WarmPool;
 use crate::runtime::transfer::{self, Transfer};
@@ -479,6 +479,7 @@ impl Sessions {
             ttl_ms: spec.ttl.map(|ttl| ttl.as_millis() as i64),
             node: self.node.clone(),
             node_addr: self.node_addr.clone(),
+            recreated: None,
         };
         match self.store.reserve(&pending, ttl, self.quota).await? {
             Reservation::Reserved => tracing::debug!(session = %id, "reserved; creating the session's container"),
@@ -948,8 +949,15 @@ impl Sessions {
                     }
                 }
             }
+            // Its answers say so from now on (`GET /sessions/{id}`): the
+            // workspace is a snapshot's, or empty.
             let ready = SessionRecord {
                 suspended: None,
+                recreated: Some(Recreation {
+                    at_ms: now,
+                    lost_node: lost.to_string(),
+                    snapshot_id: restored.clone(),
+                }),
                 ..made
             };
             // Deleted meanwhile (delete does not wait for the lock): it stays so.

@@ -38,6 +38,21 @@ pub struct SessionRecord {
     /// Where that node is reached (`BRIG_NODE_ADDR`), for a client sent to the wrong one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_addr: Option<String>,
+    /// Set once another node recreated the session after its node was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreated: Option<Recreation>,
+}
+
+/// A session's recreation after its node was lost (see [`SessionRecord::recreated`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recreation {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// The node that was lost.
+    pub lost_node: String,
+    /// The snapshot its workspace was restored from; `None`: it started empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
 }
 
 /// A session's suspension (see [`SessionRecord::suspended`]).
@@ -155,6 +170,7 @@ mod tests {
             ttl_ms: None,
             node: None,
             node_addr: None,
+            recreated: None,
         };
         let json = serde_json::to_value(&pending).unwrap();
         assert_eq!(json["container_id"], "");

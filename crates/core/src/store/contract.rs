@@ -76,6 +76,7 @@ fn record(owner: &Owner, id: &str, container: &str) -> SessionRecord {
         ttl_ms: None,
         node: None,
         node_addr: None,
+        recreated: None,
     }
 }
 
