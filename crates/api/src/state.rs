@@ -170,7 +170,7 @@ impl AppState {
                 config: node.clone(),
                 sandbox: sandbox.clone(),
                 runtime: state.runtime.clone(),
-                max_sessions: node.max_sessions.unwrap_or(u64::from(state.config.quota.total)),
+                max_sessions: room.max_sessions(),
                 runtimes,
                 room,
                 started_at_ms: chrono::Utc::now().timestamp_millis(),

@@ -95,6 +95,11 @@ impl Drop for Admission {
 }
 
 impl Room {
+    /// Sessions this node takes (`NODE_MAX_SESSIONS`, else `MAX_SESSIONS`).
+    pub fn max_sessions(&self) -> u64 {
+        self.max_sessions
+    }
+
     pub fn new(max_sessions: u64, sandbox: SandboxConfig) -> Self {
         let blank = Announcement {
             node_id: String::new(),
@@ -176,9 +181,13 @@ pub enum Policy {
 pub const POLICY: Policy = Policy::BestOfTwo;
 
 /// Whether `node`, with `placed` more, has room for `want`. A node that did
-/// not announce its memory (0) is bounded by its sessions alone.
+/// not announce its host (a version before capacity, during a rolling
+/// upgrade: no memory, no images) is bounded by its runtimes and sessions
+/// alone.
 pub fn fits(node: &Announcement, placed: &Placed, want: &Want) -> bool {
-    node.runtimes.contains(&want.runtime) && node.images.contains(&want.image) && has_room(node, placed, want)
+    let announced_host = node.memory_bytes > 0;
+    let holds_image = !announced_host || node.images.contains(&want.image);
+    node.runtimes.contains(&want.runtime) && holds_image && has_room(node, placed, want)
 }
 
 /// Whether `node`, with `placed` more, has a session slot and memory for `want`.
@@ -290,12 +299,19 @@ mod tests {
             ..want(1)
         };
         assert!(!fits(&node("a", 0, 0), &none, &other_runtime));
-        // Memory unannounced: sessions alone bound it.
+        // The host unannounced (an older node): runtimes and sessions alone bound it.
         let unknown = Announcement {
             memory_bytes: 0,
+            images: Vec::new(),
             ..node("a", 0, 5000)
         };
         assert!(fits(&unknown, &none, &want(1000)));
+        assert!(!fits(&unknown, &none, &other_runtime));
+        let full = Announcement {
+            sessions: 10,
+            ..unknown.clone()
+        };
+        assert!(!fits(&full, &none, &want(1)));
     }
 
     #[test]
