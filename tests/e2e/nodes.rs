@@ -788,25 +788,35 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
     }
 }
 
+/// The environment of node `id` on this machine's engine and network (a
+/// port of its own), sharing `redis`, with `extra` settings.
+fn local_node(redis: &RedisServer, id: &str, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let port = free_port().to_string();
+    let mut env = vec![
+        ("REDIS_URL", redis.url()),
+        ("BRIG_NODE_ADDR", format!("http://127.0.0.1:{port}")),
+        ("PORT", port),
+        ("BRIG_NODE_ID", id.to_string()),
+        ("BRIG_NODE_SECRET", SECRET.to_string()),
+        ("NODE_HEARTBEAT_SECONDS", "1".to_string()),
+        ("NODE_LOSS_SECONDS", "4".to_string()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    env
+}
+
 /// One node on this machine's engine: placement keeps its `NODE_MAX_SESSIONS`
 /// (a new session past it is 503 `capacity_exhausted`, its own sessions go
 /// on), and it is not drained while its snapshots are its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_takes_no_more_sessions_than_its_own_limit_and_no_drain_without_shared_snapshots() {
     let redis = RedisServer::start();
-    let port = free_port().to_string();
-    let addr = format!("http://127.0.0.1:{port}");
-    let api = BrigApi::start(&[
-        ("REDIS_URL", redis.url().as_str()),
-        ("PORT", port.as_str()),
-        ("BRIG_NODE_ID", "solo"),
-        ("BRIG_NODE_ADDR", addr.as_str()),
-        ("BRIG_NODE_SECRET", SECRET),
-        ("NODE_HEARTBEAT_SECONDS", "1"),
-        ("NODE_LOSS_SECONDS", "4"),
-        ("NODE_MAX_SESSIONS", "1"),
-        ("ALLOWED_COMMANDS", "echo"),
-    ]);
+    let env = local_node(
+        &redis,
+        "solo",
+        &[("NODE_MAX_SESSIONS", "1"), ("ALLOWED_COMMANDS", "echo")],
+    );
+    let api = BrigApi::start(&env_refs(&env));
     nodes_until(
         &api,
         Duration::from_secs(10),
@@ -870,22 +880,13 @@ async fn a_session_suspended_into_its_nodes_own_snapshots_resumes_there() {
         .collect();
     let nodes: Vec<BrigApi> = (0..2)
         .map(|i| {
-            let port = free_port().to_string();
-            let (id, addr) = (format!("m{i}"), format!("http://127.0.0.1:{port}"));
-            BrigApi::start_in(
-                &instance,
-                &[
-                    ("REDIS_URL", redis.url().as_str()),
-                    ("PORT", port.as_str()),
-                    ("BRIG_NODE_ID", id.as_str()),
-                    ("BRIG_NODE_ADDR", addr.as_str()),
-                    ("BRIG_NODE_SECRET", SECRET),
-                    ("NODE_HEARTBEAT_SECONDS", "1"),
-                    ("NODE_LOSS_SECONDS", "4"),
-                    ("SNAPSHOT_DIR", dirs[i].to_str().unwrap()),
-                    ("ALLOWED_COMMANDS", "sh,cat"),
-                ],
-            )
+            let dir = dirs[i].to_str().unwrap();
+            let env = local_node(
+                &redis,
+                &format!("m{i}"),
+                &[("SNAPSHOT_DIR", dir), ("ALLOWED_COMMANDS", "sh,cat")],
+            );
+            BrigApi::start_in(&instance, &env_refs(&env))
         })
         .collect();
     nodes_until(&nodes[0], Duration::from_secs(10), "both nodes live", |seen| {

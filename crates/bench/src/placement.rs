@@ -100,19 +100,12 @@ impl Rng {
 fn node(id: usize, (sessions, memory, cpus): (u64, u64, u64)) -> Announcement {
     Announcement {
         node_id: format!("n{id:02}"),
-        addr: String::new(),
-        started_at_ms: 0,
-        heartbeat_at_ms: 0,
-        sessions: 0,
         max_sessions: sessions,
         runtimes: vec!["runc".into()],
-        draining: false,
-        engine_answered_at_ms: 0,
         memory_bytes: memory,
-        memory_committed: 0,
         nano_cpus: cpus * 1_000_000_000,
-        nano_cpus_committed: 0,
         images: vec!["sandbox".into()],
+        ..Announcement::default()
     }
 }
 

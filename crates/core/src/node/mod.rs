@@ -46,7 +46,7 @@ impl std::fmt::Display for NodeRef {
 }
 
 /// What a node says of itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Announcement {
     pub node_id: String,
     pub addr: String,
@@ -249,9 +249,7 @@ impl Fleet {
             })
             .map(|(node, _)| (node, placed.get(&node.node_id).copied().unwrap_or_default()))
             .collect();
-        let offered = usable
-            .iter()
-            .any(|(node, _)| node.runtimes.contains(&want.runtime) && node.images.contains(&want.image));
+        let offered = usable.iter().any(|(node, _)| placement::offers(node, want));
         let candidates: Vec<(&Announcement, Placed)> = usable
             .into_iter()
             .filter(|(node, extra)| placement::fits(node, extra, want))
@@ -414,18 +412,13 @@ mod tests {
         Announcement {
             node_id: id.into(),
             addr: format!("http://{id}:8000"),
-            started_at_ms: 0,
             heartbeat_at_ms,
             sessions: 1,
             max_sessions: 100,
             runtimes: vec!["runc".into()],
-            draining: false,
             engine_answered_at_ms: heartbeat_at_ms,
-            memory_bytes: 0,
-            memory_committed: 0,
-            nano_cpus: 0,
-            nano_cpus_committed: 0,
             images: vec!["img".into()],
+            ..Announcement::default()
         }
     }
 

@@ -102,20 +102,8 @@ impl Room {
 
     pub fn new(max_sessions: u64, sandbox: SandboxConfig) -> Self {
         let blank = Announcement {
-            node_id: String::new(),
-            addr: String::new(),
-            started_at_ms: 0,
-            heartbeat_at_ms: 0,
-            sessions: 0,
             max_sessions,
-            runtimes: Vec::new(),
-            draining: false,
-            engine_answered_at_ms: 0,
-            memory_bytes: 0,
-            memory_committed: 0,
-            nano_cpus: 0,
-            nano_cpus_committed: 0,
-            images: Vec::new(),
+            ..Announcement::default()
         };
         Room {
             max_sessions,
@@ -185,9 +173,15 @@ pub const POLICY: Policy = Policy::BestOfTwo;
 /// upgrade: no memory, no images) is bounded by its runtimes and sessions
 /// alone.
 pub fn fits(node: &Announcement, placed: &Placed, want: &Want) -> bool {
+    offers(node, want) && has_room(node, placed, want)
+}
+
+/// Whether `node` offers `want`'s runtime and holds its image (a node that
+/// did not announce its host is taken at its runtimes).
+pub fn offers(node: &Announcement, want: &Want) -> bool {
     let announced_host = node.memory_bytes > 0;
     let holds_image = !announced_host || node.images.contains(&want.image);
-    node.runtimes.contains(&want.runtime) && holds_image && has_room(node, placed, want)
+    node.runtimes.contains(&want.runtime) && holds_image
 }
 
 /// Whether `node`, with `placed` more, has a session slot and memory for `want`.
@@ -252,19 +246,14 @@ mod tests {
     fn node(id: &str, sessions: u64, memory_committed: u64) -> Announcement {
         Announcement {
             node_id: id.into(),
-            addr: String::new(),
-            started_at_ms: 0,
-            heartbeat_at_ms: 0,
             sessions,
             max_sessions: 10,
             runtimes: vec!["runc".into()],
-            draining: false,
-            engine_answered_at_ms: 0,
             memory_bytes: 1000,
             memory_committed,
             nano_cpus: 4_000,
-            nano_cpus_committed: 0,
             images: vec!["img".into()],
+            ..Announcement::default()
         }
     }
 
