@@ -833,8 +833,7 @@ async fn a_node_takes_no_more_sessions_than_its_own_limit_and_no_drain_without_s
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", full.body);
     assert_eq!(full.body["error"], "capacity_exhausted");
     run_via(&api, "one", "echo again").await;
-    // MCP is served where it lands, without placement: the node's own
-    // count refuses the session all the same.
+    // MCP's tools are placed as the API's requests are.
     let refused = crate::mcp::call_tool(
         &api,
         ALICE_KEY,
@@ -868,11 +867,13 @@ async fn a_node_takes_no_more_sessions_than_its_own_limit_and_no_drain_without_s
     assert_eq!(drain(false).await.unwrap().status(), StatusCode::OK);
 }
 
-/// Two nodes on this machine's engine, each with snapshots of its own: a
-/// suspended session's workspace is in its node's snapshots only, so its
-/// next use through the other node is sent there, and resumes with it.
+/// Two nodes on this machine's engine, each with snapshots of its own: MCP
+/// tool calls through the node that does not hold a session reach the one
+/// that does; a suspended session's workspace is in its node's snapshots
+/// only, so its next use through the other node is sent there, and resumes
+/// with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_suspended_into_its_nodes_own_snapshots_resumes_there() {
+async fn mcp_reaches_a_sessions_node_and_a_session_suspended_into_its_nodes_own_snapshots_resumes_there() {
     let redis = RedisServer::start();
     let instance = new_instance();
     let dirs: Vec<PathBuf> = (0..2)
@@ -896,6 +897,35 @@ async fn a_session_suspended_into_its_nodes_own_snapshots_resumes_there() {
     let made = run_via(&nodes[0], "kept", "sh -c 'echo kept > k.txt'").await;
     let home = served_by(&made);
     let other = if home == "m0" { 1 } else { 0 };
+    let tool = |at: usize, id: u64, name: &'static str, arguments: Value| {
+        crate::mcp::call_tool(&nodes[at], ALICE_KEY, id, name, arguments)
+    };
+    let ran = tool(
+        other,
+        1,
+        "execute",
+        json!({"session_id": "kept", "command": "cat k.txt"}),
+    )
+    .await;
+    assert_eq!(ran["structuredContent"]["stdout"], "kept\n", "{ran}");
+    let written = json!({"session_id": "kept", "path": "m.txt", "content": "via mcp"});
+    let written = tool(other, 2, "write_file", written).await;
+    assert_eq!(written["structuredContent"]["written"], true, "{written}");
+    let read = tool(other, 3, "read_file", json!({"session_id": "kept", "path": "m.txt"})).await;
+    assert_eq!(read["structuredContent"]["content"], "via mcp", "{read}");
+    let seen = run_via(&nodes[1 - other], "kept", "cat m.txt").await;
+    assert_eq!(seen.body["stdout"], "via mcp");
+    // A session made through MCP is placed, and deleted through the node
+    // that does not hold it.
+    let made = tool(other, 4, "create_session", json!({"session_id": "tooled"})).await;
+    assert_eq!(made["structuredContent"]["created"], true, "{made}");
+    let found = call(&nodes[0], Method::GET, "/sessions/tooled", ALICE_KEY, None).await;
+    assert_eq!(found.status, StatusCode::OK, "{:?}", found.body);
+    let stranger = if served_by(&found) == "m0" { 1 } else { 0 };
+    let gone = tool(stranger, 5, "delete_session", json!({"session_id": "tooled"})).await;
+    assert_eq!(gone["structuredContent"]["deleted"], true, "{gone}");
+    let found = call(&nodes[0], Method::GET, "/sessions/tooled", ALICE_KEY, None).await;
+    assert_eq!(found.status, StatusCode::NOT_FOUND, "{:?}", found.body);
     let suspended = call(&nodes[other], Method::POST, "/sessions/kept/suspend", ALICE_KEY, None).await;
     assert_eq!(suspended.status, StatusCode::OK, "{:?}", suspended.body);
     assert_eq!(suspended.body["status"], "suspended");

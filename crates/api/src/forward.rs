@@ -5,7 +5,8 @@
 //!
 //! Which node a request is for: the session in its path
 //! (`/sessions/{id}/…`), or in its JSON body (`session_id` of `/execute`,
-//! `/executions`, `POST /sessions`, `/generate-and-execute`). Requests that
+//! `/executions`, `POST /sessions`, `/generate-and-execute`; in the arguments
+//! of an MCP tool call, which goes whole to the session's node). Requests that
 //! name an execution or a context run here first: when the session turns out
 //! to live elsewhere (421 `wrong_node`, naming its node), they are sent on.
 //! So is any such request (kept whole: not those under `/sessions/{id}/…`,
@@ -358,9 +359,15 @@ pub struct Asked {
 
 /// What a JSON body says of its session: its id, and the sandbox asked for.
 pub fn body_session(body: &[u8]) -> (Option<String>, Asked) {
-    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return (None, Asked::default());
-    };
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(fields)) => session_in(&fields),
+        _ => (None, Asked::default()),
+    }
+}
+
+/// The session and sandbox named by the fields of a body (or of an MCP
+/// tool's arguments).
+fn session_in(fields: &serde_json::Map<String, serde_json::Value>) -> (Option<String>, Asked) {
     let text = |name: &str| fields.get(name).and_then(|v| v.as_str()).map(str::to_string);
     let asked = Asked {
         image: text("image"),
@@ -369,6 +376,49 @@ pub fn body_session(body: &[u8]) -> (Option<String>, Asked) {
         cpu_limit: fields.get("cpu_limit").and_then(|v| v.as_f64()),
     };
     (text("session_id"), asked)
+}
+
+/// Whether a request is one to the MCP server.
+pub fn is_mcp(method: &Method, path: &str) -> bool {
+    *method == Method::POST && path == "/mcp"
+}
+
+/// An MCP request that calls a tool naming a session (`tools/call` of
+/// `execute`, `run_code`, `read_file`, `write_file`, `create_session` or
+/// `delete_session`): routed like the HTTP request of the same tool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpCall {
+    /// The JSON-RPC id, for an answer made before the tool runs.
+    pub id: serde_json::Value,
+    pub session: Option<String>,
+    pub asked: Asked,
+    /// Whether the tool makes its session when there is none.
+    pub creating: bool,
+}
+
+/// The tool call an MCP body makes, when its tool names a session (a batch,
+/// a notification, another method or tool: none).
+pub fn mcp_call(body: &[u8]) -> Option<McpCall> {
+    let message: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if message.get("method")?.as_str()? != "tools/call" {
+        return None;
+    }
+    let params = message.get("params")?;
+    let creating = match params.get("name")?.as_str()? {
+        "execute" | "run_code" | "write_file" | "create_session" => true,
+        "read_file" | "delete_session" => false,
+        _ => return None,
+    };
+    let (session, asked) = match params.get("arguments") {
+        Some(serde_json::Value::Object(arguments)) => session_in(arguments),
+        _ => (None, Asked::default()),
+    };
+    Some(McpCall {
+        id: message.get("id")?.clone(),
+        session,
+        asked,
+        creating,
+    })
 }
 
 /// The node a 421 names (from our own error, or another node's headers).
@@ -502,5 +552,33 @@ mod tests {
         );
         assert_eq!(body_session(b"not json"), (None, Asked::default()));
         assert_eq!(body_session(br#"{"session_id":7}"#), (None, Asked::default()));
+    }
+
+    #[test]
+    fn mcp_tool_calls_name_their_session_and_others_do_not() {
+        let call = |name: &str, arguments: serde_json::Value| {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": name, "arguments": arguments}});
+            mcp_call(body.to_string().as_bytes())
+        };
+        let executed = call("execute", serde_json::json!({"session_id": "s", "command": "ls"})).unwrap();
+        assert_eq!(executed.id, 7);
+        assert_eq!(executed.session.as_deref(), Some("s"));
+        assert!(executed.creating);
+        let read = call("read_file", serde_json::json!({"session_id": "s", "path": "a"})).unwrap();
+        assert!(!read.creating);
+        let made = call("create_session", serde_json::json!({"image": "py", "cpu_limit": 0.5})).unwrap();
+        assert_eq!(made.session, None);
+        assert_eq!(made.asked.image.as_deref(), Some("py"));
+        assert_eq!(made.asked.cpu_limit, Some(0.5));
+        assert!(made.creating);
+        assert_eq!(call("list_sessions", serde_json::json!({})), None);
+        let listed = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        assert_eq!(mcp_call(listed), None);
+        let notified =
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"execute","arguments":{"session_id":"s"}}}"#;
+        assert_eq!(mcp_call(notified), None);
+        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute","arguments":{"session_id":"s"}}}]"#;
+        assert_eq!(mcp_call(batch), None);
     }
 }

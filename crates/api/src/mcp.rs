@@ -452,14 +452,7 @@ pub async fn protocol(State(body_limit): State<usize>, request: Request, next: N
     }
     let bytes = match axum::body::to_bytes(body, body_limit).await {
         Ok(bytes) => bytes,
-        Err(err) if is_over_limit(&err) => {
-            return jsonrpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                INVALID_REQUEST,
-                format!("the body is over {body_limit} bytes (MAX_REQUEST_BYTES)"),
-                None,
-            );
-        }
+        Err(err) if is_over_limit(&err) => return too_large(body_limit),
         Err(err) => {
             return jsonrpc_error(
                 StatusCode::BAD_REQUEST,
@@ -499,6 +492,24 @@ pub async fn protocol(State(body_limit): State<usize>, request: Request, next: N
         status if status.is_client_error() => jsonrpc_error(status, INVALID_REQUEST, text, id),
         status => jsonrpc_error(status, INTERNAL_ERROR, text, id),
     }
+}
+
+/// The answer to a body over `body_limit` bytes.
+pub fn too_large(body_limit: usize) -> Response {
+    jsonrpc_error(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        INVALID_REQUEST,
+        format!("the body is over {body_limit} bytes (MAX_REQUEST_BYTES)"),
+        None,
+    )
+}
+
+/// The answer to the tool call `id` refused before its tool ran (by the
+/// routing of node mode): the tool result with `isError` the tool itself
+/// would have given.
+pub fn refusal(id: serde_json::Value, err: ApiError) -> Response {
+    let result = serde_json::to_value(refused(err)).unwrap_or_default();
+    axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
 }
 
 fn jsonrpc_error(

@@ -13,8 +13,8 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::Forwarded;
 use crate::forward::{
-    body_session, misdirected, names_session_in_body, resumes, session_in_path, Asked, Forwarder, FORWARDED, MAX_HOPS,
-    SERVED_BY,
+    body_session, is_mcp, mcp_call, misdirected, names_session_in_body, resumes, session_in_path, Asked, Forwarder,
+    FORWARDED, MAX_HOPS, SERVED_BY,
 };
 use crate::state::AppState;
 
@@ -96,9 +96,15 @@ async fn routed(
         // The handler answers 413.
         return Ok(next.run(Request::from_parts(parts, body)).await);
     }
-    let body = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let mcp = is_mcp(&parts.method, &path);
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) if mcp => return Ok(crate::mcp::too_large(limit)),
+        Err(_) => return Err(ApiError::PayloadTooLarge),
+    };
+    if mcp {
+        return Ok(mcp_routed(state, forwarder, parts, body, next).await);
+    }
     let mut first = Plan::Here;
     if names_session_in_body(&parts.method, &path) {
         let (session, asked) = body_session(&body);
@@ -134,6 +140,27 @@ async fn routed(
         response = forwarder.send(&to, &parts, Bytes::clone(&body).into()).await?;
     }
     Ok(response)
+}
+
+/// An MCP request: a tool call naming a session goes whole to the node that
+/// serves it, as its HTTP counterpart would (a new session to where
+/// placement puts it); the rest is served here. What stops it on the way is
+/// the tool result with `isError` the tool would give.
+async fn mcp_routed(state: &AppState, forwarder: &Forwarder, mut parts: Parts, body: Bytes, next: Next) -> Response {
+    let Some(call) = mcp_call(&body) else {
+        return next.run(Request::from_parts(parts, Body::from(body))).await;
+    };
+    let planned = match &call.session {
+        Some(id) => plan(state, forwarder, &mut parts, id, call.creating, &call.asked).await,
+        None if call.creating => place_new(state, forwarder, &mut parts, &call.asked).await,
+        None => Ok(Plan::Here),
+    };
+    let sent = match planned {
+        Ok(Plan::Here) => return next.run(Request::from_parts(parts, Body::from(body))).await,
+        Ok(Plan::There(to)) => forwarder.send(&to, &parts, body.into()).await,
+        Err(err) => Err(err),
+    };
+    sent.unwrap_or_else(|err| crate::mcp::refusal(call.id, err))
 }
 
 /// Authenticates the caller here (charging its rate limit once: the handler
@@ -230,10 +257,14 @@ async fn live(forwarder: &Forwarder, id: &str) -> Result<NodeRef, ApiError> {
 }
 
 /// The requests whose session may be on another node that the handler alone
-/// finds (besides `/sessions/{id}/…`): those naming it in their body, an
-/// execution or a context. Others (health, MCP, snapshots, nodes) are served here.
+/// finds (besides `/sessions/{id}/…`): those naming it in their body (MCP's
+/// in its tool's arguments), an execution or a context. Others (health,
+/// snapshots, nodes) are served here.
 fn forwardable(method: &axum::http::Method, path: &str) -> bool {
-    names_session_in_body(method, path) || path.starts_with("/executions/") || path.starts_with("/contexts/")
+    names_session_in_body(method, path)
+        || is_mcp(method, path)
+        || path.starts_with("/executions/")
+        || path.starts_with("/contexts/")
 }
 
 /// The caller, authenticated and admitted once per request.
