@@ -325,8 +325,11 @@ impl Sessions {
     ) -> Result<SessionRecord, SessionError> {
         let mut record = self.store.get(owner, id).await?.ok_or(SessionError::NotFound)?;
         record.options.egress = allow;
-        // Keep the expiry the store has: `replace` sets a TTL.
-        self.store.replace(&record, time_left(&record)).await?;
+        // Keep the expiry the store has: `update` sets a TTL. Deleted
+        // meanwhile: it stays so.
+        if !self.store.update(&record, time_left(&record)).await? {
+            return Err(SessionError::NotFound);
+        }
         self.note_sandbox_owner(&record).await;
         Ok(record)
     }
@@ -507,7 +510,9 @@ impl Sessions {
 
     /// Gives the reserved `pending` record a container (a spare from the
     /// pool, or a new one) and stores it with it for `ttl`; whether a
-    /// container was made. On failure the record is left to the caller.
+    /// container was made. On failure the record is left to the caller; a
+    /// session deleted meanwhile stays deleted (its new container goes) and
+    /// is [`SessionError::NotFound`].
     async fn make_container(
         &self,
         pending: &SessionRecord,
@@ -531,10 +536,11 @@ impl Sessions {
                     container: Some(spare.clone()),
                     ..pending.clone()
                 };
-                if let Err(err) = self.store.replace(&record, ttl).await {
+                let stored = self.store.update(&record, ttl).await;
+                if !matches!(stored, Ok(true)) {
                     // Not recorded: the spare would look unclaimed; let it go.
                     let _ = self.runtime.remove(&spare).await;
-                    return Err(err.into());
+                    return Err(stored.map_or_else(SessionError::from, |_| SessionError::NotFound));
                 }
                 self.note_sandbox_owner(&record).await;
                 // The rename also replaces an orphan holding the session's name.
@@ -553,7 +559,11 @@ impl Sessions {
             container: Some(sandbox.id),
             ..pending.clone()
         };
-        self.store.replace(&record, ttl).await?;
+        let stored = self.store.update(&record, ttl).await;
+        if !matches!(stored, Ok(true)) {
+            let _ = self.runtime.remove(record.container().unwrap_or_default()).await;
+            return Err(stored.map_or_else(SessionError::from, |_| SessionError::NotFound));
+        }
         self.note_sandbox_owner(&record).await;
         Ok((record, created))
     }
@@ -896,7 +906,9 @@ impl Sessions {
                 }),
                 ..record.clone()
             };
-            self.store.replace(&parked, ttl).await?;
+            if !self.store.update(&parked, ttl).await? {
+                return Ok(None);
+            }
             return Ok(Some(Adopted {
                 record: parked,
                 restored: None,
@@ -929,7 +941,10 @@ impl Sessions {
             node_addr: self.node_addr.clone(),
             ..record.clone()
         };
-        self.store.replace(&pending, ttl).await?;
+        // Deleted since it was read: it stays so.
+        if !self.store.update(&pending, ttl).await? {
+            return Ok(None);
+        }
         let made = async {
             let (made, _) = self.make_container(&pending, ttl).await?;
             let mut restored = None;
@@ -961,13 +976,12 @@ impl Sessions {
                 ..made
             };
             // Deleted meanwhile (delete does not wait for the lock): it stays so.
-            if self.store.get(owner, id).await?.is_none() {
+            if !self.store.update(&ready, ttl).await? {
                 if let Some(container) = ready.container() {
                     let _ = self.runtime.remove(container).await;
                 }
                 return Err(SessionError::NotFound);
             }
-            self.store.replace(&ready, ttl).await?;
             Ok::<_, SessionError>(Adopted {
                 record: ready,
                 restored,
@@ -985,7 +999,7 @@ impl Sessions {
                     if let Some(made) = current.container() {
                         let _ = self.runtime.remove(made).await;
                     }
-                    let _ = self.store.replace(&record, ttl).await;
+                    let _ = self.store.update(&record, ttl).await;
                 }
                 Err(err)
             }

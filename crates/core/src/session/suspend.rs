@@ -137,7 +137,10 @@ impl Sessions {
                 _ => record.ttl_or(self.ttl),
             };
             record.expires_at_ms = Utc::now().timestamp_millis() + keep.as_millis() as i64;
-            self.store.replace(&record, keep).await?;
+            // Deleted meanwhile (delete does not wait for the lock): it stays so.
+            if !self.store.update(&record, keep).await? {
+                return Err(SessionError::NotFound);
+            }
             Ok(record)
         }
         .await;
@@ -185,10 +188,15 @@ impl Sessions {
             }),
             ..active.clone()
         };
-        self.store
-            .replace(&marked, time_left(&record).max(SUSPENDING_TTL))
-            .await?;
-        let unmark = || async { self.store.replace(&active, time_left(&record)).await };
+        if !self
+            .store
+            .update(&marked, time_left(&record).max(SUSPENDING_TTL))
+            .await?
+        {
+            return Err(SessionError::NotFound);
+        }
+        // Back to active, unless deleted meanwhile.
+        let unmark = || async { self.store.update(&active, time_left(&record)).await.map(drop) };
         // A command that just answered is marked running until its last
         // store call, off its answer's path: it gets a moment to end.
         let give_up = Instant::now() + COMMAND_WAIT;
@@ -231,15 +239,18 @@ impl Sessions {
             ..active.clone()
         };
         // Deleted meanwhile (delete does not wait for the lock): it stays so.
-        if self.store.get(owner, id).await?.is_none() {
-            let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
-            let _ = self.runtime.remove(&container).await;
-            return Err(SessionError::NotFound);
-        }
-        if let Err(err) = self.store.replace(&parked, retention).await {
-            let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
-            let _ = unmark().await;
-            return Err(err.into());
+        match self.store.update(&parked, retention).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
+                let _ = self.runtime.remove(&container).await;
+                return Err(SessionError::NotFound);
+            }
+            Err(err) => {
+                let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
+                let _ = unmark().await;
+                return Err(err.into());
+            }
         }
         // The snapshot is the truth now: the container goes (or, failing
         // that, the reaper takes it: no record names it).
@@ -264,7 +275,9 @@ impl Sessions {
                 suspended: None,
                 ..record
             };
-            self.store.replace(&active, active.ttl_or(self.ttl)).await?;
+            if !self.store.update(&active, active.ttl_or(self.ttl)).await? {
+                return Err(SessionError::NotFound);
+            }
             return Ok((active, Opened::Found));
         };
         let setup = self.setup()?;
@@ -329,8 +342,9 @@ impl Sessions {
             Ok(record) => record,
             Err(err) => {
                 tracing::warn!(%err, session = %id, %snapshot, "resume failed; the session stays suspended");
-                // Back to what it was (parked, out of the instance's capacity).
-                let _ = self.store.replace(&parked, time_left(&record)).await;
+                // Back to what it was (parked, out of the instance's
+                // capacity), unless deleted meanwhile.
+                let _ = self.store.update(&parked, time_left(&record)).await;
                 return Err(match err {
                     SessionError::Snapshot(SnapshotError::NotFound) => SessionError::ResumeFailed(format!(
                         "the suspended session's snapshot {snapshot} is gone; delete the session"
@@ -352,7 +366,16 @@ impl Sessions {
             expires_at_ms: now + ttl.as_millis() as i64,
             ..active
         };
-        self.store.replace(&active, ttl).await?;
+        // Deleted meanwhile (delete does not wait for the lock): it stays so.
+        match self.store.update(&active, ttl).await {
+            Ok(true) => {}
+            stored => {
+                if let Some(container) = active.container() {
+                    let _ = self.runtime.remove(container).await;
+                }
+                return Err(stored.map_or_else(SessionError::from, |_| SessionError::NotFound));
+            }
+        }
         // Best effort: a snapshot no record names is swept.
         let _ = setup.shelf.delete(&owner, &snapshot).await;
         crate::metrics::session_resumed(started.elapsed());

@@ -627,3 +627,25 @@ async fn any_sandbox_failure_under_a_deleted_session_is_the_sessions_absence() {
         SessionError::NotFound
     ));
 }
+
+/// A session deleted while its container is being made stays deleted: the
+/// creation's answer is its absence, and the new container goes.
+#[tokio::test(start_paused = true)]
+async fn a_session_deleted_while_its_container_is_made_stays_deleted() {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Arc::new(FakeRuntime::with_create_delay(Duration::from_millis(500)));
+    let sessions = Arc::new(replica(&store, &runtime));
+    let creating = {
+        let sessions = sessions.clone();
+        tokio::spawn(async move { sessions.execute(&alice(), &sid("s"), echo("x")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sessions.delete(&alice(), &sid("s")).await.unwrap();
+    assert!(matches!(creating.await.unwrap(), Err(SessionError::NotFound)));
+    assert_eq!(store.get(&alice(), &sid("s")).await.unwrap(), None);
+    assert_eq!(runtime.creations(), 1);
+    assert!(runtime.sandbox_ids().is_empty(), "{:?}", runtime.sandbox_ids());
+    // The id is free again.
+    let again = sessions.execute(&alice(), &sid("s"), echo("y")).await.unwrap();
+    assert!(again.created);
+}

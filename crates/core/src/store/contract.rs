@@ -43,6 +43,7 @@ contract!(
     reserve_checks_both_quotas_and_a_ready_record_wins,
     touch_extends_a_record_and_finds_nothing_for_a_missing_one,
     delete_returns_the_record_once,
+    an_update_stores_over_a_record_still_there_and_a_deletion_wins,
     listings_are_per_owner_and_sorted,
     records_expire_with_their_ttl,
     a_creation_lock_is_exclusive_and_released_only_by_its_holder,
@@ -157,6 +158,31 @@ async fn delete_returns_the_record_once(store: &dyn SessionStore) {
     assert_eq!(deleted.container(), Some("c1"));
     assert_eq!(store.delete(&alice, &sid("s")).await.unwrap(), None);
     assert_eq!(store.get(&alice, &sid("s")).await.unwrap(), None);
+    assert!(store.list_all().await.unwrap().is_empty());
+}
+
+async fn an_update_stores_over_a_record_still_there_and_a_deletion_wins(store: &dyn SessionStore) {
+    let alice = owner("alice");
+    store.replace(&record(&alice, "s", ""), TTL).await.unwrap();
+    assert!(store.update(&record(&alice, "s", "c1"), TTL).await.unwrap());
+    assert_eq!(
+        store.get(&alice, &sid("s")).await.unwrap().unwrap().container(),
+        Some("c1")
+    );
+    assert_eq!(store.list_all().await.unwrap().len(), 1);
+    // Parked by an update: out of the instance's index, still its owner's.
+    let parked = SessionRecord {
+        container: None,
+        suspended: suspension(Some("snap")),
+        ..record(&alice, "s", "")
+    };
+    assert!(store.update(&parked, TTL).await.unwrap());
+    assert!(store.list_all().await.unwrap().is_empty());
+    assert_eq!(store.list(&alice).await.unwrap().len(), 1);
+    store.delete(&alice, &sid("s")).await.unwrap().unwrap();
+    assert!(!store.update(&record(&alice, "s", "c2"), TTL).await.unwrap());
+    assert_eq!(store.get(&alice, &sid("s")).await.unwrap(), None);
+    assert!(store.list(&alice).await.unwrap().is_empty());
     assert!(store.list_all().await.unwrap().is_empty());
 }
 

@@ -134,6 +134,15 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError> {
+        let mut live = self.live();
+        let Some(current) = live.records.get_mut(&key(&record.owner, &record.session_id)) else {
+            return Ok(false);
+        };
+        *current = with_ttl(record, ttl);
+        Ok(true)
+    }
+
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.live().records.get_mut(&key(owner, id.as_str())).map(|record| {
             // A suspended session's expiry is its retention.

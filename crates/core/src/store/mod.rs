@@ -45,6 +45,11 @@ pub trait SessionStore: Send + Sync {
     /// Stores `record`, replacing any other (repairs after a lost container).
     async fn replace(&self, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError>;
 
+    /// Stores `record` over the session's current record only if it still
+    /// has one, in one atomic step: a deletion meanwhile wins. Whether it
+    /// was stored.
+    async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError>;
+
     /// Pushes the session's expiry to now + `ttl`; `None` if it has none.
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError>;
 

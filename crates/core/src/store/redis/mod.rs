@@ -197,6 +197,10 @@ impl SessionStore for RedisStore {
         again_if_dropped(|| RedisStore::replace(self, record, ttl)).await
     }
 
+    async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError> {
+        again_if_dropped(|| RedisStore::update(self, record, ttl)).await
+    }
+
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {
         again_if_dropped(|| RedisStore::touch(self, owner, id, ttl)).await
     }

@@ -87,6 +87,27 @@ return {0, '', ''}
     )
 });
 
+/// Update a record that is still there: stores and indexes it only if the
+/// session has a record (a deletion meanwhile wins); a parked one leaves the
+/// instance's index. KEYS: session, owner index, instance index. ARGV: record
+/// json, ttl ms, expires ms, session id, "owner:session id", "1" if parked.
+/// Returns 1 if stored, else 0.
+pub(super) static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if ARGV[6] == '1' then
+  redis.call('ZREM', KEYS[3], ARGV[5])
+else
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+end
+return 1
+"#,
+    )
+});
+
 /// SPOP KEYS[1]; marks what it took as claimed (ARGV[1] .. id) for ARGV[2] ms.
 pub(super) static POOL_TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

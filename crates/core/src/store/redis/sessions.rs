@@ -33,6 +33,17 @@ impl RedisStore {
         decode_at(json, expiry)
     }
 
+    /// The keys a record is stored and indexed under (session, owner index,
+    /// instance index), and its member in the instance index.
+    fn indexed(&self, record: &SessionRecord) -> ([String; 3], String) {
+        let keys = [
+            self.session_key(&record.owner, &record.session_id),
+            self.owner_key(&record.owner),
+            self.instance_key(),
+        ];
+        (keys, format!("{}:{}", record.owner.as_str(), record.session_id))
+    }
+
     pub(super) async fn reserve(
         &self,
         record: &SessionRecord,
@@ -44,12 +55,7 @@ impl RedisStore {
             expires_at_ms: now + ttl_ms(ttl),
             ..record.clone()
         };
-        let keys = [
-            self.session_key(&record.owner, &record.session_id),
-            self.owner_key(&record.owner),
-            self.instance_key(),
-        ];
-        let member = format!("{}:{}", record.owner.as_str(), record.session_id);
+        let (keys, member) = self.indexed(record);
         let json = encode(&stored);
         let (session_id, ttl_ms) = (record.session_id.clone(), ttl_ms(ttl));
         let (status, existing, expiry): (i64, String, String) = self
@@ -88,6 +94,37 @@ impl RedisStore {
 
     pub(super) async fn replace(&self, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError> {
         self.write(record, ttl).await
+    }
+
+    pub(super) async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError> {
+        let stored = SessionRecord {
+            expires_at_ms: now_ms() + ttl_ms(ttl),
+            ..record.clone()
+        };
+        let (keys, member) = self.indexed(record);
+        let (json, id, ttl_ms, parked) = (
+            encode(&stored),
+            record.session_id.clone(),
+            ttl_ms(ttl) as u64,
+            if record.is_parked() { "1" } else { "0" },
+        );
+        let stored: i64 = self
+            .call(|mut c| async move {
+                scripts::UPDATE
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .arg(&json)
+                    .arg(ttl_ms)
+                    .arg(stored.expires_at_ms)
+                    .arg(&id)
+                    .arg(&member)
+                    .arg(parked)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(stored == 1)
     }
 
     pub(super) async fn touch(
@@ -193,9 +230,7 @@ impl RedisStore {
             expires_at_ms: now_ms() + ttl_ms(ttl),
             ..record.clone()
         };
-        let key = self.session_key(&record.owner, &record.session_id);
-        let (owner_key, instance_key) = (self.owner_key(&record.owner), self.instance_key());
-        let member = format!("{}:{}", record.owner.as_str(), record.session_id);
+        let ([key, owner_key, instance_key], member) = self.indexed(record);
         let (json, id, ttl_ms, expires) = (
             encode(&stored),
             record.session_id.clone(),
