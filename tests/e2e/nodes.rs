@@ -626,15 +626,25 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
     assert!(killed.elapsed() < Duration::from_secs(12), "{:?}", killed.elapsed());
     assert_eq!(back.body["stdout"], "kept\n", "restored from its snapshot");
     assert_ne!(served_by(&back), "n2");
+    // The command's own answer says so too.
+    assert_eq!(back.body["session_recreated"]["lost_node"], "n2", "{:?}", back.body);
+    assert_eq!(
+        back.body["session_recreated"]["snapshot_id"], snapshot.body["snapshot_id"],
+        "{:?}",
+        back.body
+    );
     let after = execute(&nodes[1], ALICE_KEY, snapped, "cat after.txt").await;
     assert_ne!(after.body["exit_code"], 0, "written after the snapshot: lost with n2");
     for session in &on_n2[1..] {
         let (back, _) = answered_again(&nodes[1], session, "echo back", Duration::from_secs(20)).await;
         assert_eq!(back.body["stdout"], "back\n");
+        assert_eq!(back.body["session_recreated"]["lost_node"], "n2", "{:?}", back.body);
+        assert!(back.body["session_recreated"].get("snapshot_id").is_none());
     }
     for session in &others {
         let still = run_via(&nodes[0], session, "cat who.txt").await;
         assert!(still.body["stdout"].as_str().unwrap().starts_with(session.as_str()));
+        assert!(still.body.get("session_recreated").is_none(), "{:?}", still.body);
     }
     // Each session says whether it was recreated, and from what: the
     // snapshotted one from its snapshot, the others empty.

@@ -80,7 +80,16 @@ export interface Result {
   sessionId: string;
   sessionCreated: boolean;
   sessionResumed: boolean;
+  /** Set once another node recreated the session after its own was lost, as `SessionInfo.recreated` is. */
+  sessionRecreated?: Recreation;
   raw: Record<string, unknown>;
+}
+
+/** A session's recreation on another node after its own was lost (no `snapshotId`: its workspace started empty). */
+export interface Recreation {
+  at: string;
+  lostNode: string;
+  snapshotId?: string;
 }
 
 /** Byte offsets into an execution's stdout and stderr. */
@@ -151,7 +160,7 @@ export interface SessionInfo {
   memoryLimit: number;
   cpuLimit: number;
   /** Set once another node recreated the session after its own was lost (no `snapshotId`: its workspace started empty). */
-  recreated?: { at: string; lostNode: string; snapshotId?: string };
+  recreated?: Recreation;
   raw: Record<string, unknown>;
 }
 

@@ -137,9 +137,13 @@ function toResult(raw) {
     sessionId: raw.session_id ?? "",
     sessionCreated: Boolean(raw.session_created),
     sessionResumed: Boolean(raw.session_resumed),
+    sessionRecreated: toRecreation(raw.session_recreated),
     raw,
   };
 }
+
+const toRecreation = (raw) =>
+  raw ? { at: raw.at, lostNode: raw.lost_node, snapshotId: raw.snapshot_id } : undefined;
 
 const toEnding = (raw) => ({ exitCode: raw.exit_code, signal: raw.signal ?? null, reason: raw.reason ?? "", raw });
 
@@ -165,11 +169,7 @@ const toSession = (raw) => ({
   runtime: raw.runtime,
   memoryLimit: raw.memory_limit,
   cpuLimit: raw.cpu_limit,
-  recreated: raw.recreated && {
-    at: raw.recreated.at,
-    lostNode: raw.recreated.lost_node,
-    snapshotId: raw.recreated.snapshot_id,
-  },
+  recreated: toRecreation(raw.recreated),
   raw,
 });
 

@@ -73,6 +73,11 @@ pub struct ExecutionResult {
     /// its workspace restored).
     #[serde(default)]
     pub session_resumed: bool,
+    /// Present once another node recreated the session after its own node
+    /// was lost, as `GET /sessions/{id}` shows: its workspace is then the
+    /// snapshot named here, or started empty (`snapshot_id` absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_recreated: Option<RecreationView>,
 }
 
 impl From<&Executed> for ExecutionResult {
@@ -93,6 +98,7 @@ impl From<&Executed> for ExecutionResult {
             finished_at: rfc3339(executed.finished_at),
             session_created: executed.created,
             session_resumed: executed.resumed,
+            session_recreated: executed.record.recreated.as_ref().map(RecreationView::of),
         }
     }
 }
@@ -253,14 +259,24 @@ pub struct SessionView {
 }
 
 /// A session's recreation on another node (see [`SessionView::recreated`]).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecreationView {
     pub at: String,
     /// The node that was lost.
     pub lost_node: String,
     /// The snapshot its workspace was restored from; absent: it started empty.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+}
+
+impl RecreationView {
+    pub fn of(recreated: &brig_core::session::Recreation) -> Self {
+        RecreationView {
+            at: rfc3339(Utc.timestamp_millis_opt(recreated.at_ms).single().unwrap_or_default()),
+            lost_node: recreated.lost_node.clone(),
+            snapshot_id: recreated.snapshot_id.clone(),
+        }
+    }
 }
 
 impl SessionView {
@@ -278,11 +294,7 @@ impl SessionView {
             runtime: options.runtime.clone().unwrap_or_else(|| sandbox.runtime.clone()),
             memory_limit: options.memory_bytes.unwrap_or(sandbox.memory_bytes),
             cpu_limit: options.nano_cpus.map_or(sandbox.cpus, |n| n as f64 / 1e9),
-            recreated: record.recreated.as_ref().map(|recreated| RecreationView {
-                at: at(recreated.at_ms),
-                lost_node: recreated.lost_node.clone(),
-                snapshot_id: recreated.snapshot_id.clone(),
-            }),
+            recreated: record.recreated.as_ref().map(RecreationView::of),
         }
     }
 }

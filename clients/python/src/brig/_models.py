@@ -30,6 +30,9 @@ class Result:
     session_created: bool
     session_resumed: bool
     raw: Dict[str, Any] = field(repr=False, compare=False)
+    #: Set once another node recreated the session after its own was lost,
+    #: as :attr:`SessionInfo.recreated` is.
+    session_recreated: Optional[Dict[str, Any]] = None
 
     @property
     def ok(self) -> bool:
@@ -55,6 +58,7 @@ class Result:
             session_created=bool(raw.get("session_created", False)),
             session_resumed=bool(raw.get("session_resumed", False)),
             raw=raw,
+            session_recreated=raw.get("session_recreated"),
         )
 
 
