@@ -489,6 +489,7 @@ impl Sessions {
             Reservation::Exists(record) => return Ok((*record, Opened::Found)),
             Reservation::OwnerQuotaExceeded { frees_in } => return Err(SessionError::OwnerQuotaExceeded { frees_in }),
             Reservation::CapacityExhausted => return Err(SessionError::CapacityExhausted),
+            Reservation::Gone => return Err(SessionError::NotFound),
         }
         let admitted = match self.admit(spec.options) {
             Ok(admitted) => admitted,

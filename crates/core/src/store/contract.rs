@@ -125,6 +125,13 @@ async fn reserve_checks_both_quotas_and_a_ready_record_wins(store: &dyn SessionS
         store.reserve(&record(&bob, "b", ""), TTL, quota).await.unwrap(),
         Reservation::CapacityExhausted
     );
+    // A resume's record needs the record it resumes: a deletion wins.
+    let resuming = SessionRecord {
+        suspended: suspension(Some("snap")),
+        ..record(&alice, "gone", "")
+    };
+    assert_eq!(store.reserve(&resuming, TTL, quota).await.unwrap(), Reservation::Gone);
+    assert_eq!(store.get(&alice, &sid("gone")).await.unwrap(), None);
     let ready = record(&alice, "a", "container-1");
     store.replace(&ready, TTL).await.unwrap();
     match store.reserve(&record(&alice, "a", ""), TTL, quota).await.unwrap() {

@@ -99,6 +99,9 @@ impl SessionStore for MemoryStore {
         let mut state = self.live();
         let session = key(&record.owner, &record.session_id);
         let existing = state.records.get(&session);
+        if existing.is_none() && record.suspended.is_some() {
+            return Ok(Reservation::Gone);
+        }
         if let Some(ready) = existing.filter(|r| r.is_ready()) {
             return Ok(Reservation::Exists(Box::new(ready.clone())));
         }

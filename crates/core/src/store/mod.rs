@@ -40,6 +40,8 @@ pub trait SessionStore: Send + Sync {
     /// Stores `record` (usually still pending: no container yet) unless the
     /// session already has a ready record, checking both quotas in the same
     /// atomic step. A pending record left by a crashed creator is overwritten.
+    /// A resume's record (`suspended` set) is stored only over the session's
+    /// current one ([`Reservation::Gone`] without it: a deletion wins).
     async fn reserve(&self, record: &SessionRecord, ttl: Duration, quota: Quota) -> Result<Reservation, StoreError>;
 
     /// Stores `record`, replacing any other (repairs after a lost container).
@@ -239,6 +241,9 @@ pub enum Reservation {
     OwnerQuotaExceeded { frees_in: Duration },
     /// The instance has `total` live sessions.
     CapacityExhausted,
+    /// A resume's record (`suspended` set) found no record to resume: the
+    /// session was deleted meanwhile.
+    Gone,
 }
 
 /// How long a taken spare stays marked as claimed.

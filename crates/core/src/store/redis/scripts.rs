@@ -57,12 +57,14 @@ fn with(parts: &[&str], body: &str) -> Script {
 /// dropped first) and the record is stored and indexed.
 /// KEYS: session, owner index, instance index.
 /// ARGV: record json, ttl ms, now ms, expires ms, session id, "owner:session id",
-/// per-owner quota, total quota. Returns {status, existing json, its expiry
-/// ms} (status 2: {2, the soonest expiry in ms of the owner's sessions}).
+/// per-owner quota, total quota, "1" for a resume (stored only over a record).
+/// Returns {status, existing json, its expiry ms} (status 2: {2, the soonest
+/// expiry in ms of the owner's sessions}; status 4: a resume with no record).
 pub(super) static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local current = redis.call('GET', KEYS[1])
+if not current and ARGV[9] == '1' then return {4, '', ''} end
 if current then
   local ok, record = pcall(cjson.decode, current)
   if ok and type(record) == 'table' and record.container_id ~= '' and record.suspended == nil then

@@ -58,6 +58,7 @@ impl RedisStore {
         let (keys, member) = self.indexed(record);
         let json = encode(&stored);
         let (session_id, ttl_ms) = (record.session_id.clone(), ttl_ms(ttl));
+        let resuming = record.suspended.is_some();
         let (status, existing, expiry): (i64, String, String) = self
             .call(|mut c| async move {
                 scripts::RESERVE
@@ -72,6 +73,7 @@ impl RedisStore {
                     .arg(&member)
                     .arg(quota.per_owner)
                     .arg(quota.total)
+                    .arg(if resuming { "1" } else { "0" })
                     .invoke_async(&mut c)
                     .await
             })
@@ -88,6 +90,7 @@ impl RedisStore {
                     frees_in: Duration::from_millis((soonest - now).max(0) as u64),
                 })
             }
+            4 => Ok(Reservation::Gone),
             _ => Ok(Reservation::CapacityExhausted),
         }
     }
