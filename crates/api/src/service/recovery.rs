@@ -1,10 +1,15 @@
 //! Node mode: the sessions of a lost node are recreated on the live ones.
-//! Every node looks each heartbeat; each session goes to whichever node takes
-//! its lock first ([`Sessions::adopt`]), which restores its latest snapshot
-//! into the new container (one without starts empty). A suspended session
-//! stays suspended, for whichever node resumes it. A node takes only the
-//! sessions it has room for, as placement would judge it (their runtime and
-//! image, a session slot, memory for their limit), and none while drained.
+//! Every node looks each heartbeat and shares the lost sessions out among
+//! the usable nodes as the registry shows them, each to the least loaded
+//! with room for it ([`placement::share_out`]): every node computes the same
+//! shares, and takes its own. A session still there after [`GRACE`] of this
+//! node's passes (its node's view differed, it was full, or failing) goes to
+//! whichever node with room takes its lock first. The taking
+//! ([`Sessions::adopt`]) restores the session's latest snapshot into the new
+//! container (one without starts empty). A suspended session stays
+//! suspended, for whichever node resumes it. A node takes only the sessions
+//! it has room for, as placement would judge it (their runtime and image, a
+//! session slot, memory for their limit), and none while drained.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,8 +25,12 @@ use brig_core::snapshot::SnapshotStore;
 const PER_PASS: usize = 32;
 /// Tries per session on one node before it leaves the session to the others.
 const ATTEMPTS: u32 = 3;
-/// Sessions whose failures are remembered (then forgotten all at once).
+/// Sessions whose failures, or passes seen, are remembered (then forgotten
+/// all at once).
 const MAX_FAILURES_KEPT: usize = 10_000;
+/// Passes of this node that a lost session is left to the node its share
+/// names, before any node with room takes it.
+const GRACE: u32 = 2;
 
 fn key(record: &SessionRecord) -> String {
     format!("{}/{}", record.owner.as_str(), record.session_id)
@@ -38,6 +47,8 @@ pub struct Recovery {
     sandbox: SandboxConfig,
     /// Failed recreations here, by session.
     failures: Mutex<HashMap<String, u32>>,
+    /// Passes of this node that saw the session still on a lost node.
+    waiting: Mutex<HashMap<String, u32>>,
 }
 
 /// What a pass did.
@@ -62,6 +73,7 @@ impl Recovery {
             done: Mutex::new(HashMap::new()),
             sandbox,
             failures: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -72,23 +84,25 @@ impl Recovery {
         let Ok(nodes) = self.registry.nodes().await else {
             return recovered;
         };
-        // What this node announced: the room it has (none before its first
-        // beat, or while drained).
-        let Some(mine) = nodes
+        // The nodes that take sessions, this one among them (what it
+        // announced is the room it has; none before its first beat, or while
+        // drained).
+        let usable: Vec<&Announcement> = nodes
             .iter()
-            .find(|(node, status)| node.node_id == me && *status == NodeStatus::Live && !node.draining)
-            .map(|(node, _)| node.clone())
-        else {
+            .filter(|(node, status)| self.registry.usable(node, *status))
+            .map(|(node, _)| node)
+            .collect();
+        let Some(here) = usable.iter().position(|node| node.node_id == me) else {
             return recovered;
         };
         let mut placed = Placed::default();
         let lost: Vec<(String, i64)> = {
             let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
             nodes
-                .into_iter()
+                .iter()
                 .filter(|(node, status)| *status == NodeStatus::Lost && node.node_id != me)
                 .filter(|(node, _)| done.get(&node.node_id) != Some(&node.heartbeat_at_ms))
-                .map(|(node, _)| (node.node_id, node.heartbeat_at_ms))
+                .map(|(node, _)| (node.node_id.clone(), node.heartbeat_at_ms))
                 .collect()
         };
         if lost.is_empty() {
@@ -98,23 +112,54 @@ impl Recovery {
             recovered.errors += 1;
             return recovered;
         };
+        let mut orphans: Vec<&SessionRecord> = Vec::new();
         for (node, lost_at) in lost {
-            let theirs: Vec<&SessionRecord> = records
+            let theirs = records
                 .iter()
-                .filter(|record| record.node.as_deref() == Some(node.as_str()) && !record.is_parked())
-                .collect();
-            if theirs.is_empty() {
+                .filter(|record| record.node.as_deref() == Some(node.as_str()) && !record.is_parked());
+            let before = orphans.len();
+            orphans.extend(theirs);
+            if orphans.len() == before {
                 self.done
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(node.clone(), lost_at);
-                continue;
-            }
-            for record in theirs.into_iter().take(PER_PASS) {
-                self.recover(record, &node, (&mine, &mut placed), &mut recovered).await;
             }
         }
+        // The same order on every node, for the same shares.
+        orphans.sort_by_key(|record| key(record));
+        let wants: Vec<Want> = orphans
+            .iter()
+            .map(|record| Want::of(&self.sandbox, &record.options))
+            .collect();
+        let shares = placement::share_out(&usable, &wants);
+        let mine = usable[here].clone();
+        let mut taken = 0;
+        for ((record, want), share) in orphans.into_iter().zip(&wants).zip(shares) {
+            let overdue = self.waited(record) > GRACE;
+            if share != Some(here) && !overdue {
+                continue;
+            }
+            if taken == PER_PASS {
+                break;
+            }
+            taken += 1;
+            let lost = record.node.clone().unwrap_or_default();
+            self.recover(record, &lost, want, (&mine, &mut placed), &mut recovered)
+                .await;
+        }
         recovered
+    }
+
+    /// Counts one more pass that saw `record` still on a lost node; how many.
+    fn waited(&self, record: &SessionRecord) -> u32 {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.len() >= MAX_FAILURES_KEPT {
+            waiting.clear();
+        }
+        let passes = waiting.entry(key(record)).or_default();
+        *passes += 1;
+        *passes
     }
 
     /// Recreates `record` here if this node (as it announced itself, with
@@ -124,6 +169,7 @@ impl Recovery {
         &self,
         record: &SessionRecord,
         lost: &str,
+        want: &Want,
         (mine, placed): (&Announcement, &mut Placed),
         recovered: &mut Recovered,
     ) {
@@ -132,15 +178,14 @@ impl Recovery {
         };
         // Left to a node with room for it, and given up on here after a few
         // failures (another node may succeed).
-        let want = Want::of(&self.sandbox, &record.options);
         let failed = (self.failures.lock().unwrap_or_else(|p| p.into_inner()))
             .get(&key(record))
             .copied()
             .unwrap_or(0);
-        if !placement::fits(mine, placed, &want) || failed >= ATTEMPTS {
+        if !placement::fits(mine, placed, want) || failed >= ATTEMPTS {
             return;
         }
-        placed.add(&want);
+        placed.add(want);
         let from = LostNode {
             node: lost,
             snapshots: &self.snapshots,
@@ -177,5 +222,148 @@ impl Recovery {
             }
             tokio::time::sleep(every).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use brig_core::config::{Quota, SessionExpiry, SnapshotConfig, SnapshotLocation};
+    use brig_core::runtime::fake::FakeRuntime;
+    use brig_core::session::Owner;
+    use brig_core::store::{MemoryStore, SessionStore};
+
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(600);
+
+    fn node(id: &str, heartbeat_at_ms: i64, sessions: u64) -> Announcement {
+        Announcement {
+            node_id: id.into(),
+            addr: format!("http://{id}:8000"),
+            heartbeat_at_ms,
+            engine_answered_at_ms: heartbeat_at_ms,
+            sessions,
+            max_sessions: 10,
+            runtimes: vec![SandboxConfig::default().runtime],
+            ..Announcement::default()
+        }
+    }
+
+    struct Setup {
+        store: Arc<MemoryStore>,
+        registry: Registry,
+        a: Recovery,
+        b: Recovery,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn alice() -> Owner {
+        Owner::of_principal("alice")
+    }
+
+    /// Two live nodes, a (two sessions already) and b (none), and c, lost
+    /// with four sessions.
+    async fn setup(name: &str) -> Setup {
+        let store = Arc::new(MemoryStore::new());
+        let runtime = Arc::new(FakeRuntime::new());
+        let registry = Registry::new(store.clone(), Duration::from_secs(4));
+        let now = chrono::Utc::now().timestamp_millis();
+        for announced in [node("a", now, 2), node("b", now, 0), node("c", now - 60_000, 4)] {
+            registry.announce(&announced).await.unwrap();
+        }
+        for i in 0..4 {
+            let record = SessionRecord {
+                owner: alice(),
+                session_id: format!("s{i}"),
+                container: Some(format!("gone-{i}")),
+                created_at_ms: now,
+                expires_at_ms: now,
+                options: Default::default(),
+                suspended: None,
+                ttl_ms: None,
+                node: Some("c".into()),
+                node_addr: Some("http://c:8000".into()),
+                recreated: None,
+            };
+            store.replace(&record, TTL).await.unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("brig-recovery-{name}-{}", std::process::id()));
+        let snapshots = Arc::new(SnapshotStore::new(SnapshotConfig {
+            location: SnapshotLocation::Dir(dir.clone()),
+            quota_bytes: 1 << 20,
+            quota_count: 1,
+            expiry: SessionExpiry::Delete,
+            suspended_retention: TTL,
+            sweep_after: TTL,
+            dir_shared: false,
+        }));
+        let recovery = |id: &str| {
+            let quota = Quota {
+                per_owner: 100,
+                total: 100,
+            };
+            let sessions = Sessions::new(store.clone(), runtime.clone(), TTL, quota)
+                .with_node(Some((id.to_string(), format!("http://{id}:8000"))));
+            Recovery::new(
+                Arc::new(sessions),
+                registry.clone(),
+                snapshots.clone(),
+                SandboxConfig::default(),
+            )
+        };
+        let (a, b) = (recovery("a"), recovery("b"));
+        Setup {
+            store,
+            registry,
+            a,
+            b,
+            dir,
+        }
+    }
+
+    /// How many of alice's sessions each node holds.
+    async fn held(store: &MemoryStore) -> (usize, usize, usize) {
+        let nodes: Vec<Option<String>> = store
+            .list(&alice())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.node)
+            .collect();
+        let on = |id: &str| nodes.iter().filter(|node| node.as_deref() == Some(id)).count();
+        (on("a"), on("b"), on("c"))
+    }
+
+    /// a's pass takes only its share, b's the rest, though a looked first
+    /// and had room for all four (first come, a took them all).
+    #[tokio::test]
+    async fn the_live_nodes_share_a_lost_nodes_sessions_by_headroom() {
+        let fleet = setup("share").await;
+        assert_eq!(fleet.a.pass().await.sessions, 1, "a at 2, b at 0: b's share is three");
+        // a's next heartbeat counts what it took; then b's pass.
+        let now = chrono::Utc::now().timestamp_millis();
+        fleet.registry.announce(&node("a", now, 3)).await.unwrap();
+        assert_eq!(fleet.b.pass().await.sessions, 3);
+        assert_eq!(held(&fleet.store).await, (1, 3, 0));
+    }
+
+    /// b never takes its share (a view of its own, full, failing): after
+    /// GRACE passes of a's, a takes what is left.
+    #[tokio::test]
+    async fn a_share_left_untaken_goes_to_any_node_with_room_after_the_grace() {
+        let fleet = setup("grace").await;
+        for _ in 0..GRACE {
+            fleet.a.pass().await;
+        }
+        let (on_a, _, on_c) = held(&fleet.store).await;
+        assert!(on_c >= 2 && on_a + on_c == 4, "b's share waits for b: {on_a} on a");
+        assert_eq!(fleet.a.pass().await.sessions, on_c);
+        assert_eq!(held(&fleet.store).await, (4, 0, 0));
     }
 }

@@ -173,6 +173,13 @@ impl Registry {
         Ok(nodes)
     }
 
+    /// Whether `node` (of `status`) takes sessions: live, not drained, its
+    /// engine answering within the loss timeout.
+    pub fn usable(&self, node: &Announcement, status: NodeStatus) -> bool {
+        let engine_since = Utc::now().timestamp_millis() - self.loss_after.as_millis() as i64;
+        status == NodeStatus::Live && !node.draining && node.engine_answered_at_ms >= engine_since
+    }
+
     fn status_at(&self, node: &Announcement, now_ms: i64) -> NodeStatus {
         if now_ms - node.heartbeat_at_ms > self.loss_after.as_millis() as i64 {
             NodeStatus::Lost
@@ -241,12 +248,9 @@ impl Fleet {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let placed = seen.as_mut().map(|seen| &mut seen.placed);
         let mut placed = placed.map(std::mem::take).unwrap_or_default();
-        let engine_since = Utc::now().timestamp_millis() - self.registry.loss_after.as_millis() as i64;
         let usable: Vec<(&Announcement, Placed)> = nodes
             .iter()
-            .filter(|(node, status)| {
-                *status == NodeStatus::Live && !node.draining && node.engine_answered_at_ms >= engine_since
-            })
+            .filter(|(node, status)| self.registry.usable(node, *status))
             .map(|(node, _)| (node, placed.get(&node.node_id).copied().unwrap_or_default()))
             .collect();
         let offered = usable.iter().any(|(node, _)| placement::offers(node, want));

@@ -211,6 +211,16 @@ fn cpu_load(node: &Announcement, placed: &Placed) -> f64 {
     share(node.nano_cpus_committed + placed.nano_cpus, node.nano_cpus)
 }
 
+/// Which of two nodes (each with what was placed on it) is less loaded:
+/// load, then the share of CPUs, fewer sessions, then the id.
+fn better(a: &(&Announcement, Placed), b: &(&Announcement, Placed)) -> std::cmp::Ordering {
+    load(a.0, &a.1)
+        .total_cmp(&load(b.0, &b.1))
+        .then(cpu_load(a.0, &a.1).total_cmp(&cpu_load(b.0, &b.1)))
+        .then((a.0.sessions + a.1.sessions).cmp(&(b.0.sessions + b.1.sessions)))
+        .then(a.0.node_id.cmp(&b.0.node_id))
+}
+
 /// The node `policy` picks among `candidates` (each with what was placed on
 /// it since the registry was read), all of which fit. Ties: the lower share
 /// of CPUs, fewer sessions, then the id. `pick(n)` is a random index below
@@ -220,13 +230,6 @@ pub fn choose<'a>(
     policy: Policy,
     mut pick: impl FnMut(usize) -> usize,
 ) -> Option<&'a Announcement> {
-    let better = |a: &(&Announcement, Placed), b: &(&Announcement, Placed)| {
-        load(a.0, &a.1)
-            .total_cmp(&load(b.0, &b.1))
-            .then(cpu_load(a.0, &a.1).total_cmp(&cpu_load(b.0, &b.1)))
-            .then((a.0.sessions + a.1.sessions).cmp(&(b.0.sessions + b.1.sessions)))
-            .then(a.0.node_id.cmp(&b.0.node_id))
-    };
     let chosen = match (policy, candidates.len()) {
         (_, 0) => return None,
         (Policy::BestOfTwo, n) if n > 2 => {
@@ -237,6 +240,26 @@ pub fn choose<'a>(
         _ => candidates.iter().min_by(|a, b| better(a, b))?,
     };
     Some(chosen.0)
+}
+
+/// Shares `wants` out among `nodes`, in order, each to the least loaded node
+/// with room for it, counting what was shared out before it (ties broken as
+/// [`choose`] breaks them): each node that reads the same registry gets the
+/// same answer, so the live nodes split a lost node's sessions by headroom
+/// without talking to each other. Each entry is an index into `nodes`;
+/// `None`: no node has room.
+pub fn share_out(nodes: &[&Announcement], wants: &[Want]) -> Vec<Option<usize>> {
+    let mut placed = vec![Placed::default(); nodes.len()];
+    wants
+        .iter()
+        .map(|want| {
+            let chosen = (0..nodes.len())
+                .filter(|&i| fits(nodes[i], &placed[i], want))
+                .min_by(|&a, &b| better(&(nodes[a], placed[a]), &(nodes[b], placed[b])))?;
+            placed[chosen].add(want);
+            Some(chosen)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -372,5 +395,23 @@ mod tests {
         let two = choose(&all, Policy::BestOfTwo, |_| draws.next().unwrap()).unwrap();
         assert_eq!(two.node_id, "c");
         assert!(choose(&[], Policy::LeastLoaded, |_| 0).is_none());
+    }
+
+    #[test]
+    fn a_lost_nodes_sessions_are_shared_out_by_headroom_the_same_way_everywhere() {
+        let (a, b) = (node("a", 2, 0), node("b", 6, 0));
+        let other_image = Want {
+            image: "other".into(),
+            ..want(1)
+        };
+        let wants = vec![want(1), want(1), want(1), want(1), want(1), want(1), other_image];
+        let shares = share_out(&[&a, &b], &wants);
+        // a takes the first four (2 -> 6); at equal loads b, whose CPUs the
+        // four did not take, then a again; the image no node holds goes nowhere.
+        assert_eq!(shares, vec![Some(0), Some(0), Some(0), Some(0), Some(1), Some(0), None]);
+        assert_eq!(share_out(&[&a, &b], &wants), shares, "the same answer again");
+        // Past a node's room: the other, then nowhere.
+        let full = node("c", 9, 0);
+        assert_eq!(share_out(&[&full], &[want(1), want(1)]), vec![Some(0), None]);
     }
 }
