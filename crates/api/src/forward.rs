@@ -378,9 +378,10 @@ fn session_in(fields: &serde_json::Map<String, serde_json::Value>) -> (Option<St
     (text("session_id"), asked)
 }
 
-/// Whether a request is one to the MCP server.
+/// Whether a request is one to the MCP server (which also answers below
+/// `/mcp/`).
 pub fn is_mcp(method: &Method, path: &str) -> bool {
-    *method == Method::POST && path == "/mcp"
+    *method == Method::POST && (path == "/mcp" || path.starts_with("/mcp/"))
 }
 
 /// An MCP request that calls a tool naming a session (`tools/call` of
@@ -394,6 +395,8 @@ pub struct McpCall {
     pub asked: Asked,
     /// Whether the tool makes its session when there is none.
     pub creating: bool,
+    /// Whether it resumes a suspended session (all but `delete_session`).
+    pub resumes: bool,
 }
 
 /// The tool call an MCP body makes, when its tool names a session (a batch,
@@ -404,20 +407,25 @@ pub fn mcp_call(body: &[u8]) -> Option<McpCall> {
         return None;
     }
     let params = message.get("params")?;
-    let creating = match params.get("name")?.as_str()? {
-        "execute" | "run_code" | "write_file" | "create_session" => true,
+    let name = params.get("name")?.as_str()?;
+    let arguments = match params.get("arguments") {
+        Some(serde_json::Value::Object(arguments)) => Some(arguments),
+        _ => None,
+    };
+    let creating = match name {
+        // A context's session exists already.
+        "run_code" => arguments.is_none_or(|arguments| arguments.get("context_id").is_none_or(|id| id.is_null())),
+        "execute" | "write_file" | "create_session" => true,
         "read_file" | "delete_session" => false,
         _ => return None,
     };
-    let (session, asked) = match params.get("arguments") {
-        Some(serde_json::Value::Object(arguments)) => session_in(arguments),
-        _ => (None, Asked::default()),
-    };
+    let (session, asked) = arguments.map_or_else(|| (None, Asked::default()), session_in);
     Some(McpCall {
         id: message.get("id")?.clone(),
         session,
         asked,
         creating,
+        resumes: name != "delete_session",
     })
 }
 
@@ -566,7 +574,15 @@ mod tests {
         assert_eq!(executed.session.as_deref(), Some("s"));
         assert!(executed.creating);
         let read = call("read_file", serde_json::json!({"session_id": "s", "path": "a"})).unwrap();
-        assert!(!read.creating);
+        assert!(!read.creating && read.resumes);
+        let deleted = call("delete_session", serde_json::json!({"session_id": "s"})).unwrap();
+        assert!(!deleted.creating && !deleted.resumes);
+        let coded = call("run_code", serde_json::json!({"session_id": "s", "code": "1"})).unwrap();
+        assert!(coded.creating);
+        let in_context = serde_json::json!({"session_id": "s", "code": "1", "context_id": "c"});
+        assert!(!call("run_code", in_context).unwrap().creating);
+        assert!(is_mcp(&Method::POST, "/mcp") && is_mcp(&Method::POST, "/mcp/x"));
+        assert!(!is_mcp(&Method::POST, "/mcpx") && !is_mcp(&Method::GET, "/mcp"));
         let made = call("create_session", serde_json::json!({"image": "py", "cpu_limit": 0.5})).unwrap();
         assert_eq!(made.session, None);
         assert_eq!(made.asked.image.as_deref(), Some("py"));

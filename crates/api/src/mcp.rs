@@ -452,15 +452,7 @@ pub async fn protocol(State(body_limit): State<usize>, request: Request, next: N
     }
     let bytes = match axum::body::to_bytes(body, body_limit).await {
         Ok(bytes) => bytes,
-        Err(err) if is_over_limit(&err) => return too_large(body_limit),
-        Err(err) => {
-            return jsonrpc_error(
-                StatusCode::BAD_REQUEST,
-                INVALID_REQUEST,
-                format!("the body could not be read: {err}"),
-                None,
-            );
-        }
+        Err(err) => return unread(body_limit, &err),
     };
     let message: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(message) => message,
@@ -494,14 +486,24 @@ pub async fn protocol(State(body_limit): State<usize>, request: Request, next: N
     }
 }
 
-/// The answer to a body over `body_limit` bytes.
-pub fn too_large(body_limit: usize) -> Response {
-    jsonrpc_error(
-        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-        INVALID_REQUEST,
-        format!("the body is over {body_limit} bytes (MAX_REQUEST_BYTES)"),
-        None,
-    )
+/// The answer to a body that could not be read: over `body_limit` bytes
+/// (413), or cut short (400).
+pub fn unread(body_limit: usize, err: &axum::Error) -> Response {
+    if is_over_limit(err) {
+        jsonrpc_error(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            format!("the body is over {body_limit} bytes (MAX_REQUEST_BYTES)"),
+            None,
+        )
+    } else {
+        jsonrpc_error(
+            axum::http::StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            format!("the body could not be read: {err}"),
+            None,
+        )
+    }
 }
 
 /// The answer to the tool call `id` refused before its tool ran (by the
@@ -528,7 +530,7 @@ fn jsonrpc_error(
 
 /// Whether reading a body failed because it was over the limit (rather than
 /// cut short by the client).
-fn is_over_limit(err: &axum::Error) -> bool {
+pub(crate) fn is_over_limit(err: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(cause) = source {
         if cause.is::<http_body_util::LengthLimitError>() {

@@ -70,7 +70,16 @@ async fn routed(
         // Bodies here may be large uploads: decided before the body is read,
         // and streamed to wherever the session is.
         let creating = false;
-        let plan = plan(state, forwarder, &mut parts, id, creating, &Asked::default()).await?;
+        let resuming = resumes(&parts.method, &path);
+        let plan = plan(
+            state,
+            forwarder,
+            &mut parts,
+            id,
+            (creating, resuming),
+            &Asked::default(),
+        )
+        .await?;
         return match plan {
             Plan::Here => Ok(next.run(Request::from_parts(parts, body)).await),
             Plan::There(to) => {
@@ -99,8 +108,14 @@ async fn routed(
     let mcp = is_mcp(&parts.method, &path);
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
-        Err(_) if mcp => return Ok(crate::mcp::too_large(limit)),
-        Err(_) => return Err(ApiError::PayloadTooLarge),
+        Err(err) if mcp => return Ok(crate::mcp::unread(limit, &err)),
+        Err(err) if crate::mcp::is_over_limit(&err) => return Err(ApiError::PayloadTooLarge),
+        Err(err) => {
+            return Err(ApiError::invalid(
+                "invalid_body",
+                format!("the body could not be read: {err}"),
+            ))
+        }
     };
     if mcp {
         return Ok(mcp_routed(state, forwarder, parts, body, next).await);
@@ -110,7 +125,7 @@ async fn routed(
         let (session, asked) = body_session(&body);
         let creating = true;
         match session {
-            Some(id) => first = plan(state, forwarder, &mut parts, &id, creating, &asked).await?,
+            Some(id) => first = plan(state, forwarder, &mut parts, &id, (creating, true), &asked).await?,
             // A new session with a made-up id: wherever there is room.
             None if path == "/sessions" => first = place_new(state, forwarder, &mut parts, &asked).await?,
             None => {}
@@ -151,7 +166,17 @@ async fn mcp_routed(state: &AppState, forwarder: &Forwarder, mut parts: Parts, b
         return next.run(Request::from_parts(parts, Body::from(body))).await;
     };
     let planned = match &call.session {
-        Some(id) => plan(state, forwarder, &mut parts, id, call.creating, &call.asked).await,
+        Some(id) => {
+            plan(
+                state,
+                forwarder,
+                &mut parts,
+                id,
+                (call.creating, call.resumes),
+                &call.asked,
+            )
+            .await
+        }
         None if call.creating => place_new(state, forwarder, &mut parts, &call.asked).await,
         None => Ok(Plan::Here),
     };
@@ -165,12 +190,14 @@ async fn mcp_routed(state: &AppState, forwarder: &Forwarder, mut parts: Parts, b
 
 /// Authenticates the caller here (charging its rate limit once: the handler
 /// takes the [`Principal`] from the request), then looks up the session.
+/// `creating`: the request makes the session when there is none;
+/// `resuming`: it resumes a suspended one (see [`resumes`]).
 async fn plan(
     state: &AppState,
     forwarder: &Forwarder,
     parts: &mut Parts,
     id: &str,
-    creating: bool,
+    (creating, resuming): (bool, bool),
     asked: &Asked,
 ) -> Result<Plan, ApiError> {
     let principal = admitted(state, parts).await?;
@@ -183,7 +210,7 @@ async fn plan(
     match sessions.store().get(&principal.owner(), &id).await? {
         // Suspended, and only read, renewed, suspended or deleted: any node
         // serves its record.
-        Some(record) if record.is_parked() && !resumes(&parts.method, parts.uri.path()) => Ok(Plan::Here),
+        Some(record) if record.is_parked() && !resuming => Ok(Plan::Here),
         // Suspended, its workspace where every node reads it: resumed where
         // placement sends it (the resume moves it there).
         Some(record) if record.is_parked() && state.config.snapshots.shared_between_nodes() => {

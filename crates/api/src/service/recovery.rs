@@ -11,13 +11,13 @@
 //! it has room for, as placement would judge it (their runtime and image, a
 //! session slot, memory for their limit), and none while drained.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brig_core::config::SandboxConfig;
 use brig_core::node::{placement, Announcement, NodeStatus, Placed, Registry, Want};
-use brig_core::session::{LostNode, SessionId, SessionRecord, Sessions};
+use brig_core::session::{LostNode, SessionError, SessionId, SessionRecord, Sessions};
 use brig_core::snapshot::SnapshotStore;
 
 /// Sessions one node recreates per pass, so that a pass stays short (the
@@ -25,9 +25,6 @@ use brig_core::snapshot::SnapshotStore;
 const PER_PASS: usize = 32;
 /// Tries per session on one node before it leaves the session to the others.
 const ATTEMPTS: u32 = 3;
-/// Sessions whose failures, or passes seen, are remembered (then forgotten
-/// all at once).
-const MAX_FAILURES_KEPT: usize = 10_000;
 /// Passes of this node that a lost session is left to the node its share
 /// names, before any node with room takes it.
 const GRACE: u32 = 2;
@@ -126,66 +123,95 @@ impl Recovery {
                     .insert(node.clone(), lost_at);
             }
         }
-        // The same order on every node, for the same shares.
+        // The same order on every node, for the same shares. A session
+        // caught with its workspace in a snapshot (resuming, or suspending
+        // past its snapshot) is only parked by its taker: it needs no room,
+        // is in no share, and any node may take it.
         orphans.sort_by_key(|record| key(record));
+        let (parking, orphans): (Vec<&SessionRecord>, Vec<&SessionRecord>) =
+            orphans.into_iter().partition(|record| record.suspended_in().is_some());
         let wants: Vec<Want> = orphans
             .iter()
             .map(|record| Want::of(&self.sandbox, &record.options))
             .collect();
         let shares = placement::share_out(&usable, &wants);
+        // Remembered only while a session waits: one taken is forgotten.
+        let waiting: HashSet<String> = orphans.iter().map(|record| key(record)).collect();
+        let waited = self.waited(&waiting);
+        let parked: HashSet<String> = parking.iter().map(|record| key(record)).collect();
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|session, _| waiting.contains(session) || parked.contains(session));
+        // This node's share first, then the sessions past their grace (each
+        // node starting at its own place among them, so that they do not
+        // all queue for the same locks).
+        let (mut share, mut overdue) = (Vec::new(), Vec::new());
+        for ((record, want), to) in orphans.into_iter().zip(wants).zip(shares) {
+            if to == Some(here) {
+                share.push((record, Some(want)));
+            } else if waited.get(&key(record)).is_some_and(|passes| *passes > GRACE) {
+                overdue.push((record, Some(want)));
+            }
+        }
+        if !overdue.is_empty() {
+            let start = here * overdue.len() / usable.len();
+            overdue.rotate_left(start);
+        }
+        let parking = parking.into_iter().map(|record| (record, None));
         let mine = usable[here].clone();
         let mut taken = 0;
-        for ((record, want), share) in orphans.into_iter().zip(&wants).zip(shares) {
-            let overdue = self.waited(record) > GRACE;
-            if share != Some(here) && !overdue {
-                continue;
-            }
+        for (record, want) in share.into_iter().chain(overdue).chain(parking) {
             if taken == PER_PASS {
                 break;
             }
-            taken += 1;
-            let lost = record.node.clone().unwrap_or_default();
-            self.recover(record, &lost, want, (&mine, &mut placed), &mut recovered)
-                .await;
+            if self.may_try(record, want.as_ref(), &mine, &placed) {
+                taken += 1;
+                self.recover(record, want.as_ref(), &mut placed, &mut recovered).await;
+            }
         }
         recovered
     }
 
-    /// Counts one more pass that saw `record` still on a lost node; how many.
-    fn waited(&self, record: &SessionRecord) -> u32 {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if waiting.len() >= MAX_FAILURES_KEPT {
-            waiting.clear();
+    /// Counts one more pass that saw each of `waiting` still on a lost node
+    /// (forgetting the sessions no longer waiting); how many, by session.
+    fn waited(&self, waiting: &HashSet<String>) -> HashMap<String, u32> {
+        let mut seen = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|session, _| waiting.contains(session));
+        for session in waiting {
+            *seen.entry(session.clone()).or_default() += 1;
         }
-        let passes = waiting.entry(key(record)).or_default();
-        *passes += 1;
-        *passes
+        seen.clone()
     }
 
-    /// Recreates `record` here if this node (as it announced itself, with
-    /// what this pass took on since, counted even when another node won the
-    /// session) has room for it.
+    /// Whether this node tries `record` now: it has room for it (as it
+    /// announced itself, with what this pass took on since, counted even when
+    /// another node won the session; a session only parked needs none), and
+    /// it has not failed here [`ATTEMPTS`] times (another node may succeed).
+    fn may_try(&self, record: &SessionRecord, want: Option<&Want>, mine: &Announcement, placed: &Placed) -> bool {
+        let failed = (self.failures.lock().unwrap_or_else(|p| p.into_inner()))
+            .get(&key(record))
+            .copied()
+            .unwrap_or(0);
+        failed < ATTEMPTS && want.is_none_or(|want| placement::fits(mine, placed, want))
+    }
+
+    /// Recreates `record` here (`want`: what it takes of this node's room;
+    /// `None` for a session only parked).
     async fn recover(
         &self,
         record: &SessionRecord,
-        lost: &str,
-        want: &Want,
-        (mine, placed): (&Announcement, &mut Placed),
+        want: Option<&Want>,
+        placed: &mut Placed,
         recovered: &mut Recovered,
     ) {
         let Ok(id) = SessionId::parse(&record.session_id) else {
             return;
         };
-        // Left to a node with room for it, and given up on here after a few
-        // failures (another node may succeed).
-        let failed = (self.failures.lock().unwrap_or_else(|p| p.into_inner()))
-            .get(&key(record))
-            .copied()
-            .unwrap_or(0);
-        if !placement::fits(mine, placed, want) || failed >= ATTEMPTS {
-            return;
+        if let Some(want) = want {
+            placed.add(want);
         }
-        placed.add(want);
+        let lost = record.node.as_deref().unwrap_or_default();
         let from = LostNode {
             node: lost,
             snapshots: &self.snapshots,
@@ -201,13 +227,13 @@ impl Recovery {
                 tracing::info!(session = %id, lost, snapshot = ?adopted.restored, state = adopted.record.state().as_str(), "took over a lost node's session");
             }
             Ok(None) => {}
+            // This node's own room refused it (a burst of new sessions): not
+            // the session's failure; the next pass tries again.
+            Err(SessionError::CapacityExhausted) => {}
             Err(err) => {
                 tracing::warn!(%err, session = %id, lost, "recreating a lost node's session failed; another pass (or node) tries again");
                 recovered.errors += 1;
                 let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-                if failures.len() >= MAX_FAILURES_KEPT {
-                    failures.clear();
-                }
                 *failures.entry(key(record)).or_default() += 1;
             }
         }
@@ -278,20 +304,10 @@ mod tests {
             registry.announce(&announced).await.unwrap();
         }
         for i in 0..4 {
-            let record = SessionRecord {
-                owner: alice(),
-                session_id: format!("s{i}"),
-                container: Some(format!("gone-{i}")),
-                created_at_ms: now,
-                expires_at_ms: now,
-                options: Default::default(),
-                suspended: None,
-                ttl_ms: None,
-                node: Some("c".into()),
-                node_addr: Some("http://c:8000".into()),
-                recreated: None,
-            };
-            store.replace(&record, TTL).await.unwrap();
+            store
+                .replace(&on_c(&format!("s{i}"), Default::default()), TTL)
+                .await
+                .unwrap();
         }
         let dir = std::env::temp_dir().join(format!("brig-recovery-{name}-{}", std::process::id()));
         let snapshots = Arc::new(SnapshotStore::new(SnapshotConfig {
@@ -324,6 +340,24 @@ mod tests {
             a,
             b,
             dir,
+        }
+    }
+
+    /// A session of alice's on c.
+    fn on_c(id: &str, options: brig_core::sandbox::SandboxOptions) -> SessionRecord {
+        let now = chrono::Utc::now().timestamp_millis();
+        SessionRecord {
+            owner: alice(),
+            session_id: id.into(),
+            container: Some(format!("gone-{id}")),
+            created_at_ms: now,
+            expires_at_ms: now,
+            options,
+            suspended: None,
+            ttl_ms: None,
+            node: Some("c".into()),
+            node_addr: Some("http://c:8000".into()),
+            recreated: None,
         }
     }
 
@@ -365,5 +399,25 @@ mod tests {
         assert!(on_c >= 2 && on_a + on_c == 4, "b's share waits for b: {on_a} on a");
         assert_eq!(fleet.a.pass().await.sessions, on_c);
         assert_eq!(held(&fleet.store).await, (4, 0, 0));
+    }
+
+    /// Sessions no node can take (a runtime none offers) do not use up a
+    /// pass's budget: the ones that fit, past their grace, are taken.
+    #[tokio::test]
+    async fn sessions_no_node_can_take_do_not_hold_up_the_others() {
+        let fleet = setup("budget").await;
+        let runsc = brig_core::sandbox::SandboxOptions {
+            runtime: Some("runsc".into()),
+            ..Default::default()
+        };
+        for i in 0..(PER_PASS + 8) {
+            let record = on_c(&format!("r{i:02}"), runsc.clone());
+            fleet.store.replace(&record, TTL).await.unwrap();
+        }
+        for _ in 0..=GRACE {
+            fleet.a.pass().await;
+        }
+        let (on_a, on_b, on_c) = held(&fleet.store).await;
+        assert_eq!((on_a, on_b, on_c), (4, 0, PER_PASS + 8));
     }
 }

@@ -132,11 +132,18 @@ struct EgressSetup {
 struct Spec<'a> {
     options: &'a SandboxOptions,
     ttl: Option<Duration>,
+    /// Only an existing session is opened (resumed, or waited for): one
+    /// deleted meanwhile is not made anew.
+    existing: bool,
 }
 
 impl<'a> Spec<'a> {
     fn of(options: &'a SandboxOptions) -> Self {
-        Spec { options, ttl: None }
+        Spec {
+            options,
+            ttl: None,
+            existing: false,
+        }
     }
 }
 
@@ -323,15 +330,24 @@ impl Sessions {
         id: &SessionId,
         allow: Vec<String>,
     ) -> Result<SessionRecord, SessionError> {
-        let mut record = self.store.get(owner, id).await?.ok_or(SessionError::NotFound)?;
-        record.options.egress = allow;
-        // Keep the expiry the store has: `update` sets a TTL. Deleted
-        // meanwhile: it stays so.
-        if !self.store.update(&record, time_left(&record)).await? {
-            return Err(SessionError::NotFound);
+        // Under the session's lock: a suspend or resume rewrites the record
+        // meanwhile, and this must not write back the one it read.
+        let token = random_token();
+        self.lock(owner, id, &token).await?;
+        let set = async {
+            let mut record = self.store.get(owner, id).await?.ok_or(SessionError::NotFound)?;
+            record.options.egress = allow;
+            // Keep the expiry the store has: `update` sets a TTL. Deleted
+            // meanwhile: it stays so.
+            if !self.store.update(&record, time_left(&record)).await? {
+                return Err(SessionError::NotFound);
+            }
+            self.note_sandbox_owner(&record).await;
+            Ok(record)
         }
-        self.note_sandbox_owner(&record).await;
-        Ok(record)
+        .await;
+        let _ = self.store.unlock(owner, id, &token).await;
+        set
     }
 
     /// New sessions claim a spare from `pool` when it has one.
@@ -385,7 +401,11 @@ impl Sessions {
         options: &SandboxOptions,
         ttl: Option<Duration>,
     ) -> Result<(SessionRecord, Opened), SessionError> {
-        self.open_from(owner, id, &Spec { options, ttl }, Known::Unknown).await
+        let spec = Spec {
+            ttl,
+            ..Spec::of(options)
+        };
+        self.open_from(owner, id, &spec, Known::Unknown).await
     }
 
     /// [`open_with`](Self::open_with), skipping the first look at the record
@@ -462,10 +482,10 @@ impl Sessions {
         id: &SessionId,
         spec: &Spec<'_>,
     ) -> Result<(SessionRecord, Opened), SessionError> {
-        if let Some(existing) = self.store.get(owner, id).await? {
-            if existing.suspended.is_some() {
-                return self.resume_locked(existing).await;
-            }
+        match self.store.get(owner, id).await? {
+            Some(existing) if existing.suspended.is_some() => return self.resume_locked(existing).await,
+            None if spec.existing => return Err(SessionError::NotFound),
+            _ => {}
         }
         let now = Utc::now().timestamp_millis();
         let ttl = spec.ttl.unwrap_or(self.ttl);
@@ -640,14 +660,14 @@ impl Sessions {
                     tracing::warn!(session = %id, %container, "sandbox not found; recreating the session's container");
                     let _ = self.store.command_finished(&container, &token).await;
                     self.runtime.remove(&container).await?;
-                    // Unless a concurrent request has already replaced it.
-                    if self
-                        .store
-                        .get(owner, id)
-                        .await?
-                        .is_some_and(|now| now.container() == Some(container.as_str()))
-                    {
-                        self.store.delete(owner, id).await?;
+                    match self.store.get(owner, id).await? {
+                        // Deleted meanwhile (its container with it): it stays so.
+                        None => return Err(SessionError::NotFound),
+                        Some(now) if now.container() == Some(container.as_str()) => {
+                            self.store.delete(owner, id).await?;
+                        }
+                        // A concurrent request has already replaced it.
+                        Some(_) => {}
                     }
                     opened = self.open_with(owner, id, &record.options).await?.1;
                     // Through the lease like any command: another replica may
@@ -808,9 +828,11 @@ impl Sessions {
         if record.is_ready() {
             return self.owned_container(&record);
         }
-        let (record, _) = self
-            .open_from(owner, id, &Spec::of(&record.options), Known::NotReady)
-            .await?;
+        let spec = Spec {
+            existing: true,
+            ..Spec::of(&record.options)
+        };
+        let (record, _) = self.open_from(owner, id, &spec, Known::NotReady).await?;
         self.owned_container(&record)
     }
 

@@ -86,7 +86,7 @@ impl Sessions {
 
     /// Takes the session's creation lock (waiting for another holder, as
     /// creation does) as `token`.
-    async fn lock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), SessionError> {
+    pub(super) async fn lock(&self, owner: &Owner, id: &SessionId, token: &str) -> Result<(), SessionError> {
         let give_up = Instant::now() + CREATION_WAIT;
         while !self.store.try_lock(owner, id, token, CREATION_LOCK_TTL).await? {
             if Instant::now() >= give_up {
@@ -195,15 +195,20 @@ impl Sessions {
         {
             return Err(SessionError::NotFound);
         }
-        // Back to active, unless deleted meanwhile.
-        let unmark = || async { self.store.update(&active, time_left(&record)).await.map(drop) };
+        // Back to active; deleted meanwhile, it stays so, and that is the
+        // answer.
+        let unmark = |err: SessionError| async {
+            match self.store.update(&active, time_left(&record)).await? {
+                true => Err(err),
+                false => Err(SessionError::NotFound),
+            }
+        };
         // A command that just answered is marked running until its last
         // store call, off its answer's path: it gets a moment to end.
         let give_up = Instant::now() + COMMAND_WAIT;
         while self.store.command_running(&container).await? {
             if Instant::now() >= give_up {
-                unmark().await?;
-                return Err(SessionError::InUse);
+                return unmark(SessionError::InUse).await;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -220,8 +225,7 @@ impl Sessions {
             Ok(meta) => meta,
             Err(err) => {
                 tracing::warn!(%err, "the workspace was not stored; the session stays active");
-                unmark().await?;
-                return Err(err);
+                return unmark(err).await;
             }
         };
         let retention = match keep {
@@ -248,8 +252,7 @@ impl Sessions {
             }
             Err(err) => {
                 let _ = setup.shelf.delete(owner, &meta.snapshot_id).await;
-                let _ = unmark().await;
-                return Err(err.into());
+                return unmark(err.into()).await;
             }
         }
         // The snapshot is the truth now: the container goes (or, failing
