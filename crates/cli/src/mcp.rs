@@ -6,12 +6,13 @@
 //! at most [`IN_FLIGHT`] at a time. What the bridge itself cannot deliver (the
 //! API unreachable, a 401, a 429) is answered to a request as a JSON-RPC error
 //! carrying its id, so the client says why; for a notification it goes to
-//! stderr. Ends when stdin does, once every answer is written.
+//! stderr. A line over [`MAX_LINE`] bytes is skipped, answered with an error
+//! (its id unread: null). Ends when stdin does, once every answer is written.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::client::{Client, Failure};
@@ -21,17 +22,84 @@ const IN_FLIGHT: usize = 16;
 
 /// JSON-RPC's code for an error of the server side (the bridge and the API).
 const SERVER_ERROR: i64 = -32000;
+/// JSON-RPC's code for a message that is not a valid request.
+const INVALID_REQUEST: i64 = -32600;
+/// The longest line (one message) read from stdin, and what a longer one is.
+const MAX_LINE: usize = 32 << 20;
+const TOO_LONG: &str = "a message over 32 MiB";
+
+/// A line of stdin.
+#[derive(Debug, PartialEq)]
+enum Line {
+    Text(String),
+    /// Longer than the bound (skipped to its end), or not UTF-8.
+    Refused(&'static str),
+}
+
+/// The next line of `input` (without its newline), holding at most `max`
+/// bytes of it: the rest of a longer one is read and dropped. `None` at the end.
+async fn next_line(input: &mut (impl AsyncBufRead + Unpin), max: usize) -> std::io::Result<Option<Line>> {
+    let mut line = Vec::new();
+    let mut over = false;
+    loop {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            if line.is_empty() && !over {
+                return Ok(None);
+            }
+            break;
+        }
+        let (chunk, ended) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (&available[..at], Some(at + 1)),
+            None => (available, None),
+        };
+        if !over && line.len() + chunk.len() <= max {
+            line.extend_from_slice(chunk);
+        } else {
+            over = true;
+            line = Vec::new();
+        }
+        let used = ended.unwrap_or(available.len());
+        input.consume(used);
+        if ended.is_some() {
+            break;
+        }
+    }
+    if over {
+        return Ok(Some(Line::Refused(TOO_LONG)));
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(
+        String::from_utf8(line).map_or(Line::Refused("a message that is not UTF-8"), Line::Text),
+    ))
+}
 
 pub async fn bridge(client: Client) -> Result<u8, Failure> {
     let stdout = Arc::new(Mutex::new(tokio::io::stdout()));
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines
-        .next_line()
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    while let Some(line) = next_line(&mut stdin, MAX_LINE)
         .await
         .map_err(|err| Failure::Local(format!("reading stdin: {err}")))?
     {
+        let line = match line {
+            Line::Text(line) => line,
+            Line::Refused(why) => {
+                eprintln!("brig mcp: skipped {why}");
+                let refusal = json!({
+                    "jsonrpc": "2.0",
+                    "id": null,
+                    "error": {"code": INVALID_REQUEST, "message": format!("brig: {why}")},
+                });
+                let mut out = stdout.lock().await;
+                let _ = out.write_all(format!("{refusal}\n").as_bytes()).await;
+                let _ = out.flush().await;
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -110,6 +178,26 @@ fn answers(body: &[u8]) -> Option<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn lines_are_read_whole_up_to_the_bound_and_longer_ones_are_skipped() {
+        let input = b"{\"id\":1}\r\n0123456789abcdef\nshort\n\xff\ntail";
+        let mut reader = tokio::io::BufReader::with_capacity(4, &input[..]);
+        let mut read = Vec::new();
+        while let Some(line) = next_line(&mut reader, 10).await.unwrap() {
+            read.push(line);
+        }
+        assert_eq!(
+            read,
+            vec![
+                Line::Text("{\"id\":1}".into()),
+                Line::Refused(TOO_LONG),
+                Line::Text("short".into()),
+                Line::Refused("a message that is not UTF-8"),
+                Line::Text("tail".into()),
+            ]
+        );
+    }
 
     #[test]
     fn answers_come_from_json_bodies_or_event_streams_and_never_from_api_errors() {
