@@ -162,17 +162,13 @@ impl AppState {
             (&state.config.node, state.registry().cloned(), state.room.clone())
         {
             let sandbox = &state.config.sandbox;
-            let runtimes: Vec<String> = std::iter::once(sandbox.runtime.clone())
-                .chain(sandbox.allowed_runtimes.iter().cloned())
-                .collect();
             let heartbeat = brig_core::node::Heartbeat {
                 registry: registry.clone(),
                 config: node.clone(),
                 sandbox: sandbox.clone(),
                 runtime: state.runtime.clone(),
-                max_sessions: room.max_sessions(),
-                runtimes,
                 room,
+
                 started_at_ms: chrono::Utc::now().timestamp_millis(),
             };
             state.shutdown.spawn_loop(heartbeat.run());

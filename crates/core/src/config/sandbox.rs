@@ -212,6 +212,29 @@ pub enum OptionsError {
 }
 
 impl SandboxConfig {
+    /// The runtimes sessions may ask for: `CONTAINER_RUNTIME`, then `ALLOWED_RUNTIMES`.
+    pub fn runtimes(&self) -> Vec<String> {
+        std::iter::once(self.runtime.clone())
+            .chain(self.allowed_runtimes.iter().cloned())
+            .collect()
+    }
+
+    /// The images sessions may ask for: `CONTAINER_IMAGE`, then `ALLOWED_IMAGES`.
+    pub fn images(&self) -> Vec<String> {
+        std::iter::once(self.image.clone())
+            .chain(self.allowed_images.iter().cloned())
+            .collect()
+    }
+
+    /// A sandbox's memory (bytes) and CPU (billionths of a CPU) limits with
+    /// `options`: its own, else the configured ones.
+    pub fn limits(&self, options: &SandboxOptions) -> (i64, i64) {
+        (
+            options.memory_bytes.unwrap_or(self.memory_bytes),
+            options.nano_cpus.unwrap_or((self.cpus * 1e9) as i64),
+        )
+    }
+
     /// A session's own image and limits: the image must be the default or in
     /// `ALLOWED_IMAGES`; memory and CPUs are clamped to the configured limits
     /// (the maxima), memory to what the tmpfs mounts need and CPUs to

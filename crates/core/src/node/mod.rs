@@ -312,9 +312,13 @@ impl EngineSeen {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(default)
         };
-        let (memory, cpus) = (sandbox.memory_bytes.max(0) as u64, (sandbox.cpus * 1e9) as u64);
-        self.memory_committed = sandboxes.iter().map(|s| limit(s, labels::MEMORY, memory)).sum();
-        self.nano_cpus_committed = sandboxes.iter().map(|s| limit(s, labels::NANO_CPUS, cpus)).sum();
+        let default = Want::of(sandbox, &Default::default());
+        self.memory_committed = (sandboxes.iter())
+            .map(|s| limit(s, labels::MEMORY, default.memory_bytes))
+            .sum();
+        self.nano_cpus_committed = (sandboxes.iter())
+            .map(|s| limit(s, labels::NANO_CPUS, default.nano_cpus))
+            .sum();
     }
 }
 
@@ -324,10 +328,8 @@ pub struct Heartbeat {
     pub config: NodeConfig,
     pub sandbox: SandboxConfig,
     pub runtime: Arc<dyn SandboxRuntime>,
-    /// Sessions it may hold (`NODE_MAX_SESSIONS`).
-    pub max_sessions: u64,
-    pub runtimes: Vec<String>,
-    /// Its own check of new sessions, told what each beat counted.
+    /// Its own check of new sessions (and the sessions it may hold), told
+    /// what each beat counted.
     pub room: Arc<placement::Room>,
     pub started_at_ms: i64,
 }
@@ -338,9 +340,7 @@ impl Heartbeat {
     /// sessions' requests say what is wrong): `sessions` is then the last
     /// count, which the beat updates when the engine answers in time.
     pub async fn beat(&self, engine: &mut EngineSeen) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let images: Vec<String> = std::iter::once(self.sandbox.image.clone())
-            .chain(self.sandbox.allowed_images.iter().cloned())
-            .collect();
+        let images = self.sandbox.images();
         let listed_at = std::time::Instant::now();
         let asked = async { tokio::join!(self.runtime.list(), self.runtime.host(&images)) };
         let node = &self.config.id;
@@ -375,8 +375,8 @@ impl Heartbeat {
             started_at_ms: self.started_at_ms,
             heartbeat_at_ms: Utc::now().timestamp_millis(),
             sessions: engine.sessions,
-            max_sessions: self.max_sessions,
-            runtimes: self.runtimes.clone(),
+            max_sessions: self.room.max_sessions(),
+            runtimes: self.sandbox.runtimes(),
             draining: self.registry.draining(&self.config.id).await?,
             engine_answered_at_ms: engine.answered_at_ms,
             memory_bytes: engine.host.memory_bytes,

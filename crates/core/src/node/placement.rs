@@ -32,11 +32,12 @@ pub struct Want {
 impl Want {
     /// A session with `options` under `config`'s defaults.
     pub fn of(config: &SandboxConfig, options: &SandboxOptions) -> Want {
+        let (memory_bytes, nano_cpus) = config.limits(options);
         Want {
             runtime: options.runtime.clone().unwrap_or_else(|| config.runtime.clone()),
             image: options.image.clone().unwrap_or_else(|| config.image.clone()),
-            memory_bytes: options.memory_bytes.unwrap_or(config.memory_bytes).max(0) as u64,
-            nano_cpus: options.nano_cpus.unwrap_or((config.cpus * 1e9) as i64).max(0) as u64,
+            memory_bytes: memory_bytes.max(0) as u64,
+            nano_cpus: nano_cpus.max(0) as u64,
         }
     }
 }

@@ -86,17 +86,9 @@ fn with_store(labels: &mut HashMap<String, String>, store: &str) {
 
 /// The sandbox's memory and CPU limits (as [`sandbox_container`] sets them).
 fn with_limits(labels: &mut HashMap<String, String>, config: &SandboxConfig, options: &SandboxOptions) {
-    let (memory, nano_cpus) = limits(config, options);
+    let (memory, nano_cpus) = config.limits(options);
     labels.insert(labels::MEMORY.into(), memory.to_string());
     labels.insert(labels::NANO_CPUS.into(), nano_cpus.to_string());
-}
-
-/// A sandbox's memory (bytes) and CPU (billionths) limits.
-fn limits(config: &SandboxConfig, options: &SandboxOptions) -> (i64, i64) {
-    (
-        options.memory_bytes.unwrap_or(config.memory_bytes),
-        options.nano_cpus.unwrap_or((config.cpus * 1e9) as i64),
-    )
 }
 
 /// The create body of a sandbox container: agent as PID 1 on attached stdio.
@@ -106,7 +98,7 @@ pub fn sandbox_container(
     agent_volume: &str,
     labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
-    let (memory, nano_cpus) = limits(config, options);
+    let (memory, nano_cpus) = config.limits(options);
     let runtime = options.runtime.clone().unwrap_or_else(|| config.runtime.clone());
     let (pids_limit, nproc) = task_limits(config.pids_limit, is_gvisor(&runtime));
     let mut ulimits = vec![
