@@ -127,7 +127,7 @@ impl Recovery {
         // caught with its workspace in a snapshot (resuming, or suspending
         // past its snapshot) is only parked by its taker: it needs no room,
         // is in no share, and any node may take it.
-        orphans.sort_by_key(|record| key(record));
+        orphans.sort_by_cached_key(|record| key(record));
         let (parking, orphans): (Vec<&SessionRecord>, Vec<&SessionRecord>) =
             orphans.into_iter().partition(|record| record.suspended_in().is_some());
         let wants: Vec<Want> = orphans
