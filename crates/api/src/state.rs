@@ -162,21 +162,31 @@ impl AppState {
             (&state.config.node, state.registry().cloned(), state.room.clone())
         {
             let sandbox = &state.config.sandbox;
+            let lease = Arc::new(brig_core::node::Lease::new(node.heartbeat, node.loss_after));
             let heartbeat = brig_core::node::Heartbeat {
                 registry: registry.clone(),
                 config: node.clone(),
                 sandbox: sandbox.clone(),
                 runtime: state.runtime.clone(),
                 room,
-
+                lease: lease.clone(),
                 started_at_ms: chrono::Utc::now().timestamp_millis(),
             };
             state.shutdown.spawn_loop(heartbeat.run());
+            let fence = brig_core::node::Fence {
+                lease: lease.clone(),
+                runtime: state.runtime.clone(),
+                store: state.sessions.store().clone(),
+                node: node.id.clone(),
+                every: (node.heartbeat / 4).max(std::time::Duration::from_millis(100)),
+            };
+            state.shutdown.spawn_loop(fence.run());
             let recovery = crate::service::recovery::Recovery::new(
                 state.sessions.clone(),
                 registry.clone(),
                 state.snapshots.clone(),
                 sandbox.clone(),
+                lease,
             );
             state.shutdown.spawn_loop(recovery.run(node.heartbeat));
             // A drain needs snapshots every node reads (its PUT says so): a

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brig_core::config::SandboxConfig;
-use brig_core::node::{placement, Announcement, NodeStatus, Placed, Registry, Want};
+use brig_core::node::{placement, Announcement, Lease, NodeStatus, Placed, Registry, Want};
 use brig_core::session::{LostNode, SessionError, SessionId, SessionRecord, Sessions};
 use brig_core::snapshot::SnapshotStore;
 
@@ -46,6 +46,9 @@ pub struct Recovery {
     failures: Mutex<HashMap<String, u32>>,
     /// Passes of this node that saw the session still on a lost node.
     waiting: Mutex<HashMap<String, u32>>,
+    /// This node's own hold: it takes nothing over until it has held it for
+    /// a loss timeout ([`Lease::settled`]).
+    lease: Arc<Lease>,
 }
 
 /// What a pass did.
@@ -62,8 +65,10 @@ impl Recovery {
         registry: Registry,
         snapshots: Arc<SnapshotStore>,
         sandbox: SandboxConfig,
+        lease: Arc<Lease>,
     ) -> Self {
         Recovery {
+            lease,
             sessions,
             registry,
             snapshots,
@@ -77,6 +82,9 @@ impl Recovery {
     /// One look at the registry, and the sessions of each lost node.
     pub async fn pass(&self) -> Recovered {
         let mut recovered = Recovered::default();
+        if !self.lease.settled() {
+            return recovered;
+        }
         let me = self.sessions.node().unwrap_or_default().to_string();
         let Ok(nodes) = self.registry.nodes().await else {
             return recovered;
@@ -331,6 +339,7 @@ mod tests {
                 registry.clone(),
                 snapshots.clone(),
                 SandboxConfig::default(),
+                settled(),
             )
         };
         let (a, b) = (recovery("a"), recovery("b"));
@@ -341,6 +350,17 @@ mod tests {
             b,
             dir,
         }
+    }
+
+    /// A lease held, without a lapse, for longer than the loss timeout.
+    fn settled() -> Arc<Lease> {
+        let lease = Lease::new(Duration::from_secs(1), Duration::from_secs(4));
+        let now = tokio::time::Instant::now();
+        for ago in [5, 3, 1, 0] {
+            lease.renewed(now - Duration::from_secs(ago));
+        }
+        assert!(lease.settled());
+        Arc::new(lease)
     }
 
     /// A session of alice's on c.
@@ -372,6 +392,27 @@ mod tests {
             .collect();
         let on = |id: &str| nodes.iter().filter(|node| node.as_deref() == Some(id)).count();
         (on("a"), on("b"), on("c"))
+    }
+
+    /// A node that has not held its lease for a loss timeout (just started,
+    /// or back after the store was out of reach, when every node's live copy
+    /// is gone) takes nothing over: the others may be about to beat.
+    #[tokio::test]
+    async fn a_node_takes_nothing_over_before_it_has_beaten_for_a_loss_timeout() {
+        let fleet = setup("unsettled").await;
+        let lease = Lease::new(Duration::from_secs(1), Duration::from_secs(4));
+        lease.renewed(tokio::time::Instant::now());
+        assert!(lease.held() && !lease.settled());
+        let fresh = Recovery::new(
+            fleet.a.sessions.clone(),
+            fleet.registry.clone(),
+            fleet.a.snapshots.clone(),
+            SandboxConfig::default(),
+            Arc::new(lease),
+        );
+        assert_eq!(fresh.pass().await, Recovered::default());
+        assert_eq!(held(&fleet.store).await, (0, 0, 4));
+        assert_eq!(fleet.a.pass().await.sessions, 1, "the same node, settled");
     }
 
     /// a's pass takes only its share, b's the rest, though a looked first

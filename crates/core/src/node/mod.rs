@@ -1,6 +1,14 @@
 //! Nodes: brig processes that each own one engine and share one store. Each
 //! node announces itself (its address, its sessions, its capacity, its
 //! runtimes) every heartbeat; a node silent for `NODE_LOSS_SECONDS` is lost.
+//!
+//! Silence is measured by the store's clock, never by comparing two nodes'
+//! clocks: each beat also writes the node's *live* copy, which the store
+//! expires a loss timeout later. A node holds a [`Lease`] on its sessions
+//! while its beats reach the store; a [`Fence`] freezes its sandboxes when
+//! the lease lapses, a heartbeat before the others may judge it lost and
+//! take its sessions over (a takeover is refused, in the store's own atomic
+//! step, while the live copy exists).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +74,10 @@ pub struct Announcement {
     /// for a loss timeout takes no new sessions, though it still beats.
     #[serde(default)]
     pub engine_answered_at_ms: i64,
+    /// Its engine has not answered for a loss timeout (judged by the node
+    /// itself, on its own clock): it takes no new sessions.
+    #[serde(default)]
+    pub engine_silent: bool,
     /// Its engine host's memory, and the memory limits of its sandboxes
     /// (spares too) added up.
     #[serde(default)]
@@ -104,6 +116,12 @@ fn key(node_id: &str) -> String {
     format!("node:{node_id}")
 }
 
+/// The node's live copy, which the store expires a loss timeout after its
+/// last beat (see [`Registry::live_key`]).
+fn live_key(node_id: &str) -> String {
+    format!("node-live:{node_id}")
+}
+
 fn drain_key(node_id: &str) -> String {
     format!("drain:{node_id}")
 }
@@ -116,15 +134,28 @@ impl Registry {
         Registry { store, loss_after }
     }
 
-    /// Records `me` as alive now, in the index too: the index holds the
-    /// latest `MAX_NODES` announcements, so it lives while any node does, is
-    /// rebuilt by the next beats if the store lost it, and a lost node drops
-    /// out of it once that many beats of the others have come since its last.
+    /// Records `me` as alive for a loss timeout from its `heartbeat_at_ms`
+    /// (less whatever of it has passed since, by this node's own clock), in
+    /// the index too: the index holds the latest `MAX_NODES` announcements,
+    /// so it lives while any node does, is rebuilt by the next beats if the
+    /// store lost it, and a lost node drops out of it once that many beats of
+    /// the others have come since its last.
     pub async fn announce(&self, me: &Announcement) -> Result<(), StoreError> {
         let json = serde_json::to_string(me).map_err(|err| StoreError::Corrupt(err.to_string()))?;
         let kept = self.loss_after * REPORTED_FOR;
+        let since = Duration::from_millis((Utc::now().timestamp_millis() - me.heartbeat_at_ms).max(0) as u64);
+        if let Some(live_for) = self.loss_after.checked_sub(since).filter(|left| !left.is_zero()) {
+            self.store.put_value(&live_key(&me.node_id), &json, live_for).await?;
+        }
         self.store.put_value(&key(&me.node_id), &json, kept).await?;
         self.store.push_bounded(INDEX, &me.node_id, MAX_NODES, kept).await
+    }
+
+    /// The store value that exists while node `id` is live: a takeover of its
+    /// sessions is stored only without it
+    /// ([`SessionStore::update_unless_value`]).
+    pub fn live_key(&self, id: &str) -> String {
+        live_key(id)
     }
 
     /// Drains node `id` (`on`), or lifts its drain; its next heartbeat says so.
@@ -144,13 +175,22 @@ impl Registry {
     /// The status of node `id` from its own announcement (one read), `None`
     /// if it has none (never announced, or forgotten).
     pub async fn status(&self, id: &str) -> Result<Option<NodeStatus>, StoreError> {
-        let Some(raw) = self.store.get_value(&key(id)).await? else {
-            return Ok(None);
+        Ok(self.read(id).await?.map(|(_, status)| status))
+    }
+
+    /// Node `id`'s latest announcement: its live copy (live), else the
+    /// one kept after it (lost); `None` if neither is there or readable.
+    async fn read(&self, id: &str) -> Result<Option<(Announcement, NodeStatus)>, StoreError> {
+        let (raw, status) = match self.store.get_value(&live_key(id)).await? {
+            Some(raw) => (raw, NodeStatus::Live),
+            None => match self.store.get_value(&key(id)).await? {
+                Some(raw) => (raw, NodeStatus::Lost),
+                None => return Ok(None),
+            },
         };
-        let now = Utc::now().timestamp_millis();
         Ok(serde_json::from_str::<Announcement>(&raw)
             .ok()
-            .map(|node| self.status_at(&node, now)))
+            .map(|node| (node, status)))
     }
 
     /// Every node still reported, with its status; by id.
@@ -158,17 +198,9 @@ impl Registry {
         let mut ids = self.store.list_items(INDEX).await?;
         ids.sort();
         ids.dedup();
-        let now = Utc::now().timestamp_millis();
         let mut nodes = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(raw) = self.store.get_value(&key(&id)).await? else {
-                continue;
-            };
-            let Ok(node) = serde_json::from_str::<Announcement>(&raw) else {
-                continue;
-            };
-            let status = self.status_at(&node, now);
-            nodes.push((node, status));
+            nodes.extend(self.read(&id).await?);
         }
         Ok(nodes)
     }
@@ -176,16 +208,7 @@ impl Registry {
     /// Whether `node` (of `status`) takes sessions: live, not drained, its
     /// engine answering within the loss timeout.
     pub fn usable(&self, node: &Announcement, status: NodeStatus) -> bool {
-        let engine_since = Utc::now().timestamp_millis() - self.loss_after.as_millis() as i64;
-        status == NodeStatus::Live && !node.draining && node.engine_answered_at_ms >= engine_since
-    }
-
-    fn status_at(&self, node: &Announcement, now_ms: i64) -> NodeStatus {
-        if now_ms - node.heartbeat_at_ms > self.loss_after.as_millis() as i64 {
-            NodeStatus::Lost
-        } else {
-            NodeStatus::Live
-        }
+        status == NodeStatus::Live && !node.draining && !node.engine_silent
     }
 }
 
@@ -331,6 +354,8 @@ pub struct Heartbeat {
     /// Its own check of new sessions (and the sessions it may hold), told
     /// what each beat counted.
     pub room: Arc<placement::Room>,
+    /// Renewed by each beat that reached the store.
+    pub lease: Arc<Lease>,
     pub started_at_ms: i64,
 }
 
@@ -369,16 +394,18 @@ impl Heartbeat {
                 false
             }
         };
+        let now = Utc::now().timestamp_millis();
         let me = Announcement {
             node_id: self.config.id.clone(),
             addr: self.config.addr.clone(),
             started_at_ms: self.started_at_ms,
-            heartbeat_at_ms: Utc::now().timestamp_millis(),
+            heartbeat_at_ms: now,
             sessions: engine.sessions,
             max_sessions: self.room.max_sessions(),
             runtimes: self.sandbox.runtimes(),
             draining: self.registry.draining(&self.config.id).await?,
             engine_answered_at_ms: engine.answered_at_ms,
+            engine_silent: now - engine.answered_at_ms > self.config.loss_after.as_millis() as i64,
             memory_bytes: engine.host.memory_bytes,
             memory_committed: engine.memory_committed,
             nano_cpus: engine.host.nano_cpus,
@@ -389,7 +416,10 @@ impl Heartbeat {
         if fresh {
             self.room.counted(&me, listed_at);
         }
+        // Its live copy lasts a loss timeout from no earlier than now.
+        let sent = tokio::time::Instant::now();
         self.registry.announce(&me).await?;
+        self.lease.renewed(sent);
         Ok(())
     }
 
@@ -405,6 +435,185 @@ impl Heartbeat {
             tokio::time::sleep(self.config.heartbeat).await;
         }
     }
+}
+
+/// This node's hold on its sessions: renewed by every heartbeat that reached
+/// the store, held for a loss timeout less one heartbeat from the moment the
+/// beat was sent. The store keeps the node's live copy for a loss timeout
+/// from the moment it received it (later), so the lease lapses at least a
+/// heartbeat before any other node may judge this one lost.
+pub struct Lease {
+    held_for: Duration,
+    loss_after: Duration,
+    state: std::sync::Mutex<LeaseState>,
+}
+
+#[derive(Default)]
+struct LeaseState {
+    renewed: Option<tokio::time::Instant>,
+    /// When the current unbroken run of renewals began.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Lease {
+    /// For beats every `heartbeat`, a node lost after `loss_after` without one.
+    pub fn new(heartbeat: Duration, loss_after: Duration) -> Self {
+        Lease {
+            held_for: loss_after.saturating_sub(heartbeat),
+            loss_after,
+            state: Default::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LeaseState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A beat sent at `sent` reached the store.
+    pub fn renewed(&self, sent: tokio::time::Instant) {
+        let mut state = self.state();
+        let lapsed = state
+            .renewed
+            .is_none_or(|last| sent.saturating_duration_since(last) >= self.held_for);
+        if lapsed {
+            state.since = Some(sent);
+        }
+        state.renewed = Some(state.renewed.map_or(sent, |last| last.max(sent)));
+    }
+
+    /// Whether this node may act on its sessions now.
+    pub fn held(&self) -> bool {
+        self.state().renewed.is_some_and(|last| last.elapsed() < self.held_for)
+    }
+
+    /// Held without a lapse for a whole loss timeout: every node alive now
+    /// has beaten since, so one without a live copy is really lost (after an
+    /// outage of the store every node's copy is gone, and a node that took
+    /// the others' sessions at its first beat back would take live ones).
+    pub fn settled(&self) -> bool {
+        let state = self.state();
+        let held = state.renewed.is_some_and(|last| last.elapsed() < self.held_for);
+        held && state.since.is_some_and(|since| since.elapsed() >= self.loss_after)
+    }
+}
+
+/// Freezes this node's sandboxes while its [`Lease`] has lapsed (cut off
+/// from the store, its sessions may be taken over elsewhere: nothing of them
+/// may go on running here), and thaws, once the lease is back, those whose
+/// sessions are still this node's. The others stay frozen until the reaper
+/// removes them.
+pub struct Fence {
+    pub lease: Arc<Lease>,
+    pub runtime: Arc<dyn SandboxRuntime>,
+    pub store: Arc<dyn SessionStore>,
+    pub node: String,
+    /// How often it looks (a fraction of a heartbeat).
+    pub every: Duration,
+}
+
+/// What [`Fence::pass`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fenced {
+    pub frozen: usize,
+    pub thawed: usize,
+    /// Frozen sandboxes whose sessions are no longer this node's.
+    pub left: usize,
+}
+
+#[derive(Default)]
+pub struct FenceState {
+    /// The store label of this node's sandboxes (known once the store answered).
+    identity: Option<String>,
+    /// Sandboxes may be frozen (by a lapse, or by an earlier process).
+    thaw_due: bool,
+}
+
+impl Fence {
+    /// Looks every `every`, for ever (the caller stops the task).
+    pub async fn run(self) {
+        let mut state = FenceState {
+            thaw_due: true,
+            ..FenceState::default()
+        };
+        loop {
+            self.pass(&mut state).await;
+            tokio::time::sleep(self.every).await;
+        }
+    }
+
+    /// One look: freezes while the lease has lapsed, thaws once it is back.
+    pub async fn pass(&self, state: &mut FenceState) -> Fenced {
+        let mut done = Fenced::default();
+        if !self.lease.held() {
+            let Some(identity) = state.identity.as_deref() else {
+                return done;
+            };
+            state.thaw_due = true;
+            let Ok(sandboxes) = self.runtime.list().await else {
+                return done;
+            };
+            for sandbox in sandboxes.iter().filter(|s| is_ours(s, identity) && !s.paused) {
+                match self.runtime.freeze(&sandbox.id, true).await {
+                    Ok(()) => done.frozen += 1,
+                    Err(err) => {
+                        tracing::warn!(node = %self.node, sandbox = %sandbox.id, %err, "freezing a sandbox failed")
+                    }
+                }
+            }
+            if done.frozen > 0 {
+                tracing::warn!(node = %self.node, frozen = done.frozen, "the node's heartbeats do not reach the store: its sandboxes are frozen until they do");
+            }
+            return done;
+        }
+        if state.identity.is_none() {
+            state.identity = self.store.identity().await.ok();
+        }
+        let Some(identity) = state.identity.as_deref() else {
+            return done;
+        };
+        if !state.thaw_due {
+            return done;
+        }
+        match self.thaw(identity, &mut done).await {
+            Ok(()) => state.thaw_due = false,
+            Err(err) => {
+                tracing::warn!(node = %self.node, %err, "thawing the node's sandboxes failed; the next look tries again")
+            }
+        }
+        done
+    }
+
+    /// Thaws the frozen sandboxes whose sessions this node still holds (and
+    /// spares no session has claimed).
+    async fn thaw(&self, identity: &str, done: &mut Fenced) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let frozen: Vec<SandboxInfo> = (self.runtime.list().await?.into_iter())
+            .filter(|s| is_ours(s, identity) && s.paused)
+            .collect();
+        if frozen.is_empty() {
+            return Ok(());
+        }
+        // Read after the lease came back: a takeover is stored only while
+        // this node's live copy is gone, so a record that names this node
+        // now stays its own.
+        let held: std::collections::HashSet<String> = (self.store.list_all().await?.into_iter())
+            .filter(|record| record.node.as_deref() == Some(self.node.as_str()))
+            .filter_map(|record| record.container)
+            .collect();
+        for sandbox in frozen {
+            if self.runtime.is_spare(&sandbox) || held.contains(&sandbox.id) {
+                self.runtime.freeze(&sandbox.id, false).await?;
+                done.thawed += 1;
+            } else {
+                done.left += 1;
+            }
+        }
+        tracing::info!(node = %self.node, thawed = done.thawed, left = done.left, "the node's heartbeats reach the store again: its own sandboxes thawed, the others left to the reaper");
+        Ok(())
+    }
+}
+
+fn is_ours(sandbox: &SandboxInfo, identity: &str) -> bool {
+    sandbox.labels.get(labels::STORE).map(String::as_str) == Some(identity)
 }
 
 #[cfg(test)]
@@ -502,6 +711,137 @@ mod tests {
         assert!(fleet.node("zz").await.unwrap().is_none());
     }
 
+    #[tokio::test]
+    async fn a_node_is_live_while_its_last_beat_is_younger_than_the_loss_timeout() {
+        let registry = Registry::new(Arc::new(MemoryStore::new()), Duration::from_millis(300));
+        registry
+            .announce(&announcement("a", Utc::now().timestamp_millis()))
+            .await
+            .unwrap();
+        assert_eq!(registry.status("a").await.unwrap(), Some(NodeStatus::Live));
+        // Judged by the store's expiry of its live copy, not by any clock
+        // reading its timestamp.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(registry.status("a").await.unwrap(), Some(NodeStatus::Lost));
+        assert_eq!(registry.status("zz").await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_lapses_a_heartbeat_before_the_loss_timeout_and_settles_after_one() {
+        let lease = Lease::new(Duration::from_secs(1), Duration::from_secs(4));
+        assert!(!lease.held());
+        let beat = |at| lease.renewed(at);
+        let start = tokio::time::Instant::now();
+        beat(start);
+        assert!(lease.held() && !lease.settled());
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            beat(tokio::time::Instant::now());
+        }
+        assert!(lease.settled(), "four seconds of beats a second apart");
+        // A beat sent before the last one to come back does not shorten it.
+        beat(start);
+        tokio::time::advance(Duration::from_millis(2900)).await;
+        assert!(lease.held());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(!lease.held() && !lease.settled(), "lapsed at 4 s less a heartbeat");
+        // Back: held again, but settled only a loss timeout later.
+        beat(tokio::time::Instant::now());
+        assert!(lease.held() && !lease.settled());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        beat(tokio::time::Instant::now());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        beat(tokio::time::Instant::now());
+        assert!(lease.settled());
+    }
+
+    /// A lapse freezes this node's sandboxes (spares too) and no other
+    /// node's; once the lease is back, the ones whose sessions are still
+    /// this node's (and the spares) thaw, a session taken over meanwhile
+    /// stays frozen for the reaper.
+    #[tokio::test(start_paused = true)]
+    async fn the_fence_freezes_while_the_lease_has_lapsed_and_thaws_only_what_the_node_still_holds() {
+        use crate::runtime::fake::FakeRuntime;
+        use crate::sandbox::CreateSandbox;
+        use crate::session::record::SessionRecord;
+        use crate::session::Owner;
+
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let runtime = Arc::new(FakeRuntime::new());
+        let identity = store.identity().await.unwrap();
+        let owner = Owner::of_principal("alice");
+        let mut records = Vec::new();
+        for (session, label) in [
+            ("kept", identity.as_str()),
+            ("taken", identity.as_str()),
+            ("else", "other/n9"),
+        ] {
+            let request = CreateSandbox {
+                owner: owner.as_str().into(),
+                session_id: session.into(),
+                options: Default::default(),
+                store: label.into(),
+            };
+            let (sandbox, _) = runtime.create(&request).await.unwrap();
+            let record = SessionRecord {
+                owner: owner.clone(),
+                session_id: session.into(),
+                container: Some(sandbox.id),
+                created_at_ms: 0,
+                expires_at_ms: 0,
+                options: Default::default(),
+                suspended: None,
+                ttl_ms: None,
+                node: Some("n1".into()),
+                node_addr: None,
+                recreated: None,
+            };
+            store.replace(&record, Duration::from_secs(600)).await.unwrap();
+            records.push(record);
+        }
+        let spare = runtime.create_spare(&identity).await.unwrap();
+        let lease = Arc::new(Lease::new(Duration::from_secs(1), Duration::from_secs(4)));
+        let fence = Fence {
+            lease: lease.clone(),
+            runtime: runtime.clone(),
+            store: store.clone(),
+            node: "n1".into(),
+            every: Duration::from_millis(250),
+        };
+        let paused = || async {
+            let mut paused: Vec<String> = (runtime.list().await.unwrap().into_iter())
+                .filter(|s| s.paused)
+                .map(|s| if s.pool { "spare".into() } else { s.session_id })
+                .collect();
+            paused.sort();
+            paused
+        };
+        let mut state = FenceState::default();
+        lease.renewed(tokio::time::Instant::now());
+        assert_eq!(fence.pass(&mut state).await, Fenced::default());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(fence.pass(&mut state).await.frozen, 3);
+        assert_eq!(paused().await, ["kept", "spare", "taken"]);
+        assert_eq!(fence.pass(&mut state).await, Fenced::default(), "frozen once");
+        // Taken over meanwhile by n2.
+        let taken = SessionRecord {
+            node: Some("n2".into()),
+            ..records[1].clone()
+        };
+        store.replace(&taken, Duration::from_secs(600)).await.unwrap();
+        lease.renewed(tokio::time::Instant::now());
+        let thawed = fence.pass(&mut state).await;
+        assert_eq!((thawed.thawed, thawed.left), (2, 1));
+        assert_eq!(paused().await, ["taken"]);
+        assert!(!runtime
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.id == spare.id && s.paused));
+        assert_eq!(fence.pass(&mut state).await, Fenced::default(), "thawed once");
+    }
+
     #[test]
     fn the_heartbeat_adds_up_its_sandboxes_limits_spares_too() {
         let sandbox = |memory: Option<&str>, cpus: Option<&str>, pool: bool| SandboxInfo {
@@ -512,6 +852,7 @@ mod tests {
             pool,
             created_unix: 0,
             running: true,
+            paused: false,
             labels: [(labels::MEMORY, memory), (labels::NANO_CPUS, cpus)]
                 .into_iter()
                 .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))

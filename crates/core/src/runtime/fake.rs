@@ -113,6 +113,7 @@ impl FakeRuntime {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             running: true,
+            paused: false,
             labels: if store.is_empty() {
                 HashMap::new()
             } else {
@@ -365,6 +366,13 @@ impl SandboxRuntime for FakeRuntime {
 
     async fn list(&self) -> Result<Vec<SandboxInfo>, RuntimeError> {
         Ok(self.state().sandboxes.values().cloned().collect())
+    }
+
+    async fn freeze(&self, id: &str, frozen: bool) -> Result<(), RuntimeError> {
+        if let Some(sandbox) = self.state().sandboxes.get_mut(id) {
+            sandbox.paused = frozen;
+        }
+        Ok(())
     }
 
     async fn ready(&self) -> Result<(), RuntimeError> {

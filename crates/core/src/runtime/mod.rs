@@ -189,6 +189,10 @@ pub trait SandboxRuntime: Send + Sync {
     /// Every sandbox of this instance, running or not.
     async fn list(&self) -> Result<Vec<SandboxInfo>, RuntimeError>;
 
+    /// Freezes every process of sandbox `id` (`frozen`), or thaws them
+    /// (the engine's pause). A missing sandbox, or one already so, succeeds.
+    async fn freeze(&self, id: &str, frozen: bool) -> Result<(), RuntimeError>;
+
     /// `Ok` when sandboxes can be created now; else `NotReady` naming what is
     /// missing (the engine, the configured OCI runtime, the agent).
     async fn ready(&self) -> Result<(), RuntimeError>;

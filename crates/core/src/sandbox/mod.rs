@@ -98,7 +98,10 @@ pub struct SandboxInfo {
     pub pool: bool,
     /// Unix seconds, from the `brig.created` label.
     pub created_unix: u64,
+    /// Running (frozen or not).
     pub running: bool,
+    /// Frozen (its node cut off from the store: see the node module).
+    pub paused: bool,
     pub labels: HashMap<String, String>,
 }
 

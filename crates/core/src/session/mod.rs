@@ -871,7 +871,10 @@ impl Sessions {
     ///
     /// The record names this node before the container is made, so from then
     /// on the lost node's commands in it are refused by the store (see
-    /// [`CommandStart::node`]), even if that node comes back.
+    /// [`CommandStart::node`]), even if that node comes back; and it is
+    /// written only while the lost node's live copy is gone, so a node that
+    /// beat again keeps its session (its [`Fence`](crate::node::Fence) thaws
+    /// only what it still holds).
     #[tracing::instrument(skip_all, fields(session = %id, lost))]
     pub async fn adopt(
         &self,
@@ -908,10 +911,12 @@ impl Sessions {
             return Ok(None);
         }
         // Looked at again under the lock: a node that beat meanwhile (slow,
-        // not gone) keeps its sessions.
+        // not gone) keeps its sessions; the takeover's first write checks
+        // again in the store's own step (the node may beat in between).
         if registry.status(lost).await? == Some(crate::node::NodeStatus::Live) {
             return Ok(None);
         }
+        let live = registry.live_key(lost);
         let ttl = time_left(&record);
         let now = Utc::now().timestamp_millis();
         // Held until the adoption ends (a suspended one takes no room).
@@ -929,7 +934,7 @@ impl Sessions {
                 }),
                 ..record.clone()
             };
-            if !self.store.update(&parked, ttl).await? {
+            if !self.store.update_unless_value(&parked, ttl, &live).await? {
                 return Ok(None);
             }
             return Ok(Some(Adopted {
@@ -964,8 +969,9 @@ impl Sessions {
             node_addr: self.node_addr.clone(),
             ..record.clone()
         };
-        // Deleted since it was read: it stays so.
-        if !self.store.update(&pending, ttl).await? {
+        // Deleted since it was read: it stays so. Back since it was looked
+        // at (its live copy there again): it keeps its session.
+        if !self.store.update_unless_value(&pending, ttl, &live).await? {
             return Ok(None);
         }
         let made = async {

@@ -44,6 +44,7 @@ contract!(
     touch_extends_a_record_and_finds_nothing_for_a_missing_one,
     delete_returns_the_record_once,
     an_update_stores_over_a_record_still_there_and_a_deletion_wins,
+    an_update_unless_a_value_is_refused_while_the_value_lives,
     listings_are_per_owner_and_sorted,
     records_expire_with_their_ttl,
     a_creation_lock_is_exclusive_and_released_only_by_its_holder,
@@ -191,6 +192,36 @@ async fn an_update_stores_over_a_record_still_there_and_a_deletion_wins(store: &
     assert_eq!(store.get(&alice, &sid("s")).await.unwrap(), None);
     assert!(store.list(&alice).await.unwrap().is_empty());
     assert!(store.list_all().await.unwrap().is_empty());
+}
+
+async fn an_update_unless_a_value_is_refused_while_the_value_lives(store: &dyn SessionStore) {
+    let alice = owner("alice");
+    store.replace(&record(&alice, "s", "c1"), TTL).await.unwrap();
+    store.put_value("lease", "1", Duration::from_millis(300)).await.unwrap();
+    assert!(!store
+        .update_unless_value(&record(&alice, "s", "c2"), TTL, "lease")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get(&alice, &sid("s")).await.unwrap().unwrap().container(),
+        Some("c1")
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store
+        .update_unless_value(&record(&alice, "s", "c2"), TTL, "lease")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get(&alice, &sid("s")).await.unwrap().unwrap().container(),
+        Some("c2")
+    );
+    // Still no record made from nothing.
+    store.delete(&alice, &sid("s")).await.unwrap().unwrap();
+    assert!(!store
+        .update_unless_value(&record(&alice, "s", "c3"), TTL, "lease")
+        .await
+        .unwrap());
+    assert_eq!(store.get(&alice, &sid("s")).await.unwrap(), None);
 }
 
 async fn listings_are_per_owner_and_sorted(store: &dyn SessionStore) {

@@ -146,6 +146,18 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn update_unless_value(&self, record: &SessionRecord, ttl: Duration, key: &str) -> Result<bool, StoreError> {
+        let mut live = self.live();
+        if live.values.contains_key(key) {
+            return Ok(false);
+        }
+        let Some(current) = live.records.get_mut(&self::key(&record.owner, &record.session_id)) else {
+            return Ok(false);
+        };
+        *current = with_ttl(record, ttl);
+        Ok(true)
+    }
+
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.live().records.get_mut(&key(owner, id.as_str())).map(|record| {
             // A suspended session's expiry is its retention.

@@ -52,6 +52,11 @@ pub trait SessionStore: Send + Sync {
     /// was stored.
     async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError>;
 
+    /// [`update`](Self::update), unless value `key` (see
+    /// [`put_value`](Self::put_value)) exists, in the same atomic step: a
+    /// takeover that the holder's live lease refuses.
+    async fn update_unless_value(&self, record: &SessionRecord, ttl: Duration, key: &str) -> Result<bool, StoreError>;
+
     /// Pushes the session's expiry to now + `ttl`; `None` if it has none.
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError>;
 

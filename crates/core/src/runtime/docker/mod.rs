@@ -462,11 +462,26 @@ impl SandboxRuntime for DockerRuntime {
             .into_iter()
             .filter_map(|c| {
                 let labels = c.labels.unwrap_or_default();
-                let running = c.state.is_some_and(|s| s.to_string() == "running");
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                let paused = state == "paused";
                 let name = c.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
-                info_from_labels(c.id?, name, running, labels)
+                info_from_labels(c.id?, name, (state == "running" || paused, paused), labels)
             })
             .collect())
+    }
+
+    async fn freeze(&self, id: &str, frozen: bool) -> Result<(), RuntimeError> {
+        let done = if frozen {
+            self.docker.pause_container(id).await
+        } else {
+            self.docker.unpause_container(id).await
+        };
+        match done {
+            Ok(()) => Ok(()),
+            // 404: gone; 409: already so (or not running: nothing to freeze).
+            Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(()),
+            Err(err) => Err(engine_error(err)),
+        }
     }
 
     async fn ready(&self) -> Result<(), RuntimeError> {

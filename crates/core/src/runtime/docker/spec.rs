@@ -245,13 +245,20 @@ pub(super) fn sandbox_info(raw: &ContainerInspectResponse, instance: &str) -> Op
         return None;
     }
     let running = raw.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-    info_from_labels(raw.id.clone()?, raw.name.clone().unwrap_or_default(), running, labels)
+    let paused = raw.state.as_ref().and_then(|s| s.paused).unwrap_or(false);
+    info_from_labels(
+        raw.id.clone()?,
+        raw.name.clone().unwrap_or_default(),
+        (running, paused),
+        labels,
+    )
 }
 
+/// `(running, paused)`: as the engine said.
 pub(super) fn info_from_labels(
     id: String,
     name: String,
-    running: bool,
+    (running, paused): (bool, bool),
     labels: HashMap<String, String>,
 ) -> Option<SandboxInfo> {
     if labels.get(labels::MANAGED).map(String::as_str) != Some("true") {
@@ -272,6 +279,7 @@ pub(super) fn info_from_labels(
         pool,
         created_unix: labels.get(labels::CREATED)?.parse().ok()?,
         running,
+        paused,
         labels,
     })
 }

@@ -198,7 +198,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError> {
-        again_if_dropped(|| RedisStore::update(self, record, ttl)).await
+        again_if_dropped(|| RedisStore::update(self, record, ttl, None)).await
+    }
+
+    async fn update_unless_value(&self, record: &SessionRecord, ttl: Duration, key: &str) -> Result<bool, StoreError> {
+        again_if_dropped(|| RedisStore::update(self, record, ttl, Some(key))).await
     }
 
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {

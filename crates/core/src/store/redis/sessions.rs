@@ -99,7 +99,15 @@ impl RedisStore {
         self.write(record, ttl).await
     }
 
-    pub(super) async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError> {
+    /// See [`crate::store::SessionStore::update`]; not over value `unless`
+    /// (a key of [`put_value`](Self::put_value)) if given.
+    pub(super) async fn update(
+        &self,
+        record: &SessionRecord,
+        ttl: Duration,
+        unless: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let unless = unless.map(|key| format!("{}value:{key}", self.prefix));
         let stored = SessionRecord {
             expires_at_ms: now_ms() + ttl_ms(ttl),
             ..record.clone()
@@ -113,10 +121,12 @@ impl RedisStore {
         );
         let stored: i64 = self
             .call(|mut c| async move {
-                scripts::UPDATE
-                    .key(&keys[0])
-                    .key(&keys[1])
-                    .key(&keys[2])
+                let mut script = scripts::UPDATE.key(&keys[0]);
+                script.key(&keys[1]).key(&keys[2]);
+                if let Some(unless) = &unless {
+                    script.key(unless);
+                }
+                script
                     .arg(&json)
                     .arg(ttl_ms)
                     .arg(stored.expires_at_ms)
