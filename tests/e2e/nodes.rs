@@ -50,6 +50,47 @@ impl Host {
     fn containers(&self, instance: &str) -> Vec<String> {
         containers_labelled_on(Some(&self.socket()), &[format!("brig.instance={instance}")])
     }
+
+    /// When (unix ns) this engine first reported `event` (`pause`,
+    /// `create`...) of a container of each of `instance`'s sessions, since
+    /// `since` (unix s). All the engines run on this machine's one clock.
+    fn events(&self, instance: &str, event: &str, since: u64) -> std::collections::HashMap<String, u128> {
+        let until = (unix_now() + 1).to_string();
+        let out = sh(
+            "docker",
+            &[
+                "-H",
+                &self.socket(),
+                "events",
+                "--since",
+                &since.to_string(),
+                "--until",
+                &until,
+                "--filter",
+                &format!("event={event}"),
+                "--filter",
+                &format!("label=brig.instance={instance}"),
+                "--format",
+                "{{index .Actor.Attributes \"brig.session\"}} {{.TimeNano}}",
+            ],
+        );
+        let mut first = std::collections::HashMap::new();
+        for line in out.lines() {
+            if let Some((session, at)) = line.split_once(' ') {
+                let at: u128 = at.trim().parse().expect("TimeNano");
+                let seen = first.entry(session.to_string()).or_insert(at);
+                *seen = (*seen).min(at);
+            }
+        }
+        first
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// The fleet's network and engines; everything is removed when dropped.
@@ -676,16 +717,28 @@ async fn three_nodes_place_forward_recover_and_fence_sessions() {
 
     // n1 cut off, then back: its sessions move to n0 meanwhile; once back,
     // it serves none of them (its stale containers are reaped, its requests
-    // for them go to n0), and nothing runs twice.
+    // for them go to n0), and nothing runs twice. Cut off from Redis, n1
+    // freezes its sandboxes before n0 may take them over: n1's engine
+    // paused each session's container before n0's made its new one.
     let on_n1: Vec<String> = (sessions.iter().zip(&homes))
         .filter(|(_, &h)| h == 1)
         .map(|(s, _)| s.clone())
         .collect();
     assert!(!on_n1.is_empty());
+    let cut_at = unix_now() - 1;
     fleet.link(1, false);
     for session in &on_n1 {
         let (back, _) = answered_again(&nodes[0], session, "echo moved", Duration::from_secs(25)).await;
         assert_eq!(served_by(&back), "n0");
+    }
+    let paused = fleet.hosts[1].events(&instance, "pause", cut_at);
+    let made = fleet.hosts[0].events(&instance, "create", cut_at);
+    for session in &on_n1 {
+        let (paused, made) = (paused.get(session), made.get(session));
+        assert!(
+            paused.is_some() && made.is_some() && paused < made,
+            "{session}: paused on n1 at {paused:?}, made on n0 at {made:?}"
+        );
     }
     fleet.link(1, true);
     nodes_until(&nodes[0], Duration::from_secs(10), "n1 live again", |seen| {

@@ -552,8 +552,12 @@ impl Fence {
             let Ok(sandboxes) = self.runtime.list().await else {
                 return done;
             };
-            for sandbox in sandboxes.iter().filter(|s| is_ours(s, identity) && !s.paused) {
-                match self.runtime.freeze(&sandbox.id, true).await {
+            // All at once: the others may take them over a heartbeat from now.
+            let freezing = (sandboxes.iter())
+                .filter(|s| is_ours(s, identity) && !s.paused)
+                .map(|sandbox| async move { (sandbox, self.runtime.freeze(&sandbox.id, true).await) });
+            for (sandbox, frozen) in futures_util::future::join_all(freezing).await {
+                match frozen {
                     Ok(()) => done.frozen += 1,
                     Err(err) => {
                         tracing::warn!(node = %self.node, sandbox = %sandbox.id, %err, "freezing a sandbox failed")
