@@ -18,6 +18,9 @@ command -v node >/dev/null || need_apt+=(nodejs)
 # The multi-node tests make network namespaces and veths, and enter them.
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
+# A node behind https: a TLS terminator (socat) with certificates made by openssl.
+command -v socat >/dev/null || need_apt+=(socat)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1004,3 +1004,167 @@ async fn mcp_reaches_a_sessions_node_and_a_session_suspended_into_its_nodes_own_
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// A TLS terminator (socat) in front of a node's plain port, with a
+/// certificate for 127.0.0.1 signed by a CA made for the test.
+struct Terminator {
+    socat: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Terminator {
+    fn start(to_port: &str) -> Terminator {
+        let dir = std::env::temp_dir().join(format!("brig-node-tls-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let in_dir = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        in_dir(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=brig test CA",
+                ],
+            ]
+            .concat(),
+        );
+        in_dir(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=brig test node"],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        in_dir(&[
+            "x509",
+            "-req",
+            "-in",
+            "node.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "node.pem",
+        ]);
+        let port = free_port();
+        let (cert, key) = (dir.join("node.pem"), dir.join("node.key"));
+        let socat = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{to_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        Terminator { socat, dir, port }
+    }
+
+    fn ca(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+}
+
+impl Drop for Terminator {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A node whose `BRIG_NODE_ADDR` is `https://` (a TLS terminator in front
+/// of it): a node given the fleet's CA (`BRIG_NODE_CA`) reaches it, to make a
+/// session there and to run in it; a node without that CA refuses the
+/// certificate (503 `node_unreachable`): the hop checks it, and trusts only
+/// the given CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_an_https_address_is_reached_by_the_nodes_that_trust_its_ca() {
+    let redis = RedisServer::start();
+    let instance = new_instance();
+    let mut behind = local_node(&redis, "t1", &[("ALLOWED_COMMANDS", "sh,cat,echo")]);
+    let port = behind.iter().find(|(k, _)| *k == "PORT").unwrap().1.clone();
+    let tls = Terminator::start(&port);
+    for (key, value) in &mut behind {
+        if *key == "BRIG_NODE_ADDR" {
+            *value = format!("https://127.0.0.1:{}", tls.port);
+        }
+    }
+    let ca = tls.ca();
+    let trusting = local_node(
+        &redis,
+        "t0",
+        &[("ALLOWED_COMMANDS", "sh,cat,echo"), ("BRIG_NODE_CA", &ca)],
+    );
+    let distrusting = local_node(&redis, "t2", &[("ALLOWED_COMMANDS", "sh,cat,echo")]);
+    let nodes: Vec<BrigApi> = [&trusting, &behind, &distrusting]
+        .into_iter()
+        .map(|env| BrigApi::start_in(&instance, &env_refs(env)))
+        .collect();
+    nodes_until(&nodes[0], Duration::from_secs(10), "three nodes live", |seen| {
+        ["t0", "t1", "t2"].iter().all(|id| status_of(seen, id) == "live")
+    })
+    .await;
+    assert_eq!(
+        node_in(&nodes_seen(&nodes[0]).await, "t1")["addr"],
+        format!("https://127.0.0.1:{}", tls.port)
+    );
+    // Sessions made through t0 are placed over the three; the ones on t1
+    // were made there over https.
+    let mut on_t1 = None;
+    let mut made = Vec::new();
+    for i in 0..12 {
+        let session = format!("s{i}");
+        let reply = run_via(&nodes[0], &session, "sh -c 'echo over tls > f.txt'").await;
+        made.push(session.clone());
+        if served_by(&reply) == "t1" {
+            on_t1 = Some(session);
+            break;
+        }
+    }
+    let session = on_t1.expect("no session of twelve was placed on t1");
+    let read = run_via(&nodes[0], &session, "cat f.txt").await;
+    assert_eq!(
+        (served_by(&read).as_str(), read.body["stdout"].as_str()),
+        ("t1", Some("over tls\n"))
+    );
+    let refused = execute(&nodes[2], ALICE_KEY, &session, "cat f.txt").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
+    assert_eq!(refused.body["error"], "node_unreachable", "{:?}", refused.body);
+    for session in &made {
+        let gone = call(
+            &nodes[0],
+            Method::DELETE,
+            &format!("/sessions/{session}"),
+            ALICE_KEY,
+            None,
+        )
+        .await;
+        assert_eq!(gone.status, StatusCode::NO_CONTENT, "{session}: {:?}", gone.body);
+    }
+}

@@ -164,8 +164,20 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// `None` without `BRIG_NODE_SECRET` (a worker's configuration), or
+    /// when `BRIG_NODE_CA` holds no certificate the TLS stack takes.
     pub fn new(node: &NodeConfig, fleet: Fleet, longest_command: Duration) -> Option<Self> {
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(pem) = &node.ca_pem {
+            match reqwest::Certificate::from_pem_bundle(pem) {
+                Ok(certificates) => client = client.tls_certs_only(certificates),
+                Err(err) => {
+                    tracing::error!(%err, "BRIG_NODE_CA: its certificates cannot be used");
+                    return None;
+                }
+            }
+        }
+        let client = client
             .connect_timeout(CONNECT_TIMEOUT)
             // A node that vanishes under an open connection (cut off, its
             // host gone) is noticed within seconds, not when TCP gives up.

@@ -116,6 +116,9 @@ pub enum StartError {
     },
     #[error("REDIS_URL")]
     Store(#[from] StoreError),
+    /// Node mode without a way to reach the other nodes.
+    #[error("BRIG_NODE_CA: its certificates cannot be used (see the log)")]
+    NodeCa,
 }
 
 impl AppState {
@@ -149,6 +152,9 @@ impl AppState {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
         };
         let mut state = Self::from_parts(config, rules, store, runtime.clone());
+        if state.config.node.is_some() && state.forwarder.is_none() {
+            return Err(StartError::NodeCa);
+        }
         state.tenant_separation = separation;
         if let Some(dialer) = state.sessions.egress_dialer(host_addresses()) {
             let dialer: Arc<dyn EgressDialer> = Arc::new(dialer);

@@ -28,6 +28,10 @@ pub struct NodeConfig {
     /// `NODE_MAX_SESSIONS`: sessions this node takes (unset: `MAX_SESSIONS`,
     /// which bounds the whole fleet).
     pub max_sessions: Option<u64>,
+    /// `BRIG_NODE_CA`: a PEM file of the certificates that alone are trusted
+    /// for hops to `https://` node addresses (unset: the system's roots).
+    /// Read when the configuration is.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// The shortest `BRIG_NODE_SECRET` taken.
@@ -78,6 +82,17 @@ impl NodeConfig {
             );
         }
         let max_sessions = env.parse("NODE_MAX_SESSIONS", None, |raw| positive::<u64>(raw).map(Some));
+        let ca_pem = env.get("BRIG_NODE_CA").and_then(|path| match std::fs::read(&path) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                env.error("BRIG_NODE_CA", format!("{path} holds no PEM certificate"));
+                None
+            }
+            Err(err) => {
+                env.error("BRIG_NODE_CA", format!("{path} cannot be read: {err}"));
+                None
+            }
+        });
         Some(NodeConfig {
             id,
             addr: addr.trim_end_matches('/').to_string(),
@@ -85,6 +100,7 @@ impl NodeConfig {
             heartbeat,
             loss_after,
             max_sessions,
+            ca_pem,
         })
     }
 }
@@ -153,5 +169,32 @@ mod tests {
                 && err.contains("NODE_MAX_SESSIONS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_node_ca_is_a_readable_pem_file_of_certificates() {
+        let dir = std::env::temp_dir().join(format!("brig-node-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, junk) = (dir.join("ca.pem"), dir.join("junk.pem"));
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(&good, pem).unwrap();
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let with = |ca: &std::path::Path| {
+            node(&[
+                ("BRIG_NODE_ID", "n"),
+                ("BRIG_NODE_ADDR", "https://n:8443"),
+                ("BRIG_NODE_SECRET", SECRET),
+                ("BRIG_NODE_CA", ca.to_str().unwrap()),
+            ])
+        };
+        assert_eq!(with(&good).unwrap().unwrap().ca_pem.as_deref(), Some(pem.as_bytes()));
+        let err = with(&junk).unwrap_err();
+        assert!(
+            err.contains("BRIG_NODE_CA") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        let err = with(&dir.join("missing.pem")).unwrap_err();
+        assert!(err.contains("BRIG_NODE_CA") && err.contains("cannot be read"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
