@@ -49,6 +49,11 @@ pub struct Recovery {
     /// This node's own hold: it takes nothing over until it has held it for
     /// a loss timeout ([`Lease::settled`]).
     lease: Arc<Lease>,
+    /// Each node's last heartbeat as this node saw it change, and when (its
+    /// own clock): a node is taken over only once its announcement has
+    /// stood still for a loss timeout here too, whatever became of its live
+    /// copy (a store restarted from an older state, an eviction).
+    observed: Mutex<HashMap<String, (i64, tokio::time::Instant)>>,
 }
 
 /// What a pass did.
@@ -69,6 +74,7 @@ impl Recovery {
     ) -> Self {
         Recovery {
             lease,
+            observed: Mutex::new(HashMap::new()),
             sessions,
             registry,
             snapshots,
@@ -101,11 +107,13 @@ impl Recovery {
             return recovered;
         };
         let mut placed = Placed::default();
+        let still = self.standing_still(&nodes);
         let lost: Vec<(String, i64)> = {
             let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
             nodes
                 .iter()
                 .filter(|(node, status)| *status == NodeStatus::Lost && node.node_id != me)
+                .filter(|(node, _)| still.contains(&node.node_id))
                 .filter(|(node, _)| done.get(&node.node_id) != Some(&node.heartbeat_at_ms))
                 .map(|(node, _)| (node.node_id.clone(), node.heartbeat_at_ms))
                 .collect()
@@ -170,7 +178,8 @@ impl Recovery {
         let mine = usable[here].clone();
         let mut taken = 0;
         for (record, want) in share.into_iter().chain(overdue).chain(parking) {
-            if taken == PER_PASS {
+            // Lapsed midway: this node may be the one cut off.
+            if taken == PER_PASS || !self.lease.held() {
                 break;
             }
             if self.may_try(record, want.as_ref(), &mine, &placed) {
@@ -179,6 +188,27 @@ impl Recovery {
             }
         }
         recovered
+    }
+
+    /// Notes each node's heartbeat; the nodes whose heartbeat has not
+    /// changed for a loss timeout on this node's clock.
+    fn standing_still(&self, nodes: &[(Announcement, NodeStatus)]) -> HashSet<String> {
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        observed.retain(|id, _| nodes.iter().any(|(node, _)| &node.node_id == id));
+        let now = tokio::time::Instant::now();
+        let mut still = HashSet::new();
+        for (node, _) in nodes {
+            let seen = observed
+                .entry(node.node_id.clone())
+                .or_insert((node.heartbeat_at_ms, now));
+            if seen.0 != node.heartbeat_at_ms {
+                *seen = (node.heartbeat_at_ms, now);
+            }
+            if now.duration_since(seen.1) >= self.lease.loss_after() {
+                still.insert(node.node_id.clone());
+            }
+        }
+        still
     }
 
     /// Counts one more pass that saw each of `waiting` still on a lost node
@@ -288,7 +318,27 @@ mod tests {
         registry: Registry,
         a: Recovery,
         b: Recovery,
+        /// a's and b's (tokio's clock, paused).
+        lease: Arc<Lease>,
         dir: std::path::PathBuf,
+    }
+
+    impl Setup {
+        /// `seconds` pass, the nodes beating every second.
+        async fn time_passes(&self, seconds: u64) {
+            for _ in 0..seconds {
+                tokio::time::advance(Duration::from_secs(1)).await;
+                self.lease.renewed(tokio::time::Instant::now());
+            }
+        }
+    }
+
+    const LOSS: Duration = Duration::from_secs(4);
+
+    /// Announces `node`: live, or (`lost`) only reported.
+    async fn announce(registry: &Registry, node: &Announcement, lost: bool) {
+        let live_for = if lost { Duration::ZERO } else { LOSS };
+        registry.announce(node, live_for).await.unwrap();
     }
 
     impl Drop for Setup {
@@ -302,14 +352,19 @@ mod tests {
     }
 
     /// Two live nodes, a (two sessions already) and b (none), and c, lost
-    /// with four sessions.
+    /// with four sessions, its announcement seen standing still by a and b
+    /// for a loss timeout.
     async fn setup(name: &str) -> Setup {
         let store = Arc::new(MemoryStore::new());
         let runtime = Arc::new(FakeRuntime::new());
-        let registry = Registry::new(store.clone(), Duration::from_secs(4));
+        let registry = Registry::new(store.clone(), LOSS);
         let now = chrono::Utc::now().timestamp_millis();
-        for announced in [node("a", now, 2), node("b", now, 0), node("c", now - 60_000, 4)] {
-            registry.announce(&announced).await.unwrap();
+        for (announced, lost) in [
+            (node("a", now, 2), false),
+            (node("b", now, 0), false),
+            (node("c", now - 60_000, 4), true),
+        ] {
+            announce(&registry, &announced, lost).await;
         }
         for i in 0..4 {
             store
@@ -327,6 +382,8 @@ mod tests {
             sweep_after: TTL,
             dir_shared: false,
         }));
+        let lease = Arc::new(Lease::new(Duration::from_secs(1), LOSS));
+        lease.renewed(tokio::time::Instant::now());
         let recovery = |id: &str| {
             let quota = Quota {
                 per_owner: 100,
@@ -339,28 +396,26 @@ mod tests {
                 registry.clone(),
                 snapshots.clone(),
                 SandboxConfig::default(),
-                settled(),
+                lease.clone(),
             )
         };
         let (a, b) = (recovery("a"), recovery("b"));
-        Setup {
+        let setup = Setup {
             store,
             registry,
             a,
             b,
+            lease,
             dir,
-        }
-    }
-
-    /// A lease held, without a lapse, for longer than the loss timeout.
-    fn settled() -> Arc<Lease> {
-        let lease = Lease::new(Duration::from_secs(1), Duration::from_secs(4));
-        let now = tokio::time::Instant::now();
-        for ago in [5, 3, 1, 0] {
-            lease.renewed(now - Duration::from_secs(ago));
-        }
-        assert!(lease.settled());
-        Arc::new(lease)
+        };
+        setup.time_passes(5).await;
+        assert!(setup.lease.settled());
+        // Their first look: c has stood still for no time yet.
+        assert_eq!(setup.a.pass().await, Recovered::default());
+        assert_eq!(setup.b.pass().await, Recovered::default());
+        assert_eq!(held(&setup.store).await, (0, 0, 4));
+        setup.time_passes(5).await;
+        setup
     }
 
     /// A session of alice's on c.
@@ -397,7 +452,7 @@ mod tests {
     /// A node that has not held its lease for a loss timeout (just started,
     /// or back after the store was out of reach, when every node's live copy
     /// is gone) takes nothing over: the others may be about to beat.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_node_takes_nothing_over_before_it_has_beaten_for_a_loss_timeout() {
         let fleet = setup("unsettled").await;
         let lease = Lease::new(Duration::from_secs(1), Duration::from_secs(4));
@@ -415,22 +470,42 @@ mod tests {
         assert_eq!(fleet.a.pass().await.sessions, 1, "the same node, settled");
     }
 
+    /// A node without a live copy whose announcement still changes (it
+    /// beats: the store lost its copy, say by an eviction or a restart from
+    /// an older state) is not taken over until its announcement has stood
+    /// still for a loss timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_whose_beats_still_change_its_announcement_is_not_taken_over() {
+        let fleet = setup("beating").await;
+        let now = chrono::Utc::now().timestamp_millis();
+        announce(&fleet.registry, &node("c", now, 4), true).await;
+        assert_eq!(fleet.a.pass().await, Recovered::default());
+        fleet.time_passes(3).await;
+        assert_eq!(fleet.a.pass().await, Recovered::default());
+        fleet.time_passes(2).await;
+        assert_eq!(
+            fleet.a.pass().await.sessions,
+            1,
+            "still for a loss timeout: a takes its share"
+        );
+    }
+
     /// a's pass takes only its share, b's the rest, though a looked first
     /// and had room for all four (first come, a took them all).
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_live_nodes_share_a_lost_nodes_sessions_by_headroom() {
         let fleet = setup("share").await;
         assert_eq!(fleet.a.pass().await.sessions, 1, "a at 2, b at 0: b's share is three");
         // a's next heartbeat counts what it took; then b's pass.
         let now = chrono::Utc::now().timestamp_millis();
-        fleet.registry.announce(&node("a", now, 3)).await.unwrap();
+        announce(&fleet.registry, &node("a", now, 3), false).await;
         assert_eq!(fleet.b.pass().await.sessions, 3);
         assert_eq!(held(&fleet.store).await, (1, 3, 0));
     }
 
     /// b never takes its share (a view of its own, full, failing): after
     /// GRACE passes of a's, a takes what is left.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_share_left_untaken_goes_to_any_node_with_room_after_the_grace() {
         let fleet = setup("grace").await;
         for _ in 0..GRACE {
@@ -444,7 +519,7 @@ mod tests {
 
     /// Sessions no node can take (a runtime none offers) do not use up a
     /// pass's budget: the ones that fit, past their grace, are taken.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn sessions_no_node_can_take_do_not_hold_up_the_others() {
         let fleet = setup("budget").await;
         let runsc = brig_core::sandbox::SandboxOptions {

@@ -105,6 +105,15 @@ pub enum NodeStatus {
     Lost,
 }
 
+/// What [`Registry::announce`] stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// A live copy.
+    pub live: bool,
+    /// Over a live copy still there.
+    pub was_live: bool,
+}
+
 /// The shared list of nodes.
 #[derive(Clone)]
 pub struct Registry {
@@ -134,21 +143,21 @@ impl Registry {
         Registry { store, loss_after }
     }
 
-    /// Records `me` as alive for a loss timeout from its `heartbeat_at_ms`
-    /// (less whatever of it has passed since, by this node's own clock), in
-    /// the index too: the index holds the latest `MAX_NODES` announcements,
-    /// so it lives while any node does, is rebuilt by the next beats if the
-    /// store lost it, and a lost node drops out of it once that many beats of
-    /// the others have come since its last.
-    pub async fn announce(&self, me: &Announcement) -> Result<(), StoreError> {
+    /// Records `me`, alive for `live_for` more (none: only reported, as
+    /// lost), in the index too: the index holds the latest `MAX_NODES`
+    /// announcements, so it lives while any node does, is rebuilt by the
+    /// next beats if the store lost it, and a lost node drops out of it once
+    /// that many beats of the others have come since its last.
+    pub async fn announce(&self, me: &Announcement, live_for: Duration) -> Result<Announced, StoreError> {
         let json = serde_json::to_string(me).map_err(|err| StoreError::Corrupt(err.to_string()))?;
         let kept = self.loss_after * REPORTED_FOR;
-        let since = Duration::from_millis((Utc::now().timestamp_millis() - me.heartbeat_at_ms).max(0) as u64);
-        if let Some(live_for) = self.loss_after.checked_sub(since).filter(|left| !left.is_zero()) {
-            self.store.put_value(&live_key(&me.node_id), &json, live_for).await?;
-        }
         self.store.put_value(&key(&me.node_id), &json, kept).await?;
-        self.store.push_bounded(INDEX, &me.node_id, MAX_NODES, kept).await
+        self.store.push_bounded(INDEX, &me.node_id, MAX_NODES, kept).await?;
+        if live_for.is_zero() {
+            return Ok(Announced::default());
+        }
+        let was_live = self.store.swap_value(&live_key(&me.node_id), &json, live_for).await?;
+        Ok(Announced { live: true, was_live })
     }
 
     /// The store value that exists while node `id` is live: a takeover of its
@@ -365,6 +374,10 @@ impl Heartbeat {
     /// sessions' requests say what is wrong): `sessions` is then the last
     /// count, which the beat updates when the engine answers in time.
     pub async fn beat(&self, engine: &mut EngineSeen) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        // The beat's moment: its live copy lasts a loss timeout from here,
+        // and the lease a heartbeat less.
+        let started = tokio::time::Instant::now();
+        let heartbeat_at_ms = Utc::now().timestamp_millis();
         let images = self.sandbox.images();
         let listed_at = std::time::Instant::now();
         let asked = async { tokio::join!(self.runtime.list(), self.runtime.host(&images)) };
@@ -399,7 +412,7 @@ impl Heartbeat {
             node_id: self.config.id.clone(),
             addr: self.config.addr.clone(),
             started_at_ms: self.started_at_ms,
-            heartbeat_at_ms: now,
+            heartbeat_at_ms,
             sessions: engine.sessions,
             max_sessions: self.room.max_sessions(),
             runtimes: self.sandbox.runtimes(),
@@ -416,32 +429,45 @@ impl Heartbeat {
         if fresh {
             self.room.counted(&me, listed_at);
         }
-        // Its live copy lasts a loss timeout from no earlier than now.
-        let sent = tokio::time::Instant::now();
-        self.registry.announce(&me).await?;
-        self.lease.renewed(sent);
+        let live_for = self.config.loss_after.saturating_sub(started.elapsed());
+        let held = self.lease.held();
+        let announced = self.registry.announce(&me, live_for).await?;
+        if !announced.live {
+            return Err("the beat took a loss timeout: the node is reported lost".into());
+        }
+        // Gone while held (the store restarted from an older state, evicted
+        // or flushed it): other nodes may have judged this one lost.
+        if held && !announced.was_live {
+            tracing::warn!(%node, "the node's live copy had vanished from the store: its sandboxes are checked against the sessions' records");
+            self.lease.vanished();
+        }
+        self.lease.renewed(started);
         Ok(())
     }
 
-    /// Beats every `NODE_HEARTBEAT_SECONDS`, for ever (the caller stops the
-    /// task); a failed beat is logged, and the node is reported lost only if
-    /// beats keep failing.
+    /// Beats every `NODE_HEARTBEAT_SECONDS` from the start of the last one
+    /// (a slow engine does not space the beats out), for ever (the caller
+    /// stops the task); a failed beat is logged, and the node is reported
+    /// lost only if beats keep failing.
     pub async fn run(self) {
         let mut engine = EngineSeen::default();
+        let mut beats = tokio::time::interval(self.config.heartbeat);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            beats.tick().await;
             if let Err(err) = self.beat(&mut engine).await {
                 tracing::warn!(node = %self.config.id, error = %err, "node heartbeat failed");
             }
-            tokio::time::sleep(self.config.heartbeat).await;
         }
     }
 }
 
 /// This node's hold on its sessions: renewed by every heartbeat that reached
 /// the store, held for a loss timeout less one heartbeat from the moment the
-/// beat was sent. The store keeps the node's live copy for a loss timeout
-/// from the moment it received it (later), so the lease lapses at least a
-/// heartbeat before any other node may judge this one lost.
+/// beat began. The beat's live copy lasts a loss timeout from that moment
+/// (its time to expire is what is left of the loss timeout when it is
+/// written), so the lease lapses a heartbeat before any other node may find
+/// the copy gone.
 pub struct Lease {
     held_for: Duration,
     loss_after: Duration,
@@ -453,6 +479,8 @@ struct LeaseState {
     renewed: Option<tokio::time::Instant>,
     /// When the current unbroken run of renewals began.
     since: Option<tokio::time::Instant>,
+    /// A beat found the live copy gone while the lease was held.
+    vanished: bool,
 }
 
 impl Lease {
@@ -469,16 +497,25 @@ impl Lease {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A beat sent at `sent` reached the store.
-    pub fn renewed(&self, sent: tokio::time::Instant) {
+    /// A beat begun at `began` reached the store.
+    pub fn renewed(&self, began: tokio::time::Instant) {
         let mut state = self.state();
         let lapsed = state
             .renewed
-            .is_none_or(|last| sent.saturating_duration_since(last) >= self.held_for);
+            .is_none_or(|last| began.saturating_duration_since(last) >= self.held_for);
         if lapsed {
-            state.since = Some(sent);
+            state.since = Some(began);
         }
-        state.renewed = Some(state.renewed.map_or(sent, |last| last.max(sent)));
+        state.renewed = Some(state.renewed.map_or(began, |last| last.max(began)));
+    }
+
+    /// The live copy was found gone while the lease was held.
+    pub fn vanished(&self) {
+        self.state().vanished = true;
+    }
+
+    fn take_vanished(&self) -> bool {
+        std::mem::take(&mut self.state().vanished)
     }
 
     /// Whether this node may act on its sessions now.
@@ -495,13 +532,20 @@ impl Lease {
         let held = state.renewed.is_some_and(|last| last.elapsed() < self.held_for);
         held && state.since.is_some_and(|since| since.elapsed() >= self.loss_after)
     }
+
+    pub fn loss_after(&self) -> Duration {
+        self.loss_after
+    }
 }
 
-/// Freezes this node's sandboxes while its [`Lease`] has lapsed (cut off
-/// from the store, its sessions may be taken over elsewhere: nothing of them
-/// may go on running here), and thaws, once the lease is back, those whose
-/// sessions are still this node's. The others stay frozen until the reaper
-/// removes them.
+/// Keeps this node's sandboxes in step with its hold on their sessions.
+/// While its [`Lease`] has lapsed (cut off from the store, its sessions may
+/// be taken over elsewhere) it freezes them all (the engine's pause); once
+/// the lease is back, and after its live copy was found gone, and once a
+/// loss timeout in any case, it reconciles: a frozen sandbox whose session
+/// is still this node's (or a spare nobody claimed) thaws, a running one
+/// whose session another node now holds is frozen; the reaper removes what
+/// is not this node's.
 pub struct Fence {
     pub lease: Arc<Lease>,
     pub runtime: Arc<dyn SandboxRuntime>,
@@ -516,7 +560,7 @@ pub struct Fence {
 pub struct Fenced {
     pub frozen: usize,
     pub thawed: usize,
-    /// Frozen sandboxes whose sessions are no longer this node's.
+    /// Frozen sandboxes left frozen: their sessions are no longer this node's.
     pub left: usize,
 }
 
@@ -524,94 +568,151 @@ pub struct Fenced {
 pub struct FenceState {
     /// The store label of this node's sandboxes (known once the store answered).
     identity: Option<String>,
-    /// Sandboxes may be frozen (by a lapse, or by an earlier process).
-    thaw_due: bool,
+    /// After a lapse: reconcile as soon as the lease is back.
+    due: bool,
+    reconciled_at: Option<tokio::time::Instant>,
 }
+
+/// How long the fence waits for the engine in one look.
+const FENCE_ENGINE_WAIT: Duration = Duration::from_secs(5);
 
 impl Fence {
     /// Looks every `every`, for ever (the caller stops the task).
     pub async fn run(self) {
-        let mut state = FenceState {
-            thaw_due: true,
-            ..FenceState::default()
-        };
+        let mut state = FenceState::default();
         loop {
             self.pass(&mut state).await;
             tokio::time::sleep(self.every).await;
         }
     }
 
-    /// One look: freezes while the lease has lapsed, thaws once it is back.
+    /// One look: freezes while the lease has lapsed, reconciles when due.
     pub async fn pass(&self, state: &mut FenceState) -> Fenced {
         let mut done = Fenced::default();
-        if !self.lease.held() {
-            let Some(identity) = state.identity.as_deref() else {
-                return done;
-            };
-            state.thaw_due = true;
-            let Ok(sandboxes) = self.runtime.list().await else {
-                return done;
-            };
-            // All at once: the others may take them over a heartbeat from now.
-            let freezing = (sandboxes.iter())
-                .filter(|s| is_ours(s, identity) && !s.paused)
-                .map(|sandbox| async move { (sandbox, self.runtime.freeze(&sandbox.id, true).await) });
-            for (sandbox, frozen) in futures_util::future::join_all(freezing).await {
-                match frozen {
-                    Ok(()) => done.frozen += 1,
-                    Err(err) => {
-                        tracing::warn!(node = %self.node, sandbox = %sandbox.id, %err, "freezing a sandbox failed")
-                    }
-                }
-            }
-            if done.frozen > 0 {
-                tracing::warn!(node = %self.node, frozen = done.frozen, "the node's heartbeats do not reach the store: its sandboxes are frozen until they do");
-            }
-            return done;
-        }
         if state.identity.is_none() {
             state.identity = self.store.identity().await.ok();
         }
-        let Some(identity) = state.identity.as_deref() else {
+        let Some(identity) = state.identity.clone() else {
             return done;
         };
-        if !state.thaw_due {
+        if !self.lease.held() {
+            state.due = true;
+            self.freeze_all(&identity, &mut done).await;
             return done;
         }
-        match self.thaw(identity, &mut done).await {
-            Ok(()) => state.thaw_due = false,
-            Err(err) => {
-                tracing::warn!(node = %self.node, %err, "thawing the node's sandboxes failed; the next look tries again")
+        let due = std::mem::take(&mut state.due)
+            | self.lease.take_vanished()
+            | state
+                .reconciled_at
+                .is_none_or(|at| at.elapsed() >= self.lease.loss_after());
+        if !due {
+            return done;
+        }
+        match tokio::time::timeout(FENCE_ENGINE_WAIT * 2, self.reconcile(&identity, &mut done)).await {
+            Ok(Ok(())) => state.reconciled_at = Some(tokio::time::Instant::now()),
+            Ok(Err(err)) => {
+                state.due = true;
+                tracing::warn!(node = %self.node, %err, "checking the node's sandboxes against their sessions failed; the next look tries again");
+            }
+            Err(_) => {
+                state.due = true;
+                tracing::warn!(node = %self.node, "checking the node's sandboxes against their sessions timed out; the next look tries again");
             }
         }
         done
     }
 
-    /// Thaws the frozen sandboxes whose sessions this node still holds (and
-    /// spares no session has claimed).
-    async fn thaw(&self, identity: &str, done: &mut Fenced) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let frozen: Vec<SandboxInfo> = (self.runtime.list().await?.into_iter())
-            .filter(|s| is_ours(s, identity) && s.paused)
+    async fn freeze_all(&self, identity: &str, done: &mut Fenced) {
+        let sandboxes = match tokio::time::timeout(FENCE_ENGINE_WAIT, self.runtime.list()).await {
+            Ok(Ok(sandboxes)) => sandboxes,
+            Ok(Err(err)) => {
+                tracing::error!(node = %self.node, %err, "the node's heartbeats do not reach the store, and listing its sandboxes to freeze them failed");
+                return;
+            }
+            Err(_) => {
+                tracing::error!(node = %self.node, "the node's heartbeats do not reach the store, and its engine did not list its sandboxes in time to freeze them");
+                return;
+            }
+        };
+        let running: Vec<&SandboxInfo> = (sandboxes.iter())
+            .filter(|s| is_ours(s, identity) && s.running && !s.paused)
             .collect();
-        if frozen.is_empty() {
+        done.frozen = self.freeze(&running).await;
+        if done.frozen > 0 {
+            tracing::warn!(node = %self.node, frozen = done.frozen, "the node's heartbeats do not reach the store: its sandboxes are frozen until they do");
+        }
+    }
+
+    /// Freezes `sandboxes` all at once (the others may take them over a
+    /// heartbeat from now); how many it froze.
+    async fn freeze(&self, sandboxes: &[&SandboxInfo]) -> usize {
+        let freezing = (sandboxes.iter()).map(|sandbox| async move {
+            let frozen = tokio::time::timeout(FENCE_ENGINE_WAIT, self.runtime.freeze(&sandbox.id, true)).await;
+            match frozen {
+                Ok(Ok(())) => true,
+                Ok(Err(err)) => {
+                    tracing::error!(node = %self.node, sandbox = %sandbox.id, %err, "freezing a sandbox failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::error!(node = %self.node, sandbox = %sandbox.id, "freezing a sandbox took too long");
+                    false
+                }
+            }
+        });
+        (futures_util::future::join_all(freezing).await.into_iter())
+            .filter(|frozen| *frozen)
+            .count()
+    }
+
+    /// Brings this node's sandboxes in step with the sessions' records,
+    /// read after the lease was renewed: a takeover is stored only while
+    /// this node's live copy is gone, so a record that names this node now
+    /// stays its own while the lease holds.
+    async fn reconcile(
+        &self,
+        identity: &str,
+        done: &mut Fenced,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let ours: Vec<SandboxInfo> = (self.runtime.list().await?.into_iter())
+            .filter(|s| is_ours(s, identity))
+            .collect();
+        if ours.is_empty() {
             return Ok(());
         }
-        // Read after the lease came back: a takeover is stored only while
-        // this node's live copy is gone, so a record that names this node
-        // now stays its own.
-        let held: std::collections::HashSet<String> = (self.store.list_all().await?.into_iter())
-            .filter(|record| record.node.as_deref() == Some(self.node.as_str()))
-            .filter_map(|record| record.container)
+        let records = self.store.list_all().await?;
+        let mine = |node: &Option<String>| node.as_deref() == Some(self.node.as_str());
+        let held: std::collections::HashSet<&str> = (records.iter())
+            .filter(|record| mine(&record.node))
+            .filter_map(|record| record.container())
             .collect();
-        for sandbox in frozen {
-            if self.runtime.is_spare(&sandbox) || held.contains(&sandbox.id) {
-                self.runtime.freeze(&sandbox.id, false).await?;
-                done.thawed += 1;
-            } else {
-                done.left += 1;
+        let elsewhere: std::collections::HashSet<(&str, &str)> = (records.iter())
+            .filter(|record| record.node.is_some() && !mine(&record.node))
+            .map(|record| (record.owner.as_str(), record.session_id.as_str()))
+            .collect();
+        let mut taken = Vec::new();
+        for sandbox in &ours {
+            let holds = held.contains(sandbox.id.as_str());
+            if sandbox.paused {
+                // A spare is this node's while nobody claimed it.
+                let spare = !holds && self.runtime.is_spare(sandbox) && !self.store.pool_claimed(&sandbox.id).await?;
+                if holds || spare {
+                    self.runtime.freeze(&sandbox.id, false).await?;
+                    done.thawed += 1;
+                } else {
+                    done.left += 1;
+                }
+            } else if sandbox.running
+                && !holds
+                && elsewhere.contains(&(sandbox.owner.as_str(), sandbox.session_id.as_str()))
+            {
+                taken.push(sandbox);
             }
         }
-        tracing::info!(node = %self.node, thawed = done.thawed, left = done.left, "the node's heartbeats reach the store again: its own sandboxes thawed, the others left to the reaper");
+        done.frozen = self.freeze(&taken).await;
+        if done.thawed + done.left + done.frozen > 0 {
+            tracing::info!(node = %self.node, thawed = done.thawed, left = done.left, frozen = done.frozen, "the node's sandboxes checked against their sessions: its own thawed, others' frozen for the reaper");
+        }
         Ok(())
     }
 }
@@ -639,6 +740,18 @@ mod tests {
         }
     }
 
+    /// Announces `node` as its heartbeat's age says: live for the loss
+    /// timeout, or (older than it) only reported.
+    async fn put(registry: &Registry, node: &Announcement) {
+        let age = Utc::now().timestamp_millis() - node.heartbeat_at_ms;
+        let live_for = if age > registry.loss_after.as_millis() as i64 {
+            Duration::ZERO
+        } else {
+            registry.loss_after
+        };
+        registry.announce(node, live_for).await.unwrap();
+    }
+
     fn want(runtime: &str) -> Want {
         Want {
             runtime: runtime.into(),
@@ -652,9 +765,9 @@ mod tests {
     async fn nodes_are_listed_once_each_and_lost_once_silent_past_the_timeout() {
         let registry = Registry::new(Arc::new(MemoryStore::new()), Duration::from_secs(10));
         let now = Utc::now().timestamp_millis();
-        registry.announce(&announcement("b", now)).await.unwrap();
-        registry.announce(&announcement("a", now - 11_000)).await.unwrap();
-        registry.announce(&announcement("b", now)).await.unwrap();
+        put(&registry, &announcement("b", now)).await;
+        put(&registry, &announcement("a", now - 11_000)).await;
+        put(&registry, &announcement("b", now)).await;
         let nodes = registry.nodes().await.unwrap();
         let seen: Vec<(&str, NodeStatus)> = nodes.iter().map(|(n, s)| (n.node_id.as_str(), *s)).collect();
         assert_eq!(seen, vec![("a", NodeStatus::Lost), ("b", NodeStatus::Live)]);
@@ -671,18 +784,15 @@ mod tests {
             runtimes: vec![runtime.into()],
             ..announcement(id, at)
         };
-        registry.announce(&node("a", 5, 10, "runc", now)).await.unwrap();
-        registry.announce(&node("b", 7, 100, "runc", now)).await.unwrap();
-        registry
-            .announce(&node("c", 0, 10, "runc", now - 60_000))
-            .await
-            .unwrap();
-        registry.announce(&node("d", 0, 10, "runsc", now)).await.unwrap();
+        put(&registry, &node("a", 5, 10, "runc", now)).await;
+        put(&registry, &node("b", 7, 100, "runc", now)).await;
+        put(&registry, &node("c", 0, 10, "runc", now - 60_000)).await;
+        put(&registry, &node("d", 0, 10, "runsc", now)).await;
         let drained = Announcement {
             draining: true,
             ..node("e", 0, 1000, "runc", now)
         };
-        registry.announce(&drained).await.unwrap();
+        put(&registry, &drained).await;
         let fleet = Fleet::new(registry, Duration::from_secs(60));
         let place = || async {
             match fleet.place(&want("runc")).await.unwrap() {
@@ -718,16 +828,33 @@ mod tests {
     #[tokio::test]
     async fn a_node_is_live_while_its_last_beat_is_younger_than_the_loss_timeout() {
         let registry = Registry::new(Arc::new(MemoryStore::new()), Duration::from_millis(300));
-        registry
-            .announce(&announcement("a", Utc::now().timestamp_millis()))
-            .await
-            .unwrap();
+        // A timestamp a day off changes nothing: what counts is the store's
+        // expiry of the live copy.
+        let skewed = announcement("a", Utc::now().timestamp_millis() - 86_400_000);
+        let first = registry.announce(&skewed, Duration::from_millis(300)).await.unwrap();
+        assert_eq!(
+            first,
+            Announced {
+                live: true,
+                was_live: false
+            }
+        );
         assert_eq!(registry.status("a").await.unwrap(), Some(NodeStatus::Live));
-        // Judged by the store's expiry of its live copy, not by any clock
-        // reading its timestamp.
+        let again = registry.announce(&skewed, Duration::from_millis(300)).await.unwrap();
+        assert_eq!(
+            again,
+            Announced {
+                live: true,
+                was_live: true
+            }
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(registry.status("a").await.unwrap(), Some(NodeStatus::Lost));
         assert_eq!(registry.status("zz").await.unwrap(), None);
+        // Announced too late to count: only reported.
+        let late = registry.announce(&skewed, Duration::ZERO).await.unwrap();
+        assert_eq!(late, Announced::default());
+        assert_eq!(registry.status("a").await.unwrap(), Some(NodeStatus::Lost));
     }
 
     #[tokio::test(start_paused = true)]
@@ -762,7 +889,8 @@ mod tests {
     /// A lapse freezes this node's sandboxes (spares too) and no other
     /// node's; once the lease is back, the ones whose sessions are still
     /// this node's (and the spares) thaw, a session taken over meanwhile
-    /// stays frozen for the reaper.
+    /// stays frozen for the reaper; a running sandbox whose session another
+    /// node holds is frozen when the live copy was found gone.
     #[tokio::test(start_paused = true)]
     async fn the_fence_freezes_while_the_lease_has_lapsed_and_thaws_only_what_the_node_still_holds() {
         use crate::runtime::fake::FakeRuntime;
@@ -844,6 +972,18 @@ mod tests {
             .iter()
             .any(|s| s.id == spare.id && s.paused));
         assert_eq!(fence.pass(&mut state).await, Fenced::default(), "thawed once");
+        // Taken over without a lapse (the store lost this node's live copy):
+        // frozen once a beat says the copy had vanished.
+        let kept = SessionRecord {
+            node: Some("n2".into()),
+            ..records[0].clone()
+        };
+        store.replace(&kept, Duration::from_secs(600)).await.unwrap();
+        assert_eq!(fence.pass(&mut state).await, Fenced::default(), "not looked at yet");
+        lease.vanished();
+        let checked = fence.pass(&mut state).await;
+        assert_eq!((checked.frozen, checked.left), (1, 1));
+        assert_eq!(paused().await, ["kept", "taken"]);
     }
 
     #[test]

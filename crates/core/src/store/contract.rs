@@ -367,8 +367,19 @@ async fn values_expire_set_once_tells_the_time_left_and_delete_frees_them(store:
     );
     store.delete_value("once").await.unwrap();
     assert_eq!(store.set_once("once", Duration::from_secs(30)).await.unwrap(), None);
+    // A swap says whether a value was there (expired: not).
+    assert!(!store
+        .swap_value("swapped", "1", Duration::from_millis(50))
+        .await
+        .unwrap());
+    assert!(store
+        .swap_value("swapped", "2", Duration::from_millis(50))
+        .await
+        .unwrap());
+    assert_eq!(store.get_value("swapped").await.unwrap().as_deref(), Some("2"));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(store.get_value("brief").await.unwrap(), None);
+    assert!(!store.swap_value("swapped", "3", TTL).await.unwrap());
 }
 
 async fn charged_values_evict_the_accounts_soonest_to_expire_and_no_one_elses(store: &dyn SessionStore) {

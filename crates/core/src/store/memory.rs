@@ -338,6 +338,14 @@ impl SessionStore for MemoryStore {
         Ok(self.identity.clone())
     }
 
+    async fn swap_value(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self
+            .live()
+            .values
+            .insert(key.into(), (value.into(), now_ms() + ttl_ms(ttl)))
+            .is_some())
+    }
+
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.live().values.get(key).map(|(value, _)| value.clone()))
     }

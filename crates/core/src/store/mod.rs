@@ -162,6 +162,10 @@ pub trait SessionStore: Send + Sync {
     /// The value under `key`, unless it expired.
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError>;
 
+    /// [`put_value`](Self::put_value), saying whether the key held a value
+    /// (one atomic step).
+    async fn swap_value(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError>;
+
     /// Appends `item` (no newline) to the list `key`, keeping its last `max`
     /// items; the list expires `ttl` after this call.
     async fn push_bounded(&self, key: &str, item: &str, max: usize, ttl: Duration) -> Result<(), StoreError>;

@@ -294,6 +294,10 @@ impl SessionStore for RedisStore {
         again_if_dropped(|| RedisStore::put_value(self, key, value, ttl)).await
     }
 
+    async fn swap_value(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        again_if_dropped(|| RedisStore::swap_value(self, key, value, ttl)).await
+    }
+
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
         again_if_dropped(|| RedisStore::get_value(self, key)).await
     }

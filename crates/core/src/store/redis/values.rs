@@ -19,6 +19,30 @@ impl RedisStore {
             .await
     }
 
+    pub(super) async fn swap_value(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let (key, value, ttl) = (
+            format!("{}value:{key}", self.prefix),
+            value.to_string(),
+            ttl_ms(ttl).max(1),
+        );
+        let old: Option<String> = self
+            .call(|mut c| {
+                let (key, value) = (key.clone(), value.clone());
+                async move {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .arg("PX")
+                        .arg(ttl)
+                        .arg("GET")
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(old.is_some())
+    }
+
     pub(super) async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = format!("{}value:{key}", self.prefix);
         self.call(|mut c| async move { c.get(&key).await }).await
