@@ -1168,3 +1168,83 @@ async fn a_node_at_an_https_address_is_reached_by_the_nodes_that_trust_its_ca() 
         assert_eq!(gone.status, StatusCode::NO_CONTENT, "{session}: {:?}", gone.body);
     }
 }
+
+/// Redis loses a beating node's live copy (as an eviction, a flush or a
+/// restart from an older state would), over and over for twice the loss
+/// timeout: the other node, which sees the node's announcement still change
+/// with every beat, takes none of its sessions over; the session stays where
+/// it was, with its workspace, and the node notices that its copy vanished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_beating_node_whose_live_copy_redis_loses_keeps_its_sessions() {
+    let redis = RedisServer::start();
+    let instance = new_instance();
+    let nodes: Vec<BrigApi> = (0..2)
+        .map(|i| {
+            let env = local_node(&redis, &format!("v{i}"), &[("ALLOWED_COMMANDS", "sh,cat")]);
+            BrigApi::start_in(&instance, &env_refs(&env))
+        })
+        .collect();
+    nodes_until(&nodes[0], Duration::from_secs(10), "both nodes live", |seen| {
+        status_of(seen, "v0") == "live" && status_of(seen, "v1") == "live"
+    })
+    .await;
+    let mut made = Vec::new();
+    let mut on_v1 = None;
+    for i in 0..8 {
+        let session = format!("w{i}");
+        let reply = run_via(&nodes[0], &session, "sh -c 'echo mine > f.txt'").await;
+        made.push(session.clone());
+        if served_by(&reply) == "v1" {
+            on_v1 = Some(session);
+            break;
+        }
+    }
+    let session = on_v1.expect("no session of eight was placed on v1");
+    // Both nodes have beaten for more than a loss timeout: v0 would take
+    // over a node it judged lost.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let key = format!("brig:{instance}:value:node-live:v1");
+    let until = Instant::now() + Duration::from_secs(9);
+    let mut deleted = 0;
+    while Instant::now() < until {
+        let out = Command::new("redis-cli")
+            .args(["-u", &redis.url(), "DEL", &key])
+            .output()
+            .expect("redis-cli");
+        deleted += String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deleted >= 5, "v1's live copy was deleted {deleted} times");
+    // Meanwhile its requests may have answered node_lost; its next beat
+    // writes the copy again.
+    nodes_until(&nodes[0], Duration::from_secs(5), "v1 live again", |seen| {
+        status_of(seen, "v1") == "live"
+    })
+    .await;
+    let read = run_via(&nodes[0], &session, "cat f.txt").await;
+    assert_eq!(
+        (served_by(&read).as_str(), read.body["stdout"].as_str()),
+        ("v1", Some("mine\n"))
+    );
+    assert!(read.body.get("session_recreated").is_none(), "{:?}", read.body);
+    let seen = call(&nodes[0], Method::GET, &format!("/sessions/{session}"), ALICE_KEY, None).await;
+    assert!(seen.body.get("recreated").is_none(), "{:?}", seen.body);
+    assert!(
+        nodes[1]
+            .logs()
+            .iter()
+            .any(|line| line.contains("live copy had vanished")),
+        "v1 never noticed"
+    );
+    for session in &made {
+        let gone = call(
+            &nodes[0],
+            Method::DELETE,
+            &format!("/sessions/{session}"),
+            ALICE_KEY,
+            None,
+        )
+        .await;
+        assert_eq!(gone.status, StatusCode::NO_CONTENT, "{session}: {:?}", gone.body);
+    }
+}
