@@ -506,6 +506,20 @@ pub fn unread(body_limit: usize, err: &axum::Error) -> Response {
     }
 }
 
+/// Whether an MCP answer is a tool call's refusal with `wrong_node` (its
+/// session lives on another node).
+pub fn is_wrong_node(body: &[u8]) -> bool {
+    let Ok(message) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let wrong_node = ApiError::WrongNode(brig_core::node::NodeRef {
+        id: String::new(),
+        addr: None,
+    });
+    let result = &message["result"];
+    result["isError"] == true && result["structuredContent"]["error"] == wrong_node.code()
+}
+
 /// The answer to the tool call `id` refused before its tool ran (by the
 /// routing of node mode): the tool result with `isError` the tool itself
 /// would have given.
@@ -569,6 +583,24 @@ fn excluded(range: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_node_refusal_is_told_from_other_answers() {
+        let answer = |err: ApiError| {
+            let result = serde_json::to_value(refused(err)).unwrap();
+            serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "result": result})).unwrap()
+        };
+        let node = brig_core::node::NodeRef {
+            id: "n2".into(),
+            addr: None,
+        };
+        assert!(is_wrong_node(&answer(ApiError::WrongNode(node))));
+        assert!(!is_wrong_node(&answer(ApiError::NotFound("session"))));
+        assert!(!is_wrong_node(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"error":"wrong_node"}}}"#
+        ));
+        assert!(!is_wrong_node(b"not json"));
+    }
 
     #[test]
     fn accept_allows_json_when_absent_or_listed_with_or_without_wildcards() {

@@ -181,11 +181,76 @@ async fn mcp_routed(state: &AppState, forwarder: &Forwarder, mut parts: Parts, b
         None => Ok(Plan::Here),
     };
     let sent = match planned {
-        Ok(Plan::Here) => return next.run(Request::from_parts(parts, Body::from(body))).await,
-        Ok(Plan::There(to)) => forwarder.send(&to, &parts, body.into()).await,
+        Ok(Plan::Here) => Ok(next
+            .run(Request::from_parts(parts.clone(), Body::from(body.clone())))
+            .await),
+        Ok(Plan::There(to)) => forwarder.send(&to, &parts, body.clone().into()).await,
         Err(err) => Err(err),
     };
-    sent.unwrap_or_else(|err| crate::mcp::refusal(call.id, err))
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(err) => return crate::mcp::refusal(call.id, err),
+    };
+    // The session moved between the lookup and the tool call (the tool's
+    // refusal says `wrong_node`): it is followed, as HTTP's 421 is.
+    let Some(session) = call.session.as_deref().and_then(|id| SessionId::parse(id).ok()) else {
+        return response;
+    };
+    for _ in 1..MAX_HOPS {
+        let misdirected;
+        (response, misdirected) = wrong_node(response, &call.id).await;
+        if !misdirected {
+            return response;
+        }
+        let Some(principal) = parts.extensions.get::<Principal>() else {
+            return response;
+        };
+        let to = match state.sessions.store().get(&principal.owner(), &session).await {
+            Ok(Some(record)) => record.node,
+            Ok(None) => None,
+            Err(err) => return crate::mcp::refusal(call.id, err.into()),
+        };
+        let Some(to) = to.filter(|to| *to != forwarder.signer.node) else {
+            return response;
+        };
+        response = match live(forwarder, &to).await {
+            Ok(to) => match forwarder.send(&to, &parts, body.clone().into()).await {
+                Ok(response) => response,
+                Err(err) => return crate::mcp::refusal(call.id, err),
+            },
+            Err(err) => return crate::mcp::refusal(call.id, err),
+        };
+    }
+    response
+}
+
+/// The largest MCP answer looked into for a `wrong_node` refusal (one is a
+/// few hundred bytes).
+const REFUSAL_BYTES: usize = 64 * 1024;
+
+/// `response`, and whether it is an MCP tool's `wrong_node` refusal (a small
+/// JSON answer is read to tell; any other is passed on untouched).
+async fn wrong_node(response: Response, id: &serde_json::Value) -> (Response, bool) {
+    use http_body::Body as _;
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let size = response.body().size_hint().exact().or(declared);
+    if !response.status().is_success() || size.is_none_or(|size| size > REFUSAL_BYTES as u64) {
+        return (response, false);
+    }
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, REFUSAL_BYTES).await {
+        Ok(bytes) => {
+            let misdirected = crate::mcp::is_wrong_node(&bytes);
+            (Response::from_parts(parts, Body::from(bytes)), misdirected)
+        }
+        Err(err) => (
+            crate::mcp::refusal(id.clone(), ApiError::NodeUnreachable(err.to_string())),
+            false,
+        ),
+    }
 }
 
 /// Authenticates the caller here (charging its rate limit once: the handler
