@@ -465,6 +465,8 @@ mod tests {
             SandboxConfig::default(),
             Arc::new(lease),
         );
+        // It has seen c stand still as long as a has: only its lease holds it back.
+        *fresh.observed.lock().unwrap() = fleet.a.observed.lock().unwrap().clone();
         assert_eq!(fresh.pass().await, Recovered::default());
         assert_eq!(held(&fleet.store).await, (0, 0, 4));
         assert_eq!(fleet.a.pass().await.sessions, 1, "the same node, settled");

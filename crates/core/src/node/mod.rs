@@ -518,6 +518,11 @@ impl Lease {
         std::mem::take(&mut self.state().vanished)
     }
 
+    /// Whether a beat of this process ever got through.
+    pub fn ever_held(&self) -> bool {
+        self.state().renewed.is_some()
+    }
+
     /// Whether this node may act on its sessions now.
     pub fn held(&self) -> bool {
         self.state().renewed.is_some_and(|last| last.elapsed() < self.held_for)
@@ -589,15 +594,15 @@ impl Fence {
     /// One look: freezes while the lease has lapsed, reconciles when due.
     pub async fn pass(&self, state: &mut FenceState) -> Fenced {
         let mut done = Fenced::default();
-        if state.identity.is_none() {
-            state.identity = self.store.identity().await.ok();
-        }
-        let Some(identity) = state.identity.clone() else {
+        // Nothing to judge before this process's first beat got through.
+        if !self.lease.ever_held() {
             return done;
-        };
+        }
         if !self.lease.held() {
             state.due = true;
-            self.freeze_all(&identity, &mut done).await;
+            if let Some(identity) = state.identity.clone() {
+                self.freeze_all(&identity, &mut done).await;
+            }
             return done;
         }
         let due = std::mem::take(&mut state.due)
@@ -608,8 +613,33 @@ impl Fence {
         if !due {
             return done;
         }
-        match tokio::time::timeout(FENCE_ENGINE_WAIT * 2, self.reconcile(&identity, &mut done)).await {
-            Ok(Ok(())) => state.reconciled_at = Some(tokio::time::Instant::now()),
+        // Read again each time: a store that lost everything makes a new one.
+        match self.store.identity().await {
+            Ok(identity) => state.identity = Some(identity),
+            Err(err) => {
+                state.due = true;
+                tracing::warn!(node = %self.node, %err, "reading the store's identity failed; the next look tries again");
+                return done;
+            }
+        }
+        let identity = state.identity.clone().unwrap_or_default();
+        // A lapse while it runs stops it: the freeze cannot wait.
+        let lapsed = async {
+            while self.lease.held() {
+                tokio::time::sleep(self.every).await;
+            }
+        };
+        let checked = tokio::select! {
+            checked = tokio::time::timeout(FENCE_ENGINE_WAIT * 2, self.reconcile(&identity, &mut done)) => checked,
+            () = lapsed => {
+                state.due = true;
+                self.freeze_all(&identity, &mut done).await;
+                return done;
+            }
+        };
+        match checked {
+            Ok(Ok(true)) => state.reconciled_at = Some(tokio::time::Instant::now()),
+            Ok(Ok(false)) => state.due = true,
             Ok(Err(err)) => {
                 state.due = true;
                 tracing::warn!(node = %self.node, %err, "checking the node's sandboxes against their sessions failed; the next look tries again");
@@ -668,17 +698,18 @@ impl Fence {
     /// Brings this node's sandboxes in step with the sessions' records,
     /// read after the lease was renewed: a takeover is stored only while
     /// this node's live copy is gone, so a record that names this node now
-    /// stays its own while the lease holds.
+    /// stays its own while the lease holds. Whether every sandbox was dealt
+    /// with (a failure on one is logged, and the next look tries again).
     async fn reconcile(
         &self,
         identity: &str,
         done: &mut Fenced,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
         let ours: Vec<SandboxInfo> = (self.runtime.list().await?.into_iter())
             .filter(|s| is_ours(s, identity))
             .collect();
         if ours.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let records = self.store.list_all().await?;
         let mine = |node: &Option<String>| node.as_deref() == Some(self.node.as_str());
@@ -690,30 +721,65 @@ impl Fence {
             .filter(|record| record.node.is_some() && !mine(&record.node))
             .map(|record| (record.owner.as_str(), record.session_id.as_str()))
             .collect();
-        let mut taken = Vec::new();
-        for sandbox in &ours {
-            let holds = held.contains(sandbox.id.as_str());
-            if sandbox.paused {
-                // A spare is this node's while nobody claimed it.
-                let spare = !holds && self.runtime.is_spare(sandbox) && !self.store.pool_claimed(&sandbox.id).await?;
-                if holds || spare {
-                    self.runtime.freeze(&sandbox.id, false).await?;
-                    done.thawed += 1;
-                } else {
-                    done.left += 1;
+        // First what another node holds: it must not run here.
+        let taken: Vec<&SandboxInfo> = (ours.iter())
+            .filter(|s| s.running && !s.paused && !held.contains(s.id.as_str()))
+            .filter(|s| elsewhere.contains(&(s.owner.as_str(), s.session_id.as_str())))
+            .collect();
+        done.frozen = self.freeze(&taken).await;
+        let mut complete = done.frozen == taken.len();
+        let frozen: Vec<&SandboxInfo> = ours.iter().filter(|s| s.paused).collect();
+        let spares: std::collections::HashSet<String> = if frozen.iter().any(|s| self.runtime.is_spare(s)) {
+            self.store.pool_members().await?.into_iter().collect()
+        } else {
+            Default::default()
+        };
+        for sandbox in frozen {
+            match self.is_held(sandbox, &held, &spares).await {
+                Ok(true) => match self.runtime.freeze(&sandbox.id, false).await {
+                    Ok(()) => done.thawed += 1,
+                    Err(err) => {
+                        complete = false;
+                        tracing::warn!(node = %self.node, sandbox = %sandbox.id, %err, "thawing a sandbox failed");
+                    }
+                },
+                Ok(false) => done.left += 1,
+                Err(err) => {
+                    complete = false;
+                    tracing::warn!(node = %self.node, sandbox = %sandbox.id, %err, "looking up a frozen sandbox's session failed");
                 }
-            } else if sandbox.running
-                && !holds
-                && elsewhere.contains(&(sandbox.owner.as_str(), sandbox.session_id.as_str()))
-            {
-                taken.push(sandbox);
             }
         }
-        done.frozen = self.freeze(&taken).await;
         if done.thawed + done.left + done.frozen > 0 {
             tracing::info!(node = %self.node, thawed = done.thawed, left = done.left, frozen = done.frozen, "the node's sandboxes checked against their sessions: its own thawed, others' frozen for the reaper");
         }
-        Ok(())
+        Ok(complete)
+    }
+
+    /// Whether frozen `sandbox` is this node's: a record of this node names
+    /// it (`held`), or its session's record names this node (being made,
+    /// resumed or taken over here), or it is a spare in the pool (`spares`)
+    /// that nobody claimed.
+    async fn is_held(
+        &self,
+        sandbox: &SandboxInfo,
+        held: &std::collections::HashSet<&str>,
+        spares: &std::collections::HashSet<String>,
+    ) -> Result<bool, StoreError> {
+        if held.contains(sandbox.id.as_str()) {
+            return Ok(true);
+        }
+        if !sandbox.session_id.is_empty() {
+            let (Some(owner), Ok(id)) = (
+                crate::session::Owner::parse(&sandbox.owner),
+                crate::session::SessionId::parse(&sandbox.session_id),
+            ) else {
+                return Ok(false);
+            };
+            let record = self.store.get(&owner, &id).await?;
+            return Ok(record.is_some_and(|record| record.node.as_deref() == Some(self.node.as_str())));
+        }
+        Ok(spares.contains(&sandbox.id) && !self.store.pool_claimed(&sandbox.id).await?)
     }
 }
 
@@ -907,6 +973,7 @@ mod tests {
             ("kept", identity.as_str()),
             ("taken", identity.as_str()),
             ("else", "other/n9"),
+            ("made", identity.as_str()),
         ] {
             let request = CreateSandbox {
                 owner: owner.as_str().into(),
@@ -918,7 +985,8 @@ mod tests {
             let record = SessionRecord {
                 owner: owner.clone(),
                 session_id: session.into(),
-                container: Some(sandbox.id),
+                // "made": its container made, its record not told yet.
+                container: (session != "made").then_some(sandbox.id),
                 created_at_ms: 0,
                 expires_at_ms: 0,
                 options: Default::default(),
@@ -932,6 +1000,7 @@ mod tests {
             records.push(record);
         }
         let spare = runtime.create_spare(&identity).await.unwrap();
+        store.pool_add(&spare.id).await.unwrap();
         let lease = Arc::new(Lease::new(Duration::from_secs(1), Duration::from_secs(4)));
         let fence = Fence {
             lease: lease.clone(),
@@ -949,11 +1018,14 @@ mod tests {
             paused
         };
         let mut state = FenceState::default();
+        // Before the first beat got through: nothing is judged.
+        assert_eq!(fence.pass(&mut state).await, Fenced::default());
+        assert!(paused().await.is_empty());
         lease.renewed(tokio::time::Instant::now());
         assert_eq!(fence.pass(&mut state).await, Fenced::default());
         tokio::time::advance(Duration::from_secs(3)).await;
-        assert_eq!(fence.pass(&mut state).await.frozen, 3);
-        assert_eq!(paused().await, ["kept", "spare", "taken"]);
+        assert_eq!(fence.pass(&mut state).await.frozen, 4);
+        assert_eq!(paused().await, ["kept", "made", "spare", "taken"]);
         assert_eq!(fence.pass(&mut state).await, Fenced::default(), "frozen once");
         // Taken over meanwhile by n2.
         let taken = SessionRecord {
@@ -963,7 +1035,7 @@ mod tests {
         store.replace(&taken, Duration::from_secs(600)).await.unwrap();
         lease.renewed(tokio::time::Instant::now());
         let thawed = fence.pass(&mut state).await;
-        assert_eq!((thawed.thawed, thawed.left), (2, 1));
+        assert_eq!((thawed.thawed, thawed.left), (3, 1));
         assert_eq!(paused().await, ["taken"]);
         assert!(!runtime
             .list()
