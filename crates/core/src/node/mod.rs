@@ -771,8 +771,8 @@ impl Fence {
         }
         if !sandbox.session_id.is_empty() {
             let (Some(owner), Ok(id)) = (
-                crate::session::Owner::parse(&sandbox.owner),
-                crate::session::SessionId::parse(&sandbox.session_id),
+                crate::session::ids::Owner::parse(&sandbox.owner),
+                crate::session::ids::SessionId::parse(&sandbox.session_id),
             ) else {
                 return Ok(false);
             };
@@ -961,8 +961,8 @@ mod tests {
     async fn the_fence_freezes_while_the_lease_has_lapsed_and_thaws_only_what_the_node_still_holds() {
         use crate::runtime::fake::FakeRuntime;
         use crate::sandbox::CreateSandbox;
+        use crate::session::ids::Owner;
         use crate::session::record::SessionRecord;
-        use crate::session::Owner;
 
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
         let runtime = Arc::new(FakeRuntime::new());
