@@ -25,7 +25,7 @@ use crate::pool::WarmPool;
 use crate::runtime::transfer::{self, Transfer};
 use crate::runtime::{Control, ControlReply, RuntimeError, SandboxRuntime};
 use crate::sandbox::{CreateSandbox, ExecHooks, ExecOutcome, ExecRequest, SandboxOptions};
-use crate::store::{Begun, CommandStart, Quota, Reservation, SessionStore, StoreError};
+use crate::store::{Begun, CommandStart, Guard, Quota, Reservation, SessionStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -917,6 +917,10 @@ impl Sessions {
             return Ok(None);
         }
         let live = registry.live_key(lost);
+        let from_lost = Guard {
+            node: Some(lost),
+            unless_value: Some(&live),
+        };
         let ttl = time_left(&record);
         let now = Utc::now().timestamp_millis();
         // Held until the adoption ends (a suspended one takes no room).
@@ -934,7 +938,7 @@ impl Sessions {
                 }),
                 ..record.clone()
             };
-            if !self.store.update_unless_value(&parked, ttl, &live).await? {
+            if !self.store.update_if(&parked, ttl, &from_lost).await? {
                 return Ok(None);
             }
             return Ok(Some(Adopted {
@@ -971,7 +975,7 @@ impl Sessions {
         };
         // Deleted since it was read: it stays so. Back since it was looked
         // at (its live copy there again): it keeps its session.
-        if !self.store.update_unless_value(&pending, ttl, &live).await? {
+        if !self.store.update_if(&pending, ttl, &from_lost).await? {
             return Ok(None);
         }
         let made = async {
@@ -1028,7 +1032,12 @@ impl Sessions {
                     if let Some(made) = current.container() {
                         let _ = self.runtime.remove(made).await;
                     }
-                    let _ = self.store.update(&record, ttl).await;
+                    // Over its own pending record only.
+                    let ours = Guard {
+                        node: self.node.as_deref(),
+                        unless_value: None,
+                    };
+                    let _ = self.store.update_if(&record, ttl, &ours).await;
                 }
                 Err(err)
             }

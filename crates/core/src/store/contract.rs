@@ -44,7 +44,7 @@ contract!(
     touch_extends_a_record_and_finds_nothing_for_a_missing_one,
     delete_returns_the_record_once,
     an_update_stores_over_a_record_still_there_and_a_deletion_wins,
-    an_update_unless_a_value_is_refused_while_the_value_lives,
+    an_update_keeps_to_the_records_node_and_a_takeover_waits_for_the_lease,
     listings_are_per_owner_and_sorted,
     records_expire_with_their_ttl,
     a_creation_lock_is_exclusive_and_released_only_by_its_holder,
@@ -194,33 +194,37 @@ async fn an_update_stores_over_a_record_still_there_and_a_deletion_wins(store: &
     assert!(store.list_all().await.unwrap().is_empty());
 }
 
-async fn an_update_unless_a_value_is_refused_while_the_value_lives(store: &dyn SessionStore) {
+async fn an_update_keeps_to_the_records_node_and_a_takeover_waits_for_the_lease(store: &dyn SessionStore) {
     let alice = owner("alice");
-    store.replace(&record(&alice, "s", "c1"), TTL).await.unwrap();
+    let on = |node: &str, container: &str| SessionRecord {
+        node: Some(node.into()),
+        ..record(&alice, "s", container)
+    };
+    let container = || async { store.get(&alice, &sid("s")).await.unwrap().unwrap().container().map(String::from) };
+    store.replace(&on("n1", "c1"), TTL).await.unwrap();
+    // Its node writes; another node's plain update does not.
+    assert!(store.update(&on("n1", "c1b"), TTL).await.unwrap());
+    assert!(!store.update(&on("n2", "c2"), TTL).await.unwrap());
+    assert_eq!(container().await.as_deref(), Some("c1b"));
+    // A takeover from n1 waits until n1's lease value is gone.
     store.put_value("lease", "1", Duration::from_millis(300)).await.unwrap();
-    assert!(!store
-        .update_unless_value(&record(&alice, "s", "c2"), TTL, "lease")
-        .await
-        .unwrap());
-    assert_eq!(
-        store.get(&alice, &sid("s")).await.unwrap().unwrap().container(),
-        Some("c1")
-    );
+    let from_n1 = Guard {
+        node: Some("n1"),
+        unless_value: Some("lease"),
+    };
+    assert!(!store.update_if(&on("n2", "c2"), TTL, &from_n1).await.unwrap());
+    assert_eq!(container().await.as_deref(), Some("c1b"));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(store
-        .update_unless_value(&record(&alice, "s", "c2"), TTL, "lease")
-        .await
-        .unwrap());
-    assert_eq!(
-        store.get(&alice, &sid("s")).await.unwrap().unwrap().container(),
-        Some("c2")
-    );
+    assert!(store.update_if(&on("n2", "c2"), TTL, &from_n1).await.unwrap());
+    assert_eq!(container().await.as_deref(), Some("c2"));
+    // Taken: n1, back, writes nothing over it; a takeover from n1 finds
+    // nothing of n1's.
+    assert!(!store.update(&on("n1", "c1c"), TTL).await.unwrap());
+    assert!(!store.update_if(&on("n3", "c3"), TTL, &from_n1).await.unwrap());
+    assert_eq!(container().await.as_deref(), Some("c2"));
     // Still no record made from nothing.
     store.delete(&alice, &sid("s")).await.unwrap().unwrap();
-    assert!(!store
-        .update_unless_value(&record(&alice, "s", "c3"), TTL, "lease")
-        .await
-        .unwrap());
+    assert!(!store.update(&on("n2", "c4"), TTL).await.unwrap());
     assert_eq!(store.get(&alice, &sid("s")).await.unwrap(), None);
 }
 

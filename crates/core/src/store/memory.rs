@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{now_ms, ttl_ms, Quota, Reservation, SessionStore, StoreError, CLAIM_MARK_MS, EVICTED};
+use super::{now_ms, ttl_ms, Guard, Quota, Reservation, SessionStore, StoreError, CLAIM_MARK_MS, EVICTED};
 use crate::session::ids::{Owner, SessionId};
 use crate::session::record::SessionRecord;
 
@@ -137,23 +137,17 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError> {
+    async fn update_if(&self, record: &SessionRecord, ttl: Duration, guard: &Guard<'_>) -> Result<bool, StoreError> {
         let mut live = self.live();
+        if guard.unless_value.is_some_and(|value| live.values.contains_key(value)) {
+            return Ok(false);
+        }
         let Some(current) = live.records.get_mut(&key(&record.owner, &record.session_id)) else {
             return Ok(false);
         };
-        *current = with_ttl(record, ttl);
-        Ok(true)
-    }
-
-    async fn update_unless_value(&self, record: &SessionRecord, ttl: Duration, key: &str) -> Result<bool, StoreError> {
-        let mut live = self.live();
-        if live.values.contains_key(key) {
+        if current.node.as_deref() != guard.node {
             return Ok(false);
         }
-        let Some(current) = live.records.get_mut(&self::key(&record.owner, &record.session_id)) else {
-            return Ok(false);
-        };
         *current = with_ttl(record, ttl);
         Ok(true)
     }

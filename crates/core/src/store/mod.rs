@@ -48,14 +48,21 @@ pub trait SessionStore: Send + Sync {
     async fn replace(&self, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError>;
 
     /// Stores `record` over the session's current record only if it still
-    /// has one, in one atomic step: a deletion meanwhile wins. Whether it
-    /// was stored.
-    async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError>;
+    /// has one and that names the same node, in one atomic step: a deletion
+    /// meanwhile wins, and so does a takeover by another node (a node whose
+    /// lock lapsed while it was cut off does not write the session back to
+    /// itself). Whether it was stored.
+    async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError> {
+        let guard = Guard {
+            node: record.node.as_deref(),
+            unless_value: None,
+        };
+        self.update_if(record, ttl, &guard).await
+    }
 
-    /// [`update`](Self::update), unless value `key` (see
-    /// [`put_value`](Self::put_value)) exists, in the same atomic step: a
-    /// takeover that the holder's live lease refuses.
-    async fn update_unless_value(&self, record: &SessionRecord, ttl: Duration, key: &str) -> Result<bool, StoreError>;
+    /// Stores `record` over the session's current record only if it still
+    /// has one and `guard` holds, in one atomic step. Whether it was stored.
+    async fn update_if(&self, record: &SessionRecord, ttl: Duration, guard: &Guard<'_>) -> Result<bool, StoreError>;
 
     /// Pushes the session's expiry to now + `ttl`; `None` if it has none.
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError>;
@@ -212,6 +219,16 @@ pub trait SessionStore: Send + Sync {
 /// How an evicted charged value begins (then its account; see
 /// [`SessionStore::put_charged`]).
 pub const EVICTED: &str = "!evicted";
+
+/// What [`SessionStore::update_if`] requires of the session's current record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard<'a> {
+    /// The node it names (`None`: none, a single host's).
+    pub node: Option<&'a str>,
+    /// A value (see [`SessionStore::put_value`]) that must not exist: the
+    /// live copy of the node a takeover takes from.
+    pub unless_value: Option<&'a str>,
+}
 
 /// A command about to run (see [`SessionStore::begin_command`]): its token,
 /// its deadline (unix ms) and the channel lease to take.

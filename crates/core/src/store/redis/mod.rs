@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
-use super::{Begun, CommandStart, Quota, Reservation, SessionStore, StoreError};
+use super::{Begun, CommandStart, Guard, Quota, Reservation, SessionStore, StoreError};
 use crate::session::ids::{Owner, SessionId};
 use crate::session::record::SessionRecord;
 
@@ -197,12 +197,8 @@ impl SessionStore for RedisStore {
         again_if_dropped(|| RedisStore::replace(self, record, ttl)).await
     }
 
-    async fn update(&self, record: &SessionRecord, ttl: Duration) -> Result<bool, StoreError> {
-        again_if_dropped(|| RedisStore::update(self, record, ttl, None)).await
-    }
-
-    async fn update_unless_value(&self, record: &SessionRecord, ttl: Duration, key: &str) -> Result<bool, StoreError> {
-        again_if_dropped(|| RedisStore::update(self, record, ttl, Some(key))).await
+    async fn update_if(&self, record: &SessionRecord, ttl: Duration, guard: &Guard<'_>) -> Result<bool, StoreError> {
+        again_if_dropped(|| RedisStore::update_if(self, record, ttl, guard)).await
     }
 
     async fn touch(&self, owner: &Owner, id: &SessionId, ttl: Duration) -> Result<Option<SessionRecord>, StoreError> {

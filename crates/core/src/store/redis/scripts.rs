@@ -97,7 +97,11 @@ return {0, '', ''}
 pub(super) static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local node = cjson.decode(current)['node']
+if type(node) ~= 'string' then node = '' end
+if node ~= ARGV[7] then return 0 end
 if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])

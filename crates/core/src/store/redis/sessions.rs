@@ -99,15 +99,15 @@ impl RedisStore {
         self.write(record, ttl).await
     }
 
-    /// See [`crate::store::SessionStore::update`]; not over value `unless`
-    /// (a key of [`put_value`](Self::put_value)) if given.
-    pub(super) async fn update(
+    /// See [`crate::store::SessionStore::update_if`].
+    pub(super) async fn update_if(
         &self,
         record: &SessionRecord,
         ttl: Duration,
-        unless: Option<&str>,
+        guard: &crate::store::Guard<'_>,
     ) -> Result<bool, StoreError> {
-        let unless = unless.map(|key| format!("{}value:{key}", self.prefix));
+        let unless = (guard.unless_value).map(|key| format!("{}value:{key}", self.prefix));
+        let node = guard.node.unwrap_or_default().to_string();
         let stored = SessionRecord {
             expires_at_ms: now_ms() + ttl_ms(ttl),
             ..record.clone()
@@ -133,6 +133,7 @@ impl RedisStore {
                     .arg(&id)
                     .arg(&member)
                     .arg(parked)
+                    .arg(&node)
                     .invoke_async(&mut c)
                     .await
             })
