@@ -1136,18 +1136,7 @@ async fn a_node_at_an_https_address_is_reached_by_the_nodes_that_trust_its_ca() 
     );
     // Sessions made through t0 are placed over the three; the ones on t1
     // were made there over https.
-    let mut on_t1 = None;
-    let mut made = Vec::new();
-    for i in 0..12 {
-        let session = format!("s{i}");
-        let reply = run_via(&nodes[0], &session, "sh -c 'echo over tls > f.txt'").await;
-        made.push(session.clone());
-        if served_by(&reply) == "t1" {
-            on_t1 = Some(session);
-            break;
-        }
-    }
-    let session = on_t1.expect("no session of twelve was placed on t1");
+    let (session, made) = placed_on(&nodes[0], "t1", "sh -c 'echo over tls > f.txt'").await;
     let read = run_via(&nodes[0], &session, "cat f.txt").await;
     assert_eq!(
         (served_by(&read).as_str(), read.body["stdout"].as_str()),
@@ -1156,17 +1145,7 @@ async fn a_node_at_an_https_address_is_reached_by_the_nodes_that_trust_its_ca() 
     let refused = execute(&nodes[2], ALICE_KEY, &session, "cat f.txt").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
     assert_eq!(refused.body["error"], "node_unreachable", "{:?}", refused.body);
-    for session in &made {
-        let gone = call(
-            &nodes[0],
-            Method::DELETE,
-            &format!("/sessions/{session}"),
-            ALICE_KEY,
-            None,
-        )
-        .await;
-        assert_eq!(gone.status, StatusCode::NO_CONTENT, "{session}: {:?}", gone.body);
-    }
+    delete_all(&nodes[0], &made).await;
 }
 
 /// Redis loses a beating node's live copy (as an eviction, a flush or a
@@ -1188,18 +1167,7 @@ async fn a_beating_node_whose_live_copy_redis_loses_keeps_its_sessions() {
         status_of(seen, "v0") == "live" && status_of(seen, "v1") == "live"
     })
     .await;
-    let mut made = Vec::new();
-    let mut on_v1 = None;
-    for i in 0..8 {
-        let session = format!("w{i}");
-        let reply = run_via(&nodes[0], &session, "sh -c 'echo mine > f.txt'").await;
-        made.push(session.clone());
-        if served_by(&reply) == "v1" {
-            on_v1 = Some(session);
-            break;
-        }
-    }
-    let session = on_v1.expect("no session of eight was placed on v1");
+    let (session, made) = placed_on(&nodes[0], "v1", "sh -c 'echo mine > f.txt'").await;
     // Both nodes have beaten for more than a loss timeout: v0 would take
     // over a node it judged lost.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1236,15 +1204,28 @@ async fn a_beating_node_whose_live_copy_redis_loses_keeps_its_sessions() {
             .any(|line| line.contains("live copy had vanished")),
         "v1 never noticed"
     );
-    for session in &made {
-        let gone = call(
-            &nodes[0],
-            Method::DELETE,
-            &format!("/sessions/{session}"),
-            ALICE_KEY,
-            None,
-        )
-        .await;
+    delete_all(&nodes[0], &made).await;
+}
+
+/// New sessions made through `entry` (running `command`) until one is
+/// placed on `node`: that one, and all it made.
+async fn placed_on(entry: &BrigApi, node: &str, command: &str) -> (String, Vec<String>) {
+    let mut made = Vec::new();
+    for i in 0..12 {
+        let session = format!("p{i}");
+        let reply = run_via(entry, &session, command).await;
+        made.push(session.clone());
+        if served_by(&reply) == node {
+            return (session, made);
+        }
+    }
+    panic!("no session of twelve was placed on {node}");
+}
+
+/// Deletes `sessions` through `entry`.
+async fn delete_all(entry: &BrigApi, sessions: &[String]) {
+    for session in sessions {
+        let gone = call(entry, Method::DELETE, &format!("/sessions/{session}"), ALICE_KEY, None).await;
         assert_eq!(gone.status, StatusCode::NO_CONTENT, "{session}: {:?}", gone.body);
     }
 }

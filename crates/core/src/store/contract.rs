@@ -200,7 +200,15 @@ async fn an_update_keeps_to_the_records_node_and_a_takeover_waits_for_the_lease(
         node: Some(node.into()),
         ..record(&alice, "s", container)
     };
-    let container = || async { store.get(&alice, &sid("s")).await.unwrap().unwrap().container().map(String::from) };
+    let container = || async {
+        store
+            .get(&alice, &sid("s"))
+            .await
+            .unwrap()
+            .unwrap()
+            .container()
+            .map(String::from)
+    };
     store.replace(&on("n1", "c1"), TTL).await.unwrap();
     // Its node writes; another node's plain update does not.
     assert!(store.update(&on("n1", "c1b"), TTL).await.unwrap());
