@@ -2,13 +2,14 @@
 //! node announces itself (its address, its sessions, its capacity, its
 //! runtimes) every heartbeat; a node silent for `NODE_LOSS_SECONDS` is lost.
 //!
-//! Silence is measured by the store's clock, never by comparing two nodes'
-//! clocks: each beat also writes the node's *live* copy, which the store
-//! expires a loss timeout later. A node holds a [`Lease`] on its sessions
-//! while its beats reach the store; a [`Fence`] freezes its sandboxes when
-//! the lease lapses, a heartbeat before the others may judge it lost and
-//! take its sessions over (a takeover is refused, in the store's own atomic
-//! step, while the live copy exists).
+//! No node compares its clock with another's: each beat also writes the
+//! node's *live* copy, which the store expires a loss timeout after the beat
+//! began (a node taking another's sessions over also waits until it has
+//! seen that node's announcement stand still that long on its own clock). A
+//! node holds a [`Lease`] on its sessions while its beats reach the store; a
+//! [`Fence`] freezes its sandboxes when the lease lapses, a heartbeat before
+//! the others may find the copy gone (a takeover is refused, in the store's
+//! own atomic step, while the live copy exists).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,7 +163,7 @@ impl Registry {
 
     /// The store value that exists while node `id` is live: a takeover of its
     /// sessions is stored only without it
-    /// ([`SessionStore::update_unless_value`]).
+    /// ([`SessionStore::update_if`], [`crate::store::Guard::unless_value`]).
     pub fn live_key(&self, id: &str) -> String {
         live_key(id)
     }
