@@ -526,7 +526,11 @@ impl Lease {
 
     /// Whether this node may act on its sessions now.
     pub fn held(&self) -> bool {
-        self.state().renewed.is_some_and(|last| last.elapsed() < self.held_for)
+        self.held_in(&self.state())
+    }
+
+    fn held_in(&self, state: &LeaseState) -> bool {
+        state.renewed.is_some_and(|last| last.elapsed() < self.held_for)
     }
 
     /// Held without a lapse for a whole loss timeout: every node alive now
@@ -535,8 +539,7 @@ impl Lease {
     /// the others' sessions at its first beat back would take live ones).
     pub fn settled(&self) -> bool {
         let state = self.state();
-        let held = state.renewed.is_some_and(|last| last.elapsed() < self.held_for);
-        held && state.since.is_some_and(|since| since.elapsed() >= self.loss_after)
+        self.held_in(&state) && state.since.is_some_and(|since| since.elapsed() >= self.loss_after)
     }
 
     pub fn loss_after(&self) -> Duration {
@@ -615,15 +618,15 @@ impl Fence {
             return done;
         }
         // Read again each time: a store that lost everything makes a new one.
-        match self.store.identity().await {
-            Ok(identity) => state.identity = Some(identity),
+        let identity = match self.store.identity().await {
+            Ok(identity) => identity,
             Err(err) => {
                 state.due = true;
                 tracing::warn!(node = %self.node, %err, "reading the store's identity failed; the next look tries again");
                 return done;
             }
-        }
-        let identity = state.identity.clone().unwrap_or_default();
+        };
+        state.identity = Some(identity.clone());
         // A lapse while it runs stops it: the freeze cannot wait.
         let lapsed = async {
             while self.lease.held() {

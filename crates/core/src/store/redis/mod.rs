@@ -131,6 +131,11 @@ impl RedisStore {
     fn owner_key(&self, owner: &Owner) -> String {
         format!("{}owner:{}", self.prefix, owner.as_str())
     }
+
+    /// Where [`SessionStore::put_value`]'s `key` lives.
+    fn value_key(&self, key: &str) -> String {
+        format!("{}value:{key}", self.prefix)
+    }
 }
 
 /// Runs `operation`, a store call that is safe to repeat; if it met a dead

@@ -106,7 +106,7 @@ impl RedisStore {
         ttl: Duration,
         guard: &crate::store::Guard<'_>,
     ) -> Result<bool, StoreError> {
-        let unless = (guard.unless_value).map(|key| format!("{}value:{key}", self.prefix));
+        let unless = (guard.unless_value).map(|key| self.value_key(key));
         let node = guard.node.unwrap_or_default().to_string();
         let stored = SessionRecord {
             expires_at_ms: now_ms() + ttl_ms(ttl),

@@ -10,21 +10,13 @@ use crate::store::{now_ms, ttl_ms, StoreError, EVICTED};
 
 impl RedisStore {
     pub(super) async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        let (key, value, ttl) = (
-            format!("{}value:{key}", self.prefix),
-            value.to_string(),
-            ttl_ms(ttl).max(1),
-        );
+        let (key, value, ttl) = (self.value_key(key), value.to_string(), ttl_ms(ttl).max(1));
         self.call(|mut c| async move { c.pset_ex::<_, _, ()>(&key, value, ttl as u64).await })
             .await
     }
 
     pub(super) async fn swap_value(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let (key, value, ttl) = (
-            format!("{}value:{key}", self.prefix),
-            value.to_string(),
-            ttl_ms(ttl).max(1),
-        );
+        let (key, value, ttl) = (self.value_key(key), value.to_string(), ttl_ms(ttl).max(1));
         let old: Option<String> = self
             .call(|mut c| {
                 let (key, value) = (key.clone(), value.clone());
@@ -44,12 +36,12 @@ impl RedisStore {
     }
 
     pub(super) async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let key = format!("{}value:{key}", self.prefix);
+        let key = self.value_key(key);
         self.call(|mut c| async move { c.get(&key).await }).await
     }
 
     pub(super) async fn set_once(&self, key: &str, ttl: Duration) -> Result<Option<Duration>, StoreError> {
-        let (key, ttl) = (format!("{}value:{key}", self.prefix), ttl_ms(ttl).max(1));
+        let (key, ttl) = (self.value_key(key), ttl_ms(ttl).max(1));
         let set: bool = self
             .call(|mut c| {
                 let key = key.clone();
@@ -86,7 +78,7 @@ impl RedisStore {
         quota: u64,
     ) -> Result<usize, StoreError> {
         let keys = [
-            format!("{}value:{key}", self.prefix),
+            self.value_key(key),
             format!("{}charged:{account}", self.prefix),
             format!("{}charged-size:{account}", self.prefix),
             format!("{}charged-total:{account}", self.prefix),
@@ -173,7 +165,7 @@ impl RedisStore {
     }
 
     pub(super) async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
-        let key = format!("{}value:{key}", self.prefix);
+        let key = self.value_key(key);
         self.call(|mut c| async move { c.del::<_, ()>(&key).await }).await
     }
 }
